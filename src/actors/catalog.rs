@@ -1,0 +1,205 @@
+//! `Catalog`: concerts and their schedules (contract Q's catalog). It owns what is for
+//! sale and when; each schedule's seats are a [`SeatMap`](super::seat_map) it creates.
+
+use super::registry::Registry;
+use super::seat_map::{Availability, SeatMapSnapshot};
+use crate::store::{Batch, Key, Store, StoreError};
+use crate::time::now_ms;
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concert {
+    pub id: u64,
+    pub title: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: u64,
+    pub concert: u64,
+    pub starts_at: u64,
+    pub seats: u32,
+    pub price: u64,
+}
+
+impl Schedule {
+    /// The id of the seat map that sells this schedule.
+    pub fn seat_map_id(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CatalogSnapshot {
+    pub concerts: BTreeMap<u64, Concert>,
+    pub schedules: BTreeMap<u64, Schedule>,
+    next_concert: u64,
+    next_schedule: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("concert not found")]
+    UnknownConcert,
+    #[error("no schedule with seats left")]
+    NoSchedules,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl From<StoreError> for CatalogError {
+    fn from(e: StoreError) -> Self {
+        CatalogError::Storage(e.to_string())
+    }
+}
+
+pub struct Catalog {
+    state: CatalogSnapshot,
+    store: Store,
+    registry: Registry,
+}
+
+impl Catalog {
+    pub fn new(state: CatalogSnapshot, store: Store, registry: Registry) -> Self {
+        Catalog { state, store, registry }
+    }
+}
+
+impl Actor for Catalog {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::actors::MAILBOX);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Concert, CatalogError>")]
+pub struct CreateConcert {
+    pub title: String,
+}
+
+impl Handler<CreateConcert> for Catalog {
+    type Result = ResponseFuture<Result<Concert, CatalogError>>;
+    fn handle(&mut self, msg: CreateConcert, _: &mut Context<Self>) -> Self::Result {
+        let mut next = self.state.clone();
+        next.next_concert += 1;
+        let concert = Concert { id: next.next_concert, title: msg.title, created_at: now_ms() };
+        next.concerts.insert(concert.id, concert.clone());
+        let result = self.store.put(&Key::Catalog, &next);
+        if result.is_ok() {
+            self.state = next;
+        }
+        let store = self.store.clone();
+        Box::pin(async move {
+            result?;
+            store.durable().await?;
+            Ok(concert)
+        })
+    }
+}
+
+/// A schedule with `seats` seats numbered 1..=seats at `price` each.
+#[derive(Message)]
+#[rtype(result = "Result<Schedule, CatalogError>")]
+pub struct CreateSchedule {
+    pub concert: u64,
+    pub starts_at: u64,
+    pub seats: u32,
+    pub price: u64,
+}
+
+impl Handler<CreateSchedule> for Catalog {
+    type Result = ResponseFuture<Result<Schedule, CatalogError>>;
+    fn handle(&mut self, msg: CreateSchedule, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let result = self.create_schedule(msg);
+        Box::pin(async move {
+            let schedule = result?;
+            store.durable().await?;
+            Ok(schedule)
+        })
+    }
+}
+
+impl Catalog {
+    fn create_schedule(&mut self, msg: CreateSchedule) -> Result<Schedule, CatalogError> {
+        if !self.state.concerts.contains_key(&msg.concert) {
+            return Err(CatalogError::UnknownConcert);
+        }
+        let mut next = self.state.clone();
+        next.next_schedule += 1;
+        let schedule = Schedule { id: next.next_schedule, concert: msg.concert, starts_at: msg.starts_at, seats: msg.seats, price: msg.price };
+        next.schedules.insert(schedule.id, schedule.clone());
+        let seat_map = SeatMapSnapshot::new(schedule.seat_map_id(), (1..=msg.seats).map(|n| n.to_string()), msg.price);
+        // The schedule and its seat map appear together or not at all.
+        let mut batch = Batch::default();
+        batch.put(&Key::Catalog, &next)?;
+        batch.put(&Key::SeatMap(seat_map.id.clone()), &seat_map)?;
+        self.store.apply(batch)?;
+        self.state = next;
+        self.registry.start_seat_map(seat_map)?;
+        self.registry.route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
+        Ok(schedule)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<Concert>")]
+pub struct ListConcerts;
+
+impl Handler<ListConcerts> for Catalog {
+    type Result = MessageResult<ListConcerts>;
+    fn handle(&mut self, _: ListConcerts, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.concerts.values().cloned().collect())
+    }
+}
+
+/// A schedule with how many of its seats are available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleView {
+    pub schedule: Schedule,
+    pub available: usize,
+}
+
+/// A concert's schedules with seats left (all of them with `include_sold_out`).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<ScheduleView>, CatalogError>")]
+pub struct ListSchedules {
+    pub concert: u64,
+    pub include_sold_out: bool,
+}
+
+impl Handler<ListSchedules> for Catalog {
+    type Result = ResponseFuture<Result<Vec<ScheduleView>, CatalogError>>;
+    fn handle(&mut self, msg: ListSchedules, _: &mut Context<Self>) -> Self::Result {
+        if !self.state.concerts.contains_key(&msg.concert) {
+            return Box::pin(async { Err(CatalogError::UnknownConcert) });
+        }
+        let schedules: Vec<(Schedule, Option<Addr<super::seat_map::SeatMap>>)> = self
+            .state
+            .schedules
+            .values()
+            .filter(|s| s.concert == msg.concert)
+            .map(|s| (s.clone(), self.registry.seat_map(&s.seat_map_id())))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(schedules.len());
+            for (schedule, addr) in schedules {
+                let available = match addr {
+                    Some(a) => a.send(Availability).await.map(|(free, _)| free).unwrap_or(0),
+                    None => 0,
+                };
+                if available > 0 || msg.include_sold_out {
+                    out.push(ScheduleView { schedule, available });
+                }
+            }
+            if out.is_empty() {
+                return Err(CatalogError::NoSchedules);
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! The actors that own all business state. Each serializes its own mutations through its
+//! mailbox; that is the only lock. See each module for its invariants.
+
+pub mod catalog;
+pub mod registry;
+pub mod seat_map;
+pub mod waiting_queue;
+pub mod wallet;
+
+pub use registry::Registry;
+
+/// Mailbox capacity of the domain actors: senders wait (backpressure) beyond it.
+pub const MAILBOX: usize = 4096;

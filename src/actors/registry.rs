@@ -1,0 +1,178 @@
+//! `Registry`: finds (and starts) the actor that owns an id. It holds addresses and
+//! routing tables (which seat map a reservation or schedule lives on), never business
+//! state. Domain actors run on a small pool of arbiters (threads), spread by id.
+
+use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreateSchedule};
+use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
+use super::waiting_queue::{QueuePolicy, WaitingQueue};
+use super::wallet::{ChargeLimits, Wallet};
+use crate::config::Settings;
+use crate::store::{Key, Store, StoreError};
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: Settings,
+    arbiters: Vec<ArbiterHandle>,
+    seat_maps: DashMap<String, Addr<SeatMap>>,
+    wallets: DashMap<u64, Addr<Wallet>>,
+    /// reservation id -> seat map id.
+    reservations: DashMap<u64, String>,
+    /// schedule id -> (concert id, seat map id).
+    schedules: DashMap<u64, (u64, String)>,
+    queue: OnceLock<Addr<WaitingQueue>>,
+    catalog: OnceLock<Addr<Catalog>>,
+}
+
+impl Registry {
+    /// Bring every actor with timers back from the store (seat maps, the queue), build
+    /// the routing tables, and load the demo catalog into an empty store.
+    pub async fn start(store: Store, settings: Settings) -> anyhow::Result<Registry> {
+        let fresh = store.is_empty();
+        let arbiters = (0..settings.workers.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let registry = Registry {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                settings: settings.clone(),
+                arbiters,
+                seat_maps: DashMap::new(),
+                wallets: DashMap::new(),
+                reservations: DashMap::new(),
+                schedules: DashMap::new(),
+                queue: OnceLock::new(),
+                catalog: OnceLock::new(),
+            }),
+        };
+        for (_, r) in store.scan::<Reservation>(&Key::Reservation(0))? {
+            registry.inner.reservations.insert(r.id, r.seat_map);
+        }
+        for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
+            registry.start_seat_map(snapshot)?;
+        }
+        let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
+        for s in catalog_state.schedules.values() {
+            registry.route_schedule(s.id, s.concert, s.seat_map_id());
+        }
+        let policy = QueuePolicy {
+            admit_rate: settings.queue_admit_rate,
+            max_active: settings.queue_max_active,
+            active_ttl: settings.queue_active_ttl,
+            wait_ttl: settings.queue_wait_ttl,
+        };
+        let queue = WaitingQueue::load(store.clone(), policy)?;
+        let queue = WaitingQueue::start_in_arbiter(&registry.arbiter_for(&"queue"), |_| queue);
+        let _ = registry.inner.queue.set(queue);
+        let catalog = Catalog::new(catalog_state, store.clone(), registry.clone());
+        let catalog = Catalog::start_in_arbiter(&registry.arbiter_for(&"catalog"), |_| catalog);
+        let _ = registry.inner.catalog.set(catalog);
+        if fresh && !settings.no_demo {
+            registry.load_demo().await?;
+        }
+        Ok(registry)
+    }
+
+    /// Concert 1 with schedules 1, 2 and 3, each of seats 1..=50 at 80,000.
+    async fn load_demo(&self) -> anyhow::Result<()> {
+        let concert = self.catalog().send(CreateConcert { title: "Boxoffice Live 2026".into() }).await??;
+        let day = 24 * 3600 * 1000;
+        let first = crate::time::now_ms() / day * day + 30 * day + 19 * 3600 * 1000;
+        for n in 0..3 {
+            self.catalog()
+                .send(CreateSchedule { concert: concert.id, starts_at: first + n * day, seats: 50, price: 80_000 })
+                .await??;
+        }
+        tracing::info!("loaded the demo catalog: concert 1 with schedules 1, 2, 3");
+        Ok(())
+    }
+
+    fn arbiter_for<K: Hash + ?Sized>(&self, key: &K) -> ArbiterHandle {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let i = (h.finish() as usize) % self.inner.arbiters.len();
+        self.inner.arbiters[i].clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn queue(&self) -> &Addr<WaitingQueue> {
+        // unwrap: set in `start` before the registry is handed out.
+        self.inner.queue.get().expect("queue started")
+    }
+
+    pub fn catalog(&self) -> &Addr<Catalog> {
+        // unwrap: set in `start` before the registry is handed out.
+        self.inner.catalog.get().expect("catalog started")
+    }
+
+    /// Start the actor for a seat map (at creation or restore).
+    pub fn start_seat_map(&self, snapshot: SeatMapSnapshot) -> Result<Addr<SeatMap>, StoreError> {
+        let id = snapshot.id.clone();
+        let seat_map = SeatMap::restore(snapshot, self.inner.store.clone(), self.clone())?;
+        let addr = SeatMap::start_in_arbiter(&self.arbiter_for(&id), |_| seat_map);
+        self.inner.seat_maps.insert(id, addr.clone());
+        Ok(addr)
+    }
+
+    pub fn seat_map(&self, id: &str) -> Option<Addr<SeatMap>> {
+        self.inner.seat_maps.get(id).map(|a| a.clone())
+    }
+
+    pub fn route_reservation(&self, reservation: u64, seat_map: &str) {
+        self.inner.reservations.insert(reservation, seat_map.to_string());
+    }
+
+    pub fn seat_map_of_reservation(&self, reservation: u64) -> Option<Addr<SeatMap>> {
+        let id = self.inner.reservations.get(&reservation)?.clone();
+        self.seat_map(&id)
+    }
+
+    pub fn route_schedule(&self, schedule: u64, concert: u64, seat_map: String) {
+        self.inner.schedules.insert(schedule, (concert, seat_map));
+    }
+
+    /// The seat map of `schedule`, if it is a schedule of `concert`.
+    pub fn seat_map_of_schedule(&self, concert: u64, schedule: u64) -> Option<Addr<SeatMap>> {
+        let entry = self.inner.schedules.get(&schedule)?;
+        let (c, id) = entry.value();
+        if *c != concert {
+            return None;
+        }
+        self.seat_map(id)
+    }
+
+    /// The concert a schedule belongs to.
+    pub fn concert_of_schedule(&self, schedule: u64) -> Option<u64> {
+        self.inner.schedules.get(&schedule).map(|e| e.value().0)
+    }
+
+    /// The wallet of `user`, started from its snapshot on first use.
+    pub fn wallet(&self, user: u64) -> Result<Addr<Wallet>, StoreError> {
+        if let Some(a) = self.inner.wallets.get(&user) {
+            return Ok(a.clone());
+        }
+        let entry = self.inner.wallets.entry(user);
+        let addr = entry.or_try_insert_with(|| {
+            let limits = ChargeLimits {
+                max_single: self.inner.settings.charge_max_single,
+                max_monthly: self.inner.settings.charge_max_monthly,
+            };
+            let wallet = Wallet::load(user, self.inner.store.clone(), self.clone(), limits)?;
+            Ok::<_, StoreError>(Wallet::start_in_arbiter(&self.arbiter_for(&user), |_| wallet))
+        })?;
+        Ok(addr.clone())
+    }
+}

@@ -1,0 +1,584 @@
+//! `SeatMap`: one actor per schedule (contract Q) or performance (contract B). It owns
+//! every seat's state and every live reservation on it; its mailbox is the only lock.
+//!
+//! A reservation holds one or more seats, all or none, until `hold_expires_at`. The
+//! actor's timer expires holds (once: the state moves `Held -> Expired` in one persisted
+//! step). On start the actor expires what fell due while the server was down.
+//!
+//! # Payment, the seat map's half
+//! The [`Wallet`](super::wallet) coordinates a payment; the seat map is its participant:
+//! 1. `BeginPayment` moves `Held -> Paying(payment)`, if the hold is the payer's and has
+//!    not run out. A paying reservation never expires: its fate is the wallet's.
+//! 2. The wallet decides (debit and record, durably: the commit point) and sends
+//!    `FinishPayment { commit }`: commit -> `Confirmed` and the seats `Sold`; abort ->
+//!    `Held` again, or `Expired` if the hold ran out meanwhile.
+//! 3. A reservation left `Paying` (a crash, a lost message) is resolved by asking the
+//!    wallet whether that payment committed, at start and after [`PAYING_RESOLVE_AFTER`].
+//!    The wallet answers from its durable record, so a debit always ends in a confirmed
+//!    seat and an unrecorded payment always ends in a released or re-held one.
+
+use super::registry::Registry;
+use super::wallet::{PaymentDecision, ResolvePayment};
+use crate::store::{Batch, Key, Store, StoreError};
+use crate::time::{now_ms, until};
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long a reservation may stay `Paying` before the seat map asks the wallet.
+pub const PAYING_RESOLVE_AFTER: Duration = Duration::from_secs(10);
+
+/// A seat and what it is doing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seat {
+    pub label: String,
+    pub price: u64,
+    pub state: SeatState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeatState {
+    Available,
+    /// Held (or being paid for) by this reservation.
+    Held(u64),
+    /// Sold through this reservation.
+    Sold(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReservationStatus {
+    Held,
+    /// A wallet is paying for it: it cannot expire until the wallet decides.
+    Paying,
+    Confirmed,
+    Expired,
+    Cancelled,
+}
+
+/// One hold of one or more seats of one seat map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: u64,
+    pub seat_map: String,
+    pub seats: Vec<String>,
+    pub user: u64,
+    /// The sum of the seats' prices when they were held.
+    pub price: u64,
+    pub status: ReservationStatus,
+    pub created_at: u64,
+    pub hold_expires_at: u64,
+    /// The idempotency key the hold was made with, so a retry after a crash finds it.
+    pub idempotency_key: Option<String>,
+    /// The payment paying (or that paid) for it.
+    pub payment: Option<u64>,
+    pub paying_since: Option<u64>,
+    pub updated_at: u64,
+}
+
+/// What is persisted besides the reservation records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeatMapSnapshot {
+    pub id: String,
+    pub seats: Vec<Seat>,
+}
+
+impl SeatMapSnapshot {
+    /// A fresh seat map with every seat available.
+    pub fn new(id: String, labels: impl IntoIterator<Item = String>, price: u64) -> Self {
+        let seats = labels.into_iter().map(|label| Seat { label, price, state: SeatState::Available }).collect();
+        SeatMapSnapshot { id, seats }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SeatError {
+    #[error("no seats were requested")]
+    NoSeats,
+    #[error("seat {0} does not exist")]
+    UnknownSeat(String),
+    #[error("seat {0} was requested twice")]
+    DuplicateSeat(String),
+    #[error("seat {0} is not available")]
+    Taken(String),
+    #[error("reservation not found")]
+    NotFound,
+    #[error("reservation belongs to another user")]
+    NotYours,
+    #[error("reservation has expired")]
+    Expired,
+    #[error("reservation was cancelled")]
+    Cancelled,
+    #[error("reservation is already confirmed")]
+    AlreadyConfirmed,
+    #[error("a payment for this reservation is in progress")]
+    PaymentInProgress,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl From<StoreError> for SeatError {
+    fn from(e: StoreError) -> Self {
+        SeatError::Storage(e.to_string())
+    }
+}
+
+/// A seat as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatView {
+    pub label: String,
+    pub price: u64,
+    pub state: SeatState,
+    /// For a held or sold seat: who holds it and until when.
+    pub holder: Option<(u64, u64)>,
+    pub status: Option<ReservationStatus>,
+}
+
+pub struct SeatMap {
+    id: String,
+    seats: Vec<Seat>,
+    /// label -> index into `seats` (derived from `seats`).
+    index: HashMap<String, usize>,
+    /// Held, paying and confirmed reservations. Finished ones live only in the store.
+    live: HashMap<u64, Reservation>,
+    store: Store,
+    registry: Registry,
+    /// The armed expiry timer and the deadline it is for.
+    timer: Option<(u64, SpawnHandle)>,
+}
+
+impl SeatMap {
+    /// Load a seat map and its live reservations from their snapshot.
+    pub fn restore(snapshot: SeatMapSnapshot, store: Store, registry: Registry) -> Result<SeatMap, StoreError> {
+        let mut live = HashMap::new();
+        for seat in &snapshot.seats {
+            if let SeatState::Held(r) | SeatState::Sold(r) = seat.state {
+                if !live.contains_key(&r) {
+                    if let Some(res) = store.get::<Reservation>(&Key::Reservation(r))? {
+                        live.insert(r, res);
+                    }
+                }
+            }
+        }
+        let index = snapshot.seats.iter().enumerate().map(|(i, s)| (s.label.clone(), i)).collect();
+        Ok(SeatMap { id: snapshot.id, seats: snapshot.seats, index, live, store, registry, timer: None })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn snapshot(&self) -> SeatMapSnapshot {
+        SeatMapSnapshot { id: self.id.clone(), seats: self.seats.clone() }
+    }
+
+    /// Persist the seats and the given reservations in one atomic write.
+    fn persist(&self, changed: &[&Reservation]) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.put(&Key::SeatMap(self.id.clone()), &self.snapshot())?;
+        for r in changed {
+            batch.put(&Key::Reservation(r.id), *r)?;
+        }
+        self.store.apply(batch)
+    }
+
+    fn set_seats(&mut self, labels: &[String], state: SeatState) {
+        for l in labels {
+            if let Some(&i) = self.index.get(l) {
+                self.seats[i].state = state;
+            }
+        }
+    }
+
+    /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
+    /// On a storage failure the in-memory state is put back as it was.
+    fn transition(&mut self, mut res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
+        let before_seats = self.seats.clone();
+        let before = self.live.get(&res.id).cloned();
+        res.updated_at = now_ms();
+        self.set_seats(&res.seats.clone(), seats);
+        let keep = matches!(res.status, ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed);
+        if let Err(e) = self.persist(&[&res]) {
+            self.seats = before_seats;
+            if let Some(b) = before {
+                self.live.insert(b.id, b);
+            }
+            tracing::error!(seat_map = %self.id, error = %e, "could not persist a seat map change");
+            return Err(e.into());
+        }
+        if keep {
+            self.live.insert(res.id, res.clone());
+        } else {
+            self.live.remove(&res.id);
+        }
+        Ok(res)
+    }
+
+    fn hold(&mut self, msg: HoldSeats) -> Result<Reservation, SeatError> {
+        if msg.seats.is_empty() {
+            return Err(SeatError::NoSeats);
+        }
+        if let Some(key) = &msg.key {
+            if let Some(r) = self.live.values().find(|r| r.user == msg.user && r.idempotency_key.as_ref() == Some(key)) {
+                return Ok(r.clone());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut price = 0u64;
+        for label in &msg.seats {
+            let Some(&i) = self.index.get(label) else {
+                return Err(SeatError::UnknownSeat(label.clone()));
+            };
+            if !seen.insert(label) {
+                return Err(SeatError::DuplicateSeat(label.clone()));
+            }
+            if self.seats[i].state != SeatState::Available {
+                return Err(SeatError::Taken(label.clone()));
+            }
+            price = price.saturating_add(self.seats[i].price);
+        }
+        let now = now_ms();
+        let id = self.store.next_id()?;
+        let res = Reservation {
+            id,
+            seat_map: self.id.clone(),
+            seats: msg.seats,
+            user: msg.user,
+            price,
+            status: ReservationStatus::Held,
+            created_at: now,
+            hold_expires_at: now + crate::time::ms(msg.ttl),
+            idempotency_key: msg.key,
+            payment: None,
+            paying_since: None,
+            updated_at: now,
+        };
+        let res = self.transition(res, SeatState::Held(id))?;
+        self.registry.route_reservation(id, &self.id);
+        Ok(res)
+    }
+
+    /// Expire every hold that has run out, and ask wallets about stale payments.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let due: Vec<Reservation> = self
+            .live
+            .values()
+            .filter(|r| r.status == ReservationStatus::Held && r.hold_expires_at <= now)
+            .cloned()
+            .collect();
+        for mut r in due {
+            r.status = ReservationStatus::Expired;
+            let id = r.id;
+            match self.transition(r, SeatState::Available) {
+                Ok(_) => tracing::debug!(seat_map = %self.id, reservation = id, "hold expired"),
+                Err(e) => tracing::error!(seat_map = %self.id, reservation = id, error = %e, "expiry not persisted; will retry"),
+            }
+        }
+        let stale: Vec<(u64, u64, u64)> = self
+            .live
+            .values()
+            .filter(|r| r.status == ReservationStatus::Paying)
+            .filter(|r| r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER) <= now)
+            .filter_map(|r| r.payment.map(|p| (r.id, r.user, p)))
+            .collect();
+        for (reservation, user, payment) in stale {
+            self.ask_wallet(reservation, user, payment, ctx);
+        }
+        self.arm(ctx);
+    }
+
+    /// Ask the payer's wallet whether `payment` committed, and finish the reservation.
+    fn ask_wallet(&mut self, reservation: u64, user: u64, payment: u64, ctx: &mut Context<Self>) {
+        // Until the answer comes, do not ask again.
+        if let Some(r) = self.live.get_mut(&reservation) {
+            r.paying_since = Some(now_ms());
+        }
+        let wallet = match self.registry.wallet(user) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, user, "wallet unavailable while resolving a payment");
+                return;
+            }
+        };
+        let fut = wallet.send(ResolvePayment { payment });
+        ctx.spawn(fut.into_actor(self).map(move |answer, act, ctx| {
+            let commit = match answer {
+                Ok(PaymentDecision::Committed) => true,
+                Ok(PaymentDecision::Aborted) => false,
+                Ok(PaymentDecision::InProgress) | Err(_) => {
+                    act.arm(ctx);
+                    return;
+                }
+            };
+            tracing::info!(reservation, payment, commit, "resolved a stale payment");
+            let _ = act.finish_payment(reservation, payment, commit);
+            act.arm(ctx);
+        }));
+    }
+
+    fn finish_payment(&mut self, reservation: u64, payment: u64, commit: bool) -> Result<Reservation, SeatError> {
+        let Some(r) = self.live.get(&reservation).cloned() else {
+            return Err(SeatError::NotFound);
+        };
+        if r.payment != Some(payment) {
+            return Err(SeatError::PaymentInProgress);
+        }
+        match (r.status, commit) {
+            (ReservationStatus::Confirmed, true) => Ok(r),
+            (ReservationStatus::Paying, true) => {
+                let mut r = r;
+                r.status = ReservationStatus::Confirmed;
+                r.paying_since = None;
+                self.transition(r, SeatState::Sold(reservation))
+            }
+            (ReservationStatus::Paying, false) => {
+                let mut r = r;
+                r.payment = None;
+                r.paying_since = None;
+                if r.hold_expires_at <= now_ms() {
+                    r.status = ReservationStatus::Expired;
+                    self.transition(r, SeatState::Available)
+                } else {
+                    r.status = ReservationStatus::Held;
+                    self.transition(r, SeatState::Held(reservation))
+                }
+            }
+            _ => Err(SeatError::PaymentInProgress),
+        }
+    }
+
+    /// Arm the timer for the earliest deadline: a hold's expiry or a stale payment.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let next = self
+            .live
+            .values()
+            .filter_map(|r| match r.status {
+                ReservationStatus::Held => Some(r.hold_expires_at),
+                ReservationStatus::Paying => Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER)),
+                _ => None,
+            })
+            .min();
+        let Some(at) = next else {
+            if let Some((_, h)) = self.timer.take() {
+                ctx.cancel_future(h);
+            }
+            return;
+        };
+        if let Some((armed, h)) = self.timer {
+            if armed <= at {
+                return;
+            }
+            ctx.cancel_future(h);
+        }
+        // A millisecond late rather than early: the sweep compares against the wall clock.
+        let handle = ctx.run_later(until(at) + Duration::from_millis(1), |act, ctx| {
+            act.timer = None;
+            act.sweep(ctx);
+        });
+        self.timer = Some((at, handle));
+    }
+
+    fn view(&self, seat: &Seat) -> SeatView {
+        let (holder, status) = match seat.state {
+            SeatState::Held(r) | SeatState::Sold(r) => match self.live.get(&r) {
+                Some(res) => (Some((res.user, res.hold_expires_at)), Some(res.status)),
+                None => (None, None),
+            },
+            SeatState::Available => (None, None),
+        };
+        SeatView { label: seat.label.clone(), price: seat.price, state: seat.state, holder, status }
+    }
+}
+
+impl Actor for SeatMap {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::actors::MAILBOX);
+        // Expiries that fell due while the server was down fire now; payments that were
+        // in flight are resolved with their wallets.
+        let paying: Vec<(u64, u64, u64)> = self
+            .live
+            .values()
+            .filter(|r| r.status == ReservationStatus::Paying)
+            .filter_map(|r| r.payment.map(|p| (r.id, r.user, p)))
+            .collect();
+        for (reservation, user, payment) in paying {
+            self.ask_wallet(reservation, user, payment, ctx);
+        }
+        self.sweep(ctx);
+    }
+}
+
+/// Hold every listed seat for `user`, or none.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct HoldSeats {
+    pub user: u64,
+    pub seats: Vec<String>,
+    pub ttl: Duration,
+    /// A retry with the same key while the hold is live returns the same reservation.
+    pub key: Option<String>,
+}
+
+impl Handler<HoldSeats> for SeatMap {
+    type Result = Result<Reservation, SeatError>;
+    fn handle(&mut self, msg: HoldSeats, ctx: &mut Context<Self>) -> Self::Result {
+        let res = self.hold(msg)?;
+        self.arm(ctx);
+        Ok(res)
+    }
+}
+
+/// Every seat with its state.
+#[derive(Message)]
+#[rtype(result = "Vec<SeatView>")]
+pub struct GetSeats;
+
+impl Handler<GetSeats> for SeatMap {
+    type Result = MessageResult<GetSeats>;
+    fn handle(&mut self, _: GetSeats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.seats.iter().map(|s| self.view(s)).collect())
+    }
+}
+
+/// How many seats are available, of how many.
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct Availability;
+
+impl Handler<Availability> for SeatMap {
+    type Result = MessageResult<Availability>;
+    fn handle(&mut self, _: Availability, _: &mut Context<Self>) -> Self::Result {
+        let free = self.seats.iter().filter(|s| s.state == SeatState::Available).count();
+        MessageResult((free, self.seats.len()))
+    }
+}
+
+/// One reservation, live or finished.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct GetReservation {
+    pub id: u64,
+}
+
+impl Handler<GetReservation> for SeatMap {
+    type Result = Result<Reservation, SeatError>;
+    fn handle(&mut self, msg: GetReservation, _: &mut Context<Self>) -> Self::Result {
+        if let Some(r) = self.live.get(&msg.id) {
+            return Ok(r.clone());
+        }
+        match self.store.get::<Reservation>(&Key::Reservation(msg.id))? {
+            Some(r) if r.seat_map == self.id => Ok(r),
+            _ => Err(SeatError::NotFound),
+        }
+    }
+}
+
+/// Step 1 of a payment: lock the reservation for `payment` so it cannot expire.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct BeginPayment {
+    pub reservation: u64,
+    pub user: u64,
+    pub payment: u64,
+}
+
+impl Handler<BeginPayment> for SeatMap {
+    type Result = Result<Reservation, SeatError>;
+    fn handle(&mut self, msg: BeginPayment, ctx: &mut Context<Self>) -> Self::Result {
+        let r = match self.live.get(&msg.reservation) {
+            Some(r) => r.clone(),
+            None => {
+                return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
+                    Some(r) if r.user != msg.user => SeatError::NotYours,
+                    Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                    Some(_) => SeatError::Expired,
+                    None => SeatError::NotFound,
+                })
+            }
+        };
+        if r.user != msg.user {
+            return Err(SeatError::NotYours);
+        }
+        match r.status {
+            ReservationStatus::Confirmed => return Err(SeatError::AlreadyConfirmed),
+            ReservationStatus::Paying => return Err(SeatError::PaymentInProgress),
+            ReservationStatus::Expired => return Err(SeatError::Expired),
+            ReservationStatus::Cancelled => return Err(SeatError::Cancelled),
+            ReservationStatus::Held => {}
+        }
+        if r.hold_expires_at <= now_ms() {
+            // The timer has not fired yet, but the hold is over: expire it now.
+            let mut r = r;
+            r.status = ReservationStatus::Expired;
+            self.transition(r, SeatState::Available)?;
+            self.arm(ctx);
+            return Err(SeatError::Expired);
+        }
+        let mut r = r;
+        r.status = ReservationStatus::Paying;
+        r.payment = Some(msg.payment);
+        r.paying_since = Some(now_ms());
+        let id = r.id;
+        let r = self.transition(r, SeatState::Held(id))?;
+        self.arm(ctx);
+        Ok(r)
+    }
+}
+
+/// Step 2 of a payment: the wallet's decision.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct FinishPayment {
+    pub reservation: u64,
+    pub payment: u64,
+    pub commit: bool,
+}
+
+impl Handler<FinishPayment> for SeatMap {
+    type Result = Result<Reservation, SeatError>;
+    fn handle(&mut self, msg: FinishPayment, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.finish_payment(msg.reservation, msg.payment, msg.commit);
+        self.arm(ctx);
+        r
+    }
+}
+
+/// Cancel a held reservation of `user` and free its seats.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct CancelReservation {
+    pub reservation: u64,
+    pub user: u64,
+}
+
+impl Handler<CancelReservation> for SeatMap {
+    type Result = Result<Reservation, SeatError>;
+    fn handle(&mut self, msg: CancelReservation, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(r) = self.live.get(&msg.reservation).cloned() else {
+            return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
+                Some(r) if r.user != msg.user => SeatError::NotYours,
+                Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                Some(_) => SeatError::Expired,
+                None => SeatError::NotFound,
+            });
+        };
+        if r.user != msg.user {
+            return Err(SeatError::NotYours);
+        }
+        match r.status {
+            ReservationStatus::Held => {}
+            ReservationStatus::Paying => return Err(SeatError::PaymentInProgress),
+            ReservationStatus::Confirmed => return Err(SeatError::AlreadyConfirmed),
+            ReservationStatus::Expired => return Err(SeatError::Expired),
+            ReservationStatus::Cancelled => return Err(SeatError::Cancelled),
+        }
+        let mut r = r;
+        r.status = ReservationStatus::Cancelled;
+        let r = self.transition(r, SeatState::Available)?;
+        self.arm(ctx);
+        Ok(r)
+    }
+}

@@ -1,0 +1,333 @@
+//! `WaitingQueue`: the one actor that lets buyers in at a steady rate.
+//!
+//! A user takes a token and waits in line (first come, first served). A tick admits
+//! waiting tokens at `admit_rate` per second (a token bucket, so a quiet queue admits at
+//! once) while fewer than `max_active` are active. An active token expires `active_ttl`
+//! after admission, or when its holder pays; a waiting token expires `wait_ttl` after
+//! issue. Every token is its own record in the store, so a restart brings the line back
+//! in order, and expiries that fell due meanwhile fire at start.
+//!
+//! Positions are O(1): waiting tokens get consecutive sequence numbers and leave the line
+//! only from its front (admission and the uniform wait TTL are both first-in first-out),
+//! so a token's position is its sequence number minus the front's, plus one.
+
+use crate::store::{Batch, Key, Store, StoreError};
+use crate::time::{ms, now_ms};
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How often the queue admits and expires.
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueuePolicy {
+    pub admit_rate: u32,
+    pub max_active: u32,
+    pub active_ttl: Duration,
+    pub wait_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum TokenState {
+    Waiting { seq: u64 },
+    Active,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    token: String,
+    user: u64,
+    state: TokenState,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct QueueMeta {
+    next_seq: u64,
+}
+
+/// A token as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenView {
+    pub token: String,
+    pub user: u64,
+    /// 0 once active; 1 for the first in line.
+    pub position: u64,
+    pub active: bool,
+    pub expires_at: u64,
+    pub estimated_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue token is unknown or expired")]
+    Unknown,
+    #[error("queue token belongs to another user")]
+    NotYours,
+    #[error("queue token is not active yet")]
+    NotActive,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl From<StoreError> for QueueError {
+    fn from(e: StoreError) -> Self {
+        QueueError::Storage(e.to_string())
+    }
+}
+
+pub struct WaitingQueue {
+    policy: QueuePolicy,
+    tokens: HashMap<String, TokenRecord>,
+    by_user: HashMap<u64, String>,
+    /// Waiting tokens, front first; their sequence numbers are consecutive.
+    line: VecDeque<String>,
+    /// Active tokens by expiry.
+    active: BTreeSet<(u64, String)>,
+    meta: QueueMeta,
+    /// Admissions the rate still allows (a token bucket holding at most one second's).
+    budget: f64,
+    refilled_at: Instant,
+    store: Store,
+}
+
+impl WaitingQueue {
+    pub fn load(store: Store, policy: QueuePolicy) -> Result<WaitingQueue, StoreError> {
+        let meta = store.get::<QueueMeta>(&Key::QueueMeta)?.unwrap_or_default();
+        let mut q = WaitingQueue {
+            policy,
+            tokens: HashMap::new(),
+            by_user: HashMap::new(),
+            line: VecDeque::new(),
+            active: BTreeSet::new(),
+            meta,
+            budget: policy.admit_rate as f64,
+            refilled_at: Instant::now(),
+            store,
+        };
+        let mut waiting: Vec<(u64, String)> = Vec::new();
+        for (_, rec) in q.store.scan::<TokenRecord>(&Key::QueueToken(String::new()))? {
+            match rec.state {
+                TokenState::Waiting { seq } => waiting.push((seq, rec.token.clone())),
+                TokenState::Active => {
+                    q.active.insert((rec.expires_at, rec.token.clone()));
+                }
+            }
+            q.by_user.insert(rec.user, rec.token.clone());
+            q.tokens.insert(rec.token.clone(), rec);
+        }
+        waiting.sort();
+        q.line = waiting.into_iter().map(|(_, t)| t).collect();
+        Ok(q)
+    }
+
+    fn seq_of(&self, token: &str) -> Option<u64> {
+        match self.tokens.get(token)?.state {
+            TokenState::Waiting { seq } => Some(seq),
+            TokenState::Active => None,
+        }
+    }
+
+    fn view(&self, rec: &TokenRecord) -> TokenView {
+        let (position, active) = match rec.state {
+            TokenState::Active => (0, true),
+            TokenState::Waiting { seq } => {
+                let front = self.line.front().and_then(|t| self.seq_of(t)).unwrap_or(seq);
+                (seq.saturating_sub(front) + 1, false)
+            }
+        };
+        let rate = self.policy.admit_rate.max(1) as u64;
+        TokenView {
+            token: rec.token.clone(),
+            user: rec.user,
+            position,
+            active,
+            expires_at: rec.expires_at,
+            estimated_wait_secs: position.div_ceil(rate),
+        }
+    }
+
+    fn live(&self, token: &str) -> Option<&TokenRecord> {
+        self.tokens.get(token).filter(|r| r.expires_at > now_ms())
+    }
+
+    /// Admit what the rate and the cap allow, and expire what is due; persist both.
+    fn tick(&mut self) {
+        let now = now_ms();
+        let elapsed = self.refilled_at.elapsed().as_secs_f64();
+        self.refilled_at = Instant::now();
+        let rate = self.policy.admit_rate as f64;
+        self.budget = (self.budget + elapsed * rate).min(rate.max(1.0));
+        let mut batch = Batch::default();
+
+        // Active tokens past their TTL.
+        while let Some((at, token)) = self.active.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.active.pop_first();
+            self.forget(&token, &mut batch);
+        }
+        // Waiting tokens past their TTL leave from the front.
+        while let Some(token) = self.line.front().cloned() {
+            match self.tokens.get(&token) {
+                Some(r) if r.expires_at > now => break,
+                _ => {
+                    self.line.pop_front();
+                    self.forget(&token, &mut batch);
+                }
+            }
+        }
+        // Admit.
+        while self.budget >= 1.0 && self.active.len() < self.policy.max_active as usize {
+            let Some(token) = self.line.pop_front() else { break };
+            let Some(rec) = self.tokens.get_mut(&token) else { continue };
+            rec.state = TokenState::Active;
+            rec.expires_at = now + ms(self.policy.active_ttl);
+            self.active.insert((rec.expires_at, token.clone()));
+            self.budget -= 1.0;
+            if let Err(e) = batch.put(&Key::QueueToken(token), &*rec) {
+                tracing::error!(error = %e, "could not encode a queue token");
+            }
+        }
+        if let Err(e) = self.store.apply(batch) {
+            tracing::error!(error = %e, "could not persist queue admissions and expiries");
+        }
+    }
+
+    fn forget(&mut self, token: &str, batch: &mut Batch) {
+        if let Some(rec) = self.tokens.remove(token) {
+            if self.by_user.get(&rec.user).map(String::as_str) == Some(token) {
+                self.by_user.remove(&rec.user);
+            }
+        }
+        batch.delete(&Key::QueueToken(token.to_string()));
+    }
+}
+
+impl Actor for WaitingQueue {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::actors::MAILBOX);
+        self.tick();
+        ctx.run_interval(TICK, |q, _| q.tick());
+    }
+}
+
+/// Take a place in line (or get back the user's live token).
+#[derive(Message)]
+#[rtype(result = "Result<TokenView, QueueError>")]
+pub struct Issue {
+    pub user: u64,
+}
+
+impl Handler<Issue> for WaitingQueue {
+    type Result = ResponseFuture<Result<TokenView, QueueError>>;
+    fn handle(&mut self, msg: Issue, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let existing = self.by_user.get(&msg.user).and_then(|t| self.live(t)).map(|r| self.view(r));
+        let view = match existing {
+            Some(v) => Ok(v),
+            None => self.issue(msg.user),
+        };
+        Box::pin(async move {
+            let view = view?;
+            store.durable().await?;
+            Ok(view)
+        })
+    }
+}
+
+impl WaitingQueue {
+    fn issue(&mut self, user: u64) -> Result<TokenView, QueueError> {
+        let now = now_ms();
+        let token = {
+            use rand::Rng;
+            let bytes: [u8; 16] = rand::thread_rng().gen();
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let seq = self.meta.next_seq;
+        let rec = TokenRecord { token: token.clone(), user, state: TokenState::Waiting { seq }, issued_at: now, expires_at: now + ms(self.policy.wait_ttl) };
+        let mut batch = Batch::default();
+        batch.put(&Key::QueueToken(token.clone()), &rec)?;
+        batch.put(&Key::QueueMeta, &QueueMeta { next_seq: seq + 1 })?;
+        self.store.apply(batch)?;
+        self.meta.next_seq = seq + 1;
+        if let Some(old) = self.by_user.insert(user, token.clone()) {
+            // An expired token of the same user that the tick has not swept yet.
+            if let Some(r) = self.tokens.get_mut(&old) {
+                r.expires_at = r.expires_at.min(now);
+            }
+        }
+        self.tokens.insert(token.clone(), rec);
+        self.line.push_back(token.clone());
+        // A quiet queue admits at once.
+        if self.line.len() == 1 {
+            self.tick();
+        }
+        let rec = self.tokens.get(&token).ok_or(QueueError::Unknown)?;
+        Ok(self.view(rec))
+    }
+}
+
+/// Where a token stands.
+#[derive(Message)]
+#[rtype(result = "Result<TokenView, QueueError>")]
+pub struct Check {
+    pub token: String,
+}
+
+impl Handler<Check> for WaitingQueue {
+    type Result = Result<TokenView, QueueError>;
+    fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> Self::Result {
+        self.live(&msg.token).map(|r| self.view(r)).ok_or(QueueError::Unknown)
+    }
+}
+
+/// Succeeds only for an active token of `user`.
+#[derive(Message)]
+#[rtype(result = "Result<(), QueueError>")]
+pub struct RequireActive {
+    pub token: String,
+    pub user: u64,
+}
+
+impl Handler<RequireActive> for WaitingQueue {
+    type Result = Result<(), QueueError>;
+    fn handle(&mut self, msg: RequireActive, _: &mut Context<Self>) -> Self::Result {
+        let rec = self.live(&msg.token).ok_or(QueueError::Unknown)?;
+        if rec.user != msg.user {
+            return Err(QueueError::NotYours);
+        }
+        match rec.state {
+            TokenState::Active => Ok(()),
+            TokenState::Waiting { .. } => Err(QueueError::NotActive),
+        }
+    }
+}
+
+/// End an active token (its holder has paid).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire {
+    pub token: String,
+}
+
+impl Handler<Retire> for WaitingQueue {
+    type Result = ();
+    fn handle(&mut self, msg: Retire, _: &mut Context<Self>) {
+        let Some(rec) = self.tokens.get(&msg.token) else { return };
+        if rec.state != TokenState::Active {
+            return;
+        }
+        self.active.remove(&(rec.expires_at, msg.token.clone()));
+        let mut batch = Batch::default();
+        self.forget(&msg.token, &mut batch);
+        if let Err(e) = self.store.apply(batch) {
+            tracing::error!(error = %e, "could not persist a retired queue token");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Identity: JWT verification for every contract, and minting for `boxoffice token`.
+//!
+//! Tokens are HS256 with the configured secret; when a public key is configured,
+//! RS256 or ES256 tokens signed by an identity provider are accepted too. `alg: none`,
+//! missing, malformed, expired or wrongly signed tokens are all [`AuthError`]s (401).
+//! `sub` may be a number, a numeric string, or contract B's `"user_123"` form.
+
+use crate::config::Settings;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// Who is calling, once the token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: u64,
+    /// The `name` claim; `user_{id}` when the token has none.
+    pub name: String,
+    pub picture: Option<String>,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    picture: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+/// Parse a user id as clients write it: `7`, `"7"` or `"user_7"`.
+pub fn parse_user_id(v: &serde_json::Value) -> Option<u64> {
+    let id = match v {
+        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::String(s) => parse_user_id_str(s)?,
+        _ => return None,
+    };
+    (id > 0).then_some(id)
+}
+
+/// The string forms of a user id: `"7"` or `"user_7"`.
+pub fn parse_user_id_str(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("user_").unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|id| *id > 0)
+}
+
+/// Checks tokens. Built once at start-up and shared.
+pub struct Verifier {
+    secret: DecodingKey,
+    public: Option<(DecodingKey, Algorithm)>,
+}
+
+impl Verifier {
+    pub fn new(secret: &[u8], public_key_pem: Option<&[u8]>) -> anyhow::Result<Verifier> {
+        let public = match public_key_pem {
+            None => None,
+            Some(pem) => Some(match DecodingKey::from_rsa_pem(pem) {
+                Ok(k) => (k, Algorithm::RS256),
+                Err(_) => (
+                    DecodingKey::from_ec_pem(pem)
+                        .map_err(|e| anyhow::anyhow!("public key is neither RSA nor EC PEM: {e}"))?,
+                    Algorithm::ES256,
+                ),
+            }),
+        };
+        Ok(Verifier { secret: DecodingKey::from_secret(secret), public })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let key = match (header.alg, &self.public) {
+            (Algorithm::HS256, _) => &self.secret,
+            (alg, Some((key, expected))) if alg == *expected => key,
+            (alg, _) => return Err(AuthError::Invalid(format!("algorithm {alg:?} is not accepted"))),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
+        let claims = data.claims;
+        let user_id = parse_user_id(&claims.sub).ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
+        Ok(Identity {
+            user_id,
+            name: claims.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("user_{user_id}")),
+            picture: claims.picture,
+            admin: claims.role.as_deref() == Some("admin"),
+        })
+    }
+}
+
+/// Sign an HS256 token for `user_id`.
+pub fn mint(secret: &[u8], user_id: u64, name: Option<&str>, admin: bool, ttl: Duration) -> anyhow::Result<String> {
+    let now = crate::time::now_ms() / 1000;
+    let claims = Claims {
+        sub: serde_json::Value::String(user_id.to_string()),
+        name: name.map(str::to_string),
+        picture: None,
+        role: admin.then(|| "admin".to_string()),
+        exp: now + ttl.as_secs().max(1),
+        iat: Some(now),
+    };
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
+}
+
+/// The HS256 secret: the configured one, else the one kept in the data dir, else a new
+/// random one written there (readable by the owner only).
+pub fn load_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = settings.jwt_secret.as_ref().filter(|s| !s.is_empty()) {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("jwt_secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let secret: String = {
+        use rand::Rng;
+        let bytes: [u8; 32] = rand::thread_rng().gen();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    write_private(&path, secret.as_bytes())?;
+    tracing::info!(path = %path.display(), "created a random JWT secret");
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_others_do_not() {
+        let v = Verifier::new(b"s3cret", None).expect("verifier");
+        let t = mint(b"s3cret", 7, Some("kim"), true, Duration::from_secs(60)).expect("mint");
+        let id = v.verify(&t).expect("valid");
+        assert_eq!((id.user_id, id.name.as_str(), id.admin), (7, "kim", true));
+        let other = mint(b"other", 7, None, false, Duration::from_secs(60)).expect("mint");
+        assert!(matches!(v.verify(&other), Err(AuthError::Invalid(_))));
+        assert!(v.verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn user_ids_in_every_written_form() {
+        assert_eq!(parse_user_id(&serde_json::json!(12)), Some(12));
+        assert_eq!(parse_user_id(&serde_json::json!("12")), Some(12));
+        assert_eq!(parse_user_id(&serde_json::json!("user_12")), Some(12));
+        assert_eq!(parse_user_id(&serde_json::json!(0)), None);
+        assert_eq!(parse_user_id(&serde_json::json!(-3)), None);
+        assert_eq!(parse_user_id(&serde_json::json!("x12")), None);
+        assert_eq!(parse_user_id(&serde_json::json!(1.5)), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! Contract Q: concerts, their schedules and seats; admin creation of catalog data.
+
+use super::error::{QError, QErrorBody};
+use super::{AppState, Caller, JsonBody};
+use crate::actors::catalog::{Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView};
+use crate::actors::seat_map::{GetSeats, SeatState};
+use crate::time::rfc3339;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/concerts", web::get().to(list_concerts))
+        .route("/concerts", web::post().to(create_concert))
+        .route("/concerts/{concert_id}/schedules", web::get().to(list_schedules))
+        .route("/concerts/{concert_id}/schedules", web::post().to(create_schedule))
+        .route("/concerts/{concert_id}/schedules/{schedule_id}/seats", web::get().to(seats));
+}
+
+/// A positive integer path segment, or the contract's 400.
+pub fn path_id(raw: &str, what: &str) -> Result<u64, QError> {
+    raw.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{what} must be a positive integer")))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcertResponse {
+    pub concert_id: u64,
+    pub title: String,
+    pub created_at: String,
+}
+
+impl From<Concert> for ConcertResponse {
+    fn from(c: Concert) -> Self {
+        ConcertResponse { concert_id: c.id, title: c.title, created_at: rfc3339(c.created_at) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleResponse {
+    pub schedule_id: u64,
+    pub concert_id: u64,
+    /// When the performance starts (RFC 3339).
+    pub starts_at: String,
+    pub total_seats: u32,
+    pub available_seats: usize,
+    /// Price of one seat.
+    pub price: u64,
+}
+
+impl From<ScheduleView> for ScheduleResponse {
+    fn from(v: ScheduleView) -> Self {
+        let s = v.schedule;
+        ScheduleResponse { schedule_id: s.id, concert_id: s.concert, starts_at: rfc3339(s.starts_at), total_seats: s.seats, available_seats: v.available, price: s.price }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleListResponse {
+    pub concert_id: u64,
+    pub schedules: Vec<ScheduleResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatResponse {
+    pub seat_number: u32,
+    /// `AVAILABLE`, `TEMP_RESERVED` (held) or `RESERVED` (sold).
+    pub status: &'static str,
+    pub price: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatListResponse {
+    pub concert_id: u64,
+    pub schedule_id: u64,
+    pub seats: Vec<SeatResponse>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleListQuery {
+    /// Also list schedules with no seat left.
+    #[serde(default)]
+    pub include_sold_out: bool,
+}
+
+/// Every concert.
+#[utoipa::path(get, path = "/concerts", tag = "Q: concerts",
+    responses((status = 200, body = [ConcertResponse]), (status = 401, body = QErrorBody)), security(("bearer" = [])))]
+pub async fn list_concerts(state: web::Data<AppState>, _me: Caller<QError>) -> Result<HttpResponse, QError> {
+    let concerts = state.registry.catalog().send(ListConcerts).await?;
+    Ok(HttpResponse::Ok().json(concerts.into_iter().map(ConcertResponse::from).collect::<Vec<_>>()))
+}
+
+/// A concert's schedules with at least one seat left (all with `includeSoldOut=true`).
+#[utoipa::path(get, path = "/concerts/{concert_id}/schedules", tag = "Q: concerts",
+    params(("concert_id" = u64, Path), ("includeSoldOut" = Option<bool>, Query)),
+    responses((status = 200, body = ScheduleListResponse),
+        (status = 400, description = "Malformed id", body = QErrorBody),
+        (status = 401, body = QErrorBody),
+        (status = 404, description = "No such concert, or no schedule with seats left", body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_schedules(state: web::Data<AppState>, _me: Caller<QError>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, QError> {
+    let concert = path_id(&path, "concertId")?;
+    let query = web::Query::<ScheduleListQuery>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or(ScheduleListQuery { include_sold_out: false });
+    let list = state.registry.catalog().send(ListSchedules { concert, include_sold_out: query.include_sold_out }).await??;
+    Ok(HttpResponse::Ok().json(ScheduleListResponse { concert_id: concert, schedules: list.into_iter().map(Into::into).collect() }))
+}
+
+/// The seats of a schedule. Needs an active queue token.
+#[utoipa::path(get, path = "/concerts/{concert_id}/schedules/{schedule_id}/seats", tag = "Q: concerts",
+    params(("concert_id" = u64, Path), ("schedule_id" = u64, Path), ("X-Queue-Token" = String, Header)),
+    responses((status = 200, body = SeatListResponse),
+        (status = 400, description = "Malformed id", body = QErrorBody),
+        (status = 401, body = QErrorBody),
+        (status = 403, description = "No active queue token", body = QErrorBody),
+        (status = 404, description = "No such schedule of this concert", body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn seats(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<(String, String)>, req: HttpRequest) -> Result<HttpResponse, QError> {
+    let (concert, schedule) = (path_id(&path.0, "concertId")?, path_id(&path.1, "scheduleId")?);
+    super::queue::require_active(&state, &req, me.user_id).await?;
+    let seat_map = state.registry.seat_map_of_schedule(concert, schedule).ok_or_else(|| QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert"))?;
+    let seats = seat_map.send(GetSeats).await?;
+    let seats = seats
+        .into_iter()
+        .map(|s| SeatResponse { seat_number: s.label.parse().unwrap_or(0), status: seat_status(s.state), price: s.price })
+        .collect();
+    Ok(HttpResponse::Ok().json(SeatListResponse { concert_id: concert, schedule_id: schedule, seats }))
+}
+
+pub fn seat_status(s: SeatState) -> &'static str {
+    match s {
+        SeatState::Available => "AVAILABLE",
+        SeatState::Held(_) => "TEMP_RESERVED",
+        SeatState::Sold(_) => "RESERVED",
+    }
+}
+
+fn require_admin(me: &Caller<QError>) -> Result<(), QError> {
+    if me.admin {
+        Ok(())
+    } else {
+        Err(QError::forbidden("admin role required"))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConcertRequest {
+    pub title: String,
+}
+
+/// Create a concert (admin).
+#[utoipa::path(post, path = "/concerts", tag = "Q: admin", request_body = CreateConcertRequest,
+    responses((status = 201, body = ConcertResponse), (status = 400, body = QErrorBody), (status = 401, body = QErrorBody), (status = 403, body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_concert(state: web::Data<AppState>, me: Caller<QError>, body: JsonBody<CreateConcertRequest, QError>) -> Result<HttpResponse, QError> {
+    require_admin(&me)?;
+    let title = body.0.title.trim().to_string();
+    if title.is_empty() || title.len() > 200 {
+        return Err(QError::bad_request("INVALID_REQUEST", "title must be 1 to 200 characters"));
+    }
+    let concert = state.registry.catalog().send(CreateConcert { title }).await??;
+    Ok(HttpResponse::Created().json(ConcertResponse::from(concert)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateScheduleRequest {
+    /// RFC 3339 start time.
+    pub starts_at: String,
+    /// Seats numbered 1..=totalSeats (default 50, at most 1000).
+    pub total_seats: Option<u32>,
+    /// Price of one seat.
+    pub price: u64,
+}
+
+/// Create a schedule of a concert with its seat map (admin).
+#[utoipa::path(post, path = "/concerts/{concert_id}/schedules", tag = "Q: admin", request_body = CreateScheduleRequest,
+    params(("concert_id" = u64, Path)),
+    responses((status = 201, body = ScheduleResponse), (status = 400, body = QErrorBody), (status = 401, body = QErrorBody), (status = 403, body = QErrorBody), (status = 404, body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_schedule(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<String>, body: JsonBody<CreateScheduleRequest, QError>) -> Result<HttpResponse, QError> {
+    require_admin(&me)?;
+    let concert = path_id(&path, "concertId")?;
+    let body = body.0;
+    let starts_at = chrono::DateTime::parse_from_rfc3339(&body.starts_at).map_err(|_| QError::bad_request("INVALID_REQUEST", "startsAt must be an RFC 3339 time"))?;
+    let seats = body.total_seats.unwrap_or(50);
+    if !(1..=1000).contains(&seats) {
+        return Err(QError::bad_request("INVALID_REQUEST", "totalSeats must be 1 to 1000"));
+    }
+    let schedule = state
+        .registry
+        .catalog()
+        .send(CreateSchedule { concert, starts_at: starts_at.timestamp_millis().max(0) as u64, seats, price: body.price })
+        .await??;
+    Ok(HttpResponse::Created().json(ScheduleResponse::from(ScheduleView { available: schedule.seats as usize, schedule })))
+}

@@ -1,0 +1,129 @@
+//! The HTTP edge: one file per contract resource, each handler a few lines that
+//! authenticate, parse into domain types, send one message and render the contract's
+//! answer. The extractors here are shared by every contract; each is generic over the
+//! contract's error type, so a bad token or body is answered in that contract's shape.
+
+pub mod concerts;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod payments;
+pub mod queue;
+pub mod reservations;
+pub mod users;
+
+use crate::actors::wallet::Fingerprint;
+use crate::actors::Registry;
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::config::Settings;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, ResponseError};
+use futures_util::future::{ready, LocalBoxFuture, Ready};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::marker::PhantomData;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub registry: Registry,
+    pub verifier: Verifier,
+    pub settings: Settings,
+}
+
+/// A request a contract refuses before any actor sees it (400 in every contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest(pub String);
+
+/// The authenticated caller, or the contract's 401.
+pub struct Caller<E>(pub Identity, PhantomData<E>);
+
+impl<E> std::ops::Deref for Caller<E> {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        &self.0
+    }
+}
+
+/// The bearer token of a request: `Authorization: Bearer`, or on WebSocket upgrades the
+/// `access_token` / `token` query parameter.
+pub fn bearer(req: &HttpRequest) -> Option<String> {
+    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let h = h.to_str().ok()?.trim();
+        let (scheme, token) = h.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+    }
+    None
+}
+
+pub fn identify(req: &HttpRequest) -> Result<Identity, AuthError> {
+    let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
+    let token = bearer(req).ok_or(AuthError::Missing)?;
+    state.verifier.verify(&token)
+}
+
+impl<E: From<AuthError> + ResponseError + 'static> FromRequest for Caller<E> {
+    type Error = E;
+    type Future = Ready<Result<Self, E>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(identify(req).map(|id| Caller(id, PhantomData)).map_err(E::from))
+    }
+}
+
+/// A JSON body parsed into `T`, or the contract's 400.
+pub struct JsonBody<T, E>(pub T, PhantomData<E>);
+
+impl<T: DeserializeOwned + 'static, E: From<BadRequest> + ResponseError + 'static> FromRequest for JsonBody<T, E> {
+    type Error = E;
+    type Future = LocalBoxFuture<'static, Result<Self, E>>;
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| E::from(BadRequest(format!("could not read the body: {e}"))))?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(E::from(BadRequest("a JSON body is required".into())));
+            }
+            serde_json::from_slice(&bytes)
+                .map(|t| JsonBody(t, PhantomData))
+                .map_err(|e| E::from(BadRequest(format!("invalid JSON body: {e}"))))
+        })
+    }
+}
+
+/// The `Idempotency-Key` header, required where the extractor is used.
+pub struct IdempotencyKey<E>(pub String, PhantomData<E>);
+
+impl<E: From<BadRequest> + ResponseError + 'static> FromRequest for IdempotencyKey<E> {
+    type Error = E;
+    type Future = Ready<Result<Self, E>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let key = req.headers().get("idempotency-key").map(|v| v.to_str().map(|s| s.trim().to_string()));
+        ready(match key {
+            None => Err(E::from(BadRequest("the Idempotency-Key header is required".into()))),
+            Some(Err(_)) => Err(E::from(BadRequest("the Idempotency-Key header must be visible ASCII".into()))),
+            Some(Ok(k)) if k.is_empty() || k.len() > 255 => {
+                Err(E::from(BadRequest("the Idempotency-Key header must be 1 to 255 characters".into())))
+            }
+            Some(Ok(k)) => Ok(IdempotencyKey(k, PhantomData)),
+        })
+    }
+}
+
+/// What a keyed request asked for: the route and its parsed body, hashed.
+pub fn fingerprint<T: Serialize>(route: &str, body: &T) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_vec(body).unwrap_or_default());
+    h.finalize().into()
+}
+
+/// Every route of every contract.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    health::routes(cfg);
+    queue::routes(cfg);
+    concerts::routes(cfg);
+    reservations::routes(cfg);
+    users::routes(cfg);
+    payments::routes(cfg);
+}

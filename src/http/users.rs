@@ -1,0 +1,98 @@
+//! Contract Q: the wallet (`/users/{userId}/amount`, `/users/{userId}/charge`).
+
+use super::error::{QError, QErrorBody};
+use super::reservations::mismatch;
+use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
+use crate::actors::wallet::{Answer, Charge, GetBalance, WalletError};
+use crate::auth::parse_user_id_str;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/users/{user_id}/amount", web::get().to(amount)).route("/users/{user_id}/charge", web::patch().to(charge));
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceResponse {
+    pub user_id: u64,
+    /// The balance.
+    pub amount: u64,
+    /// The balance, under its plain name.
+    pub balance: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChargeRequest {
+    /// A positive whole amount.
+    #[schema(value_type = u64)]
+    pub amount: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeResponse {
+    pub user_id: u64,
+    /// What this charge added.
+    pub charged_amount: u64,
+    /// The balance after the charge.
+    pub amount: u64,
+    /// The balance after the charge, under its plain name.
+    pub balance: u64,
+}
+
+fn own_user(raw: &str, me: &Caller<QError>) -> Result<u64, QError> {
+    let user = parse_user_id_str(raw).ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
+    if user != me.user_id {
+        return Err(QError::forbidden("you may only reach your own wallet"));
+    }
+    Ok(user)
+}
+
+/// Your balance. Needs an active queue token.
+#[utoipa::path(get, path = "/users/{user_id}/amount", tag = "Q: wallet",
+    params(("user_id" = u64, Path), ("X-Queue-Token" = String, Header)),
+    responses((status = 200, body = BalanceResponse), (status = 400, body = QErrorBody), (status = 401, body = QErrorBody),
+        (status = 403, description = "Another user's wallet, or the queue token is not active", body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn amount(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, QError> {
+    let user = own_user(&path, &me)?;
+    super::queue::require_active(&state, &req, user).await?;
+    let balance = state.registry.wallet(user).map_err(WalletError::from)?.send(GetBalance).await?;
+    Ok(HttpResponse::Ok().json(BalanceResponse { user_id: user, amount: balance, balance }))
+}
+
+/// Add money to your wallet, within the single and monthly limits.
+#[utoipa::path(patch, path = "/users/{user_id}/charge", tag = "Q: wallet", request_body = ChargeRequest,
+    params(("user_id" = u64, Path), ("Idempotency-Key" = String, Header), ("X-Queue-Token" = String, Header)),
+    responses((status = 200, body = ChargeResponse),
+        (status = 400, description = "Non-positive amount, over the single or monthly limit, or no Idempotency-Key", body = QErrorBody),
+        (status = 401, body = QErrorBody),
+        (status = 403, description = "Another user's wallet, or the queue token is not active", body = QErrorBody),
+        (status = 409, description = "This key's first request is still running", body = QErrorBody),
+        (status = 422, description = "This Idempotency-Key was used for another request", body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn charge(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    path: web::Path<String>,
+    key: IdempotencyKey<QError>,
+    body: JsonBody<ChargeRequest, QError>,
+    req: HttpRequest,
+) -> Result<HttpResponse, QError> {
+    let user = own_user(&path, &me)?;
+    let amount = match &body.0.amount {
+        Some(serde_json::Value::Number(n)) => n.as_u64().filter(|a| *a > 0),
+        _ => None,
+    }
+    .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
+    super::queue::require_active(&state, &req, user).await?;
+    let wallet = state.registry.wallet(user).map_err(WalletError::from)?;
+    let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };
+    match wallet.send(msg).await?? {
+        Answer::Charged(r) => Ok(HttpResponse::Ok().json(ChargeResponse { user_id: r.user, charged_amount: r.charged, amount: r.balance, balance: r.balance })),
+        Answer::ChargeRefused(e) => Err(e.into()),
+        other => Err(mismatch(other)),
+    }
+}

@@ -1,0 +1,22 @@
+//! # boxoffice
+//!
+//! A realtime server that sells seats and tickets and carries the chat around those
+//! sales, as one binary over one embedded store.
+//!
+//! # Layout
+//! - [`config`]: settings from flags and `BOXOFFICE_*` variables.
+//! - [`auth`]: JWT verification (HS256, optional RS256/ES256) and minting.
+//! - [`store`]: sled behind a typed API; bincode snapshots; group commit.
+//! - [`actors`]: the owners of all business state, one actor per seat map, wallet,
+//!   queue and catalog; the [`actors::Registry`] finds or starts them by id.
+//! - [`http`]: thin handlers per contract: authenticate, parse, send one message, render.
+//! - [`app`]: build, bind, run until a signal, flush, exit.
+//! - [`time`]: wall-clock milliseconds and RFC 3339.
+
+pub mod actors;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod store;
+pub mod time;

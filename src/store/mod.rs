@@ -1,0 +1,242 @@
+//! The store: sled behind a small typed API.
+//!
+//! Nothing outside this module knows the key layout or the encoding. Actors keep their
+//! state in memory and write it here as bincode snapshots (or per-record values, where a
+//! snapshot would grow without bound) with [`Store::apply`], which is atomic across keys.
+//!
+//! # Durability and group commit
+//! A write is in sled's memory and log buffer once `apply` returns; it is on disk once a
+//! later `flush` has finished. [`Store::durable`] queues a waiter for the flusher thread,
+//! which takes every waiter queued so far, runs one `flush` (one fsync for all of them)
+//! and wakes them. Because sled's log is ordered, a flush covers every write made before
+//! it began, so a handler that writes, then awaits `durable()`, answers only once its
+//! change (and everything it read that was written before) survives `kill -9`.
+
+mod keys;
+
+pub use keys::Key;
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::oneshot;
+
+/// What can go wrong below the actors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("encoding: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("decoding {key}: {source}")]
+    Decode {
+        key: String,
+        source: bincode::error::DecodeError,
+    },
+    #[error("the flusher has stopped")]
+    FlusherGone,
+    #[error("flush failed: {0}")]
+    Flush(String),
+}
+
+/// One atomic group of writes.
+#[derive(Default)]
+pub struct Batch {
+    inner: sled::Batch,
+    len: usize,
+}
+
+impl Batch {
+    pub fn put<T: Serialize>(&mut self, key: &Key, value: &T) -> Result<(), StoreError> {
+        self.inner.insert(key.bytes(), encode(value)?);
+        self.len += 1;
+        Ok(())
+    }
+    pub fn delete(&mut self, key: &Key) {
+        self.inner.remove(key.bytes());
+        self.len += 1;
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Flush counters, for the benches and logs.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    /// How many `flush` calls the flusher made.
+    pub flushes: AtomicU64,
+    /// How many `durable()` waiters those flushes acknowledged.
+    pub waiters: AtomicU64,
+}
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// The handle every actor holds. Cloning is cheap.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    state: sled::Tree,
+    flusher: mpsc::Sender<Waiter>,
+    stats: Arc<FlushStats>,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` and start its flusher thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let state = db.open_tree("state")?;
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let stats = Arc::new(FlushStats::default());
+        let flush_db = db.clone();
+        let flush_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || group_commit(flush_db, rx, flush_stats))
+            .map_err(|e| StoreError::Flush(e.to_string()))?;
+        Ok(Store { db, state, flusher: tx, stats })
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, StoreError> {
+        match self.state.get(key.bytes())? {
+            Some(bytes) => decode(&bytes, key).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put<T: Serialize>(&self, key: &Key, value: &T) -> Result<(), StoreError> {
+        self.state.insert(key.bytes(), encode(value)?)?;
+        Ok(())
+    }
+
+    /// Apply every write of `batch` at once, or none of them.
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if !batch.is_empty() {
+            self.state.apply_batch(batch.inner)?;
+        }
+        Ok(())
+    }
+
+    /// Every value whose key is of the family of `prefix` (e.g. `Key::Reservation(0)`
+    /// scans all reservations), in key order.
+    pub fn scan<T: DeserializeOwned>(&self, family: &Key) -> Result<Vec<(Key, T)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.scan_prefix(family.family_prefix()) {
+            let (k, v) = item?;
+            let key = Key::parse(&k).ok_or_else(|| StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k))))?;
+            out.push((key.clone(), decode(&v, &key)?));
+        }
+        Ok(out)
+    }
+
+    /// A fresh, never reused, monotonically increasing id (crash-safe).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        // sled ids start at 0; ours start at 1.
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Resolves once everything written before the call is on disk.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flusher.send(tx).map_err(|_| StoreError::FlusherGone)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Flush(e)),
+            Err(_) => Err(StoreError::FlusherGone),
+        }
+    }
+
+    /// Flush now, on this thread (shutdown, tests).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn flush_stats(&self) -> &FlushStats {
+        &self.stats
+    }
+
+    /// True when the store holds no state at all (first start).
+    pub fn is_empty(&self) -> bool {
+        self.state.is_empty()
+    }
+}
+
+/// The flusher: one fsync for every waiter that queued while the last one ran.
+fn group_commit(db: sled::Db, rx: mpsc::Receiver<Waiter>, stats: Arc<FlushStats>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiters = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiters.push(more);
+        }
+        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store flush failed");
+        }
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats.waiters.fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], key: &Key) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, config())
+        .map(|(v, _)| v)
+        .map_err(|source| StoreError::Decode { key: format!("{key:?}"), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn writes_survive_reopen_after_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let mut batch = Batch::default();
+            batch.put(&Key::Wallet(7), &(42u64, String::from("x"))).expect("put");
+            batch.put(&Key::Wallet(8), &(1u64, String::from("y"))).expect("put");
+            store.apply(batch).expect("apply");
+            store.durable().await.expect("durable");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let v: Option<(u64, String)> = store.get(&Key::Wallet(7)).expect("get");
+        assert_eq!(v, Some((42, String::from("x"))));
+        let all: Vec<(Key, (u64, String))> = store.scan(&Key::Wallet(0)).expect("scan");
+        assert_eq!(all.len(), 2);
+    }
+
+    #[actix_rt::test]
+    async fn many_waiters_share_flushes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let waits = (0..200u64).map(|i| {
+            let s = store.clone();
+            async move {
+                s.put(&Key::Wallet(i), &i).expect("put");
+                s.durable().await
+            }
+        });
+        for r in futures_util::future::join_all(waits).await {
+            r.expect("durable");
+        }
+        let waiters = store.flush_stats().waiters.load(Ordering::Relaxed);
+        assert_eq!(waiters, 200, "every waiter is acknowledged by some flush");
+    }
+}
