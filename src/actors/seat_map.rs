@@ -86,7 +86,14 @@ pub struct SeatMapSnapshot {
 impl SeatMapSnapshot {
     /// A fresh seat map with every seat available.
     pub fn new(id: String, labels: impl IntoIterator<Item = String>, price: u64) -> Self {
-        let seats = labels.into_iter().map(|label| Seat { label, price, state: SeatState::Available }).collect();
+        let seats = labels
+            .into_iter()
+            .map(|label| Seat {
+                label,
+                price,
+                state: SeatState::Available,
+            })
+            .collect();
         SeatMapSnapshot { id, seats }
     }
 }
@@ -149,7 +156,11 @@ pub struct SeatMap {
 
 impl SeatMap {
     /// Load a seat map and its live reservations from their snapshot.
-    pub fn restore(snapshot: SeatMapSnapshot, store: Store, registry: Registry) -> Result<SeatMap, StoreError> {
+    pub fn restore(
+        snapshot: SeatMapSnapshot,
+        store: Store,
+        registry: Registry,
+    ) -> Result<SeatMap, StoreError> {
         let mut live = HashMap::new();
         for seat in &snapshot.seats {
             if let SeatState::Held(r) | SeatState::Sold(r) = seat.state {
@@ -160,8 +171,21 @@ impl SeatMap {
                 }
             }
         }
-        let index = snapshot.seats.iter().enumerate().map(|(i, s)| (s.label.clone(), i)).collect();
-        Ok(SeatMap { id: snapshot.id, seats: snapshot.seats, index, live, store, registry, timer: None })
+        let index = snapshot
+            .seats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.label.clone(), i))
+            .collect();
+        Ok(SeatMap {
+            id: snapshot.id,
+            seats: snapshot.seats,
+            index,
+            live,
+            store,
+            registry,
+            timer: None,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -169,7 +193,10 @@ impl SeatMap {
     }
 
     fn snapshot(&self) -> SeatMapSnapshot {
-        SeatMapSnapshot { id: self.id.clone(), seats: self.seats.clone() }
+        SeatMapSnapshot {
+            id: self.id.clone(),
+            seats: self.seats.clone(),
+        }
     }
 
     /// Persist the seats and the given reservations in one atomic write.
@@ -192,12 +219,19 @@ impl SeatMap {
 
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
     /// On a storage failure the in-memory state is put back as it was.
-    fn transition(&mut self, mut res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
+    fn transition(
+        &mut self,
+        mut res: Reservation,
+        seats: SeatState,
+    ) -> Result<Reservation, SeatError> {
         let before_seats = self.seats.clone();
         let before = self.live.get(&res.id).cloned();
         res.updated_at = now_ms();
         self.set_seats(&res.seats.clone(), seats);
-        let keep = matches!(res.status, ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed);
+        let keep = matches!(
+            res.status,
+            ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed
+        );
         if let Err(e) = self.persist(&[&res]) {
             self.seats = before_seats;
             if let Some(b) = before {
@@ -219,7 +253,11 @@ impl SeatMap {
             return Err(SeatError::NoSeats);
         }
         if let Some(key) = &msg.key {
-            if let Some(r) = self.live.values().find(|r| r.user == msg.user && r.idempotency_key.as_ref() == Some(key)) {
+            if let Some(r) = self
+                .live
+                .values()
+                .find(|r| r.user == msg.user && r.idempotency_key.as_ref() == Some(key))
+            {
                 return Ok(r.clone());
             }
         }
@@ -272,7 +310,9 @@ impl SeatMap {
             let id = r.id;
             match self.transition(r, SeatState::Available) {
                 Ok(_) => tracing::debug!(seat_map = %self.id, reservation = id, "hold expired"),
-                Err(e) => tracing::error!(seat_map = %self.id, reservation = id, error = %e, "expiry not persisted; will retry"),
+                Err(e) => {
+                    tracing::error!(seat_map = %self.id, reservation = id, error = %e, "expiry not persisted; will retry")
+                }
             }
         }
         let stale: Vec<(u64, u64, u64)> = self
@@ -317,7 +357,12 @@ impl SeatMap {
         }));
     }
 
-    fn finish_payment(&mut self, reservation: u64, payment: u64, commit: bool) -> Result<Reservation, SeatError> {
+    fn finish_payment(
+        &mut self,
+        reservation: u64,
+        payment: u64,
+        commit: bool,
+    ) -> Result<Reservation, SeatError> {
         let Some(r) = self.live.get(&reservation).cloned() else {
             return Err(SeatError::NotFound);
         };
@@ -355,7 +400,9 @@ impl SeatMap {
             .values()
             .filter_map(|r| match r.status {
                 ReservationStatus::Held => Some(r.hold_expires_at),
-                ReservationStatus::Paying => Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER)),
+                ReservationStatus::Paying => {
+                    Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER))
+                }
                 _ => None,
             })
             .min();
@@ -387,7 +434,13 @@ impl SeatMap {
             },
             SeatState::Available => (None, None),
         };
-        SeatView { label: seat.label.clone(), price: seat.price, state: seat.state, holder, status }
+        SeatView {
+            label: seat.label.clone(),
+            price: seat.price,
+            state: seat.state,
+            holder,
+            status,
+        }
     }
 }
 
@@ -451,7 +504,11 @@ pub struct Availability;
 impl Handler<Availability> for SeatMap {
     type Result = MessageResult<Availability>;
     fn handle(&mut self, _: Availability, _: &mut Context<Self>) -> Self::Result {
-        let free = self.seats.iter().filter(|s| s.state == SeatState::Available).count();
+        let free = self
+            .seats
+            .iter()
+            .filter(|s| s.state == SeatState::Available)
+            .count();
         MessageResult((free, self.seats.len()))
     }
 }
@@ -491,12 +548,17 @@ impl Handler<BeginPayment> for SeatMap {
         let r = match self.live.get(&msg.reservation) {
             Some(r) => r.clone(),
             None => {
-                return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
-                    Some(r) if r.user != msg.user => SeatError::NotYours,
-                    Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
-                    Some(_) => SeatError::Expired,
-                    None => SeatError::NotFound,
-                })
+                return Err(
+                    match self
+                        .store
+                        .get::<Reservation>(&Key::Reservation(msg.reservation))?
+                    {
+                        Some(r) if r.user != msg.user => SeatError::NotYours,
+                        Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                        Some(_) => SeatError::Expired,
+                        None => SeatError::NotFound,
+                    },
+                )
             }
         };
         if r.user != msg.user {
@@ -558,12 +620,17 @@ impl Handler<CancelReservation> for SeatMap {
     type Result = Result<Reservation, SeatError>;
     fn handle(&mut self, msg: CancelReservation, ctx: &mut Context<Self>) -> Self::Result {
         let Some(r) = self.live.get(&msg.reservation).cloned() else {
-            return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
-                Some(r) if r.user != msg.user => SeatError::NotYours,
-                Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
-                Some(_) => SeatError::Expired,
-                None => SeatError::NotFound,
-            });
+            return Err(
+                match self
+                    .store
+                    .get::<Reservation>(&Key::Reservation(msg.reservation))?
+                {
+                    Some(r) if r.user != msg.user => SeatError::NotYours,
+                    Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                    Some(_) => SeatError::Expired,
+                    None => SeatError::NotFound,
+                },
+            );
         };
         if r.user != msg.user {
             return Err(SeatError::NotYours);

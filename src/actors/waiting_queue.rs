@@ -109,7 +109,10 @@ impl WaitingQueue {
             store,
         };
         let mut waiting: Vec<(u64, String)> = Vec::new();
-        for (_, rec) in q.store.scan::<TokenRecord>(&Key::QueueToken(String::new()))? {
+        for (_, rec) in q
+            .store
+            .scan::<TokenRecord>(&Key::QueueToken(String::new()))?
+        {
             match rec.state {
                 TokenState::Waiting { seq } => waiting.push((seq, rec.token.clone())),
                 TokenState::Active => {
@@ -135,7 +138,11 @@ impl WaitingQueue {
         let (position, active) = match rec.state {
             TokenState::Active => (0, true),
             TokenState::Waiting { seq } => {
-                let front = self.line.front().and_then(|t| self.seq_of(t)).unwrap_or(seq);
+                let front = self
+                    .line
+                    .front()
+                    .and_then(|t| self.seq_of(t))
+                    .unwrap_or(seq);
                 (seq.saturating_sub(front) + 1, false)
             }
         };
@@ -183,8 +190,12 @@ impl WaitingQueue {
         }
         // Admit.
         while self.budget >= 1.0 && self.active.len() < self.policy.max_active as usize {
-            let Some(token) = self.line.pop_front() else { break };
-            let Some(rec) = self.tokens.get_mut(&token) else { continue };
+            let Some(token) = self.line.pop_front() else {
+                break;
+            };
+            let Some(rec) = self.tokens.get_mut(&token) else {
+                continue;
+            };
             rec.state = TokenState::Active;
             rec.expires_at = now + ms(self.policy.active_ttl);
             self.active.insert((rec.expires_at, token.clone()));
@@ -228,7 +239,11 @@ impl Handler<Issue> for WaitingQueue {
     type Result = ResponseFuture<Result<TokenView, QueueError>>;
     fn handle(&mut self, msg: Issue, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
-        let existing = self.by_user.get(&msg.user).and_then(|t| self.live(t)).map(|r| self.view(r));
+        let existing = self
+            .by_user
+            .get(&msg.user)
+            .and_then(|t| self.live(t))
+            .map(|r| self.view(r));
         let view = match existing {
             Some(v) => Ok(v),
             None => self.issue(msg.user),
@@ -250,7 +265,13 @@ impl WaitingQueue {
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
         let seq = self.meta.next_seq;
-        let rec = TokenRecord { token: token.clone(), user, state: TokenState::Waiting { seq }, issued_at: now, expires_at: now + ms(self.policy.wait_ttl) };
+        let rec = TokenRecord {
+            token: token.clone(),
+            user,
+            state: TokenState::Waiting { seq },
+            issued_at: now,
+            expires_at: now + ms(self.policy.wait_ttl),
+        };
         let mut batch = Batch::default();
         batch.put(&Key::QueueToken(token.clone()), &rec)?;
         batch.put(&Key::QueueMeta, &QueueMeta { next_seq: seq + 1 })?;
@@ -283,7 +304,9 @@ pub struct Check {
 impl Handler<Check> for WaitingQueue {
     type Result = Result<TokenView, QueueError>;
     fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> Self::Result {
-        self.live(&msg.token).map(|r| self.view(r)).ok_or(QueueError::Unknown)
+        self.live(&msg.token)
+            .map(|r| self.view(r))
+            .ok_or(QueueError::Unknown)
     }
 }
 
@@ -319,7 +342,9 @@ pub struct Retire {
 impl Handler<Retire> for WaitingQueue {
     type Result = ();
     fn handle(&mut self, msg: Retire, _: &mut Context<Self>) {
-        let Some(rec) = self.tokens.get(&msg.token) else { return };
+        let Some(rec) = self.tokens.get(&msg.token) else {
+            return;
+        };
         if rec.state != TokenState::Active {
             return;
         }

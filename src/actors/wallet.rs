@@ -63,7 +63,9 @@ pub enum ChargeRefusal {
     NotPositive,
     #[error("a single charge may not exceed {limit}")]
     OverSingleLimit { limit: u64 },
-    #[error("this charge would exceed the monthly limit of {limit} ({used} already charged this month)")]
+    #[error(
+        "this charge would exceed the monthly limit of {limit} ({used} already charged this month)"
+    )]
     OverMonthlyLimit { limit: u64, used: u64 },
 }
 
@@ -161,11 +163,26 @@ pub struct Wallet {
 }
 
 impl Wallet {
-    pub fn load(user: u64, store: Store, registry: Registry, limits: ChargeLimits) -> Result<Wallet, StoreError> {
+    pub fn load(
+        user: u64,
+        store: Store,
+        registry: Registry,
+        limits: ChargeLimits,
+    ) -> Result<Wallet, StoreError> {
         let state = store
             .get::<WalletSnapshot>(&Key::Wallet(user))?
-            .unwrap_or(WalletSnapshot { user, ..Default::default() });
-        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, registry })
+            .unwrap_or(WalletSnapshot {
+                user,
+                ..Default::default()
+            });
+        Ok(Wallet {
+            state,
+            in_flight: HashMap::new(),
+            paying: HashSet::new(),
+            limits,
+            store,
+            registry,
+        })
     }
 
     fn persist(&self) -> Result<(), StoreError> {
@@ -173,12 +190,24 @@ impl Wallet {
     }
 
     /// Look the key up: `Ok(Some(answer))` replays, `Ok(None)` means run the request.
-    fn begin(&mut self, key: &str, fingerprint: Fingerprint) -> Result<Option<Answer>, WalletError> {
+    fn begin(
+        &mut self,
+        key: &str,
+        fingerprint: Fingerprint,
+    ) -> Result<Option<Answer>, WalletError> {
         if let Some(fp) = self.in_flight.get(key) {
-            return Err(if *fp == fingerprint { WalletError::KeyInProgress } else { WalletError::KeyReused });
+            return Err(if *fp == fingerprint {
+                WalletError::KeyInProgress
+            } else {
+                WalletError::KeyReused
+            });
         }
         if let Some(entry) = self.state.ledger.get(key) {
-            return if entry.fingerprint == fingerprint { Ok(Some(entry.answer.clone())) } else { Err(WalletError::KeyReused) };
+            return if entry.fingerprint == fingerprint {
+                Ok(Some(entry.answer.clone()))
+            } else {
+                Err(WalletError::KeyReused)
+            };
         }
         self.in_flight.insert(key.to_string(), fingerprint);
         Ok(None)
@@ -188,7 +217,14 @@ impl Wallet {
     fn record(&mut self, key: String, answer: Answer) {
         let now = now_ms();
         if let Some(fingerprint) = self.in_flight.remove(&key) {
-            self.state.ledger.insert(key, LedgerEntry { fingerprint, at: now, answer });
+            self.state.ledger.insert(
+                key,
+                LedgerEntry {
+                    fingerprint,
+                    at: now,
+                    answer,
+                },
+            );
         }
         if self.state.ledger.len() > 256 {
             let cutoff = now.saturating_sub(crate::time::ms(KEY_RETENTION));
@@ -208,20 +244,34 @@ impl Wallet {
     fn charge(&mut self, amount: u64) -> Answer {
         let now = now_ms();
         let month = month_of(now);
-        let used = if self.state.month == month { self.state.month_charged } else { 0 };
+        let used = if self.state.month == month {
+            self.state.month_charged
+        } else {
+            0
+        };
         if amount == 0 {
             return Answer::ChargeRefused(ChargeRefusal::NotPositive);
         }
         if amount > self.limits.max_single {
-            return Answer::ChargeRefused(ChargeRefusal::OverSingleLimit { limit: self.limits.max_single });
+            return Answer::ChargeRefused(ChargeRefusal::OverSingleLimit {
+                limit: self.limits.max_single,
+            });
         }
         if used.saturating_add(amount) > self.limits.max_monthly {
-            return Answer::ChargeRefused(ChargeRefusal::OverMonthlyLimit { limit: self.limits.max_monthly, used });
+            return Answer::ChargeRefused(ChargeRefusal::OverMonthlyLimit {
+                limit: self.limits.max_monthly,
+                used,
+            });
         }
         self.state.month = month;
         self.state.month_charged = used + amount;
         self.state.balance = self.state.balance.saturating_add(amount);
-        Answer::Charged(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
+        Answer::Charged(ChargeReceipt {
+            user: self.state.user,
+            charged: amount,
+            balance: self.state.balance,
+            at: now,
+        })
     }
 }
 
@@ -299,20 +349,35 @@ impl Handler<Reserve> for Wallet {
         let store = self.store.clone();
         let user = self.state.user;
         Box::pin(async move {
-            let hold = HoldSeats { user, seats: msg.seats, ttl: msg.ttl, key: Some(msg.key.clone()) };
+            let hold = HoldSeats {
+                user,
+                seats: msg.seats,
+                ttl: msg.ttl,
+                key: Some(msg.key.clone()),
+            };
             let answer = match msg.seat_map.send(hold).await {
                 Ok(Ok(r)) => Answer::Reserved(r),
                 Ok(Err(SeatError::Storage(e))) => {
-                    me.do_send(Abandon { key: msg.key, payment: None });
+                    me.do_send(Abandon {
+                        key: msg.key,
+                        payment: None,
+                    });
                     return Err(WalletError::Storage(e));
                 }
                 Ok(Err(e)) => Answer::ReserveRefused(e),
                 Err(_) => {
-                    me.do_send(Abandon { key: msg.key, payment: None });
+                    me.do_send(Abandon {
+                        key: msg.key,
+                        payment: None,
+                    });
                     return Err(WalletError::Unavailable);
                 }
             };
-            me.send(Record { key: msg.key, answer: answer.clone() }).await??;
+            me.send(Record {
+                key: msg.key,
+                answer: answer.clone(),
+            })
+            .await??;
             store.durable().await?;
             Ok(answer)
         })
@@ -355,37 +420,72 @@ impl Handler<Pay> for Wallet {
             let refuse = |e: SeatError| Answer::PayRefused(PayRefusal::Seat(e));
             let Some(seat_map) = registry.seat_map_of_reservation(msg.reservation) else {
                 let answer = refuse(SeatError::NotFound);
-                me.send(Record { key: msg.key, answer: answer.clone() }).await??;
-                me.do_send(Abandon { key: String::new(), payment: Some(payment) });
+                me.send(Record {
+                    key: msg.key,
+                    answer: answer.clone(),
+                })
+                .await??;
+                me.do_send(Abandon {
+                    key: String::new(),
+                    payment: Some(payment),
+                });
                 store.durable().await?;
                 return Ok(answer);
             };
-            let begun = seat_map.send(BeginPayment { reservation: msg.reservation, user, payment }).await;
+            let begun = seat_map
+                .send(BeginPayment {
+                    reservation: msg.reservation,
+                    user,
+                    payment,
+                })
+                .await;
             let reservation = match begun {
                 Ok(Ok(r)) => r,
                 Ok(Err(SeatError::Storage(e))) => {
-                    me.do_send(Abandon { key: msg.key, payment: Some(payment) });
+                    me.do_send(Abandon {
+                        key: msg.key,
+                        payment: Some(payment),
+                    });
                     return Err(WalletError::Storage(e));
                 }
                 Ok(Err(e)) => {
                     let answer = refuse(e);
-                    me.send(Record { key: msg.key, answer: answer.clone() }).await??;
-                    me.do_send(Abandon { key: String::new(), payment: Some(payment) });
+                    me.send(Record {
+                        key: msg.key,
+                        answer: answer.clone(),
+                    })
+                    .await??;
+                    me.do_send(Abandon {
+                        key: String::new(),
+                        payment: Some(payment),
+                    });
                     store.durable().await?;
                     return Ok(answer);
                 }
                 Err(_) => {
-                    me.do_send(Abandon { key: msg.key, payment: Some(payment) });
+                    me.do_send(Abandon {
+                        key: msg.key,
+                        payment: Some(payment),
+                    });
                     return Err(WalletError::Unavailable);
                 }
             };
-            let commit = CommitPayment { key: msg.key.clone(), payment, reservation, amount: msg.amount };
+            let commit = CommitPayment {
+                key: msg.key.clone(),
+                payment,
+                reservation,
+                amount: msg.amount,
+            };
             let decided = me.send(commit).await;
             let answer = match decided {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(e)) => {
                     // Nothing was recorded: the seat map puts the hold back.
-                    seat_map.do_send(FinishPayment { reservation: msg.reservation, payment, commit: false });
+                    seat_map.do_send(FinishPayment {
+                        reservation: msg.reservation,
+                        payment,
+                        commit: false,
+                    });
                     return Err(e);
                 }
                 Err(_) => return Err(WalletError::Unavailable),
@@ -393,14 +493,27 @@ impl Handler<Pay> for Wallet {
             // The commit point: the debit (or the refusal) is on disk before anyone hears of it.
             store.durable().await?;
             let paid = matches!(answer, Answer::Paid(_));
-            match seat_map.send(FinishPayment { reservation: msg.reservation, payment, commit: paid }).await {
+            match seat_map
+                .send(FinishPayment {
+                    reservation: msg.reservation,
+                    payment,
+                    commit: paid,
+                })
+                .await
+            {
                 Ok(Ok(_)) => {}
                 // The seat map will ask us (ResolvePayment) and finish it from our record.
-                other => tracing::warn!(payment, ?other, "seat map did not finish the payment; it will resolve it"),
+                other => tracing::warn!(
+                    payment,
+                    ?other,
+                    "seat map did not finish the payment; it will resolve it"
+                ),
             }
             store.durable().await?;
             if paid {
-                registry.queue().do_send(Retire { token: msg.queue_token });
+                registry.queue().do_send(Retire {
+                    token: msg.queue_token,
+                });
             }
             Ok(answer)
         })
@@ -421,7 +534,11 @@ impl Handler<Recorded> for Wallet {
     type Result = Option<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Recorded, _: &mut Context<Self>) -> Self::Result {
         let entry = self.state.ledger.get(&msg.key)?;
-        Some(if entry.fingerprint == msg.fingerprint { Ok(entry.answer.clone()) } else { Err(WalletError::KeyReused) })
+        Some(if entry.fingerprint == msg.fingerprint {
+            Ok(entry.answer.clone())
+        } else {
+            Err(WalletError::KeyReused)
+        })
     }
 }
 
@@ -441,16 +558,35 @@ impl Handler<CommitPayment> for Wallet {
         let before = self.state.clone();
         let price = msg.reservation.price;
         let answer = if msg.amount != price {
-            Answer::PayRefused(PayRefusal::AmountMismatch { amount: msg.amount, price })
+            Answer::PayRefused(PayRefusal::AmountMismatch {
+                amount: msg.amount,
+                price,
+            })
         } else if self.state.balance < price {
-            Answer::PayRefused(PayRefusal::InsufficientBalance { balance: self.state.balance, price })
+            Answer::PayRefused(PayRefusal::InsufficientBalance {
+                balance: self.state.balance,
+                price,
+            })
         } else {
             let now = now_ms();
             self.state.balance -= price;
-            self.state.payments.insert(msg.payment, PaymentRecord { reservation: msg.reservation.id, amount: price, at: now });
+            self.state.payments.insert(
+                msg.payment,
+                PaymentRecord {
+                    reservation: msg.reservation.id,
+                    amount: price,
+                    at: now,
+                },
+            );
             let mut reservation = msg.reservation;
             reservation.status = super::seat_map::ReservationStatus::Confirmed;
-            Answer::Paid(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after: self.state.balance, at: now })
+            Answer::Paid(PaymentReceipt {
+                payment: msg.payment,
+                reservation,
+                amount: price,
+                balance_after: self.state.balance,
+                at: now,
+            })
         };
         self.record(msg.key.clone(), answer.clone());
         if let Err(e) = self.persist() {

@@ -2,7 +2,9 @@
 
 use super::error::{QError, QErrorBody};
 use super::{AppState, Caller, JsonBody};
-use crate::actors::catalog::{Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView};
+use crate::actors::catalog::{
+    Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView,
+};
 use crate::actors::seat_map::{GetSeats, SeatState};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,14 +14,28 @@ use utoipa::ToSchema;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/concerts", web::get().to(list_concerts))
         .route("/concerts", web::post().to(create_concert))
-        .route("/concerts/{concert_id}/schedules", web::get().to(list_schedules))
-        .route("/concerts/{concert_id}/schedules", web::post().to(create_schedule))
-        .route("/concerts/{concert_id}/schedules/{schedule_id}/seats", web::get().to(seats));
+        .route(
+            "/concerts/{concert_id}/schedules",
+            web::get().to(list_schedules),
+        )
+        .route(
+            "/concerts/{concert_id}/schedules",
+            web::post().to(create_schedule),
+        )
+        .route(
+            "/concerts/{concert_id}/schedules/{schedule_id}/seats",
+            web::get().to(seats),
+        );
 }
 
 /// A positive integer path segment, or the contract's 400.
 pub fn path_id(raw: &str, what: &str) -> Result<u64, QError> {
-    raw.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{what} must be a positive integer")))
+    raw.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        QError::bad_request(
+            "INVALID_REQUEST",
+            format!("{what} must be a positive integer"),
+        )
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,7 +48,11 @@ pub struct ConcertResponse {
 
 impl From<Concert> for ConcertResponse {
     fn from(c: Concert) -> Self {
-        ConcertResponse { concert_id: c.id, title: c.title, created_at: rfc3339(c.created_at) }
+        ConcertResponse {
+            concert_id: c.id,
+            title: c.title,
+            created_at: rfc3339(c.created_at),
+        }
     }
 }
 
@@ -52,7 +72,14 @@ pub struct ScheduleResponse {
 impl From<ScheduleView> for ScheduleResponse {
     fn from(v: ScheduleView) -> Self {
         let s = v.schedule;
-        ScheduleResponse { schedule_id: s.id, concert_id: s.concert, starts_at: rfc3339(s.starts_at), total_seats: s.seats, available_seats: v.available, price: s.price }
+        ScheduleResponse {
+            schedule_id: s.id,
+            concert_id: s.concert,
+            starts_at: rfc3339(s.starts_at),
+            total_seats: s.seats,
+            available_seats: v.available,
+            price: s.price,
+        }
     }
 }
 
@@ -91,9 +118,17 @@ pub struct ScheduleListQuery {
 /// Every concert.
 #[utoipa::path(get, path = "/concerts", tag = "Q: concerts",
     responses((status = 200, body = [ConcertResponse]), (status = 401, body = QErrorBody)), security(("bearer" = [])))]
-pub async fn list_concerts(state: web::Data<AppState>, _me: Caller<QError>) -> Result<HttpResponse, QError> {
+pub async fn list_concerts(
+    state: web::Data<AppState>,
+    _me: Caller<QError>,
+) -> Result<HttpResponse, QError> {
     let concerts = state.registry.catalog().send(ListConcerts).await?;
-    Ok(HttpResponse::Ok().json(concerts.into_iter().map(ConcertResponse::from).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(
+        concerts
+            .into_iter()
+            .map(ConcertResponse::from)
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// A concert's schedules with at least one seat left (all with `includeSoldOut=true`).
@@ -104,11 +139,30 @@ pub async fn list_concerts(state: web::Data<AppState>, _me: Caller<QError>) -> R
         (status = 401, body = QErrorBody),
         (status = 404, description = "No such concert, or no schedule with seats left", body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_schedules(state: web::Data<AppState>, _me: Caller<QError>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, QError> {
+pub async fn list_schedules(
+    state: web::Data<AppState>,
+    _me: Caller<QError>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, QError> {
     let concert = path_id(&path, "concertId")?;
-    let query = web::Query::<ScheduleListQuery>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or(ScheduleListQuery { include_sold_out: false });
-    let list = state.registry.catalog().send(ListSchedules { concert, include_sold_out: query.include_sold_out }).await??;
-    Ok(HttpResponse::Ok().json(ScheduleListResponse { concert_id: concert, schedules: list.into_iter().map(Into::into).collect() }))
+    let query = web::Query::<ScheduleListQuery>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or(ScheduleListQuery {
+            include_sold_out: false,
+        });
+    let list = state
+        .registry
+        .catalog()
+        .send(ListSchedules {
+            concert,
+            include_sold_out: query.include_sold_out,
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(ScheduleListResponse {
+        concert_id: concert,
+        schedules: list.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// The seats of a schedule. Needs an active queue token.
@@ -120,16 +174,37 @@ pub async fn list_schedules(state: web::Data<AppState>, _me: Caller<QError>, pat
         (status = 403, description = "No active queue token", body = QErrorBody),
         (status = 404, description = "No such schedule of this concert", body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn seats(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<(String, String)>, req: HttpRequest) -> Result<HttpResponse, QError> {
-    let (concert, schedule) = (path_id(&path.0, "concertId")?, path_id(&path.1, "scheduleId")?);
+pub async fn seats(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, QError> {
+    let (concert, schedule) = (
+        path_id(&path.0, "concertId")?,
+        path_id(&path.1, "scheduleId")?,
+    );
     super::queue::require_active(&state, &req, me.user_id).await?;
-    let seat_map = state.registry.seat_map_of_schedule(concert, schedule).ok_or_else(|| QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert"))?;
+    let seat_map = state
+        .registry
+        .seat_map_of_schedule(concert, schedule)
+        .ok_or_else(|| {
+            QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert")
+        })?;
     let seats = seat_map.send(GetSeats).await?;
     let seats = seats
         .into_iter()
-        .map(|s| SeatResponse { seat_number: s.label.parse().unwrap_or(0), status: seat_status(s.state), price: s.price })
+        .map(|s| SeatResponse {
+            seat_number: s.label.parse().unwrap_or(0),
+            status: seat_status(s.state),
+            price: s.price,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(SeatListResponse { concert_id: concert, schedule_id: schedule, seats }))
+    Ok(HttpResponse::Ok().json(SeatListResponse {
+        concert_id: concert,
+        schedule_id: schedule,
+        seats,
+    }))
 }
 
 pub fn seat_status(s: SeatState) -> &'static str {
@@ -158,13 +233,24 @@ pub struct CreateConcertRequest {
 #[utoipa::path(post, path = "/concerts", tag = "Q: admin", request_body = CreateConcertRequest,
     responses((status = 201, body = ConcertResponse), (status = 400, body = QErrorBody), (status = 401, body = QErrorBody), (status = 403, body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_concert(state: web::Data<AppState>, me: Caller<QError>, body: JsonBody<CreateConcertRequest, QError>) -> Result<HttpResponse, QError> {
+pub async fn create_concert(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    body: JsonBody<CreateConcertRequest, QError>,
+) -> Result<HttpResponse, QError> {
     require_admin(&me)?;
     let title = body.0.title.trim().to_string();
     if title.is_empty() || title.len() > 200 {
-        return Err(QError::bad_request("INVALID_REQUEST", "title must be 1 to 200 characters"));
+        return Err(QError::bad_request(
+            "INVALID_REQUEST",
+            "title must be 1 to 200 characters",
+        ));
     }
-    let concert = state.registry.catalog().send(CreateConcert { title }).await??;
+    let concert = state
+        .registry
+        .catalog()
+        .send(CreateConcert { title })
+        .await??;
     Ok(HttpResponse::Created().json(ConcertResponse::from(concert)))
 }
 
@@ -184,19 +270,38 @@ pub struct CreateScheduleRequest {
     params(("concert_id" = u64, Path)),
     responses((status = 201, body = ScheduleResponse), (status = 400, body = QErrorBody), (status = 401, body = QErrorBody), (status = 403, body = QErrorBody), (status = 404, body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_schedule(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<String>, body: JsonBody<CreateScheduleRequest, QError>) -> Result<HttpResponse, QError> {
+pub async fn create_schedule(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    path: web::Path<String>,
+    body: JsonBody<CreateScheduleRequest, QError>,
+) -> Result<HttpResponse, QError> {
     require_admin(&me)?;
     let concert = path_id(&path, "concertId")?;
     let body = body.0;
-    let starts_at = chrono::DateTime::parse_from_rfc3339(&body.starts_at).map_err(|_| QError::bad_request("INVALID_REQUEST", "startsAt must be an RFC 3339 time"))?;
+    let starts_at = chrono::DateTime::parse_from_rfc3339(&body.starts_at)
+        .map_err(|_| QError::bad_request("INVALID_REQUEST", "startsAt must be an RFC 3339 time"))?;
     let seats = body.total_seats.unwrap_or(50);
     if !(1..=1000).contains(&seats) {
-        return Err(QError::bad_request("INVALID_REQUEST", "totalSeats must be 1 to 1000"));
+        return Err(QError::bad_request(
+            "INVALID_REQUEST",
+            "totalSeats must be 1 to 1000",
+        ));
     }
     let schedule = state
         .registry
         .catalog()
-        .send(CreateSchedule { concert, starts_at: starts_at.timestamp_millis().max(0) as u64, seats, price: body.price })
+        .send(CreateSchedule {
+            concert,
+            starts_at: starts_at.timestamp_millis().max(0) as u64,
+            seats,
+            price: body.price,
+        })
         .await??;
-    Ok(HttpResponse::Created().json(ScheduleResponse::from(ScheduleView { available: schedule.seats as usize, schedule })))
+    Ok(
+        HttpResponse::Created().json(ScheduleResponse::from(ScheduleView {
+            available: schedule.seats as usize,
+            schedule,
+        })),
+    )
 }

@@ -4,7 +4,8 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/openapi.json", web::get().to(openapi));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/openapi.json", web::get().to(openapi));
 }
 
 /// Liveness: 200 while the server runs.

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/reservations", web::post().to(reserve)).route("/reservations/{reservation_id}", web::get().to(get));
+    cfg.route("/reservations", web::post().to(reserve))
+        .route("/reservations/{reservation_id}", web::get().to(get));
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,7 +88,12 @@ fn field(v: &Option<serde_json::Value>, name: &str) -> Result<u64, QError> {
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
-    n.filter(|n| *n > 0).ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{name} must be a positive integer")))
+    n.filter(|n| *n > 0).ok_or_else(|| {
+        QError::bad_request(
+            "INVALID_REQUEST",
+            format!("{name} must be a positive integer"),
+        )
+    })
 }
 
 /// Hold a seat for `BOXOFFICE_HOLD_TTL` (5 minutes by default).
@@ -109,8 +115,15 @@ pub async fn reserve(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let b = body.0;
-    let user = b.user_id.as_ref().and_then(parse_user_id).ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
-    let hold = Hold { user, concert: field(&b.concert_id, "concertId")?, schedule: field(&b.schedule_id, "scheduleId")?, seat: field(&b.seat_number, "seatNumber")? };
+    let user = b.user_id.as_ref().and_then(parse_user_id).ok_or_else(|| {
+        QError::bad_request("INVALID_USER_ID", "userId must be a positive integer")
+    })?;
+    let hold = Hold {
+        user,
+        concert: field(&b.concert_id, "concertId")?,
+        schedule: field(&b.schedule_id, "scheduleId")?,
+        seat: field(&b.seat_number, "seatNumber")?,
+    };
     if hold.user != me.user_id {
         return Err(QError::forbidden("userId must be the authenticated user"));
     }
@@ -118,11 +131,24 @@ pub async fn reserve(
     let seat_map = state
         .registry
         .seat_map_of_schedule(hold.concert, hold.schedule)
-        .ok_or_else(|| QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert"))?;
-    let wallet = state.registry.wallet(me.user_id).map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?;
-    let msg = Reserve { key: key.0, fingerprint: fingerprint("POST /reservations", &hold), seat_map, seats: vec![hold.seat.to_string()], ttl: state.settings.hold_ttl };
+        .ok_or_else(|| {
+            QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert")
+        })?;
+    let wallet = state
+        .registry
+        .wallet(me.user_id)
+        .map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?;
+    let msg = Reserve {
+        key: key.0,
+        fingerprint: fingerprint("POST /reservations", &hold),
+        seat_map,
+        seats: vec![hold.seat.to_string()],
+        ttl: state.settings.hold_ttl,
+    };
     match wallet.send(msg).await?? {
-        Answer::Reserved(r) => Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry))),
+        Answer::Reserved(r) => {
+            Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry)))
+        }
         Answer::ReserveRefused(e) => Err(e.into()),
         other => Err(mismatch(other)),
     }
@@ -142,12 +168,21 @@ pub fn mismatch(_: Answer) -> QError {
         (status = 403, description = "Another user's reservation", body = QErrorBody),
         (status = 404, description = "No such reservation", body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn get(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<String>) -> Result<HttpResponse, QError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, QError> {
     let id = path_id(&path, "reservationId")?;
-    let seat_map = state.registry.seat_map_of_reservation(id).ok_or_else(|| QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))?;
+    let seat_map = state
+        .registry
+        .seat_map_of_reservation(id)
+        .ok_or_else(|| QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))?;
     let r = seat_map.send(GetReservation { id }).await??;
     if r.user != me.user_id {
-        return Err(QError::forbidden("this reservation belongs to another user"));
+        return Err(QError::forbidden(
+            "this reservation belongs to another user",
+        ));
     }
     Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry)))
 }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/users/{user_id}/amount", web::get().to(amount)).route("/users/{user_id}/charge", web::patch().to(charge));
+    cfg.route("/users/{user_id}/amount", web::get().to(amount))
+        .route("/users/{user_id}/charge", web::patch().to(charge));
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,7 +44,9 @@ pub struct ChargeResponse {
 }
 
 fn own_user(raw: &str, me: &Caller<QError>) -> Result<u64, QError> {
-    let user = parse_user_id_str(raw).ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
+    let user = parse_user_id_str(raw).ok_or_else(|| {
+        QError::bad_request("INVALID_USER_ID", "userId must be a positive integer")
+    })?;
     if user != me.user_id {
         return Err(QError::forbidden("you may only reach your own wallet"));
     }
@@ -56,11 +59,25 @@ fn own_user(raw: &str, me: &Caller<QError>) -> Result<u64, QError> {
     responses((status = 200, body = BalanceResponse), (status = 400, body = QErrorBody), (status = 401, body = QErrorBody),
         (status = 403, description = "Another user's wallet, or the queue token is not active", body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn amount(state: web::Data<AppState>, me: Caller<QError>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, QError> {
+pub async fn amount(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, QError> {
     let user = own_user(&path, &me)?;
     super::queue::require_active(&state, &req, user).await?;
-    let balance = state.registry.wallet(user).map_err(WalletError::from)?.send(GetBalance).await?;
-    Ok(HttpResponse::Ok().json(BalanceResponse { user_id: user, amount: balance, balance }))
+    let balance = state
+        .registry
+        .wallet(user)
+        .map_err(WalletError::from)?
+        .send(GetBalance)
+        .await?;
+    Ok(HttpResponse::Ok().json(BalanceResponse {
+        user_id: user,
+        amount: balance,
+        balance,
+    }))
 }
 
 /// Add money to your wallet, within the single and monthly limits.
@@ -89,9 +106,18 @@ pub async fn charge(
     .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
     super::queue::require_active(&state, &req, user).await?;
     let wallet = state.registry.wallet(user).map_err(WalletError::from)?;
-    let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };
+    let msg = Charge {
+        key: key.0,
+        fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount),
+        amount,
+    };
     match wallet.send(msg).await?? {
-        Answer::Charged(r) => Ok(HttpResponse::Ok().json(ChargeResponse { user_id: r.user, charged_amount: r.charged, amount: r.balance, balance: r.balance })),
+        Answer::Charged(r) => Ok(HttpResponse::Ok().json(ChargeResponse {
+            user_id: r.user,
+            charged_amount: r.charged,
+            amount: r.balance,
+            balance: r.balance,
+        })),
         Answer::ChargeRefused(e) => Err(e.into()),
         other => Err(mismatch(other)),
     }

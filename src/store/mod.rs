@@ -99,7 +99,12 @@ impl Store {
             .name("store-flusher".into())
             .spawn(move || group_commit(flush_db, rx, flush_stats))
             .map_err(|e| StoreError::Flush(e.to_string()))?;
-        Ok(Store { db, state, flusher: tx, stats })
+        Ok(Store {
+            db,
+            state,
+            flusher: tx,
+            stats,
+        })
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, StoreError> {
@@ -128,7 +133,9 @@ impl Store {
         let mut out = Vec::new();
         for item in self.state.scan_prefix(family.family_prefix()) {
             let (k, v) = item?;
-            let key = Key::parse(&k).ok_or_else(|| StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k))))?;
+            let key = Key::parse(&k).ok_or_else(|| {
+                StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k)))
+            })?;
             out.push((key.clone(), decode(&v, &key)?));
         }
         Ok(out)
@@ -179,7 +186,9 @@ fn group_commit(db: sled::Db, rx: mpsc::Receiver<Waiter>, stats: Arc<FlushStats>
             tracing::error!(error = %e, "store flush failed");
         }
         stats.flushes.fetch_add(1, Ordering::Relaxed);
-        stats.waiters.fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        stats
+            .waiters
+            .fetch_add(waiters.len() as u64, Ordering::Relaxed);
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -197,7 +206,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 fn decode<T: DeserializeOwned>(bytes: &[u8], key: &Key) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, config())
         .map(|(v, _)| v)
-        .map_err(|source| StoreError::Decode { key: format!("{key:?}"), source })
+        .map_err(|source| StoreError::Decode {
+            key: format!("{key:?}"),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -210,12 +222,24 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             let mut batch = Batch::default();
-            batch.put(&Key::Wallet(7), &(42u64, String::from("x"))).expect("put");
-            batch.put(&Key::Wallet(8), &(1u64, String::from("y"))).expect("put");
+            batch
+                .put(&Key::Wallet(7), &(42u64, String::from("x")))
+                .expect("put");
+            batch
+                .put(&Key::Wallet(8), &(1u64, String::from("y")))
+                .expect("put");
             store.apply(batch).expect("apply");
             store.durable().await.expect("durable");
         }
-        let store = Store::open(dir.path()).expect("reopen");
+        // The old flusher thread lets go of the file lock once it sees the store dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let store = loop {
+            match Store::open(dir.path()) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => panic!("reopen: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
         let v: Option<(u64, String)> = store.get(&Key::Wallet(7)).expect("get");
         assert_eq!(v, Some((42, String::from("x"))));
         let all: Vec<(Key, (u64, String))> = store.scan(&Key::Wallet(0)).expect("scan");

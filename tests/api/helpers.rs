@@ -1,0 +1,364 @@
+//! `TestServer` runs the real `boxoffice` binary on 127.0.0.1:0 with a temp data dir;
+//! `Api` talks to it; `Buyer` is a user with an active queue token.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "integration-test-secret";
+
+pub struct TestServer {
+    pub base: String,
+    child: Option<Child>,
+    dir: Arc<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+}
+
+/// Settings for a test server: quick admission unless a test says otherwise.
+pub fn fast_queue() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("BOXOFFICE_QUEUE_ADMIT_RATE", "1000000"),
+        ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1000000"),
+    ]
+}
+
+impl TestServer {
+    pub fn spawn(env: &[(&str, &str)]) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = TestServer {
+            base: String::new(),
+            child: None,
+            dir,
+            env,
+        };
+        s.start();
+        s
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxoffice"));
+        cmd.arg("serve")
+            .env("BOXOFFICE_BIND", "127.0.0.1:0")
+            .env("BOXOFFICE_DATA_DIR", self.dir.path())
+            .env("BOXOFFICE_JWT_SECRET", SECRET)
+            .env("BOXOFFICE_WORKERS", "2")
+            .env("RUST_LOG", "info,sled=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn boxoffice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("the server printed nothing")
+            .expect("stdout line");
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .expect("address")
+            .trim()
+            .to_string();
+        assert!(
+            line.contains("listening on"),
+            "unexpected first line: {line}"
+        );
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running server");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start again on the same data dir with the same settings.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.start();
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.base)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn jwt(user: u64) -> String {
+    boxoffice::auth::mint(
+        SECRET.as_bytes(),
+        user,
+        Some(&format!("buyer{user}")),
+        false,
+        Duration::from_secs(3600),
+    )
+    .expect("mint")
+}
+
+pub fn admin_jwt(user: u64) -> String {
+    boxoffice::auth::mint(
+        SECRET.as_bytes(),
+        user,
+        Some("admin"),
+        true,
+        Duration::from_secs(3600),
+    )
+    .expect("mint")
+}
+
+#[derive(Clone)]
+pub struct Api {
+    client: awc::Client,
+    base: String,
+}
+
+/// A response: status and JSON body (Null when the body is not JSON), and headers.
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: awc::http::header::HeaderMap,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connector(
+                awc::Connector::new()
+                    .limit(256)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .disable_redirects()
+            .finish();
+        Api {
+            client,
+            base: base.to_string(),
+        }
+    }
+
+    /// Send `method path` with a bearer token, extra headers and an optional raw body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut res = match body {
+            Some(b) => {
+                req.insert_header(("Content-Type", "application/json"))
+                    .send_body(b)
+                    .await
+            }
+            None => req.send().await,
+        }
+        .expect("request");
+        let bytes = res.body().limit(16 << 20).await.expect("body");
+        Reply {
+            status: res.status().as_u16(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers: res.headers().clone(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        self.raw(method, path, token, headers, body.map(|b| b.to_string()))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Reply {
+        self.call("GET", path, Some(token), headers, None).await
+    }
+}
+
+/// A user holding an active queue token.
+#[derive(Clone)]
+pub struct Buyer {
+    pub id: u64,
+    pub jwt: String,
+    pub queue: String,
+}
+
+impl Buyer {
+    /// Take a queue token and wait until it is active.
+    pub async fn enter(api: &Api, id: u64) -> Buyer {
+        let jwt = jwt(id);
+        let r = api
+            .call(
+                "POST",
+                "/waiting/issue",
+                Some(&jwt),
+                &[],
+                Some(json!({ "userId": id })),
+            )
+            .await;
+        assert_eq!(r.status, 200, "issue: {r:?}");
+        let queue = r.body["token"].as_str().expect("token").to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut active = r.body["active"].as_bool() == Some(true);
+        while !active {
+            assert!(Instant::now() < deadline, "token never became active");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+            let c = api
+                .get("/waiting/check", &jwt, &[("X-Queue-Token", &queue)])
+                .await;
+            assert_eq!(c.status, 200, "check: {c:?}");
+            active = c.body["active"].as_bool() == Some(true);
+        }
+        Buyer { id, jwt, queue }
+    }
+
+    pub async fn hold(&self, api: &Api, schedule: u64, seat: u64, key: &str) -> Reply {
+        let body = json!({ "userId": self.id, "concertId": 1, "scheduleId": schedule, "seatNumber": seat });
+        api.call(
+            "POST",
+            "/reservations",
+            Some(&self.jwt),
+            &[("X-Queue-Token", &self.queue), ("Idempotency-Key", key)],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn charge(&self, api: &Api, amount: i64, key: &str) -> Reply {
+        let path = format!("/users/{}/charge", self.id);
+        api.call(
+            "PATCH",
+            &path,
+            Some(&self.jwt),
+            &[("X-Queue-Token", &self.queue), ("Idempotency-Key", key)],
+            Some(json!({ "amount": amount })),
+        )
+        .await
+    }
+
+    pub async fn pay(&self, api: &Api, reservation: u64, amount: u64, key: &str) -> Reply {
+        let body = json!({ "reservationId": reservation, "amount": amount });
+        api.call(
+            "POST",
+            "/payments",
+            Some(&self.jwt),
+            &[("X-Queue-Token", &self.queue), ("Idempotency-Key", key)],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn balance(&self, api: &Api) -> Reply {
+        api.get(
+            &format!("/users/{}/amount", self.id),
+            &self.jwt,
+            &[("X-Queue-Token", &self.queue)],
+        )
+        .await
+    }
+
+    pub async fn seats(&self, api: &Api, schedule: u64) -> Reply {
+        api.get(
+            &format!("/concerts/1/schedules/{schedule}/seats"),
+            &self.jwt,
+            &[("X-Queue-Token", &self.queue)],
+        )
+        .await
+    }
+
+    pub async fn reservation(&self, api: &Api, id: u64) -> Reply {
+        api.get(&format!("/reservations/{id}"), &self.jwt, &[])
+            .await
+    }
+}
+
+/// Seat number -> status, from a seats reply.
+pub fn seat_statuses(reply: &Reply) -> Vec<(u64, String)> {
+    reply.body["seats"]
+        .as_array()
+        .expect("seats")
+        .iter()
+        .map(|s| {
+            (
+                s["seatNumber"].as_u64().expect("seatNumber"),
+                s["status"].as_str().expect("status").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Assert a contract Q error body with this status.
+pub fn assert_q_error(r: &Reply, status: u16) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.body["status"].as_u64(), Some(status as u64), "{r:?}");
+    assert!(
+        r.body["code"].is_string() && r.body["message"].is_string(),
+        "{r:?}"
+    );
+}

@@ -1,0 +1,11 @@
+//! One test binary that drives the real server process over HTTP, like a client.
+
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod expiry;
+mod idempotency;
+mod queue_and_catalog;
+mod reservations_and_payments;
+mod restart;
