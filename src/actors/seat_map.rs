@@ -164,9 +164,9 @@ impl SeatMap {
         let mut live = HashMap::new();
         for seat in &snapshot.seats {
             if let SeatState::Held(r) | SeatState::Sold(r) = seat.state {
-                if !live.contains_key(&r) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = live.entry(r) {
                     if let Some(res) = store.get::<Reservation>(&Key::Reservation(r))? {
-                        live.insert(r, res);
+                        slot.insert(res);
                     }
                 }
             }
