@@ -69,19 +69,13 @@ fn store_writes(c: &mut Criterion) {
 fn seat_map_hold_release(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8 path").to_string();
-    let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data])
-        .settings
-        .sanitize();
+    let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data]).settings.sanitize();
     let rt = actix_rt::System::new();
     let seat_map = rt.block_on(async {
         let store = Store::open(dir.path()).expect("store");
         let registry = Registry::start(store, settings).await.expect("registry");
         registry
-            .start_seat_map(SeatMapSnapshot::new(
-                "bench".into(),
-                (1..=50).map(|n| n.to_string()),
-                80_000,
-            ))
+            .start_seat_map(SeatMapSnapshot::new("bench".into(), (1..=50).map(|n| n.to_string()), 80_000))
             .expect("seat map")
     });
     let mut g = c.benchmark_group("seat_map");
@@ -92,18 +86,10 @@ fn seat_map_hold_release(c: &mut Criterion) {
             rt.block_on(async {
                 for i in 0..iters {
                     let seat = (i % 50 + 1).to_string();
-                    let hold = HoldSeats {
-                        user: 1,
-                        seats: vec![seat],
-                        ttl: Duration::from_secs(300),
-                        key: None,
-                    };
+                    let hold = HoldSeats { user: 1, seats: vec![seat], ttl: Duration::from_secs(300), key: None };
                     let r = seat_map.send(hold).await.expect("mailbox").expect("hold");
                     seat_map
-                        .send(CancelReservation {
-                            reservation: r.id,
-                            user: 1,
-                        })
+                        .send(CancelReservation { reservation: r.id, user: 1 })
                         .await
                         .expect("mailbox")
                         .expect("release");

@@ -22,19 +22,13 @@ impl Application {
         std::fs::create_dir_all(&settings.data_dir)?;
         let secret = load_secret(&settings)?;
         let public_key = match &settings.jwt_public_key {
-            Some(p) => Some(
-                std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
-            ),
+            Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?),
             None => None,
         };
         let verifier = Verifier::new(&secret, public_key.as_deref())?;
         let store = Store::open(&settings.data_dir)?;
         let registry = Registry::start(store.clone(), settings.clone()).await?;
-        let state = web::Data::new(AppState {
-            registry,
-            verifier,
-            settings: settings.clone(),
-        });
+        let state = web::Data::new(AppState { registry, verifier, settings: settings.clone() });
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
@@ -50,11 +44,7 @@ impl Application {
         .shutdown_timeout(5)
         .listen(listener)?
         .run();
-        Ok(Application {
-            server,
-            addr,
-            store,
-        })
+        Ok(Application { server, addr, store })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -77,49 +77,34 @@ impl Verifier {
             Some(pem) => Some(match DecodingKey::from_rsa_pem(pem) {
                 Ok(k) => (k, Algorithm::RS256),
                 Err(_) => (
-                    DecodingKey::from_ec_pem(pem).map_err(|e| {
-                        anyhow::anyhow!("public key is neither RSA nor EC PEM: {e}")
-                    })?,
+                    DecodingKey::from_ec_pem(pem)
+                        .map_err(|e| anyhow::anyhow!("public key is neither RSA nor EC PEM: {e}"))?,
                     Algorithm::ES256,
                 ),
             }),
         };
-        Ok(Verifier {
-            secret: DecodingKey::from_secret(secret),
-            public,
-        })
+        Ok(Verifier { secret: DecodingKey::from_secret(secret), public })
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let key = match (header.alg, &self.public) {
             (Algorithm::HS256, _) => &self.secret,
             (alg, Some((key, expected))) if alg == *expected => key,
-            (alg, _) => {
-                return Err(AuthError::Invalid(format!(
-                    "algorithm {alg:?} is not accepted"
-                )))
-            }
+            (alg, _) => return Err(AuthError::Invalid(format!("algorithm {alg:?} is not accepted"))),
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
-            .kind()
-        {
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             _ => AuthError::Invalid(e.to_string()),
         })?;
         let claims = data.claims;
-        let user_id = parse_user_id(&claims.sub)
-            .ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
+        let user_id = parse_user_id(&claims.sub).ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
         Ok(Identity {
             user_id,
-            name: claims
-                .name
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| format!("user_{user_id}")),
+            name: claims.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("user_{user_id}")),
             picture: claims.picture,
             admin: claims.role.as_deref() == Some("admin"),
         })
@@ -127,13 +112,7 @@ impl Verifier {
 }
 
 /// Sign an HS256 token for `user_id`.
-pub fn mint(
-    secret: &[u8],
-    user_id: u64,
-    name: Option<&str>,
-    admin: bool,
-    ttl: Duration,
-) -> anyhow::Result<String> {
+pub fn mint(secret: &[u8], user_id: u64, name: Option<&str>, admin: bool, ttl: Duration) -> anyhow::Result<String> {
     let now = crate::time::now_ms() / 1000;
     let claims = Claims {
         sub: serde_json::Value::String(user_id.to_string()),
@@ -143,11 +122,7 @@ pub fn mint(
         exp: now + ttl.as_secs().max(1),
         iat: Some(now),
     };
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )?)
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
 }
 
 /// The HS256 secret: the configured one, else the one kept in the data dir, else a new

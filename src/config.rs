@@ -10,11 +10,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "boxoffice",
-    version,
-    about = "Seats, tickets and the chat around them: one realtime server"
-)]
+#[command(name = "boxoffice", version, about = "Seats, tickets and the chat around them: one realtime server")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -85,11 +81,7 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_CHARGE_MAX_SINGLE", default_value_t = 1_000_000)]
     pub charge_max_single: u64,
     /// The most one user may charge in a calendar month (UTC).
-    #[arg(
-        long,
-        env = "BOXOFFICE_CHARGE_MAX_MONTHLY",
-        default_value_t = 5_000_000
-    )]
+    #[arg(long, env = "BOXOFFICE_CHARGE_MAX_MONTHLY", default_value_t = 5_000_000)]
     pub charge_max_monthly: u64,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
@@ -111,9 +103,7 @@ impl Settings {
             self.queue_max_active = 1;
         }
         if self.workers == 0 {
-            self.workers = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2);
+            self.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         }
         self
     }

@@ -9,24 +9,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn")))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Some(Command::Token(args)) => {
             let secret = load_secret(&args.settings)?;
-            println!(
-                "{}",
-                mint(
-                    &secret,
-                    args.user,
-                    args.name.as_deref(),
-                    args.admin,
-                    args.ttl
-                )?
-            );
+            println!("{}", mint(&secret, args.user, args.name.as_deref(), args.admin, args.ttl)?);
             Ok(())
         }
         Some(Command::Serve(settings)) => serve(settings),

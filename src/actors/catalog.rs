@@ -64,11 +64,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(state: CatalogSnapshot, store: Store, registry: Registry) -> Self {
-        Catalog {
-            state,
-            store,
-            registry,
-        }
+        Catalog { state, store, registry }
     }
 }
 
@@ -90,11 +86,7 @@ impl Handler<CreateConcert> for Catalog {
     fn handle(&mut self, msg: CreateConcert, _: &mut Context<Self>) -> Self::Result {
         let mut next = self.state.clone();
         next.next_concert += 1;
-        let concert = Concert {
-            id: next.next_concert,
-            title: msg.title,
-            created_at: now_ms(),
-        };
+        let concert = Concert { id: next.next_concert, title: msg.title, created_at: now_ms() };
         next.concerts.insert(concert.id, concert.clone());
         let result = self.store.put(&Key::Catalog, &next);
         if result.is_ok() {
@@ -147,11 +139,7 @@ impl Catalog {
             price: msg.price,
         };
         next.schedules.insert(schedule.id, schedule.clone());
-        let seat_map = SeatMapSnapshot::new(
-            schedule.seat_map_id(),
-            (1..=msg.seats).map(|n| n.to_string()),
-            msg.price,
-        );
+        let seat_map = SeatMapSnapshot::new(schedule.seat_map_id(), (1..=msg.seats).map(|n| n.to_string()), msg.price);
         // The schedule and its seat map appear together or not at all.
         let mut batch = Batch::default();
         batch.put(&Key::Catalog, &next)?;
@@ -159,8 +147,7 @@ impl Catalog {
         self.store.apply(batch)?;
         self.state = next;
         self.registry.start_seat_map(seat_map)?;
-        self.registry
-            .route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
+        self.registry.route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
         Ok(schedule)
     }
 }
@@ -208,18 +195,11 @@ impl Handler<ListSchedules> for Catalog {
             let mut out = Vec::with_capacity(schedules.len());
             for (schedule, addr) in schedules {
                 let available = match addr {
-                    Some(a) => a
-                        .send(Availability)
-                        .await
-                        .map(|(free, _)| free)
-                        .unwrap_or(0),
+                    Some(a) => a.send(Availability).await.map(|(free, _)| free).unwrap_or(0),
                     None => 0,
                 };
                 if available > 0 || msg.include_sold_out {
-                    out.push(ScheduleView {
-                        schedule,
-                        available,
-                    });
+                    out.push(ScheduleView { schedule, available });
                 }
             }
             if out.is_empty() {

@@ -37,9 +37,7 @@ impl Registry {
     /// the routing tables, and load the demo catalog into an empty store.
     pub async fn start(store: Store, settings: Settings) -> anyhow::Result<Registry> {
         let fresh = store.is_empty();
-        let arbiters = (0..settings.workers.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
+        let arbiters = (0..settings.workers.max(1)).map(|_| Arbiter::new().handle()).collect();
         let registry = Registry {
             inner: Arc::new(Inner {
                 store: store.clone(),
@@ -59,9 +57,7 @@ impl Registry {
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             registry.start_seat_map(snapshot)?;
         }
-        let catalog_state = store
-            .get::<CatalogSnapshot>(&Key::Catalog)?
-            .unwrap_or_default();
+        let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
             registry.route_schedule(s.id, s.concert, s.seat_map_id());
         }
@@ -85,22 +81,12 @@ impl Registry {
 
     /// Concert 1 with schedules 1, 2 and 3, each of seats 1..=50 at 80,000.
     async fn load_demo(&self) -> anyhow::Result<()> {
-        let concert = self
-            .catalog()
-            .send(CreateConcert {
-                title: "Boxoffice Live 2026".into(),
-            })
-            .await??;
+        let concert = self.catalog().send(CreateConcert { title: "Boxoffice Live 2026".into() }).await??;
         let day = 24 * 3600 * 1000;
         let first = crate::time::now_ms() / day * day + 30 * day + 19 * 3600 * 1000;
         for n in 0..3 {
             self.catalog()
-                .send(CreateSchedule {
-                    concert: concert.id,
-                    starts_at: first + n * day,
-                    seats: 50,
-                    price: 80_000,
-                })
+                .send(CreateSchedule { concert: concert.id, starts_at: first + n * day, seats: 50, price: 80_000 })
                 .await??;
         }
         tracing::info!("loaded the demo catalog: concert 1 with schedules 1, 2, 3");
@@ -146,9 +132,7 @@ impl Registry {
     }
 
     pub fn route_reservation(&self, reservation: u64, seat_map: &str) {
-        self.inner
-            .reservations
-            .insert(reservation, seat_map.to_string());
+        self.inner.reservations.insert(reservation, seat_map.to_string());
     }
 
     pub fn seat_map_of_reservation(&self, reservation: u64) -> Option<Addr<SeatMap>> {
@@ -187,9 +171,7 @@ impl Registry {
                 max_monthly: self.inner.settings.charge_max_monthly,
             };
             let wallet = Wallet::load(user, self.inner.store.clone(), self.clone(), limits)?;
-            Ok::<_, StoreError>(Wallet::start_in_arbiter(&self.arbiter_for(&user), |_| {
-                wallet
-            }))
+            Ok::<_, StoreError>(Wallet::start_in_arbiter(&self.arbiter_for(&user), |_| wallet))
         })?;
         Ok(addr.clone())
     }

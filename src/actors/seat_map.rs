@@ -68,8 +68,9 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub created_at: u64,
     pub hold_expires_at: u64,
-    /// The idempotency key the hold was made with, so a retry after a crash finds it.
-    pub idempotency_key: Option<String>,
+    /// The idempotency key the hold was made with and the fingerprint of its request,
+    /// so a retry after a crash finds it (and a different request with the key does not).
+    pub idempotency_key: Option<(String, [u8; 32])>,
     /// The payment paying (or that paid) for it.
     pub payment: Option<u64>,
     pub paying_since: Option<u64>,
@@ -86,14 +87,7 @@ pub struct SeatMapSnapshot {
 impl SeatMapSnapshot {
     /// A fresh seat map with every seat available.
     pub fn new(id: String, labels: impl IntoIterator<Item = String>, price: u64) -> Self {
-        let seats = labels
-            .into_iter()
-            .map(|label| Seat {
-                label,
-                price,
-                state: SeatState::Available,
-            })
-            .collect();
+        let seats = labels.into_iter().map(|label| Seat { label, price, state: SeatState::Available }).collect();
         SeatMapSnapshot { id, seats }
     }
 }
@@ -120,8 +114,17 @@ pub enum SeatError {
     AlreadyConfirmed,
     #[error("a payment for this reservation is in progress")]
     PaymentInProgress,
+    #[error("this idempotency key was used with a different request")]
+    KeyReused,
     #[error("storage failure: {0}")]
     Storage(String),
+}
+
+impl SeatError {
+    /// A seat map that cannot be reached is a storage-level failure for its caller.
+    pub fn from_mailbox(e: MailboxError) -> SeatError {
+        SeatError::Storage(format!("seat map unavailable: {e}"))
+    }
 }
 
 impl From<StoreError> for SeatError {
@@ -152,15 +155,13 @@ pub struct SeatMap {
     registry: Registry,
     /// The armed expiry timer and the deadline it is for.
     timer: Option<(u64, SpawnHandle)>,
+    /// After a failed write, no timer fires before this (no busy retry loop).
+    backoff_until: u64,
 }
 
 impl SeatMap {
     /// Load a seat map and its live reservations from their snapshot.
-    pub fn restore(
-        snapshot: SeatMapSnapshot,
-        store: Store,
-        registry: Registry,
-    ) -> Result<SeatMap, StoreError> {
+    pub fn restore(snapshot: SeatMapSnapshot, store: Store, registry: Registry) -> Result<SeatMap, StoreError> {
         let mut live = HashMap::new();
         for seat in &snapshot.seats {
             if let SeatState::Held(r) | SeatState::Sold(r) = seat.state {
@@ -171,12 +172,7 @@ impl SeatMap {
                 }
             }
         }
-        let index = snapshot
-            .seats
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.label.clone(), i))
-            .collect();
+        let index = snapshot.seats.iter().enumerate().map(|(i, s)| (s.label.clone(), i)).collect();
         Ok(SeatMap {
             id: snapshot.id,
             seats: snapshot.seats,
@@ -185,6 +181,7 @@ impl SeatMap {
             store,
             registry,
             timer: None,
+            backoff_until: 0,
         })
     }
 
@@ -193,10 +190,7 @@ impl SeatMap {
     }
 
     fn snapshot(&self) -> SeatMapSnapshot {
-        SeatMapSnapshot {
-            id: self.id.clone(),
-            seats: self.seats.clone(),
-        }
+        SeatMapSnapshot { id: self.id.clone(), seats: self.seats.clone() }
     }
 
     /// Persist the seats and the given reservations in one atomic write.
@@ -219,19 +213,13 @@ impl SeatMap {
 
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
     /// On a storage failure the in-memory state is put back as it was.
-    fn transition(
-        &mut self,
-        mut res: Reservation,
-        seats: SeatState,
-    ) -> Result<Reservation, SeatError> {
+    fn transition(&mut self, mut res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
         let before_seats = self.seats.clone();
         let before = self.live.get(&res.id).cloned();
         res.updated_at = now_ms();
         self.set_seats(&res.seats.clone(), seats);
-        let keep = matches!(
-            res.status,
-            ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed
-        );
+        let keep =
+            matches!(res.status, ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed);
         if let Err(e) = self.persist(&[&res]) {
             self.seats = before_seats;
             if let Some(b) = before {
@@ -252,13 +240,15 @@ impl SeatMap {
         if msg.seats.is_empty() {
             return Err(SeatError::NoSeats);
         }
-        if let Some(key) = &msg.key {
-            if let Some(r) = self
-                .live
-                .values()
-                .find(|r| r.user == msg.user && r.idempotency_key.as_ref() == Some(key))
-            {
-                return Ok(r.clone());
+        if let Some((key, fingerprint)) = &msg.key {
+            let same_key = |r: &&Reservation| {
+                r.user == msg.user
+                    && matches!(r.status, ReservationStatus::Held | ReservationStatus::Paying)
+                    && r.idempotency_key.as_ref().map(|(k, _)| k) == Some(key)
+            };
+            if let Some(r) = self.live.values().find(same_key) {
+                let same_request = r.idempotency_key.as_ref().map(|(_, f)| f) == Some(fingerprint);
+                return if same_request { Ok(r.clone()) } else { Err(SeatError::KeyReused) };
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -311,7 +301,8 @@ impl SeatMap {
             match self.transition(r, SeatState::Available) {
                 Ok(_) => tracing::debug!(seat_map = %self.id, reservation = id, "hold expired"),
                 Err(e) => {
-                    tracing::error!(seat_map = %self.id, reservation = id, error = %e, "expiry not persisted; will retry")
+                    tracing::error!(seat_map = %self.id, reservation = id, error = %e, "expiry not persisted; retrying in a second");
+                    self.backoff_until = now + 1000;
                 }
             }
         }
@@ -357,12 +348,7 @@ impl SeatMap {
         }));
     }
 
-    fn finish_payment(
-        &mut self,
-        reservation: u64,
-        payment: u64,
-        commit: bool,
-    ) -> Result<Reservation, SeatError> {
+    fn finish_payment(&mut self, reservation: u64, payment: u64, commit: bool) -> Result<Reservation, SeatError> {
         let Some(r) = self.live.get(&reservation).cloned() else {
             return Err(SeatError::NotFound);
         };
@@ -400,12 +386,11 @@ impl SeatMap {
             .values()
             .filter_map(|r| match r.status {
                 ReservationStatus::Held => Some(r.hold_expires_at),
-                ReservationStatus::Paying => {
-                    Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER))
-                }
+                ReservationStatus::Paying => Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER)),
                 _ => None,
             })
             .min();
+        let next = next.map(|at| at.max(self.backoff_until));
         let Some(at) = next else {
             if let Some((_, h)) = self.timer.take() {
                 ctx.cancel_future(h);
@@ -434,13 +419,7 @@ impl SeatMap {
             },
             SeatState::Available => (None, None),
         };
-        SeatView {
-            label: seat.label.clone(),
-            price: seat.price,
-            state: seat.state,
-            holder,
-            status,
-        }
+        SeatView { label: seat.label.clone(), price: seat.price, state: seat.state, holder, status }
     }
 }
 
@@ -471,8 +450,10 @@ pub struct HoldSeats {
     pub user: u64,
     pub seats: Vec<String>,
     pub ttl: Duration,
-    /// A retry with the same key while the hold is live returns the same reservation.
-    pub key: Option<String>,
+    /// The idempotency key and request fingerprint: a retry of the same request while
+    /// the hold is live returns the same reservation; another request with the key is
+    /// refused.
+    pub key: Option<(String, [u8; 32])>,
 }
 
 impl Handler<HoldSeats> for SeatMap {
@@ -504,11 +485,7 @@ pub struct Availability;
 impl Handler<Availability> for SeatMap {
     type Result = MessageResult<Availability>;
     fn handle(&mut self, _: Availability, _: &mut Context<Self>) -> Self::Result {
-        let free = self
-            .seats
-            .iter()
-            .filter(|s| s.state == SeatState::Available)
-            .count();
+        let free = self.seats.iter().filter(|s| s.state == SeatState::Available).count();
         MessageResult((free, self.seats.len()))
     }
 }
@@ -548,17 +525,12 @@ impl Handler<BeginPayment> for SeatMap {
         let r = match self.live.get(&msg.reservation) {
             Some(r) => r.clone(),
             None => {
-                return Err(
-                    match self
-                        .store
-                        .get::<Reservation>(&Key::Reservation(msg.reservation))?
-                    {
-                        Some(r) if r.user != msg.user => SeatError::NotYours,
-                        Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
-                        Some(_) => SeatError::Expired,
-                        None => SeatError::NotFound,
-                    },
-                )
+                return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
+                    Some(r) if r.user != msg.user => SeatError::NotYours,
+                    Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                    Some(_) => SeatError::Expired,
+                    None => SeatError::NotFound,
+                })
             }
         };
         if r.user != msg.user {
@@ -620,17 +592,12 @@ impl Handler<CancelReservation> for SeatMap {
     type Result = Result<Reservation, SeatError>;
     fn handle(&mut self, msg: CancelReservation, ctx: &mut Context<Self>) -> Self::Result {
         let Some(r) = self.live.get(&msg.reservation).cloned() else {
-            return Err(
-                match self
-                    .store
-                    .get::<Reservation>(&Key::Reservation(msg.reservation))?
-                {
-                    Some(r) if r.user != msg.user => SeatError::NotYours,
-                    Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
-                    Some(_) => SeatError::Expired,
-                    None => SeatError::NotFound,
-                },
-            );
+            return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
+                Some(r) if r.user != msg.user => SeatError::NotYours,
+                Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                Some(_) => SeatError::Expired,
+                None => SeatError::NotFound,
+            });
         };
         if r.user != msg.user {
             return Err(SeatError::NotYours);

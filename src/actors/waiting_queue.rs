@@ -109,17 +109,19 @@ impl WaitingQueue {
             store,
         };
         let mut waiting: Vec<(u64, String)> = Vec::new();
-        for (_, rec) in q
-            .store
-            .scan::<TokenRecord>(&Key::QueueToken(String::new()))?
-        {
+        for (_, rec) in q.store.scan::<TokenRecord>(&Key::QueueToken(String::new()))? {
             match rec.state {
                 TokenState::Waiting { seq } => waiting.push((seq, rec.token.clone())),
                 TokenState::Active => {
                     q.active.insert((rec.expires_at, rec.token.clone()));
                 }
             }
-            q.by_user.insert(rec.user, rec.token.clone());
+            // A crash may leave a user's old token beside the new one: the newest wins.
+            let newer =
+                q.by_user.get(&rec.user).and_then(|t| q.tokens.get(t)).is_none_or(|old| old.issued_at <= rec.issued_at);
+            if newer {
+                q.by_user.insert(rec.user, rec.token.clone());
+            }
             q.tokens.insert(rec.token.clone(), rec);
         }
         waiting.sort();
@@ -138,11 +140,7 @@ impl WaitingQueue {
         let (position, active) = match rec.state {
             TokenState::Active => (0, true),
             TokenState::Waiting { seq } => {
-                let front = self
-                    .line
-                    .front()
-                    .and_then(|t| self.seq_of(t))
-                    .unwrap_or(seq);
+                let front = self.line.front().and_then(|t| self.seq_of(t)).unwrap_or(seq);
                 (seq.saturating_sub(front) + 1, false)
             }
         };
@@ -161,61 +159,71 @@ impl WaitingQueue {
         self.tokens.get(token).filter(|r| r.expires_at > now_ms())
     }
 
-    /// Admit what the rate and the cap allow, and expire what is due; persist both.
+    /// Admit what the rate and the cap allow, and expire what is due. The changes are
+    /// written first and applied in memory only once the write succeeded.
     fn tick(&mut self) {
         let now = now_ms();
         let elapsed = self.refilled_at.elapsed().as_secs_f64();
         self.refilled_at = Instant::now();
         let rate = self.policy.admit_rate as f64;
         self.budget = (self.budget + elapsed * rate).min(rate.max(1.0));
-        let mut batch = Batch::default();
 
         // Active tokens past their TTL.
-        while let Some((at, token)) = self.active.first().cloned() {
-            if at > now {
-                break;
-            }
-            self.active.pop_first();
-            self.forget(&token, &mut batch);
-        }
+        let expired_active: Vec<(u64, String)> = self.active.iter().take_while(|(at, _)| *at <= now).cloned().collect();
         // Waiting tokens past their TTL leave from the front.
-        while let Some(token) = self.line.front().cloned() {
-            match self.tokens.get(&token) {
-                Some(r) if r.expires_at > now => break,
-                _ => {
-                    self.line.pop_front();
-                    self.forget(&token, &mut batch);
-                }
-            }
+        let expired_waiting =
+            self.line.iter().take_while(|t| self.tokens.get(*t).is_none_or(|r| r.expires_at <= now)).count();
+        // Admissions, in line order.
+        let room = (self.policy.max_active as usize).saturating_sub(self.active.len() - expired_active.len());
+        let admit = (self.budget.max(0.0).floor() as usize).min(room).min(self.line.len() - expired_waiting);
+        if expired_active.is_empty() && expired_waiting == 0 && admit == 0 {
+            return;
         }
-        // Admit.
-        while self.budget >= 1.0 && self.active.len() < self.policy.max_active as usize {
-            let Some(token) = self.line.pop_front() else {
-                break;
-            };
-            let Some(rec) = self.tokens.get_mut(&token) else {
-                continue;
-            };
-            rec.state = TokenState::Active;
-            rec.expires_at = now + ms(self.policy.active_ttl);
-            self.active.insert((rec.expires_at, token.clone()));
-            self.budget -= 1.0;
-            if let Err(e) = batch.put(&Key::QueueToken(token), &*rec) {
-                tracing::error!(error = %e, "could not encode a queue token");
+        let admitted_expiry = now + ms(self.policy.active_ttl);
+        let mut batch = Batch::default();
+        for (_, t) in &expired_active {
+            batch.delete(&Key::QueueToken(t.clone()));
+        }
+        for t in self.line.iter().take(expired_waiting) {
+            batch.delete(&Key::QueueToken(t.clone()));
+        }
+        let mut admitted = Vec::with_capacity(admit);
+        for t in self.line.iter().skip(expired_waiting).take(admit) {
+            if let Some(rec) = self.tokens.get(t) {
+                let rec = TokenRecord { state: TokenState::Active, expires_at: admitted_expiry, ..rec.clone() };
+                if let Err(e) = batch.put(&Key::QueueToken(t.clone()), &rec) {
+                    tracing::error!(error = %e, "could not encode a queue token");
+                    return;
+                }
+                admitted.push(rec);
             }
         }
         if let Err(e) = self.store.apply(batch) {
-            tracing::error!(error = %e, "could not persist queue admissions and expiries");
+            tracing::error!(error = %e, "could not persist queue admissions and expiries; will retry");
+            return;
         }
+        for entry in &expired_active {
+            self.active.remove(entry);
+            self.forget(&entry.1);
+        }
+        let left: Vec<String> = self.line.drain(..expired_waiting + admit).take(expired_waiting).collect();
+        for t in left {
+            self.forget(&t);
+        }
+        for rec in admitted {
+            self.active.insert((rec.expires_at, rec.token.clone()));
+            self.tokens.insert(rec.token.clone(), rec);
+        }
+        self.budget -= admit as f64;
     }
 
-    fn forget(&mut self, token: &str, batch: &mut Batch) {
+    /// Drop a token from memory (its record is deleted by the caller's write).
+    fn forget(&mut self, token: &str) {
         if let Some(rec) = self.tokens.remove(token) {
             if self.by_user.get(&rec.user).map(String::as_str) == Some(token) {
                 self.by_user.remove(&rec.user);
             }
         }
-        batch.delete(&Key::QueueToken(token.to_string()));
     }
 }
 
@@ -239,11 +247,7 @@ impl Handler<Issue> for WaitingQueue {
     type Result = ResponseFuture<Result<TokenView, QueueError>>;
     fn handle(&mut self, msg: Issue, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
-        let existing = self
-            .by_user
-            .get(&msg.user)
-            .and_then(|t| self.live(t))
-            .map(|r| self.view(r));
+        let existing = self.by_user.get(&msg.user).and_then(|t| self.live(t)).map(|r| self.view(r));
         let view = match existing {
             Some(v) => Ok(v),
             None => self.issue(msg.user),
@@ -304,9 +308,7 @@ pub struct Check {
 impl Handler<Check> for WaitingQueue {
     type Result = Result<TokenView, QueueError>;
     fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> Self::Result {
-        self.live(&msg.token)
-            .map(|r| self.view(r))
-            .ok_or(QueueError::Unknown)
+        self.live(&msg.token).map(|r| self.view(r)).ok_or(QueueError::Unknown)
     }
 }
 
@@ -332,27 +334,37 @@ impl Handler<RequireActive> for WaitingQueue {
     }
 }
 
-/// End an active token (its holder has paid).
+/// End an active token (its holder has paid). Resolves once the end is on disk.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), QueueError>")]
 pub struct Retire {
     pub token: String,
 }
 
 impl Handler<Retire> for WaitingQueue {
-    type Result = ();
-    fn handle(&mut self, msg: Retire, _: &mut Context<Self>) {
-        let Some(rec) = self.tokens.get(&msg.token) else {
-            return;
-        };
+    type Result = ResponseFuture<Result<(), QueueError>>;
+    fn handle(&mut self, msg: Retire, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let result = self.retire(&msg.token);
+        Box::pin(async move {
+            result?;
+            store.durable().await?;
+            Ok(())
+        })
+    }
+}
+
+impl WaitingQueue {
+    fn retire(&mut self, token: &str) -> Result<(), QueueError> {
+        let Some(rec) = self.tokens.get(token) else { return Ok(()) };
         if rec.state != TokenState::Active {
-            return;
+            return Ok(());
         }
-        self.active.remove(&(rec.expires_at, msg.token.clone()));
         let mut batch = Batch::default();
-        self.forget(&msg.token, &mut batch);
-        if let Err(e) = self.store.apply(batch) {
-            tracing::error!(error = %e, "could not persist a retired queue token");
-        }
+        batch.delete(&Key::QueueToken(token.to_string()));
+        self.store.apply(batch)?;
+        self.active.remove(&(rec.expires_at, token.to_string()));
+        self.forget(token);
+        Ok(())
     }
 }

@@ -63,9 +63,7 @@ pub enum ChargeRefusal {
     NotPositive,
     #[error("a single charge may not exceed {limit}")]
     OverSingleLimit { limit: u64 },
-    #[error(
-        "this charge would exceed the monthly limit of {limit} ({used} already charged this month)"
-    )]
+    #[error("this charge would exceed the monthly limit of {limit} ({used} already charged this month)")]
     OverMonthlyLimit { limit: u64, used: u64 },
 }
 
@@ -163,26 +161,10 @@ pub struct Wallet {
 }
 
 impl Wallet {
-    pub fn load(
-        user: u64,
-        store: Store,
-        registry: Registry,
-        limits: ChargeLimits,
-    ) -> Result<Wallet, StoreError> {
-        let state = store
-            .get::<WalletSnapshot>(&Key::Wallet(user))?
-            .unwrap_or(WalletSnapshot {
-                user,
-                ..Default::default()
-            });
-        Ok(Wallet {
-            state,
-            in_flight: HashMap::new(),
-            paying: HashSet::new(),
-            limits,
-            store,
-            registry,
-        })
+    pub fn load(user: u64, store: Store, registry: Registry, limits: ChargeLimits) -> Result<Wallet, StoreError> {
+        let state =
+            store.get::<WalletSnapshot>(&Key::Wallet(user))?.unwrap_or(WalletSnapshot { user, ..Default::default() });
+        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, registry })
     }
 
     fn persist(&self) -> Result<(), StoreError> {
@@ -190,17 +172,9 @@ impl Wallet {
     }
 
     /// Look the key up: `Ok(Some(answer))` replays, `Ok(None)` means run the request.
-    fn begin(
-        &mut self,
-        key: &str,
-        fingerprint: Fingerprint,
-    ) -> Result<Option<Answer>, WalletError> {
+    fn begin(&mut self, key: &str, fingerprint: Fingerprint) -> Result<Option<Answer>, WalletError> {
         if let Some(fp) = self.in_flight.get(key) {
-            return Err(if *fp == fingerprint {
-                WalletError::KeyInProgress
-            } else {
-                WalletError::KeyReused
-            });
+            return Err(if *fp == fingerprint { WalletError::KeyInProgress } else { WalletError::KeyReused });
         }
         if let Some(entry) = self.state.ledger.get(key) {
             return if entry.fingerprint == fingerprint {
@@ -213,18 +187,13 @@ impl Wallet {
         Ok(None)
     }
 
-    /// Record the answer for a key whose request has finished (not yet persisted).
-    fn record(&mut self, key: String, answer: Answer) {
+    /// Record the answer for a key (not yet persisted). With `settle`, the key's request
+    /// is over; without, it stays in flight (409 to a concurrent retry) until `Abandon`.
+    fn record(&mut self, key: String, answer: Answer, settle: bool) {
         let now = now_ms();
-        if let Some(fingerprint) = self.in_flight.remove(&key) {
-            self.state.ledger.insert(
-                key,
-                LedgerEntry {
-                    fingerprint,
-                    at: now,
-                    answer,
-                },
-            );
+        let fingerprint = if settle { self.in_flight.remove(&key) } else { self.in_flight.get(&key).copied() };
+        if let Some(fingerprint) = fingerprint {
+            self.state.ledger.insert(key, LedgerEntry { fingerprint, at: now, answer });
         }
         if self.state.ledger.len() > 256 {
             let cutoff = now.saturating_sub(crate::time::ms(KEY_RETENTION));
@@ -244,34 +213,20 @@ impl Wallet {
     fn charge(&mut self, amount: u64) -> Answer {
         let now = now_ms();
         let month = month_of(now);
-        let used = if self.state.month == month {
-            self.state.month_charged
-        } else {
-            0
-        };
+        let used = if self.state.month == month { self.state.month_charged } else { 0 };
         if amount == 0 {
             return Answer::ChargeRefused(ChargeRefusal::NotPositive);
         }
         if amount > self.limits.max_single {
-            return Answer::ChargeRefused(ChargeRefusal::OverSingleLimit {
-                limit: self.limits.max_single,
-            });
+            return Answer::ChargeRefused(ChargeRefusal::OverSingleLimit { limit: self.limits.max_single });
         }
         if used.saturating_add(amount) > self.limits.max_monthly {
-            return Answer::ChargeRefused(ChargeRefusal::OverMonthlyLimit {
-                limit: self.limits.max_monthly,
-                used,
-            });
+            return Answer::ChargeRefused(ChargeRefusal::OverMonthlyLimit { limit: self.limits.max_monthly, used });
         }
         self.state.month = month;
         self.state.month_charged = used + amount;
         self.state.balance = self.state.balance.saturating_add(amount);
-        Answer::Charged(ChargeReceipt {
-            user: self.state.user,
-            charged: amount,
-            balance: self.state.balance,
-            at: now,
-        })
+        Answer::Charged(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
     }
 }
 
@@ -313,7 +268,7 @@ impl Handler<Charge> for Wallet {
         }
         let before = self.state.clone();
         let answer = self.charge(msg.amount);
-        self.record(msg.key, answer.clone());
+        self.record(msg.key, answer.clone(), true);
         if let Err(e) = self.persist() {
             self.state = before;
             return Box::pin(ready(Err(e.into())));
@@ -349,35 +304,25 @@ impl Handler<Reserve> for Wallet {
         let store = self.store.clone();
         let user = self.state.user;
         Box::pin(async move {
-            let hold = HoldSeats {
-                user,
-                seats: msg.seats,
-                ttl: msg.ttl,
-                key: Some(msg.key.clone()),
-            };
+            let hold =
+                HoldSeats { user, seats: msg.seats, ttl: msg.ttl, key: Some((msg.key.clone(), msg.fingerprint)) };
             let answer = match msg.seat_map.send(hold).await {
                 Ok(Ok(r)) => Answer::Reserved(r),
                 Ok(Err(SeatError::Storage(e))) => {
-                    me.do_send(Abandon {
-                        key: msg.key,
-                        payment: None,
-                    });
+                    me.do_send(Abandon { key: msg.key, payment: None });
                     return Err(WalletError::Storage(e));
+                }
+                Ok(Err(SeatError::KeyReused)) => {
+                    me.do_send(Abandon { key: msg.key, payment: None });
+                    return Err(WalletError::KeyReused);
                 }
                 Ok(Err(e)) => Answer::ReserveRefused(e),
                 Err(_) => {
-                    me.do_send(Abandon {
-                        key: msg.key,
-                        payment: None,
-                    });
+                    me.do_send(Abandon { key: msg.key, payment: None });
                     return Err(WalletError::Unavailable);
                 }
             };
-            me.send(Record {
-                key: msg.key,
-                answer: answer.clone(),
-            })
-            .await??;
+            me.send(Record { key: msg.key, answer: answer.clone() }).await??;
             store.durable().await?;
             Ok(answer)
         })
@@ -412,117 +357,88 @@ impl Handler<Pay> for Wallet {
             }
         };
         self.paying.insert(payment);
-        let me = ctx.address();
-        let store = self.store.clone();
-        let registry = self.registry.clone();
-        let user = self.state.user;
+        let flow = PayFlow {
+            me: ctx.address(),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            user: self.state.user,
+            payment,
+        };
         Box::pin(async move {
-            let refuse = |e: SeatError| Answer::PayRefused(PayRefusal::Seat(e));
-            let Some(seat_map) = registry.seat_map_of_reservation(msg.reservation) else {
-                let answer = refuse(SeatError::NotFound);
-                me.send(Record {
-                    key: msg.key,
-                    answer: answer.clone(),
-                })
-                .await??;
-                me.do_send(Abandon {
-                    key: String::new(),
-                    payment: Some(payment),
-                });
-                store.durable().await?;
-                return Ok(answer);
-            };
-            let begun = seat_map
-                .send(BeginPayment {
-                    reservation: msg.reservation,
-                    user,
-                    payment,
-                })
-                .await;
-            let reservation = match begun {
-                Ok(Ok(r)) => r,
-                Ok(Err(SeatError::Storage(e))) => {
-                    me.do_send(Abandon {
-                        key: msg.key,
-                        payment: Some(payment),
-                    });
-                    return Err(WalletError::Storage(e));
-                }
-                Ok(Err(e)) => {
-                    let answer = refuse(e);
-                    me.send(Record {
-                        key: msg.key,
-                        answer: answer.clone(),
-                    })
-                    .await??;
-                    me.do_send(Abandon {
-                        key: String::new(),
-                        payment: Some(payment),
-                    });
-                    store.durable().await?;
-                    return Ok(answer);
-                }
-                Err(_) => {
-                    me.do_send(Abandon {
-                        key: msg.key,
-                        payment: Some(payment),
-                    });
-                    return Err(WalletError::Unavailable);
-                }
-            };
-            let commit = CommitPayment {
-                key: msg.key.clone(),
-                payment,
-                reservation,
-                amount: msg.amount,
-            };
-            let decided = me.send(commit).await;
-            let answer = match decided {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(e)) => {
-                    // Nothing was recorded: the seat map puts the hold back.
-                    seat_map.do_send(FinishPayment {
-                        reservation: msg.reservation,
-                        payment,
-                        commit: false,
-                    });
-                    return Err(e);
-                }
-                Err(_) => return Err(WalletError::Unavailable),
-            };
-            // The commit point: the debit (or the refusal) is on disk before anyone hears of it.
-            store.durable().await?;
-            let paid = matches!(answer, Answer::Paid(_));
-            match seat_map
-                .send(FinishPayment {
-                    reservation: msg.reservation,
-                    payment,
-                    commit: paid,
-                })
-                .await
-            {
-                Ok(Ok(_)) => {}
-                // The seat map will ask us (ResolvePayment) and finish it from our record.
-                other => tracing::warn!(
-                    payment,
-                    ?other,
-                    "seat map did not finish the payment; it will resolve it"
-                ),
-            }
-            store.durable().await?;
-            if paid {
-                registry.queue().do_send(Retire {
-                    token: msg.queue_token,
-                });
-            }
-            Ok(answer)
+            let key = msg.key.clone();
+            let result = flow.run(msg).await;
+            // Whatever happened, neither the key nor the payment is in flight any more:
+            // from now on the ledger answers for the key, and `payments` for the payment
+            // (committed if it is there, aborted if not).
+            flow.me.do_send(Abandon { key, payment: Some(payment) });
+            result
         })
+    }
+}
+
+/// One payment's steps, outside the actor (so the wallet keeps serving) but changing
+/// the wallet's state only through its own messages.
+struct PayFlow {
+    me: Addr<Wallet>,
+    store: Store,
+    registry: Registry,
+    user: u64,
+    payment: u64,
+}
+
+impl PayFlow {
+    async fn run(&self, msg: Pay) -> Result<Answer, WalletError> {
+        let refuse = |e: SeatError| Answer::PayRefused(PayRefusal::Seat(e));
+        let Some(seat_map) = self.registry.seat_map_of_reservation(msg.reservation) else {
+            return self.refuse(msg.key, refuse(SeatError::NotFound)).await;
+        };
+        let begin = BeginPayment { reservation: msg.reservation, user: self.user, payment: self.payment };
+        let reservation = match seat_map.send(begin).await? {
+            Ok(r) => r,
+            Err(SeatError::Storage(e)) => return Err(WalletError::Storage(e)),
+            // Not final (another payment of it is being settled): answer, do not record.
+            Err(e @ SeatError::PaymentInProgress) => return Ok(refuse(e)),
+            Err(e) => return self.refuse(msg.key, refuse(e)).await,
+        };
+        let commit = CommitPayment { key: msg.key, payment: self.payment, reservation, amount: msg.amount };
+        let answer = match self.me.send(commit).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                // Nothing was recorded: the seat map puts the hold back.
+                seat_map.do_send(FinishPayment { reservation: msg.reservation, payment: self.payment, commit: false });
+                return Err(e);
+            }
+            // The seat map will ask (ResolvePayment) and settle it from our record.
+            Err(_) => return Err(WalletError::Unavailable),
+        };
+        // The commit point: the debit (or the refusal) is on disk before anyone hears of it.
+        self.store.durable().await?;
+        let paid = matches!(answer, Answer::Paid(_));
+        let finish = FinishPayment { reservation: msg.reservation, payment: self.payment, commit: paid };
+        if let Err(e) = seat_map.send(finish).await.map_err(SeatError::from_mailbox).and_then(|r| r) {
+            tracing::warn!(payment = self.payment, error = %e, "seat map did not finish the payment; it will resolve it");
+        }
+        if paid {
+            let retired = self.registry.queue().send(Retire { token: msg.queue_token }).await;
+            if !matches!(retired, Ok(Ok(()))) {
+                tracing::warn!(payment = self.payment, ?retired, "could not retire the queue token");
+            }
+        }
+        self.store.durable().await?;
+        Ok(answer)
+    }
+
+    /// Record a final refusal for the key, durably, and answer it.
+    async fn refuse(&self, key: String, answer: Answer) -> Result<Answer, WalletError> {
+        self.me.send(Record { key, answer: answer.clone() }).await??;
+        self.store.durable().await?;
+        Ok(answer)
     }
 }
 
 /// The recorded answer for a key, if it has one and the request matches. Lets a retry
 /// be answered after the request itself ended what it needed (a payment retires the
-/// queue token that let it in).
+/// queue token that let it in). Resolves once the answer is on disk.
 #[derive(Message)]
 #[rtype(result = "Option<Result<Answer, WalletError>>")]
 pub struct Recorded {
@@ -531,18 +447,29 @@ pub struct Recorded {
 }
 
 impl Handler<Recorded> for Wallet {
-    type Result = Option<Result<Answer, WalletError>>;
+    type Result = ResponseFuture<Option<Result<Answer, WalletError>>>;
     fn handle(&mut self, msg: Recorded, _: &mut Context<Self>) -> Self::Result {
-        let entry = self.state.ledger.get(&msg.key)?;
-        Some(if entry.fingerprint == msg.fingerprint {
-            Ok(entry.answer.clone())
-        } else {
-            Err(WalletError::KeyReused)
+        let found = self.state.ledger.get(&msg.key).map(|entry| {
+            if entry.fingerprint == msg.fingerprint {
+                Ok(entry.answer.clone())
+            } else {
+                Err(WalletError::KeyReused)
+            }
+        });
+        let store = self.store.clone();
+        Box::pin(async move {
+            if let Some(Ok(_)) = &found {
+                if let Err(e) = store.durable().await {
+                    return Some(Err(e.into()));
+                }
+            }
+            found
         })
     }
 }
 
 /// Step 2 of a payment, run alone on the wallet's state: debit and record, or refuse.
+/// The key stays in flight until the whole payment is over.
 #[derive(Message)]
 #[rtype(result = "Result<Answer, WalletError>")]
 struct CommitPayment {
@@ -558,44 +485,24 @@ impl Handler<CommitPayment> for Wallet {
         let before = self.state.clone();
         let price = msg.reservation.price;
         let answer = if msg.amount != price {
-            Answer::PayRefused(PayRefusal::AmountMismatch {
-                amount: msg.amount,
-                price,
-            })
+            Answer::PayRefused(PayRefusal::AmountMismatch { amount: msg.amount, price })
         } else if self.state.balance < price {
-            Answer::PayRefused(PayRefusal::InsufficientBalance {
-                balance: self.state.balance,
-                price,
-            })
+            Answer::PayRefused(PayRefusal::InsufficientBalance { balance: self.state.balance, price })
         } else {
             let now = now_ms();
             self.state.balance -= price;
-            self.state.payments.insert(
-                msg.payment,
-                PaymentRecord {
-                    reservation: msg.reservation.id,
-                    amount: price,
-                    at: now,
-                },
-            );
+            let record = PaymentRecord { reservation: msg.reservation.id, amount: price, at: now };
+            self.state.payments.insert(msg.payment, record);
             let mut reservation = msg.reservation;
             reservation.status = super::seat_map::ReservationStatus::Confirmed;
-            Answer::Paid(PaymentReceipt {
-                payment: msg.payment,
-                reservation,
-                amount: price,
-                balance_after: self.state.balance,
-                at: now,
-            })
+            let balance_after = self.state.balance;
+            Answer::Paid(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after, at: now })
         };
-        self.record(msg.key.clone(), answer.clone());
+        self.record(msg.key, answer.clone(), false);
         if let Err(e) = self.persist() {
             self.state = before;
-            self.in_flight.remove(&msg.key);
-            self.paying.remove(&msg.payment);
             return Err(e.into());
         }
-        self.paying.remove(&msg.payment);
         Ok(answer)
     }
 }
@@ -612,7 +519,7 @@ impl Handler<Record> for Wallet {
     type Result = Result<(), WalletError>;
     fn handle(&mut self, msg: Record, _: &mut Context<Self>) -> Self::Result {
         let key = msg.key.clone();
-        self.record(msg.key, msg.answer);
+        self.record(msg.key, msg.answer, true);
         if let Err(e) = self.persist() {
             self.state.ledger.remove(&key);
             return Err(e.into());
@@ -664,5 +571,84 @@ impl Handler<ResolvePayment> for Wallet {
         } else {
             PaymentDecision::Aborted
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The payment protocol interrupted between its steps: fresh actors restored from
+    //! the same store (a restart) must settle the reservation from the wallet's record.
+
+    use super::*;
+    use crate::actors::seat_map::{GetReservation, ReservationStatus, SeatMapSnapshot};
+    use crate::config::Cli;
+    use clap::Parser;
+
+    async fn setup(dir: &std::path::Path) -> (Store, crate::config::Settings, Registry) {
+        let data = dir.to_str().expect("utf-8").to_string();
+        let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data]).settings.sanitize();
+        let store = Store::open(dir).expect("store");
+        let registry = Registry::start(store.clone(), settings.clone()).await.expect("registry");
+        (store, settings, registry)
+    }
+
+    /// Hold seat "1" of seat map "t" for user 1 with 500 in the wallet, then run the
+    /// payment's first step (and the second, if `commit`) and stop there.
+    async fn interrupted_payment(registry: &Registry, store: &Store, commit: bool) -> u64 {
+        let seat_map =
+            registry.start_seat_map(SeatMapSnapshot::new("t".into(), ["1".to_string()], 100)).expect("seat map");
+        let hold = HoldSeats { user: 1, seats: vec!["1".into()], ttl: Duration::from_secs(60), key: None };
+        let r = seat_map.send(hold).await.expect("mailbox").expect("hold");
+        let wallet = registry.wallet(1).expect("wallet");
+        wallet
+            .send(Charge { key: "c".into(), fingerprint: [0; 32], amount: 500 })
+            .await
+            .expect("mailbox")
+            .expect("charge");
+        let payment = 4242;
+        seat_map.send(BeginPayment { reservation: r.id, user: 1, payment }).await.expect("mailbox").expect("begin");
+        if commit {
+            let step2 = CommitPayment { key: "p".into(), payment, reservation: r.clone(), amount: 100 };
+            let answer = wallet.send(step2).await.expect("mailbox").expect("commit");
+            assert!(matches!(answer, Answer::Paid(_)));
+        }
+        store.durable().await.expect("durable");
+        r.id
+    }
+
+    async fn settled(registry: &Registry, id: u64) -> Reservation {
+        let seat_map = registry.seat_map("t").expect("restored seat map");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = seat_map.send(GetReservation { id }).await.expect("mailbox").expect("reservation");
+            if r.status != ReservationStatus::Paying {
+                return r;
+            }
+            assert!(std::time::Instant::now() < deadline, "the payment was never settled");
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_payment_cut_off_after_the_debit_is_confirmed_on_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, settings, registry) = setup(dir.path()).await;
+        let id = interrupted_payment(&registry, &store, true).await;
+        let restarted = Registry::start(store.clone(), settings).await.expect("restart");
+        assert_eq!(settled(&restarted, id).await.status, ReservationStatus::Confirmed);
+        let balance = restarted.wallet(1).expect("wallet").send(GetBalance).await.expect("mailbox");
+        assert_eq!(balance, 400, "debited once");
+    }
+
+    #[actix_rt::test]
+    async fn a_payment_cut_off_before_the_debit_is_released_on_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, settings, registry) = setup(dir.path()).await;
+        let id = interrupted_payment(&registry, &store, false).await;
+        let restarted = Registry::start(store.clone(), settings).await.expect("restart");
+        let r = settled(&restarted, id).await;
+        assert_eq!((r.status, r.payment), (ReservationStatus::Held, None), "the hold is payable again");
+        let balance = restarted.wallet(1).expect("wallet").send(GetBalance).await.expect("mailbox");
+        assert_eq!(balance, 500, "nothing was charged");
     }
 }

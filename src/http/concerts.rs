@@ -2,9 +2,7 @@
 
 use super::error::{QError, QErrorBody};
 use super::{AppState, Caller, JsonBody};
-use crate::actors::catalog::{
-    Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView,
-};
+use crate::actors::catalog::{Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView};
 use crate::actors::seat_map::{GetSeats, SeatState};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -14,28 +12,17 @@ use utoipa::ToSchema;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/concerts", web::get().to(list_concerts))
         .route("/concerts", web::post().to(create_concert))
-        .route(
-            "/concerts/{concert_id}/schedules",
-            web::get().to(list_schedules),
-        )
-        .route(
-            "/concerts/{concert_id}/schedules",
-            web::post().to(create_schedule),
-        )
-        .route(
-            "/concerts/{concert_id}/schedules/{schedule_id}/seats",
-            web::get().to(seats),
-        );
+        .route("/concerts/{concert_id}/schedules", web::get().to(list_schedules))
+        .route("/concerts/{concert_id}/schedules", web::post().to(create_schedule))
+        .route("/concerts/{concert_id}/schedules/{schedule_id}/seats", web::get().to(seats));
 }
 
 /// A positive integer path segment, or the contract's 400.
 pub fn path_id(raw: &str, what: &str) -> Result<u64, QError> {
-    raw.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-        QError::bad_request(
-            "INVALID_REQUEST",
-            format!("{what} must be a positive integer"),
-        )
-    })
+    raw.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{what} must be a positive integer")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,11 +35,7 @@ pub struct ConcertResponse {
 
 impl From<Concert> for ConcertResponse {
     fn from(c: Concert) -> Self {
-        ConcertResponse {
-            concert_id: c.id,
-            title: c.title,
-            created_at: rfc3339(c.created_at),
-        }
+        ConcertResponse { concert_id: c.id, title: c.title, created_at: rfc3339(c.created_at) }
     }
 }
 
@@ -118,17 +101,9 @@ pub struct ScheduleListQuery {
 /// Every concert.
 #[utoipa::path(get, path = "/concerts", tag = "Q: concerts",
     responses((status = 200, body = [ConcertResponse]), (status = 401, body = QErrorBody)), security(("bearer" = [])))]
-pub async fn list_concerts(
-    state: web::Data<AppState>,
-    _me: Caller<QError>,
-) -> Result<HttpResponse, QError> {
+pub async fn list_concerts(state: web::Data<AppState>, _me: Caller<QError>) -> Result<HttpResponse, QError> {
     let concerts = state.registry.catalog().send(ListConcerts).await?;
-    Ok(HttpResponse::Ok().json(
-        concerts
-            .into_iter()
-            .map(ConcertResponse::from)
-            .collect::<Vec<_>>(),
-    ))
+    Ok(HttpResponse::Ok().json(concerts.into_iter().map(ConcertResponse::from).collect::<Vec<_>>()))
 }
 
 /// A concert's schedules with at least one seat left (all with `includeSoldOut=true`).
@@ -148,21 +123,11 @@ pub async fn list_schedules(
     let concert = path_id(&path, "concertId")?;
     let query = web::Query::<ScheduleListQuery>::from_query(req.query_string())
         .map(|q| q.into_inner())
-        .unwrap_or(ScheduleListQuery {
-            include_sold_out: false,
-        });
-    let list = state
-        .registry
-        .catalog()
-        .send(ListSchedules {
-            concert,
-            include_sold_out: query.include_sold_out,
-        })
-        .await??;
-    Ok(HttpResponse::Ok().json(ScheduleListResponse {
-        concert_id: concert,
-        schedules: list.into_iter().map(Into::into).collect(),
-    }))
+        .unwrap_or(ScheduleListQuery { include_sold_out: false });
+    let list =
+        state.registry.catalog().send(ListSchedules { concert, include_sold_out: query.include_sold_out }).await??;
+    Ok(HttpResponse::Ok()
+        .json(ScheduleListResponse { concert_id: concert, schedules: list.into_iter().map(Into::into).collect() }))
 }
 
 /// The seats of a schedule. Needs an active queue token.
@@ -180,17 +145,12 @@ pub async fn seats(
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
-    let (concert, schedule) = (
-        path_id(&path.0, "concertId")?,
-        path_id(&path.1, "scheduleId")?,
-    );
+    let (concert, schedule) = (path_id(&path.0, "concertId")?, path_id(&path.1, "scheduleId")?);
     super::queue::require_active(&state, &req, me.user_id).await?;
     let seat_map = state
         .registry
         .seat_map_of_schedule(concert, schedule)
-        .ok_or_else(|| {
-            QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert")
-        })?;
+        .ok_or_else(|| QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert"))?;
     let seats = seat_map.send(GetSeats).await?;
     let seats = seats
         .into_iter()
@@ -200,11 +160,7 @@ pub async fn seats(
             price: s.price,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(SeatListResponse {
-        concert_id: concert,
-        schedule_id: schedule,
-        seats,
-    }))
+    Ok(HttpResponse::Ok().json(SeatListResponse { concert_id: concert, schedule_id: schedule, seats }))
 }
 
 pub fn seat_status(s: SeatState) -> &'static str {
@@ -241,16 +197,9 @@ pub async fn create_concert(
     require_admin(&me)?;
     let title = body.0.title.trim().to_string();
     if title.is_empty() || title.len() > 200 {
-        return Err(QError::bad_request(
-            "INVALID_REQUEST",
-            "title must be 1 to 200 characters",
-        ));
+        return Err(QError::bad_request("INVALID_REQUEST", "title must be 1 to 200 characters"));
     }
-    let concert = state
-        .registry
-        .catalog()
-        .send(CreateConcert { title })
-        .await??;
+    let concert = state.registry.catalog().send(CreateConcert { title }).await??;
     Ok(HttpResponse::Created().json(ConcertResponse::from(concert)))
 }
 
@@ -283,10 +232,7 @@ pub async fn create_schedule(
         .map_err(|_| QError::bad_request("INVALID_REQUEST", "startsAt must be an RFC 3339 time"))?;
     let seats = body.total_seats.unwrap_or(50);
     if !(1..=1000).contains(&seats) {
-        return Err(QError::bad_request(
-            "INVALID_REQUEST",
-            "totalSeats must be 1 to 1000",
-        ));
+        return Err(QError::bad_request("INVALID_REQUEST", "totalSeats must be 1 to 1000"));
     }
     let schedule = state
         .registry
@@ -298,10 +244,6 @@ pub async fn create_schedule(
             price: body.price,
         })
         .await??;
-    Ok(
-        HttpResponse::Created().json(ScheduleResponse::from(ScheduleView {
-            available: schedule.seats as usize,
-            schedule,
-        })),
-    )
+    Ok(HttpResponse::Created()
+        .json(ScheduleResponse::from(ScheduleView { available: schedule.seats as usize, schedule })))
 }

@@ -37,11 +37,7 @@ pub struct QError {
 
 impl QError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        QError {
-            status,
-            code,
-            message: message.into(),
-        }
+        QError { status, code, message: message.into() }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -56,13 +52,7 @@ impl QError {
 
 impl std::fmt::Display for QError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -73,11 +63,7 @@ impl ResponseError for QError {
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status).json(QErrorBody {
             status: self.status.as_u16(),
-            error: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_string(),
+            error: self.status.canonical_reason().unwrap_or("Error").to_string(),
             code: self.code.to_string(),
             message: self.message.clone(),
         })
@@ -98,11 +84,7 @@ impl From<BadRequest> for QError {
 
 impl From<MailboxError> for QError {
     fn from(_: MailboxError) -> Self {
-        QError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "the server is busy; try again",
-        )
+        QError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the server is busy; try again")
     }
 }
 
@@ -122,9 +104,7 @@ impl From<QueueError> for QError {
     /// A failed queue gate on a gated endpoint.
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Storage(m) => {
-                QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m)
-            }
+            QueueError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
             other => QError::new(
                 StatusCode::FORBIDDEN,
                 "QUEUE_TOKEN_NOT_ACTIVE",
@@ -139,9 +119,7 @@ impl From<CatalogError> for QError {
         match e {
             CatalogError::UnknownConcert => QError::not_found("CONCERT_NOT_FOUND", e.to_string()),
             CatalogError::NoSchedules => QError::not_found("NO_AVAILABLE_SCHEDULES", e.to_string()),
-            CatalogError::Storage(m) => {
-                QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m)
-            }
+            CatalogError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
         }
     }
 }
@@ -158,15 +136,10 @@ impl From<SeatError> for QError {
             SeatError::Expired => QError::not_found("RESERVATION_EXPIRED", msg),
             SeatError::Cancelled => QError::not_found("RESERVATION_CANCELLED", msg),
             SeatError::NotYours => QError::forbidden(msg),
-            SeatError::AlreadyConfirmed => {
-                QError::new(StatusCode::CONFLICT, "ALREADY_CONFIRMED", msg)
-            }
-            SeatError::PaymentInProgress => {
-                QError::new(StatusCode::CONFLICT, "PAYMENT_IN_PROGRESS", msg)
-            }
-            SeatError::Storage(m) => {
-                QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m)
-            }
+            SeatError::AlreadyConfirmed => QError::new(StatusCode::CONFLICT, "ALREADY_CONFIRMED", msg),
+            SeatError::PaymentInProgress => QError::new(StatusCode::CONFLICT, "PAYMENT_IN_PROGRESS", msg),
+            SeatError::KeyReused => QError::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", msg),
+            SeatError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
         }
     }
 }
@@ -186,14 +159,10 @@ impl From<PayRefusal> for QError {
     fn from(e: PayRefusal) -> Self {
         match e {
             PayRefusal::Seat(s) => s.into(),
-            PayRefusal::AmountMismatch { .. } => {
-                QError::bad_request("AMOUNT_MISMATCH", e.to_string())
+            PayRefusal::AmountMismatch { .. } => QError::bad_request("AMOUNT_MISMATCH", e.to_string()),
+            PayRefusal::InsufficientBalance { .. } => {
+                QError::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", e.to_string())
             }
-            PayRefusal::InsufficientBalance { .. } => QError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "INSUFFICIENT_BALANCE",
-                e.to_string(),
-            ),
         }
     }
 }

@@ -4,8 +4,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/openapi.json", web::get().to(openapi));
+    cfg.route("/healthz", web::get().to(healthz)).route("/openapi.json", web::get().to(openapi));
 }
 
 /// Liveness: 200 while the server runs.
@@ -21,5 +20,7 @@ pub async fn openapi() -> HttpResponse {
 
 /// Unknown routes: a JSON 404 rather than an empty body.
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({ "status": 404, "error": "Not Found", "code": "NOT_FOUND", "message": "no such endpoint" }))
+    HttpResponse::NotFound().json(
+        serde_json::json!({ "status": 404, "error": "Not Found", "code": "NOT_FOUND", "message": "no such endpoint" }),
+    )
 }

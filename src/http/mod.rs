@@ -51,17 +51,13 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let h = h.to_str().ok()?.trim();
         let (scheme, token) = h.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_string());
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
     }
     None
 }
 
 pub fn identify(req: &HttpRequest) -> Result<Identity, AuthError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or(AuthError::Missing)?;
+    let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
     let token = bearer(req).ok_or(AuthError::Missing)?;
     state.verifier.verify(&token)
 }
@@ -70,28 +66,20 @@ impl<E: From<AuthError> + ResponseError + 'static> FromRequest for Caller<E> {
     type Error = E;
     type Future = Ready<Result<Self, E>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            identify(req)
-                .map(|id| Caller(id, PhantomData))
-                .map_err(E::from),
-        )
+        ready(identify(req).map(|id| Caller(id, PhantomData)).map_err(E::from))
     }
 }
 
 /// A JSON body parsed into `T`, or the contract's 400.
 pub struct JsonBody<T, E>(pub T, PhantomData<E>);
 
-impl<T: DeserializeOwned + 'static, E: From<BadRequest> + ResponseError + 'static> FromRequest
-    for JsonBody<T, E>
-{
+impl<T: DeserializeOwned + 'static, E: From<BadRequest> + ResponseError + 'static> FromRequest for JsonBody<T, E> {
     type Error = E;
     type Future = LocalBoxFuture<'static, Result<Self, E>>;
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
-            let bytes = bytes
-                .await
-                .map_err(|e| E::from(BadRequest(format!("could not read the body: {e}"))))?;
+            let bytes = bytes.await.map_err(|e| E::from(BadRequest(format!("could not read the body: {e}"))))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Err(E::from(BadRequest("a JSON body is required".into())));
             }
@@ -109,20 +97,13 @@ impl<E: From<BadRequest> + ResponseError + 'static> FromRequest for IdempotencyK
     type Error = E;
     type Future = Ready<Result<Self, E>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let key = req
-            .headers()
-            .get("idempotency-key")
-            .map(|v| v.to_str().map(|s| s.trim().to_string()));
+        let key = req.headers().get("idempotency-key").map(|v| v.to_str().map(|s| s.trim().to_string()));
         ready(match key {
-            None => Err(E::from(BadRequest(
-                "the Idempotency-Key header is required".into(),
-            ))),
-            Some(Err(_)) => Err(E::from(BadRequest(
-                "the Idempotency-Key header must be visible ASCII".into(),
-            ))),
-            Some(Ok(k)) if k.is_empty() || k.len() > 255 => Err(E::from(BadRequest(
-                "the Idempotency-Key header must be 1 to 255 characters".into(),
-            ))),
+            None => Err(E::from(BadRequest("the Idempotency-Key header is required".into()))),
+            Some(Err(_)) => Err(E::from(BadRequest("the Idempotency-Key header must be visible ASCII".into()))),
+            Some(Ok(k)) if k.is_empty() || k.len() > 255 => {
+                Err(E::from(BadRequest("the Idempotency-Key header must be 1 to 255 characters".into())))
+            }
             Some(Ok(k)) => Ok(IdempotencyKey(k, PhantomData)),
         })
     }

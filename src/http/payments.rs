@@ -49,12 +49,7 @@ fn positive(v: &Option<serde_json::Value>, name: &str) -> Result<u64, QError> {
         Some(serde_json::Value::Number(n)) => n.as_u64().filter(|a| *a > 0),
         _ => None,
     }
-    .ok_or_else(|| {
-        QError::bad_request(
-            "INVALID_REQUEST",
-            format!("{name} must be a positive integer"),
-        )
-    })
+    .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{name} must be a positive integer")))
 }
 
 /// Pay for your held reservation: the seat becomes `RESERVED`, the balance is debited,
@@ -82,30 +77,15 @@ pub async fn pay(
         amount: positive(&body.0.amount, "amount")?,
     };
     let fingerprint = fingerprint("POST /payments", &p);
-    let wallet = state
-        .registry
-        .wallet(me.user_id)
-        .map_err(WalletError::from)?;
+    let wallet = state.registry.wallet(me.user_id).map_err(WalletError::from)?;
     let answer = match super::queue::require_active(&state, &req, me.user_id).await {
         Ok(queue_token) => {
             wallet
-                .send(Pay {
-                    key: key.0,
-                    fingerprint,
-                    reservation: p.reservation,
-                    amount: p.amount,
-                    queue_token,
-                })
+                .send(Pay { key: key.0, fingerprint, reservation: p.reservation, amount: p.amount, queue_token })
                 .await??
         }
         // A retry of a payment that retired its own token is answered from the ledger.
-        Err(gate) => match wallet
-            .send(Recorded {
-                key: key.0,
-                fingerprint,
-            })
-            .await?
-        {
+        Err(gate) => match wallet.send(Recorded { key: key.0, fingerprint }).await? {
             Some(answer) => answer?,
             None => return Err(gate),
         },

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/waiting/issue", web::post().to(issue))
-        .route("/waiting/check", web::get().to(check));
+    cfg.route("/waiting/issue", web::post().to(issue)).route("/waiting/check", web::get().to(check));
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,18 +72,11 @@ pub async fn issue(
         .user_id
         .as_ref()
         .and_then(parse_user_id)
-        .ok_or_else(|| {
-            QError::bad_request("INVALID_USER_ID", "userId must be a positive integer")
-        })?;
+        .ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
     if user != me.user_id {
         return Err(QError::forbidden("userId must be the authenticated user"));
     }
-    let view = state
-        .registry
-        .queue()
-        .send(Issue { user })
-        .await?
-        .map_err(storage)?;
+    let view = state.registry.queue().send(Issue { user }).await?.map_err(storage)?;
     Ok(HttpResponse::Ok()
         .insert_header(("X-Queue-Position", view.position.to_string()))
         .json(QueueTokenResponse::from(view)))
@@ -98,37 +90,16 @@ pub async fn issue(
         (status = 401, description = "No valid JWT, or the queue token is unknown or expired", body = QErrorBody),
         (status = 403, description = "The queue token is another user's", body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn check(
-    state: web::Data<AppState>,
-    me: Caller<QError>,
-    req: HttpRequest,
-) -> Result<HttpResponse, QError> {
+pub async fn check(state: web::Data<AppState>, me: Caller<QError>, req: HttpRequest) -> Result<HttpResponse, QError> {
     let token = queue_token(&req).ok_or_else(|| {
-        QError::new(
-            StatusCode::UNAUTHORIZED,
-            "QUEUE_TOKEN_INVALID",
-            "the X-Queue-Token header is required",
-        )
+        QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", "the X-Queue-Token header is required")
     })?;
-    let view = state
-        .registry
-        .queue()
-        .send(Check { token })
-        .await?
-        .map_err(|e| match e {
-            QueueError::Storage(m) => {
-                QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m)
-            }
-            other => QError::new(
-                StatusCode::UNAUTHORIZED,
-                "QUEUE_TOKEN_INVALID",
-                other.to_string(),
-            ),
-        })?;
+    let view = state.registry.queue().send(Check { token }).await?.map_err(|e| match e {
+        QueueError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
+        other => QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", other.to_string()),
+    })?;
     if view.user != me.user_id {
-        return Err(QError::forbidden(
-            "this queue token belongs to another user",
-        ));
+        return Err(QError::forbidden("this queue token belongs to another user"));
     }
     Ok(HttpResponse::Ok()
         .insert_header(("X-Queue-Position", view.position.to_string()))
@@ -141,28 +112,13 @@ fn queue_token(req: &HttpRequest) -> Option<String> {
 }
 
 fn storage(e: QueueError) -> QError {
-    QError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "STORAGE_FAILURE",
-        e.to_string(),
-    )
+    QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", e.to_string())
 }
 
 /// The queue gate: the request's `X-Queue-Token` must be an active token of `user`.
 /// Returns the token (a payment retires it).
-pub async fn require_active(
-    state: &AppState,
-    req: &HttpRequest,
-    user: u64,
-) -> Result<String, QError> {
+pub async fn require_active(state: &AppState, req: &HttpRequest, user: u64) -> Result<String, QError> {
     let token = queue_token(req).ok_or_else(|| QError::from(QueueError::Unknown))?;
-    state
-        .registry
-        .queue()
-        .send(RequireActive {
-            token: token.clone(),
-            user,
-        })
-        .await??;
+    state.registry.queue().send(RequireActive { token: token.clone(), user }).await??;
     Ok(token)
 }

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/reservations", web::post().to(reserve))
-        .route("/reservations/{reservation_id}", web::get().to(get));
+    cfg.route("/reservations", web::post().to(reserve)).route("/reservations/{reservation_id}", web::get().to(get));
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -88,12 +87,8 @@ fn field(v: &Option<serde_json::Value>, name: &str) -> Result<u64, QError> {
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
-    n.filter(|n| *n > 0).ok_or_else(|| {
-        QError::bad_request(
-            "INVALID_REQUEST",
-            format!("{name} must be a positive integer"),
-        )
-    })
+    n.filter(|n| *n > 0)
+        .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{name} must be a positive integer")))
 }
 
 /// Hold a seat for `BOXOFFICE_HOLD_TTL` (5 minutes by default).
@@ -115,9 +110,11 @@ pub async fn reserve(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let b = body.0;
-    let user = b.user_id.as_ref().and_then(parse_user_id).ok_or_else(|| {
-        QError::bad_request("INVALID_USER_ID", "userId must be a positive integer")
-    })?;
+    let user = b
+        .user_id
+        .as_ref()
+        .and_then(parse_user_id)
+        .ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
     let hold = Hold {
         user,
         concert: field(&b.concert_id, "concertId")?,
@@ -131,13 +128,9 @@ pub async fn reserve(
     let seat_map = state
         .registry
         .seat_map_of_schedule(hold.concert, hold.schedule)
-        .ok_or_else(|| {
-            QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert")
-        })?;
-    let wallet = state
-        .registry
-        .wallet(me.user_id)
-        .map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?;
+        .ok_or_else(|| QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert"))?;
+    let wallet =
+        state.registry.wallet(me.user_id).map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?;
     let msg = Reserve {
         key: key.0,
         fingerprint: fingerprint("POST /reservations", &hold),
@@ -146,9 +139,7 @@ pub async fn reserve(
         ttl: state.settings.hold_ttl,
     };
     match wallet.send(msg).await?? {
-        Answer::Reserved(r) => {
-            Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry)))
-        }
+        Answer::Reserved(r) => Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry))),
         Answer::ReserveRefused(e) => Err(e.into()),
         other => Err(mismatch(other)),
     }
@@ -159,7 +150,8 @@ pub fn mismatch(_: Answer) -> QError {
     QError::from(crate::actors::wallet::WalletError::KeyReused)
 }
 
-/// A reservation of yours.
+/// A reservation of yours. Reading needs no queue token: a payment ends the token, and
+/// the buyer still wants to see the confirmed seat. Holding needs one.
 #[utoipa::path(get, path = "/reservations/{reservation_id}", tag = "Q: reservations",
     params(("reservation_id" = u64, Path)),
     responses((status = 200, body = ReservationResponse),
@@ -180,9 +172,7 @@ pub async fn get(
         .ok_or_else(|| QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))?;
     let r = seat_map.send(GetReservation { id }).await??;
     if r.user != me.user_id {
-        return Err(QError::forbidden(
-            "this reservation belongs to another user",
-        ));
+        return Err(QError::forbidden("this reservation belongs to another user"));
     }
     Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry)))
 }

@@ -44,9 +44,8 @@ pub struct ChargeResponse {
 }
 
 fn own_user(raw: &str, me: &Caller<QError>) -> Result<u64, QError> {
-    let user = parse_user_id_str(raw).ok_or_else(|| {
-        QError::bad_request("INVALID_USER_ID", "userId must be a positive integer")
-    })?;
+    let user = parse_user_id_str(raw)
+        .ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
     if user != me.user_id {
         return Err(QError::forbidden("you may only reach your own wallet"));
     }
@@ -67,17 +66,8 @@ pub async fn amount(
 ) -> Result<HttpResponse, QError> {
     let user = own_user(&path, &me)?;
     super::queue::require_active(&state, &req, user).await?;
-    let balance = state
-        .registry
-        .wallet(user)
-        .map_err(WalletError::from)?
-        .send(GetBalance)
-        .await?;
-    Ok(HttpResponse::Ok().json(BalanceResponse {
-        user_id: user,
-        amount: balance,
-        balance,
-    }))
+    let balance = state.registry.wallet(user).map_err(WalletError::from)?.send(GetBalance).await?;
+    Ok(HttpResponse::Ok().json(BalanceResponse { user_id: user, amount: balance, balance }))
 }
 
 /// Add money to your wallet, within the single and monthly limits.
@@ -106,11 +96,7 @@ pub async fn charge(
     .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
     super::queue::require_active(&state, &req, user).await?;
     let wallet = state.registry.wallet(user).map_err(WalletError::from)?;
-    let msg = Charge {
-        key: key.0,
-        fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount),
-        amount,
-    };
+    let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };
     match wallet.send(msg).await?? {
         Answer::Charged(r) => Ok(HttpResponse::Ok().json(ChargeResponse {
             user_id: r.user,

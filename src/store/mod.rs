@@ -30,10 +30,7 @@ pub enum StoreError {
     #[error("encoding: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("decoding {key}: {source}")]
-    Decode {
-        key: String,
-        source: bincode::error::DecodeError,
-    },
+    Decode { key: String, source: bincode::error::DecodeError },
     #[error("the flusher has stopped")]
     FlusherGone,
     #[error("flush failed: {0}")]
@@ -99,12 +96,7 @@ impl Store {
             .name("store-flusher".into())
             .spawn(move || group_commit(flush_db, rx, flush_stats))
             .map_err(|e| StoreError::Flush(e.to_string()))?;
-        Ok(Store {
-            db,
-            state,
-            flusher: tx,
-            stats,
-        })
+        Ok(Store { db, state, flusher: tx, stats })
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, StoreError> {
@@ -133,9 +125,8 @@ impl Store {
         let mut out = Vec::new();
         for item in self.state.scan_prefix(family.family_prefix()) {
             let (k, v) = item?;
-            let key = Key::parse(&k).ok_or_else(|| {
-                StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k)))
-            })?;
+            let key = Key::parse(&k)
+                .ok_or_else(|| StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k))))?;
             out.push((key.clone(), decode(&v, &key)?));
         }
         Ok(out)
@@ -186,9 +177,7 @@ fn group_commit(db: sled::Db, rx: mpsc::Receiver<Waiter>, stats: Arc<FlushStats>
             tracing::error!(error = %e, "store flush failed");
         }
         stats.flushes.fetch_add(1, Ordering::Relaxed);
-        stats
-            .waiters
-            .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        stats.waiters.fetch_add(waiters.len() as u64, Ordering::Relaxed);
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -206,10 +195,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 fn decode<T: DeserializeOwned>(bytes: &[u8], key: &Key) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, config())
         .map(|(v, _)| v)
-        .map_err(|source| StoreError::Decode {
-            key: format!("{key:?}"),
-            source,
-        })
+        .map_err(|source| StoreError::Decode { key: format!("{key:?}"), source })
 }
 
 #[cfg(test)]
@@ -222,12 +208,8 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             let mut batch = Batch::default();
-            batch
-                .put(&Key::Wallet(7), &(42u64, String::from("x")))
-                .expect("put");
-            batch
-                .put(&Key::Wallet(8), &(1u64, String::from("y")))
-                .expect("put");
+            batch.put(&Key::Wallet(7), &(42u64, String::from("x"))).expect("put");
+            batch.put(&Key::Wallet(8), &(1u64, String::from("y"))).expect("put");
             store.apply(batch).expect("apply");
             store.durable().await.expect("durable");
         }

@@ -15,19 +15,13 @@ async fn an_expired_hold_frees_its_seat() {
     let r = kim.hold(&api, 1, 10, "h").await;
     assert_eq!(r.status, 200);
     let id = r.body["reservationId"].as_u64().expect("id");
-    assert_eq!(
-        seat_statuses(&kim.seats(&api, 1).await)[9].1,
-        "TEMP_RESERVED"
-    );
+    assert_eq!(seat_statuses(&kim.seats(&api, 1).await)[9].1, "TEMP_RESERVED");
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(seat_statuses(&kim.seats(&api, 1).await)[9].1, "AVAILABLE");
     assert_eq!(kim.reservation(&api, id).await.body["status"], "EXPIRED");
     assert_eq!(kim.charge(&api, 80_000, "c").await.status, 200);
     assert_q_error(&kim.pay(&api, id, 80_000, "p").await, 404);
-    assert_eq!(
-        kim.balance(&api).await.body["amount"].as_u64(),
-        Some(80_000)
-    );
+    assert_eq!(kim.balance(&api).await.body["amount"].as_u64(), Some(80_000));
     // Someone else can hold it now.
     let lee = Buyer::enter(&api, 2).await;
     assert_eq!(lee.hold(&api, 1, 10, "h").await.status, 200);
@@ -54,30 +48,17 @@ async fn payments_racing_expiry_end_in_one_consistent_state() {
         actix_rt::time::sleep(Duration::from_millis(200 + (round % 8) * 10)).await;
         let p = b.pay(&api, id, 80_000, "p").await;
         let check = Buyer::enter(&api, user).await;
-        let balance = check.balance(&api).await.body["amount"]
-            .as_u64()
-            .expect("balance");
-        let status = check.reservation(&api, id).await.body["status"]
-            .as_str()
-            .expect("status")
-            .to_string();
-        let seat_status = seat_statuses(&check.seats(&api, 3).await)[(seat - 1) as usize]
-            .1
-            .clone();
+        let balance = check.balance(&api).await.body["amount"].as_u64().expect("balance");
+        let status = check.reservation(&api, id).await.body["status"].as_str().expect("status").to_string();
+        let seat_status = seat_statuses(&check.seats(&api, 3).await)[(seat - 1) as usize].1.clone();
         match p.status {
             200 => {
                 paid += 1;
-                assert_eq!(
-                    (balance, status.as_str(), seat_status.as_str()),
-                    (0, "CONFIRMED", "RESERVED")
-                );
+                assert_eq!((balance, status.as_str(), seat_status.as_str()), (0, "CONFIRMED", "RESERVED"));
             }
             404 => {
                 expired += 1;
-                assert_eq!(
-                    (balance, status.as_str(), seat_status.as_str()),
-                    (80_000, "EXPIRED", "AVAILABLE")
-                );
+                assert_eq!((balance, status.as_str(), seat_status.as_str()), (80_000, "EXPIRED", "AVAILABLE"));
             }
             other => panic!("unexpected {other}: {p:?}"),
         }

@@ -18,25 +18,14 @@ pub struct TestServer {
 
 /// Settings for a test server: quick admission unless a test says otherwise.
 pub fn fast_queue() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("BOXOFFICE_QUEUE_ADMIT_RATE", "1000000"),
-        ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1000000"),
-    ]
+    vec![("BOXOFFICE_QUEUE_ADMIT_RATE", "1000000"), ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1000000")]
 }
 
 impl TestServer {
     pub fn spawn(env: &[(&str, &str)]) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut s = TestServer {
-            base: String::new(),
-            child: None,
-            dir,
-            env,
-        };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = TestServer { base: String::new(), child: None, dir, env };
         s.start();
         s
     }
@@ -62,20 +51,9 @@ impl TestServer {
         let mut child = cmd.spawn().expect("spawn boxoffice");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next()
-            .expect("the server printed nothing")
-            .expect("stdout line");
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
-        assert!(
-            line.contains("listening on"),
-            "unexpected first line: {line}"
-        );
+        let line = lines.next().expect("the server printed nothing").expect("stdout line");
+        let addr = line.rsplit("http://").next().expect("address").trim().to_string();
+        assert!(line.contains("listening on"), "unexpected first line: {line}");
         self.base = format!("http://{addr}");
         self.child = Some(child);
     }
@@ -91,21 +69,14 @@ impl TestServer {
     /// SIGTERM and wait for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running server");
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .expect("kill -TERM");
+        let ok = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().expect("kill -TERM");
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = c.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -131,25 +102,12 @@ impl Drop for TestServer {
 }
 
 pub fn jwt(user: u64) -> String {
-    boxoffice::auth::mint(
-        SECRET.as_bytes(),
-        user,
-        Some(&format!("buyer{user}")),
-        false,
-        Duration::from_secs(3600),
-    )
-    .expect("mint")
+    boxoffice::auth::mint(SECRET.as_bytes(), user, Some(&format!("buyer{user}")), false, Duration::from_secs(3600))
+        .expect("mint")
 }
 
 pub fn admin_jwt(user: u64) -> String {
-    boxoffice::auth::mint(
-        SECRET.as_bytes(),
-        user,
-        Some("admin"),
-        true,
-        Duration::from_secs(3600),
-    )
-    .expect("mint")
+    boxoffice::auth::mint(SECRET.as_bytes(), user, Some("admin"), true, Duration::from_secs(3600)).expect("mint")
 }
 
 #[derive(Clone)]
@@ -175,17 +133,10 @@ impl Api {
     pub fn new(base: &str) -> Api {
         let client = awc::Client::builder()
             .timeout(Duration::from_secs(120))
-            .connector(
-                awc::Connector::new()
-                    .limit(256)
-                    .timeout(Duration::from_secs(30)),
-            )
+            .connector(awc::Connector::new().limit(256).timeout(Duration::from_secs(30)))
             .disable_redirects()
             .finish();
-        Api {
-            client,
-            base: base.to_string(),
-        }
+        Api { client, base: base.to_string() }
     }
 
     /// Send `method path` with a bearer token, extra headers and an optional raw body.
@@ -198,9 +149,7 @@ impl Api {
         body: Option<String>,
     ) -> Reply {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
         }
@@ -208,11 +157,7 @@ impl Api {
             req = req.insert_header((*k, *v));
         }
         let mut res = match body {
-            Some(b) => {
-                req.insert_header(("Content-Type", "application/json"))
-                    .send_body(b)
-                    .await
-            }
+            Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b).await,
             None => req.send().await,
         }
         .expect("request");
@@ -232,8 +177,7 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Reply {
-        self.raw(method, path, token, headers, body.map(|b| b.to_string()))
-            .await
+        self.raw(method, path, token, headers, body.map(|b| b.to_string())).await
     }
 
     pub async fn get(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Reply {
@@ -253,15 +197,7 @@ impl Buyer {
     /// Take a queue token and wait until it is active.
     pub async fn enter(api: &Api, id: u64) -> Buyer {
         let jwt = jwt(id);
-        let r = api
-            .call(
-                "POST",
-                "/waiting/issue",
-                Some(&jwt),
-                &[],
-                Some(json!({ "userId": id })),
-            )
-            .await;
+        let r = api.call("POST", "/waiting/issue", Some(&jwt), &[], Some(json!({ "userId": id }))).await;
         assert_eq!(r.status, 200, "issue: {r:?}");
         let queue = r.body["token"].as_str().expect("token").to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -269,9 +205,7 @@ impl Buyer {
         while !active {
             assert!(Instant::now() < deadline, "token never became active");
             actix_rt::time::sleep(Duration::from_millis(20)).await;
-            let c = api
-                .get("/waiting/check", &jwt, &[("X-Queue-Token", &queue)])
-                .await;
+            let c = api.get("/waiting/check", &jwt, &[("X-Queue-Token", &queue)]).await;
             assert_eq!(c.status, 200, "check: {c:?}");
             active = c.body["active"].as_bool() == Some(true);
         }
@@ -315,26 +249,15 @@ impl Buyer {
     }
 
     pub async fn balance(&self, api: &Api) -> Reply {
-        api.get(
-            &format!("/users/{}/amount", self.id),
-            &self.jwt,
-            &[("X-Queue-Token", &self.queue)],
-        )
-        .await
+        api.get(&format!("/users/{}/amount", self.id), &self.jwt, &[("X-Queue-Token", &self.queue)]).await
     }
 
     pub async fn seats(&self, api: &Api, schedule: u64) -> Reply {
-        api.get(
-            &format!("/concerts/1/schedules/{schedule}/seats"),
-            &self.jwt,
-            &[("X-Queue-Token", &self.queue)],
-        )
-        .await
+        api.get(&format!("/concerts/1/schedules/{schedule}/seats"), &self.jwt, &[("X-Queue-Token", &self.queue)]).await
     }
 
     pub async fn reservation(&self, api: &Api, id: u64) -> Reply {
-        api.get(&format!("/reservations/{id}"), &self.jwt, &[])
-            .await
+        api.get(&format!("/reservations/{id}"), &self.jwt, &[]).await
     }
 }
 
@@ -344,12 +267,7 @@ pub fn seat_statuses(reply: &Reply) -> Vec<(u64, String)> {
         .as_array()
         .expect("seats")
         .iter()
-        .map(|s| {
-            (
-                s["seatNumber"].as_u64().expect("seatNumber"),
-                s["status"].as_str().expect("status").to_string(),
-            )
-        })
+        .map(|s| (s["seatNumber"].as_u64().expect("seatNumber"), s["status"].as_str().expect("status").to_string()))
         .collect()
 }
 
@@ -357,8 +275,5 @@ pub fn seat_statuses(reply: &Reply) -> Vec<(u64, String)> {
 pub fn assert_q_error(r: &Reply, status: u16) {
     assert_eq!(r.status, status, "{r:?}");
     assert_eq!(r.body["status"].as_u64(), Some(status as u64), "{r:?}");
-    assert!(
-        r.body["code"].is_string() && r.body["message"].is_string(),
-        "{r:?}"
-    );
+    assert!(r.body["code"].is_string() && r.body["message"].is_string(), "{r:?}");
 }

@@ -32,15 +32,9 @@ async fn replay_mismatch_and_concurrent_retries() {
     let replies = join_all(sends).await;
     let ok: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
     assert!(!ok.is_empty());
-    assert!(
-        replies.iter().all(|r| r.status == 200 || r.status == 409),
-        "{replies:?}"
-    );
+    assert!(replies.iter().all(|r| r.status == 200 || r.status == 409), "{replies:?}");
     assert!(ok.iter().all(|r| r.body == ok[0].body));
-    assert_eq!(
-        kim.balance(&api).await.body["amount"].as_u64(),
-        Some(70_000)
-    );
+    assert_eq!(kim.balance(&api).await.body["amount"].as_u64(), Some(70_000));
 
     // A payment refused for lack of balance is replayed as refused.
     let id = first.body["reservationId"].as_u64().expect("id");
@@ -53,10 +47,7 @@ async fn replay_mismatch_and_concurrent_retries() {
     let replies = join_all((0..10).map(|_| kim.pay(&api, id, 80_000, "k-pay"))).await;
     let ok: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
     assert!(!ok.is_empty(), "{replies:?}");
-    assert!(
-        replies.iter().all(|r| r.status == 200 || r.status == 409),
-        "{replies:?}"
-    );
+    assert!(replies.iter().all(|r| r.status == 200 || r.status == 409), "{replies:?}");
     assert!(ok.iter().all(|r| r.body == ok[0].body));
     // A retry after the payment retired the queue token still gets the first answer.
     let late = kim.pay(&api, id, 80_000, "k-pay").await;
