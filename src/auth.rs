@@ -186,4 +186,37 @@ mod tests {
         assert_eq!(parse_user_id(&serde_json::json!("x12")), None);
         assert_eq!(parse_user_id(&serde_json::json!(1.5)), None);
     }
+
+    #[test]
+    fn es256_tokens_verify_with_a_configured_public_key() {
+        use base64::Engine;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).expect("pair");
+        // SubjectPublicKeyInfo for a P-256 key: the fixed DER prefix, then the point.
+        let mut spki = vec![
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        let v = Verifier::new(b"s3cret", Some(pem.as_bytes())).expect("verifier");
+        let exp = crate::time::now_ms() / 1000 + 60;
+        let claims = serde_json::json!({ "sub": "9", "name": "idp user", "exp": exp });
+        let es = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &EncodingKey::from_ec_der(pkcs8.as_ref()))
+            .expect("sign");
+        assert_eq!(v.verify(&es).map(|id| id.user_id), Ok(9));
+        // HS256 tokens keep working beside it; a tampered ES256 token does not.
+        let hs = mint(b"s3cret", 3, None, false, Duration::from_secs(60)).expect("mint");
+        assert_eq!(v.verify(&hs).map(|id| id.user_id), Ok(3));
+        let mut tampered = es.clone();
+        tampered.pop();
+        tampered.push(if es.ends_with('A') { 'B' } else { 'A' });
+        assert!(v.verify(&tampered).is_err());
+        // Without the public key, ES256 is refused.
+        let hs_only = Verifier::new(b"s3cret", None).expect("verifier");
+        assert!(matches!(hs_only.verify(&es), Err(AuthError::Invalid(_))));
+    }
 }
