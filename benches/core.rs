@@ -86,7 +86,13 @@ fn seat_map_hold_release(c: &mut Criterion) {
             rt.block_on(async {
                 for i in 0..iters {
                     let seat = (i % 50 + 1).to_string();
-                    let hold = HoldSeats { user: 1, seats: vec![seat], ttl: Duration::from_secs(300), key: None };
+                    let hold = HoldSeats {
+                        user: 1,
+                        seats: vec![seat],
+                        ttl: Duration::from_secs(300),
+                        key: None,
+                        booking: None,
+                    };
                     let r = seat_map.send(hold).await.expect("mailbox").expect("hold");
                     seat_map
                         .send(CancelReservation { reservation: r.id, user: 1 })

@@ -205,8 +205,9 @@ mod tests {
         let v = Verifier::new(b"s3cret", Some(pem.as_bytes())).expect("verifier");
         let exp = crate::time::now_ms() / 1000 + 60;
         let claims = serde_json::json!({ "sub": "9", "name": "idp user", "exp": exp });
-        let es = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &EncodingKey::from_ec_der(pkcs8.as_ref()))
-            .expect("sign");
+        let es =
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &EncodingKey::from_ec_der(pkcs8.as_ref()))
+                .expect("sign");
         assert_eq!(v.verify(&es).map(|id| id.user_id), Ok(9));
         // HS256 tokens keep working beside it; a tampered ES256 token does not.
         let hs = mint(b"s3cret", 3, None, false, Duration::from_secs(60)).expect("mint");

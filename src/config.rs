@@ -83,6 +83,16 @@ pub struct Settings {
     /// The most one user may charge in a calendar month (UTC).
     #[arg(long, env = "BOXOFFICE_CHARGE_MAX_MONTHLY", default_value_t = 5_000_000)]
     pub charge_max_monthly: u64,
+    /// How long a contract B booking locks its seats before it expires unless paid.
+    #[arg(long, env = "BOXOFFICE_BOOKING_LOCK_TTL", default_value = "10m", value_parser = duration)]
+    pub booking_lock_ttl: Duration,
+    /// How long the server waits for the payment gateway before it calls a charge's
+    /// outcome unknown (a retry then reuses the charge's key; an expiry refunds it).
+    #[arg(long, env = "BOXOFFICE_GATEWAY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub gateway_timeout: Duration,
+    /// How long the test gateway takes to answer the `tok_slow` card.
+    #[arg(long, env = "BOXOFFICE_TEST_GATEWAY_DELAY", default_value = "2s", value_parser = duration)]
+    pub test_gateway_delay: Duration,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
     pub no_demo: bool,

@@ -1,5 +1,7 @@
-//! `Catalog`: concerts and their schedules (contract Q's catalog). It owns what is for
-//! sale and when; each schedule's seats are a [`SeatMap`](super::seat_map) it creates.
+//! `Catalog`: concerts and their schedules (contract Q), and performances (contract B).
+//! It owns what is for sale and when; each schedule's or performance's seats are a
+//! [`SeatMap`](super::seat_map) it creates. A performance may also be another name for a
+//! schedule's seat map: then both contracts sell the same seats.
 
 use super::registry::Registry;
 use super::seat_map::{Availability, SeatMapSnapshot};
@@ -32,10 +34,32 @@ impl Schedule {
     }
 }
 
+/// A contract B performance: a seat map sold by bookings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Performance {
+    pub id: String,
+    pub title: String,
+    /// The seat map that sells it (a schedule's, when it is one).
+    pub seat_map: String,
+    pub seats: u32,
+    /// The price of a seat when it was created.
+    pub price: u64,
+    pub created_at: u64,
+}
+
+impl Performance {
+    /// The id of the seat map of a performance created with its own seats. The prefix
+    /// keeps it apart from schedules' seat maps, which are named by number.
+    pub fn own_seat_map_id(id: &str) -> String {
+        format!("perf:{id}")
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CatalogSnapshot {
     pub concerts: BTreeMap<u64, Concert>,
     pub schedules: BTreeMap<u64, Schedule>,
+    pub performances: BTreeMap<String, Performance>,
     next_concert: u64,
     next_schedule: u64,
 }
@@ -46,6 +70,10 @@ pub enum CatalogError {
     UnknownConcert,
     #[error("no schedule with seats left")]
     NoSchedules,
+    #[error("schedule not found")]
+    UnknownSchedule,
+    #[error("a performance with this id exists")]
+    PerformanceExists,
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -206,6 +234,115 @@ impl Handler<ListSchedules> for Catalog {
                 return Err(CatalogError::NoSchedules);
             }
             Ok(out)
+        })
+    }
+}
+
+/// Where a new performance's seats come from.
+#[derive(Debug, Clone)]
+pub enum PerformanceSeats {
+    /// A new seat map with these seat labels at one price.
+    New { labels: Vec<String>, price: u64 },
+    /// The seat map of this schedule, shared with contract Q.
+    Schedule(u64),
+}
+
+/// Create a performance (contract B).
+#[derive(Message)]
+#[rtype(result = "Result<Performance, CatalogError>")]
+pub struct CreatePerformance {
+    pub id: String,
+    pub title: String,
+    pub seats: PerformanceSeats,
+}
+
+impl Handler<CreatePerformance> for Catalog {
+    type Result = ResponseFuture<Result<Performance, CatalogError>>;
+    fn handle(&mut self, msg: CreatePerformance, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let result = self.create_performance(msg);
+        Box::pin(async move {
+            let performance = result?;
+            store.durable().await?;
+            Ok(performance)
+        })
+    }
+}
+
+impl Catalog {
+    fn create_performance(&mut self, msg: CreatePerformance) -> Result<Performance, CatalogError> {
+        if self.state.performances.contains_key(&msg.id) {
+            return Err(CatalogError::PerformanceExists);
+        }
+        let mut next = self.state.clone();
+        let mut batch = Batch::default();
+        let (performance, seat_map) = match msg.seats {
+            PerformanceSeats::Schedule(id) => {
+                let s = self.state.schedules.get(&id).ok_or(CatalogError::UnknownSchedule)?;
+                let p = Performance {
+                    id: msg.id.clone(),
+                    title: msg.title,
+                    seat_map: s.seat_map_id(),
+                    seats: s.seats,
+                    price: s.price,
+                    created_at: now_ms(),
+                };
+                (p, None)
+            }
+            PerformanceSeats::New { labels, price } => {
+                let seat_map = SeatMapSnapshot::new(Performance::own_seat_map_id(&msg.id), labels, price);
+                let p = Performance {
+                    id: msg.id.clone(),
+                    title: msg.title,
+                    seat_map: seat_map.id.clone(),
+                    seats: seat_map.seats.len() as u32,
+                    price,
+                    created_at: now_ms(),
+                };
+                batch.put(&Key::SeatMap(seat_map.id.clone()), &seat_map)?;
+                (p, Some(seat_map))
+            }
+        };
+        next.performances.insert(performance.id.clone(), performance.clone());
+        // The performance and its seat map appear together or not at all.
+        batch.put(&Key::Catalog, &next)?;
+        self.store.apply(batch)?;
+        self.state = next;
+        if let Some(seat_map) = seat_map {
+            self.registry.start_seat_map(seat_map)?;
+        }
+        self.registry.route_performance(&performance.id, &performance.seat_map);
+        Ok(performance)
+    }
+}
+
+/// A performance with how many of its seats are available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerformanceView {
+    pub performance: Performance,
+    pub available: usize,
+}
+
+/// Every performance, with its availability.
+#[derive(Message)]
+#[rtype(result = "Vec<PerformanceView>")]
+pub struct ListPerformances;
+
+impl Handler<ListPerformances> for Catalog {
+    type Result = ResponseFuture<Vec<PerformanceView>>;
+    fn handle(&mut self, _: ListPerformances, _: &mut Context<Self>) -> Self::Result {
+        let all: Vec<(Performance, Option<Addr<super::seat_map::SeatMap>>)> =
+            self.state.performances.values().map(|p| (p.clone(), self.registry.seat_map(&p.seat_map))).collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(all.len());
+            for (performance, addr) in all {
+                let available = match addr {
+                    Some(a) => a.send(Availability).await.map(|(free, _)| free).unwrap_or(0),
+                    None => 0,
+                };
+                out.push(PerformanceView { performance, available });
+            }
+            out
         })
     }
 }

@@ -2,6 +2,7 @@
 //! mailbox; that is the only lock. See each module for its invariants.
 
 pub mod catalog;
+pub mod gateway;
 pub mod registry;
 pub mod seat_map;
 pub mod waiting_queue;

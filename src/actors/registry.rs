@@ -2,7 +2,8 @@
 //! routing tables (which seat map a reservation or schedule lives on), never business
 //! state. Domain actors run on a small pool of arbiters (threads), spread by id.
 
-use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreateSchedule};
+use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance, CreateSchedule, PerformanceSeats};
+use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet};
@@ -12,6 +13,13 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
+
+/// Where a booking lives: its seat map and its reservation there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingRoute {
+    pub seat_map: String,
+    pub reservation: u64,
+}
 
 #[derive(Clone)]
 pub struct Registry {
@@ -28,6 +36,15 @@ struct Inner {
     reservations: DashMap<u64, String>,
     /// schedule id -> (concert id, seat map id).
     schedules: DashMap<u64, (u64, String)>,
+    /// performance id -> seat map id.
+    performances: DashMap<String, String>,
+    /// booking id and payment intent id -> where the booking lives.
+    bookings: DashMap<String, BookingRoute>,
+    intents: DashMap<String, BookingRoute>,
+    /// user -> their booking ids, oldest first.
+    user_bookings: DashMap<u64, Vec<String>>,
+    gateway: OnceLock<Arc<dyn PaymentGateway>>,
+    test_gateway: OnceLock<Addr<TestGateway>>,
     queue: OnceLock<Addr<WaitingQueue>>,
     catalog: OnceLock<Addr<Catalog>>,
 }
@@ -47,12 +64,30 @@ impl Registry {
                 wallets: DashMap::new(),
                 reservations: DashMap::new(),
                 schedules: DashMap::new(),
+                performances: DashMap::new(),
+                bookings: DashMap::new(),
+                intents: DashMap::new(),
+                user_bookings: DashMap::new(),
+                gateway: OnceLock::new(),
+                test_gateway: OnceLock::new(),
                 queue: OnceLock::new(),
                 catalog: OnceLock::new(),
             }),
         };
-        for (_, r) in store.scan::<Reservation>(&Key::Reservation(0))? {
-            registry.inner.reservations.insert(r.id, r.seat_map);
+        // The gateway comes first: seat maps settle unfinished refunds as they start.
+        let gateway = TestGateway::load(store.clone())?;
+        let gateway = TestGateway::start_in_arbiter(&registry.arbiter_for(&"gateway"), |_| gateway);
+        let client = TestGatewayClient {
+            addr: gateway.clone(),
+            slow: settings.test_gateway_delay,
+            stall: settings.gateway_timeout * 2,
+        };
+        let _ = registry.inner.gateway.set(Arc::new(client));
+        let _ = registry.inner.test_gateway.set(gateway);
+        let mut reservations = store.scan::<Reservation>(&Key::Reservation(0))?;
+        reservations.sort_by_key(|(_, r)| r.created_at);
+        for (_, r) in reservations {
+            registry.route_reservation(&r);
         }
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             registry.start_seat_map(snapshot)?;
@@ -60,6 +95,9 @@ impl Registry {
         let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
             registry.route_schedule(s.id, s.concert, s.seat_map_id());
+        }
+        for p in catalog_state.performances.values() {
+            registry.route_performance(&p.id, &p.seat_map);
         }
         let policy = QueuePolicy {
             admit_rate: settings.queue_admit_rate,
@@ -89,7 +127,23 @@ impl Registry {
                 .send(CreateSchedule { concert: concert.id, starts_at: first + n * day, seats: 50, price: 80_000 })
                 .await??;
         }
-        tracing::info!("loaded the demo catalog: concert 1 with schedules 1, 2, 3");
+        let rows = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"];
+        let labels = rows.iter().flat_map(|r| (1..=10).map(move |n| format!("{r}{n}"))).collect();
+        let perf = CreatePerformance {
+            id: "perf_001".into(),
+            title: "Boxoffice Live 2026: the B-side".into(),
+            seats: PerformanceSeats::New { labels, price: 30_000 },
+        };
+        self.catalog().send(perf).await??;
+        let shared = CreatePerformance {
+            id: "1".into(),
+            title: "Boxoffice Live 2026".into(),
+            seats: PerformanceSeats::Schedule(1),
+        };
+        self.catalog().send(shared).await??;
+        tracing::info!(
+            "loaded the demo catalog: concert 1 with schedules 1, 2, 3; performances perf_001 and 1 (= schedule 1)"
+        );
         Ok(())
     }
 
@@ -131,8 +185,49 @@ impl Registry {
         self.inner.seat_maps.get(id).map(|a| a.clone())
     }
 
-    pub fn route_reservation(&self, reservation: u64, seat_map: &str) {
-        self.inner.reservations.insert(reservation, seat_map.to_string());
+    /// Remember where a reservation (and, for a booking, its ids) lives.
+    pub fn route_reservation(&self, r: &Reservation) {
+        self.inner.reservations.insert(r.id, r.seat_map.clone());
+        if let Some(b) = &r.booking {
+            let route = BookingRoute { seat_map: r.seat_map.clone(), reservation: r.id };
+            self.inner.bookings.insert(b.id.clone(), route.clone());
+            self.inner.intents.insert(b.intent.clone(), route);
+            self.inner.user_bookings.entry(r.user).or_default().push(b.id.clone());
+        }
+    }
+
+    pub fn booking(&self, id: &str) -> Option<BookingRoute> {
+        self.inner.bookings.get(id).map(|e| e.clone())
+    }
+
+    pub fn booking_of_intent(&self, intent: &str) -> Option<BookingRoute> {
+        self.inner.intents.get(intent).map(|e| e.clone())
+    }
+
+    /// Every booking of `user`, oldest first.
+    pub fn bookings_of(&self, user: u64) -> Vec<BookingRoute> {
+        let ids = self.inner.user_bookings.get(&user).map(|v| v.clone()).unwrap_or_default();
+        ids.iter().filter_map(|id| self.booking(id)).collect()
+    }
+
+    pub fn route_performance(&self, performance: &str, seat_map: &str) {
+        self.inner.performances.insert(performance.to_string(), seat_map.to_string());
+    }
+
+    pub fn seat_map_of_performance(&self, performance: &str) -> Option<Addr<SeatMap>> {
+        let id = self.inner.performances.get(performance)?.clone();
+        self.seat_map(&id)
+    }
+
+    /// The payment gateway bookings are charged through.
+    pub fn gateway(&self) -> Arc<dyn PaymentGateway> {
+        // unwrap: set in `start` before any seat map starts.
+        self.inner.gateway.get().expect("gateway started").clone()
+    }
+
+    /// The test gateway, when it is the one in use.
+    pub fn test_gateway(&self) -> Option<&Addr<TestGateway>> {
+        self.inner.test_gateway.get()
     }
 
     pub fn seat_map_of_reservation(&self, reservation: u64) -> Option<Addr<SeatMap>> {

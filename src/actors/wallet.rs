@@ -304,8 +304,13 @@ impl Handler<Reserve> for Wallet {
         let store = self.store.clone();
         let user = self.state.user;
         Box::pin(async move {
-            let hold =
-                HoldSeats { user, seats: msg.seats, ttl: msg.ttl, key: Some((msg.key.clone(), msg.fingerprint)) };
+            let hold = HoldSeats {
+                user,
+                seats: msg.seats,
+                ttl: msg.ttl,
+                key: Some((msg.key.clone(), msg.fingerprint)),
+                booking: None,
+            };
             let answer = match msg.seat_map.send(hold).await {
                 Ok(Ok(r)) => Answer::Reserved(r),
                 Ok(Err(SeatError::Storage(e))) => {
@@ -597,7 +602,8 @@ mod tests {
     async fn interrupted_payment(registry: &Registry, store: &Store, commit: bool) -> u64 {
         let seat_map =
             registry.start_seat_map(SeatMapSnapshot::new("t".into(), ["1".to_string()], 100)).expect("seat map");
-        let hold = HoldSeats { user: 1, seats: vec!["1".into()], ttl: Duration::from_secs(60), key: None };
+        let hold =
+            HoldSeats { user: 1, seats: vec!["1".into()], ttl: Duration::from_secs(60), key: None, booking: None };
         let r = seat_map.send(hold).await.expect("mailbox").expect("hold");
         let wallet = registry.wallet(1).expect("wallet");
         wallet

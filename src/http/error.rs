@@ -1,4 +1,5 @@
-//! Contract Q's error: `{"status", "error", "code", "message"}` with the contract's status.
+//! The contracts' errors. Contract Q: `{"status", "error", "code", "message"}`; contract
+//! B: `{"error": "..."}`; each with the contract's status codes.
 
 use super::BadRequest;
 use crate::actors::catalog::CatalogError;
@@ -119,6 +120,8 @@ impl From<CatalogError> for QError {
         match e {
             CatalogError::UnknownConcert => QError::not_found("CONCERT_NOT_FOUND", e.to_string()),
             CatalogError::NoSchedules => QError::not_found("NO_AVAILABLE_SCHEDULES", e.to_string()),
+            CatalogError::UnknownSchedule => QError::not_found("SCHEDULE_NOT_FOUND", e.to_string()),
+            CatalogError::PerformanceExists => QError::new(StatusCode::CONFLICT, "PERFORMANCE_EXISTS", e.to_string()),
             CatalogError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
         }
     }
@@ -138,6 +141,7 @@ impl From<SeatError> for QError {
             SeatError::NotYours => QError::forbidden(msg),
             SeatError::AlreadyConfirmed => QError::new(StatusCode::CONFLICT, "ALREADY_CONFIRMED", msg),
             SeatError::PaymentInProgress => QError::new(StatusCode::CONFLICT, "PAYMENT_IN_PROGRESS", msg),
+            SeatError::NotPending => QError::new(StatusCode::CONFLICT, "NOT_PENDING", msg),
             SeatError::KeyReused => QError::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", msg),
             SeatError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
         }
@@ -163,6 +167,104 @@ impl From<PayRefusal> for QError {
             PayRefusal::InsufficientBalance { .. } => {
                 QError::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", e.to_string())
             }
+        }
+    }
+}
+
+/// The body of every contract B error: `{"error": "Seat A2 is not available."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BErrorBody {
+    #[schema(example = "Seat A2 is not available.")]
+    pub error: String,
+}
+
+/// A contract B error: a status and the text of its `error` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl BError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        BError { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl std::fmt::Display for BError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl ResponseError for BError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(BErrorBody { error: self.message.clone() })
+    }
+}
+
+impl From<AuthError> for BError {
+    fn from(e: AuthError) -> Self {
+        BError::new(StatusCode::UNAUTHORIZED, format!("Unauthorized: {e}."))
+    }
+}
+
+impl From<BadRequest> for BError {
+    fn from(e: BadRequest) -> Self {
+        BError::bad_request(e.0)
+    }
+}
+
+impl From<MailboxError> for BError {
+    fn from(_: MailboxError) -> Self {
+        BError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again.")
+    }
+}
+
+impl From<CatalogError> for BError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::PerformanceExists => BError::new(StatusCode::CONFLICT, "A performance with this id exists."),
+            CatalogError::UnknownSchedule => BError::bad_request("No such schedule."),
+            CatalogError::UnknownConcert | CatalogError::NoSchedules => BError::not_found(e.to_string()),
+            CatalogError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
+        }
+    }
+}
+
+/// The seat map's refusals in contract B's words. Endpoints that word 403 and 404 their
+/// own way map those first.
+impl From<SeatError> for BError {
+    fn from(e: SeatError) -> Self {
+        match e {
+            SeatError::Taken(seat) => BError::bad_request(format!("Seat {seat} is not available.")),
+            SeatError::UnknownSeat(seat) => BError::bad_request(format!("Seat {seat} does not exist.")),
+            SeatError::DuplicateSeat(seat) => BError::bad_request(format!("Seat {seat} is listed more than once.")),
+            SeatError::NoSeats => BError::bad_request("User, performance, and seats are required."),
+            SeatError::NotFound => BError::not_found("Booking not found."),
+            SeatError::NotYours => BError::forbidden("Unauthorized to access this booking."),
+            SeatError::NotPending | SeatError::Expired | SeatError::Cancelled | SeatError::AlreadyConfirmed => {
+                BError::bad_request("Only pending bookings can be cancelled.")
+            }
+            SeatError::PaymentInProgress => {
+                BError::new(StatusCode::CONFLICT, "A payment for this booking is already in progress.")
+            }
+            SeatError::KeyReused => {
+                BError::new(StatusCode::UNPROCESSABLE_ENTITY, "This Idempotency-Key was used with a different request.")
+            }
+            SeatError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
         }
     }
 }

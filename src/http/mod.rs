@@ -3,11 +3,13 @@
 //! answer. The extractors here are shared by every contract; each is generic over the
 //! contract's error type, so a bad token or body is answered in that contract's shape.
 
+pub mod bookings;
 pub mod concerts;
 pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod payments;
+pub mod performances;
 pub mod queue;
 pub mod reservations;
 pub mod users;
@@ -93,19 +95,35 @@ impl<T: DeserializeOwned + 'static, E: From<BadRequest> + ResponseError + 'stati
 /// The `Idempotency-Key` header, required where the extractor is used.
 pub struct IdempotencyKey<E>(pub String, PhantomData<E>);
 
+/// The `Idempotency-Key` header where it is optional; a malformed one is still a 400.
+pub struct MaybeIdempotencyKey<E>(pub Option<String>, PhantomData<E>);
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, BadRequest> {
+    let Some(v) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let k = v.to_str().map_err(|_| BadRequest("the Idempotency-Key header must be visible ASCII".into()))?.trim();
+    if k.is_empty() || k.len() > 255 {
+        return Err(BadRequest("the Idempotency-Key header must be 1 to 255 characters".into()));
+    }
+    Ok(Some(k.to_string()))
+}
+
 impl<E: From<BadRequest> + ResponseError + 'static> FromRequest for IdempotencyKey<E> {
     type Error = E;
     type Future = Ready<Result<Self, E>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let key = req.headers().get("idempotency-key").map(|v| v.to_str().map(|s| s.trim().to_string()));
-        ready(match key {
-            None => Err(E::from(BadRequest("the Idempotency-Key header is required".into()))),
-            Some(Err(_)) => Err(E::from(BadRequest("the Idempotency-Key header must be visible ASCII".into()))),
-            Some(Ok(k)) if k.is_empty() || k.len() > 255 => {
-                Err(E::from(BadRequest("the Idempotency-Key header must be 1 to 255 characters".into())))
-            }
-            Some(Ok(k)) => Ok(IdempotencyKey(k, PhantomData)),
+        ready(match idempotency_key(req) {
+            Ok(Some(k)) => Ok(IdempotencyKey(k, PhantomData)),
+            Ok(None) => Err(E::from(BadRequest("the Idempotency-Key header is required".into()))),
+            Err(e) => Err(E::from(e)),
         })
+    }
+}
+
+impl<E: From<BadRequest> + ResponseError + 'static> FromRequest for MaybeIdempotencyKey<E> {
+    type Error = E;
+    type Future = Ready<Result<Self, E>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(idempotency_key(req).map(|k| MaybeIdempotencyKey(k, PhantomData)).map_err(E::from))
     }
 }
 
@@ -126,4 +144,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     reservations::routes(cfg);
     users::routes(cfg);
     payments::routes(cfg);
+    bookings::routes(cfg);
+    performances::routes(cfg);
 }

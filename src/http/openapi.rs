@@ -1,12 +1,12 @@
 //! The OpenAPI document served at `/openapi.json`, gathered from the handlers' annotations.
 
-use super::{concerts, health, payments, queue, reservations, users};
+use super::{bookings, concerts, health, payments, performances, queue, reservations, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`. `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
+    info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`. `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
     paths(
         health::healthz,
         queue::issue, queue::check,
@@ -14,6 +14,8 @@ use utoipa::{Modify, OpenApi};
         reservations::reserve, reservations::get,
         users::amount, users::charge,
         payments::pay,
+        bookings::create, bookings::mine, bookings::get, bookings::cancel, bookings::execute,
+        performances::list, performances::create, performances::seats, performances::occupied, performances::charges,
     ),
     modifiers(&BearerAuth)
 )]

@@ -171,6 +171,10 @@ pub async fn get(
         .seat_map_of_reservation(id)
         .ok_or_else(|| QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))?;
     let r = seat_map.send(GetReservation { id }).await??;
+    if r.booking.is_some() {
+        // Bookings are contract B's, read through /bookings.
+        return Err(QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"));
+    }
     if r.user != me.user_id {
         return Err(QError::forbidden("this reservation belongs to another user"));
     }

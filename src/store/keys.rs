@@ -16,6 +16,8 @@ pub enum Key {
     QueueToken(String),
     /// The waiting queue's counters.
     QueueMeta,
+    /// The test payment gateway's record of one charge, by the gateway-side key.
+    GatewayCharge(String),
 }
 
 impl Key {
@@ -27,6 +29,7 @@ impl Key {
             Key::Wallet(user) => format!("wallet/{user:020}").into_bytes(),
             Key::QueueToken(t) => format!("qtoken/{t}").into_bytes(),
             Key::QueueMeta => b"qmeta".to_vec(),
+            Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
         }
     }
 
@@ -39,6 +42,7 @@ impl Key {
             Key::Wallet(_) => b"wallet/".to_vec(),
             Key::QueueToken(_) => b"qtoken/".to_vec(),
             Key::QueueMeta => b"qmeta".to_vec(),
+            Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
         }
     }
 
@@ -52,6 +56,7 @@ impl Key {
             "resv" => Key::Reservation(id.parse().ok()?),
             "wallet" => Key::Wallet(id.parse().ok()?),
             "qtoken" => Key::QueueToken(id.to_string()),
+            "gwcharge" => Key::GatewayCharge(id.to_string()),
             _ => return None,
         })
     }
@@ -70,6 +75,7 @@ mod tests {
             Key::Reservation(42),
             Key::Wallet(7),
             Key::QueueToken("abc".into()),
+            Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
         ] {
             assert_eq!(Key::parse(&k.bytes()), Some(k));
         }

@@ -16,6 +16,15 @@
 //!    wallet whether that payment committed, at start and after [`PAYING_RESOLVE_AFTER`].
 //!    The wallet answers from its durable record, so a debit always ends in a confirmed
 //!    seat and an unrecorded payment always ends in a released or re-held one.
+//!
+//! # Bookings paid by card (contract B)
+//! A booking is a reservation with a [`Booking`] attached; the card payment is run by the
+//! seat map itself, without ever waiting for the gateway inside a handler: see
+//! [`booking`].
+
+pub mod booking;
+
+pub use booking::{Booking, BookingSpec, ChargeState};
 
 use super::registry::Registry;
 use super::wallet::{PaymentDecision, ResolvePayment};
@@ -23,7 +32,7 @@ use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{now_ms, until};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// How long a reservation may stay `Paying` before the seat map asks the wallet.
@@ -75,6 +84,20 @@ pub struct Reservation {
     pub payment: Option<u64>,
     pub paying_since: Option<u64>,
     pub updated_at: u64,
+    /// Set for a contract B booking: its public ids and its card payment.
+    pub booking: Option<Booking>,
+}
+
+impl Reservation {
+    /// Held, paying or confirmed: its seats are taken.
+    pub fn is_live(&self) -> bool {
+        matches!(self.status, ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed)
+    }
+
+    /// A finished booking whose card may still hold money: it must be refunded.
+    pub fn needs_refund(&self) -> bool {
+        !self.is_live() && self.booking.as_ref().is_some_and(|b| b.charge.may_hold_money())
+    }
 }
 
 /// What is persisted besides the reservation records.
@@ -82,13 +105,15 @@ pub struct Reservation {
 pub struct SeatMapSnapshot {
     pub id: String,
     pub seats: Vec<Seat>,
+    /// Finished bookings still owed a refund (see [`Reservation::needs_refund`]).
+    pub settling: Vec<u64>,
 }
 
 impl SeatMapSnapshot {
     /// A fresh seat map with every seat available.
     pub fn new(id: String, labels: impl IntoIterator<Item = String>, price: u64) -> Self {
         let seats = labels.into_iter().map(|label| Seat { label, price, state: SeatState::Available }).collect();
-        SeatMapSnapshot { id, seats }
+        SeatMapSnapshot { id, seats, settling: Vec::new() }
     }
 }
 
@@ -116,6 +141,8 @@ pub enum SeatError {
     PaymentInProgress,
     #[error("this idempotency key was used with a different request")]
     KeyReused,
+    #[error("the booking is not pending")]
+    NotPending,
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -139,9 +166,19 @@ pub struct SeatView {
     pub label: String,
     pub price: u64,
     pub state: SeatState,
-    /// For a held or sold seat: who holds it and until when.
-    pub holder: Option<(u64, u64)>,
-    pub status: Option<ReservationStatus>,
+    /// For a held or sold seat: the reservation that has it.
+    pub holder: Option<Holder>,
+}
+
+/// Who has a seat, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub reservation: u64,
+    pub user: u64,
+    pub until: u64,
+    pub status: ReservationStatus,
+    /// For a booking: its id and the user id as the client wrote it.
+    pub booking: Option<(String, String)>,
 }
 
 pub struct SeatMap {
@@ -157,18 +194,32 @@ pub struct SeatMap {
     timer: Option<(u64, SpawnHandle)>,
     /// After a failed write, no timer fires before this (no busy retry loop).
     backoff_until: u64,
+    /// Bookings whose gateway charge this process is waiting for (never persisted: after
+    /// a restart nothing is in flight).
+    charging: HashSet<u64>,
+    /// Bookings whose refund this process is waiting for.
+    refunding: HashSet<u64>,
 }
 
 impl SeatMap {
     /// Load a seat map and its live reservations from their snapshot.
     pub fn restore(snapshot: SeatMapSnapshot, store: Store, registry: Registry) -> Result<SeatMap, StoreError> {
         let mut live = HashMap::new();
-        for seat in &snapshot.seats {
-            if let SeatState::Held(r) | SeatState::Sold(r) = seat.state {
-                if let std::collections::hash_map::Entry::Vacant(slot) = live.entry(r) {
-                    if let Some(res) = store.get::<Reservation>(&Key::Reservation(r))? {
-                        slot.insert(res);
+        let held = snapshot.seats.iter().filter_map(|s| match s.state {
+            SeatState::Held(r) | SeatState::Sold(r) => Some(r),
+            SeatState::Available => None,
+        });
+        for r in held.chain(snapshot.settling.iter().copied()) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = live.entry(r) {
+                if let Some(mut res) = store.get::<Reservation>(&Key::Reservation(r))? {
+                    // A charge that was in flight when the process stopped has an unknown
+                    // outcome now: a retry reuses its gateway key, an expiry refunds it.
+                    if let Some(b) = res.booking.as_mut() {
+                        if let ChargeState::Charging { .. } = b.charge {
+                            b.charge = ChargeState::Unknown;
+                        }
                     }
+                    slot.insert(res);
                 }
             }
         }
@@ -182,6 +233,8 @@ impl SeatMap {
             registry,
             timer: None,
             backoff_until: 0,
+            charging: HashSet::new(),
+            refunding: HashSet::new(),
         })
     }
 
@@ -190,7 +243,9 @@ impl SeatMap {
     }
 
     fn snapshot(&self) -> SeatMapSnapshot {
-        SeatMapSnapshot { id: self.id.clone(), seats: self.seats.clone() }
+        let mut settling: Vec<u64> = self.live.values().filter(|r| !r.is_live()).map(|r| r.id).collect();
+        settling.sort_unstable();
+        SeatMapSnapshot { id: self.id.clone(), seats: self.seats.clone(), settling }
     }
 
     /// Persist the seats and the given reservations in one atomic write.
@@ -213,25 +268,35 @@ impl SeatMap {
 
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
     /// On a storage failure the in-memory state is put back as it was.
-    fn transition(&mut self, mut res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
-        let before_seats = self.seats.clone();
-        let before = self.live.get(&res.id).cloned();
+    fn transition(&mut self, res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
+        self.commit(res, Some(seats))
+    }
+
+    /// Persist a change to a reservation that leaves the seats as they are (its seats may
+    /// belong to someone else by now).
+    fn save(&mut self, res: Reservation) -> Result<Reservation, SeatError> {
+        self.commit(res, None)
+    }
+
+    fn commit(&mut self, mut res: Reservation, seats: Option<SeatState>) -> Result<Reservation, SeatError> {
+        let before_seats = seats.map(|_| self.seats.clone());
         res.updated_at = now_ms();
-        self.set_seats(&res.seats.clone(), seats);
-        let keep =
-            matches!(res.status, ReservationStatus::Held | ReservationStatus::Paying | ReservationStatus::Confirmed);
+        if let Some(state) = seats {
+            self.set_seats(&res.seats.clone(), state);
+        }
+        // Live reservations, and finished ones still owed a refund, stay in memory.
+        let keep = res.is_live() || res.needs_refund();
+        let before = if keep { self.live.insert(res.id, res.clone()) } else { self.live.remove(&res.id) };
         if let Err(e) = self.persist(&[&res]) {
-            self.seats = before_seats;
-            if let Some(b) = before {
-                self.live.insert(b.id, b);
+            if let Some(s) = before_seats {
+                self.seats = s;
             }
+            match before {
+                Some(b) => self.live.insert(b.id, b),
+                None => self.live.remove(&res.id),
+            };
             tracing::error!(seat_map = %self.id, error = %e, "could not persist a seat map change");
             return Err(e.into());
-        }
-        if keep {
-            self.live.insert(res.id, res.clone());
-        } else {
-            self.live.remove(&res.id);
         }
         Ok(res)
     }
@@ -267,6 +332,7 @@ impl SeatMap {
         }
         let now = now_ms();
         let id = self.store.next_id()?;
+        let booking = msg.booking.map(Booking::new);
         let res = Reservation {
             id,
             seat_map: self.id.clone(),
@@ -280,9 +346,10 @@ impl SeatMap {
             payment: None,
             paying_since: None,
             updated_at: now,
+            booking,
         };
         let res = self.transition(res, SeatState::Held(id))?;
-        self.registry.route_reservation(id, &self.id);
+        self.registry.route_reservation(&res);
         Ok(res)
     }
 
@@ -316,6 +383,7 @@ impl SeatMap {
         for (reservation, user, payment) in stale {
             self.ask_wallet(reservation, user, payment, ctx);
         }
+        self.settle(ctx);
         self.arm(ctx);
     }
 
@@ -412,14 +480,17 @@ impl SeatMap {
     }
 
     fn view(&self, seat: &Seat) -> SeatView {
-        let (holder, status) = match seat.state {
-            SeatState::Held(r) | SeatState::Sold(r) => match self.live.get(&r) {
-                Some(res) => (Some((res.user, res.hold_expires_at)), Some(res.status)),
-                None => (None, None),
-            },
-            SeatState::Available => (None, None),
+        let holder = match seat.state {
+            SeatState::Held(r) | SeatState::Sold(r) => self.live.get(&r).map(|res| Holder {
+                reservation: res.id,
+                user: res.user,
+                until: res.hold_expires_at,
+                status: res.status,
+                booking: res.booking.as_ref().map(|b| (b.id.clone(), b.user_label.clone())),
+            }),
+            SeatState::Available => None,
         };
-        SeatView { label: seat.label.clone(), price: seat.price, state: seat.state, holder, status }
+        SeatView { label: seat.label.clone(), price: seat.price, state: seat.state, holder }
     }
 }
 
@@ -454,6 +525,8 @@ pub struct HoldSeats {
     /// the hold is live returns the same reservation; another request with the key is
     /// refused.
     pub key: Option<(String, [u8; 32])>,
+    /// Make the hold a contract B booking.
+    pub booking: Option<BookingSpec>,
 }
 
 impl Handler<HoldSeats> for SeatMap {
@@ -526,6 +599,7 @@ impl Handler<BeginPayment> for SeatMap {
             Some(r) => r.clone(),
             None => {
                 return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
+                    Some(r) if r.booking.is_some() => SeatError::NotFound,
                     Some(r) if r.user != msg.user => SeatError::NotYours,
                     Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
                     Some(_) => SeatError::Expired,
@@ -533,6 +607,10 @@ impl Handler<BeginPayment> for SeatMap {
                 })
             }
         };
+        if r.booking.is_some() {
+            // A booking is paid by card through contract B, never from a wallet.
+            return Err(SeatError::NotFound);
+        }
         if r.user != msg.user {
             return Err(SeatError::NotYours);
         }
@@ -593,12 +671,16 @@ impl Handler<CancelReservation> for SeatMap {
     fn handle(&mut self, msg: CancelReservation, ctx: &mut Context<Self>) -> Self::Result {
         let Some(r) = self.live.get(&msg.reservation).cloned() else {
             return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
+                Some(r) if r.booking.is_some() => SeatError::NotFound,
                 Some(r) if r.user != msg.user => SeatError::NotYours,
                 Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
                 Some(_) => SeatError::Expired,
                 None => SeatError::NotFound,
             });
         };
+        if r.booking.is_some() {
+            return Err(SeatError::NotFound);
+        }
         if r.user != msg.user {
             return Err(SeatError::NotYours);
         }

@@ -1,0 +1,453 @@
+//! Contract B's half of the seat map: bookings, and paying them by card.
+//!
+//! A booking is a [`Reservation`] with a [`Booking`] attached: its seats were locked all
+//! or none by one `HoldSeats`, and its lock runs out at `hold_expires_at` like any hold.
+//!
+//! # Charging a card without blocking the seat map
+//! [`ExecuteBooking`] runs in three steps; the first and the last inside the actor, the
+//! gateway call between them outside it, so the seat map goes on serving (and its timer
+//! goes on expiring locks) while the gateway thinks:
+//! 1. Check the booking (the caller's, pending, lock not run out, no charge in flight),
+//!    record `Charging` and persist it; the gateway key is `{intent}-{attempt}`.
+//! 2. Once that is durable, ask the gateway, for at most `BOXOFFICE_GATEWAY_TIMEOUT`.
+//! 3. Apply the answer. Captured while the lock holds: `confirmed`, seats sold. Captured
+//!    after the lock ran out: the booking is `expired` and the charge is refunded.
+//!    Declined: nothing was charged; the booking stays payable and the next attempt uses
+//!    a new key. No answer (a timeout): the outcome is unknown, so the charge becomes
+//!    `Unknown`; a retry reuses the same key, and the gateway answers it with the first
+//!    charge instead of making a second; if nobody retries, the expiry refunds by key.
+//!
+//! So each intent is charged at most once, and money is kept only by a confirmed booking.
+//! A refund voids the key at the gateway, so a capture still on its way is refused. A
+//! finished booking that may still hold money stays in memory, and in the snapshot's
+//! `settling` list, until the gateway acknowledges its refund; a restart resumes it, and
+//! a charge that was in flight when the process stopped counts as `Unknown`.
+
+use super::{HoldSeats, Reservation, ReservationStatus, SeatError, SeatMap, SeatState};
+use crate::actors::gateway::{CardFailure, ChargeRequest, GatewayError};
+use crate::store::Key;
+use crate::time::now_ms;
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long after a failed refund the seat map tries again.
+pub const REFUND_RETRY: Duration = Duration::from_secs(2);
+
+/// At most this many `Idempotency-Key`s of `POST /payments/execute` are kept per booking.
+const MAX_EXECUTIONS: usize = 32;
+
+/// What makes a hold a booking, as the client asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingSpec {
+    /// The performance as the client named it.
+    pub performance: String,
+    /// The user id as the client wrote it (`"user_123"`), shown back to it.
+    pub user_label: String,
+    pub payment_method: Option<String>,
+}
+
+/// A contract B booking: public ids and its card payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booking {
+    pub id: String,
+    pub intent: String,
+    pub performance: String,
+    pub user_label: String,
+    pub payment_method: Option<String>,
+    /// How many attempts the gateway definitely declined; the current attempt's gateway
+    /// key is `{intent}-{attempt}`. It moves on only after a definite decline, never
+    /// after an unknown outcome, so a retry can never charge twice.
+    pub attempt: u32,
+    pub charge: ChargeState,
+    /// The `Idempotency-Key`s `POST /payments/execute` was called with, and their first
+    /// answers (kept with the booking itself, so a retry after a crash finds them).
+    pub executions: Vec<Execution>,
+}
+
+impl Booking {
+    pub fn new(spec: BookingSpec) -> Booking {
+        Booking {
+            id: crate::actors::gateway::random_id(20),
+            intent: crate::actors::gateway::random_id(20),
+            performance: spec.performance,
+            user_label: spec.user_label,
+            payment_method: spec.payment_method,
+            attempt: 0,
+            charge: ChargeState::Unpaid,
+            executions: Vec::new(),
+        }
+    }
+
+    /// The gateway-side idempotency key of the current attempt.
+    pub fn gateway_key(&self) -> String {
+        format!("{}-{}", self.intent, self.attempt)
+    }
+
+    /// `unpaid`, `processing`, `captured` or `refunded`, as clients see it.
+    pub fn payment_status(&self) -> &'static str {
+        match self.charge {
+            ChargeState::Unpaid | ChargeState::Refunded { charge: None, .. } => "unpaid",
+            ChargeState::Charging { .. } | ChargeState::Unknown => "processing",
+            ChargeState::Captured { .. } => "captured",
+            ChargeState::Refunded { charge: Some(_), .. } => "refunded",
+        }
+    }
+}
+
+/// Where a booking's card payment stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChargeState {
+    /// Nothing charged (no attempt yet, or the last one was declined).
+    Unpaid,
+    /// A gateway call is (or was, before a restart) under way.
+    Charging { since: u64 },
+    /// The gateway did not answer in time: the current key may or may not have charged.
+    Unknown,
+    /// The gateway captured `charge`.
+    Captured { charge: String, at: u64 },
+    /// The key was refunded and voided (`charge` is what it had captured, if anything).
+    Refunded { charge: Option<String>, at: u64 },
+}
+
+impl ChargeState {
+    /// Whether the gateway may hold this booking's money.
+    pub fn may_hold_money(&self) -> bool {
+        matches!(self, ChargeState::Charging { .. } | ChargeState::Unknown | ChargeState::Captured { .. })
+    }
+}
+
+/// One keyed `POST /payments/execute` and its first answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+    pub outcome: ExecuteOutcome,
+}
+
+/// The answer to a payment attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecuteOutcome {
+    Paid { processed_at: u64 },
+    Failed(CardFailure),
+}
+
+impl ExecuteOutcome {
+    fn failed(code: &str, concept: &str) -> Self {
+        ExecuteOutcome::Failed(CardFailure::new(code, concept))
+    }
+}
+
+/// What the first step of a payment decided.
+enum Begun {
+    /// Answered without the gateway (a replay, a finished booking).
+    Answer(ExecuteOutcome),
+    /// Ask the gateway this.
+    Charge(ChargeRequest),
+}
+
+impl SeatMap {
+    /// A reservation of this seat map, live or finished.
+    fn find(&self, id: u64) -> Result<Reservation, SeatError> {
+        if let Some(r) = self.live.get(&id) {
+            return Ok(r.clone());
+        }
+        match self.store.get::<Reservation>(&Key::Reservation(id))? {
+            Some(r) if r.seat_map == self.id => Ok(r),
+            _ => Err(SeatError::NotFound),
+        }
+    }
+
+    /// A booking of `user`: not found if it is not a booking, not yours if it is not theirs.
+    fn find_booking(&self, id: u64, user: u64) -> Result<Reservation, SeatError> {
+        let r = self.find(id)?;
+        if r.booking.is_none() {
+            return Err(SeatError::NotFound);
+        }
+        if r.user != user {
+            return Err(SeatError::NotYours);
+        }
+        Ok(r)
+    }
+
+    /// Expire a held booking whose lock has run out but whose timer has not fired yet.
+    fn expire_now(&mut self, mut r: Reservation, ctx: &mut Context<Self>) -> Result<(), SeatError> {
+        r.status = ReservationStatus::Expired;
+        self.transition(r, SeatState::Available)?;
+        self.settle(ctx);
+        self.arm(ctx);
+        Ok(())
+    }
+
+    fn begin_charge(&mut self, msg: &ExecuteBooking, ctx: &mut Context<Self>) -> Result<Begun, SeatError> {
+        let mut r = self.find_booking(msg.reservation, msg.user)?;
+        let Some(b) = r.booking.as_mut() else { return Err(SeatError::NotFound) };
+        if let Some((key, fingerprint)) = &msg.key {
+            if let Some(e) = b.executions.iter().find(|e| &e.key == key) {
+                return if &e.fingerprint == fingerprint {
+                    Ok(Begun::Answer(e.outcome.clone()))
+                } else {
+                    Err(SeatError::KeyReused)
+                };
+            }
+        }
+        if self.charging.contains(&r.id) {
+            return Err(SeatError::PaymentInProgress);
+        }
+        match r.status {
+            ReservationStatus::Confirmed => {
+                let processed_at = match b.charge {
+                    ChargeState::Captured { at, .. } => at,
+                    _ => r.updated_at,
+                };
+                return Ok(Begun::Answer(ExecuteOutcome::Paid { processed_at }));
+            }
+            ReservationStatus::Cancelled => {
+                return Ok(Begun::Answer(ExecuteOutcome::failed("BOOKING_CANCELLED", "CLIENT_ERROR")))
+            }
+            ReservationStatus::Expired => {
+                return Ok(Begun::Answer(ExecuteOutcome::failed("BOOKING_EXPIRED", "CLIENT_ERROR")))
+            }
+            ReservationStatus::Paying => return Err(SeatError::PaymentInProgress),
+            ReservationStatus::Held => {}
+        }
+        if r.hold_expires_at <= now_ms() {
+            self.expire_now(r, ctx)?;
+            return Ok(Begun::Answer(ExecuteOutcome::failed("BOOKING_EXPIRED", "CLIENT_ERROR")));
+        }
+        b.charge = ChargeState::Charging { since: now_ms() };
+        let req =
+            ChargeRequest { key: b.gateway_key(), amount: r.price, token: msg.token.clone(), cvv: msg.cvv.clone() };
+        let id = r.id;
+        self.save(r)?;
+        self.charging.insert(id);
+        Ok(Begun::Charge(req))
+    }
+
+    /// Step 3: apply the gateway's answer (see the module docs).
+    fn finish_charge(
+        &mut self,
+        id: u64,
+        answer: Result<crate::actors::gateway::GatewayCharge, GatewayError>,
+        key: Option<(String, [u8; 32])>,
+        ctx: &mut Context<Self>,
+    ) -> Result<ExecuteOutcome, SeatError> {
+        self.charging.remove(&id);
+        let Some(mut r) = self.live.get(&id).cloned() else {
+            // Only a booking with a charge in flight gets here, and those stay live.
+            tracing::error!(seat_map = %self.id, reservation = id, "a charge finished for a booking that is gone");
+            return Err(SeatError::NotFound);
+        };
+        let now = now_ms();
+        let lock_holds = r.status == ReservationStatus::Held && r.hold_expires_at > now;
+        let Some(b) = r.booking.as_mut() else { return Err(SeatError::NotFound) };
+        let (outcome, keep_answer, seats) = match answer {
+            Ok(charge) => {
+                b.charge = ChargeState::Captured { charge: charge.id, at: now };
+                if lock_holds {
+                    r.status = ReservationStatus::Confirmed;
+                    (ExecuteOutcome::Paid { processed_at: now }, true, Some(SeatState::Sold(id)))
+                } else {
+                    tracing::warn!(seat_map = %self.id, reservation = id, "captured after the lock ran out; refunding");
+                    let seats = (r.status == ReservationStatus::Held).then_some(SeatState::Available);
+                    r.status = ReservationStatus::Expired;
+                    (ExecuteOutcome::failed("BOOKING_EXPIRED", "CLIENT_ERROR"), true, seats)
+                }
+            }
+            Err(GatewayError::Declined(failure)) => {
+                b.charge = ChargeState::Unpaid;
+                b.attempt += 1;
+                (ExecuteOutcome::Failed(failure), true, None)
+            }
+            // The outcome is unknown: not an answer to keep for the key, a retry must
+            // ask again (with the same gateway key).
+            Err(GatewayError::Timeout) => {
+                b.charge = ChargeState::Unknown;
+                (ExecuteOutcome::failed("GATEWAY_TIMEOUT", "SERVER_ERROR"), false, None)
+            }
+            Err(GatewayError::Unavailable(e)) => {
+                tracing::warn!(seat_map = %self.id, reservation = id, error = %e, "payment gateway unavailable");
+                b.charge = ChargeState::Unknown;
+                (ExecuteOutcome::failed("GATEWAY_UNAVAILABLE", "SERVER_ERROR"), false, None)
+            }
+        };
+        if let (true, Some((key, fingerprint))) = (keep_answer, key) {
+            if b.executions.len() >= MAX_EXECUTIONS {
+                b.executions.remove(0);
+            }
+            b.executions.push(Execution { key, fingerprint, outcome: outcome.clone() });
+        }
+        match seats {
+            Some(state) => self.transition(r, state)?,
+            None => self.save(r)?,
+        };
+        self.settle(ctx);
+        self.arm(ctx);
+        Ok(outcome)
+    }
+
+    /// Refund every finished booking that may still hold money and has no call in flight.
+    pub(super) fn settle(&mut self, ctx: &mut Context<Self>) {
+        let due: Vec<(u64, String)> = self
+            .live
+            .values()
+            .filter(|r| r.needs_refund() && !self.charging.contains(&r.id) && !self.refunding.contains(&r.id))
+            .filter_map(|r| r.booking.as_ref().map(|b| (r.id, b.gateway_key())))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let gateway = self.registry.gateway();
+        for (id, key) in due {
+            self.refunding.insert(id);
+            let call = gateway.refund(key);
+            ctx.spawn(fut::wrap_future::<_, Self>(call).map(move |answer, act, ctx| act.refunded(id, answer, ctx)));
+        }
+    }
+
+    fn refunded(
+        &mut self,
+        id: u64,
+        answer: Result<Option<crate::actors::gateway::GatewayCharge>, GatewayError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.refunding.remove(&id);
+        let retry = |ctx: &mut Context<Self>| {
+            ctx.run_later(REFUND_RETRY, |act, ctx| act.settle(ctx));
+        };
+        let charge = match answer {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(seat_map = %self.id, reservation = id, error = %e, "refund failed; retrying");
+                retry(ctx);
+                return;
+            }
+        };
+        let Some(mut r) = self.live.get(&id).cloned() else { return };
+        let Some(b) = r.booking.as_mut() else { return };
+        b.charge = ChargeState::Refunded { charge: charge.map(|c| c.id), at: now_ms() };
+        tracing::info!(seat_map = %self.id, reservation = id, booking = %b.id, "refunded a booking that did not keep its seats");
+        if self.save(r).is_err() {
+            retry(ctx);
+        }
+    }
+}
+
+/// Lock every listed seat for a new booking, or none; answered once it is durable.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct BookSeats {
+    pub user: u64,
+    pub seats: Vec<String>,
+    pub ttl: Duration,
+    /// The request's `Idempotency-Key` and fingerprint: a retry while the booking is
+    /// pending gets the same booking.
+    pub key: Option<(String, [u8; 32])>,
+    pub spec: BookingSpec,
+}
+
+impl Handler<BookSeats> for SeatMap {
+    type Result = ResponseFuture<Result<Reservation, SeatError>>;
+    fn handle(&mut self, msg: BookSeats, ctx: &mut Context<Self>) -> Self::Result {
+        let hold = HoldSeats { user: msg.user, seats: msg.seats, ttl: msg.ttl, key: msg.key, booking: Some(msg.spec) };
+        let result = self.hold(hold);
+        self.arm(ctx);
+        let store = self.store.clone();
+        Box::pin(async move {
+            let r = result?;
+            store.durable().await?;
+            Ok(r)
+        })
+    }
+}
+
+/// Pay a booking by card: charge through the gateway, at most once per intent.
+#[derive(Message)]
+#[rtype(result = "Result<ExecuteOutcome, SeatError>")]
+pub struct ExecuteBooking {
+    pub reservation: u64,
+    pub user: u64,
+    pub token: String,
+    pub cvv: String,
+    /// The request's `Idempotency-Key` and fingerprint, if it had one.
+    pub key: Option<(String, [u8; 32])>,
+}
+
+impl Handler<ExecuteBooking> for SeatMap {
+    type Result = ResponseActFuture<Self, Result<ExecuteOutcome, SeatError>>;
+    fn handle(&mut self, msg: ExecuteBooking, ctx: &mut Context<Self>) -> Self::Result {
+        let req = match self.begin_charge(&msg, ctx) {
+            Ok(Begun::Charge(req)) => req,
+            Ok(Begun::Answer(outcome)) => return Box::pin(fut::ready(Ok(outcome))),
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let store = self.store.clone();
+        let gateway = self.registry.gateway();
+        let timeout = self.registry.settings().gateway_timeout;
+        let call = async move {
+            // The gateway hears of the charge only once `Charging` is on disk.
+            store.durable().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(GatewayError::Timeout),
+            }
+        };
+        let id = msg.reservation;
+        let key = msg.key;
+        Box::pin(
+            fut::wrap_future::<_, Self>(call)
+                .map(move |answer, act, ctx| act.finish_charge(id, answer, key, ctx))
+                .then(|outcome, act, _| {
+                    let store = act.store.clone();
+                    fut::wrap_future(async move {
+                        let outcome = outcome?;
+                        store.durable().await?;
+                        Ok(outcome)
+                    })
+                }),
+        )
+    }
+}
+
+/// Cancel a pending booking of `user` and free its seats.
+#[derive(Message)]
+#[rtype(result = "Result<Reservation, SeatError>")]
+pub struct CancelBooking {
+    pub reservation: u64,
+    pub user: u64,
+}
+
+impl Handler<CancelBooking> for SeatMap {
+    type Result = ResponseFuture<Result<Reservation, SeatError>>;
+    fn handle(&mut self, msg: CancelBooking, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.cancel_booking(msg, ctx);
+        let store = self.store.clone();
+        Box::pin(async move {
+            let r = result?;
+            store.durable().await?;
+            Ok(r)
+        })
+    }
+}
+
+impl SeatMap {
+    fn cancel_booking(&mut self, msg: CancelBooking, ctx: &mut Context<Self>) -> Result<Reservation, SeatError> {
+        let mut r = self.find_booking(msg.reservation, msg.user)?;
+        if self.charging.contains(&r.id) {
+            return Err(SeatError::PaymentInProgress);
+        }
+        if r.status != ReservationStatus::Held {
+            return Err(SeatError::NotPending);
+        }
+        if r.hold_expires_at <= now_ms() {
+            self.expire_now(r, ctx)?;
+            return Err(SeatError::NotPending);
+        }
+        r.status = ReservationStatus::Cancelled;
+        let r = self.transition(r, SeatState::Available)?;
+        // A charge of unknown outcome is refunded.
+        self.settle(ctx);
+        self.arm(ctx);
+        Ok(r)
+    }
+}
