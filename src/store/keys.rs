@@ -18,6 +18,8 @@ pub enum Key {
     QueueMeta,
     /// The test payment gateway's record of one charge, by the gateway-side key.
     GatewayCharge(String),
+    /// A contract B `Idempotency-Key` of `POST /bookings`: the first answer, by user and key.
+    BookingKey(u64, String),
 }
 
 impl Key {
@@ -30,6 +32,7 @@ impl Key {
             Key::QueueToken(t) => format!("qtoken/{t}").into_bytes(),
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
+            Key::BookingKey(user, k) => format!("bkey/{user:020}/{k}").into_bytes(),
         }
     }
 
@@ -43,6 +46,7 @@ impl Key {
             Key::QueueToken(_) => b"qtoken/".to_vec(),
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
+            Key::BookingKey(..) => b"bkey/".to_vec(),
         }
     }
 
@@ -57,6 +61,10 @@ impl Key {
             "wallet" => Key::Wallet(id.parse().ok()?),
             "qtoken" => Key::QueueToken(id.to_string()),
             "gwcharge" => Key::GatewayCharge(id.to_string()),
+            "bkey" => {
+                let (user, key) = id.split_once('/')?;
+                Key::BookingKey(user.parse().ok()?, key.to_string())
+            }
             _ => return None,
         })
     }
@@ -76,6 +84,7 @@ mod tests {
             Key::Wallet(7),
             Key::QueueToken("abc".into()),
             Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
+            Key::BookingKey(123, "retry/1".into()),
         ] {
             assert_eq!(Key::parse(&k.bytes()), Some(k));
         }

@@ -3,6 +3,9 @@
 mod helpers;
 
 mod auth;
+mod booking_recovery;
+mod bookings;
+mod bookings_races;
 mod concurrency;
 mod expiry;
 mod idempotency;

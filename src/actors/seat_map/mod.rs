@@ -24,7 +24,8 @@
 
 pub mod booking;
 
-pub use booking::{Booking, BookingSpec, ChargeState};
+use booking::fingerprint_of;
+pub use booking::{Booking, BookingKeyRecord, BookingSpec, ChargeState};
 
 use super::registry::Registry;
 use super::wallet::{PaymentDecision, ResolvePayment};
@@ -249,11 +250,14 @@ impl SeatMap {
     }
 
     /// Persist the seats and the given reservations in one atomic write.
-    fn persist(&self, changed: &[&Reservation]) -> Result<(), StoreError> {
+    fn persist(&self, changed: &[&Reservation], key: Option<&(Key, BookingKeyRecord)>) -> Result<(), StoreError> {
         let mut batch = Batch::default();
         batch.put(&Key::SeatMap(self.id.clone()), &self.snapshot())?;
         for r in changed {
             batch.put(&Key::Reservation(r.id), *r)?;
+        }
+        if let Some((k, record)) = key {
+            batch.put(k, record)?;
         }
         self.store.apply(batch)
     }
@@ -269,16 +273,23 @@ impl SeatMap {
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
     /// On a storage failure the in-memory state is put back as it was.
     fn transition(&mut self, res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
-        self.commit(res, Some(seats))
+        self.commit(res, Some(seats), None)
     }
 
     /// Persist a change to a reservation that leaves the seats as they are (its seats may
     /// belong to someone else by now).
     fn save(&mut self, res: Reservation) -> Result<Reservation, SeatError> {
-        self.commit(res, None)
+        self.commit(res, None, None)
     }
 
-    fn commit(&mut self, mut res: Reservation, seats: Option<SeatState>) -> Result<Reservation, SeatError> {
+    /// The one place reservations change: seats, the reservation, and (for a keyed
+    /// booking) its idempotency record, in one atomic write.
+    fn commit(
+        &mut self,
+        mut res: Reservation,
+        seats: Option<SeatState>,
+        key: Option<(Key, BookingKeyRecord)>,
+    ) -> Result<Reservation, SeatError> {
         let before_seats = seats.map(|_| self.seats.clone());
         res.updated_at = now_ms();
         if let Some(state) = seats {
@@ -287,7 +298,7 @@ impl SeatMap {
         // Live reservations, and finished ones still owed a refund, stay in memory.
         let keep = res.is_live() || res.needs_refund();
         let before = if keep { self.live.insert(res.id, res.clone()) } else { self.live.remove(&res.id) };
-        if let Err(e) = self.persist(&[&res]) {
+        if let Err(e) = self.persist(&[&res], key.as_ref()) {
             if let Some(s) = before_seats {
                 self.seats = s;
             }
@@ -302,6 +313,14 @@ impl SeatMap {
     }
 
     fn hold(&mut self, msg: HoldSeats) -> Result<Reservation, SeatError> {
+        if let (Some(_), Some((key, fingerprint))) = (&msg.booking, msg.key.clone()) {
+            return self.book_once(msg, key, fingerprint);
+        }
+        self.place(msg, None)
+    }
+
+    /// Hold the seats; `key` is the idempotency record to write with the hold.
+    fn place(&mut self, msg: HoldSeats, key: Option<Key>) -> Result<Reservation, SeatError> {
         if msg.seats.is_empty() {
             return Err(SeatError::NoSeats);
         }
@@ -348,7 +367,8 @@ impl SeatMap {
             updated_at: now,
             booking,
         };
-        let res = self.transition(res, SeatState::Held(id))?;
+        let record = key.map(|k| (k, BookingKeyRecord::booked(fingerprint_of(&res), &self.id, id)));
+        let res = self.commit(res, Some(SeatState::Held(id)), record)?;
         self.registry.route_reservation(&res);
         Ok(res)
     }
