@@ -93,6 +93,13 @@ pub struct Settings {
     /// How long the test gateway takes to answer the `tok_slow` card.
     #[arg(long, env = "BOXOFFICE_TEST_GATEWAY_DELAY", default_value = "2s", value_parser = duration)]
     pub test_gateway_delay: Duration,
+    /// The largest file a chat message may carry.
+    #[arg(long, env = "BOXOFFICE_CHAT_MAX_FILE_BYTES", default_value_t = 10 << 20)]
+    pub chat_max_file_bytes: usize,
+    /// How many events may wait for one WebSocket client; a client that lets more pile up
+    /// (it stopped reading) is disconnected with close code 1008.
+    #[arg(long, env = "BOXOFFICE_WS_OUTBOX", default_value_t = 1024)]
+    pub ws_outbox: usize,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
     pub no_demo: bool,

@@ -3,7 +3,9 @@
 
 pub mod catalog;
 pub mod gateway;
+pub mod hub;
 pub mod registry;
+pub mod room;
 pub mod seat_map;
 pub mod waiting_queue;
 pub mod wallet;

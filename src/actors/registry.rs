@@ -4,13 +4,17 @@
 
 use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance, CreateSchedule, PerformanceSeats};
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
+use super::hub::Hub;
+use super::room::{Author, ChatError, Participant, Room, RoomKind, RoomSettings, RoomSnapshot};
 use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet};
 use crate::config::Settings;
+use crate::store::files::FileStore;
 use crate::store::{Key, Store, StoreError};
 use actix::prelude::*;
 use dashmap::DashMap;
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
@@ -43,6 +47,14 @@ struct Inner {
     intents: DashMap<String, BookingRoute>,
     /// user -> their booking ids, oldest first.
     user_bookings: DashMap<u64, Vec<String>>,
+    /// Chat rooms started so far (others start on first use).
+    rooms: DashMap<u64, Addr<Room>>,
+    /// user -> the rooms they participate in.
+    user_rooms: DashMap<u64, BTreeSet<u64>>,
+    /// (smaller user, larger user) -> their direct room.
+    direct_rooms: DashMap<(u64, u64), u64>,
+    hub: Hub,
+    files: FileStore,
     gateway: OnceLock<Arc<dyn PaymentGateway>>,
     test_gateway: OnceLock<Addr<TestGateway>>,
     queue: OnceLock<Addr<WaitingQueue>>,
@@ -68,6 +80,11 @@ impl Registry {
                 bookings: DashMap::new(),
                 intents: DashMap::new(),
                 user_bookings: DashMap::new(),
+                rooms: DashMap::new(),
+                user_rooms: DashMap::new(),
+                direct_rooms: DashMap::new(),
+                hub: Hub::default(),
+                files: FileStore::open(&settings.data_dir)?,
                 gateway: OnceLock::new(),
                 test_gateway: OnceLock::new(),
                 queue: OnceLock::new(),
@@ -91,6 +108,9 @@ impl Registry {
         }
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             registry.start_seat_map(snapshot)?;
+        }
+        for (_, room) in store.scan::<RoomSnapshot>(&Key::Room(0))? {
+            registry.index_room(&room);
         }
         let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
@@ -217,6 +237,107 @@ impl Registry {
     pub fn seat_map_of_performance(&self, performance: &str) -> Option<Addr<SeatMap>> {
         let id = self.inner.performances.get(performance)?.clone();
         self.seat_map(&id)
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn files(&self) -> &FileStore {
+        &self.inner.files
+    }
+
+    fn index_room(&self, room: &RoomSnapshot) {
+        for p in &room.participants {
+            self.inner.user_rooms.entry(p.user).or_default().insert(room.id);
+        }
+        if room.kind == RoomKind::Direct {
+            if let [a, b] = room.participants.as_slice() {
+                self.inner.direct_rooms.insert((a.user.min(b.user), a.user.max(b.user)), room.id);
+            }
+        }
+    }
+
+    /// The rooms `user` participates in.
+    pub fn rooms_of(&self, user: u64) -> Vec<u64> {
+        self.inner.user_rooms.get(&user).map(|r| r.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The actor of room `id`, started from its snapshot on first use; `None` if there is
+    /// no such room.
+    pub fn room(&self, id: u64) -> Result<Option<Addr<Room>>, StoreError> {
+        if let Some(a) = self.inner.rooms.get(&id) {
+            return Ok(Some(a.clone()));
+        }
+        let Some(snapshot) = self.inner.store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
+        let entry = self.inner.rooms.entry(id);
+        let addr = entry.or_try_insert_with(|| {
+            let room = Room::restore(snapshot, self.inner.store.clone(), self.inner.hub.clone())?;
+            Ok::<_, StoreError>(Room::start_in_arbiter(&self.arbiter_for(&("room", id)), |_| room))
+        })?;
+        Ok(Some(addr.clone()))
+    }
+
+    /// Create a room of `creator` with `others` (a direct room between two users is
+    /// created once: the second request gets the first room, and `false`).
+    pub async fn create_room(
+        &self,
+        creator: &Author,
+        kind: RoomKind,
+        name: Option<String>,
+        description: Option<String>,
+        others: Vec<u64>,
+    ) -> Result<(u64, bool), ChatError> {
+        let now = crate::time::now_ms();
+        let mut users = vec![creator.id];
+        users.extend(others.into_iter().filter(|u| *u != creator.id));
+        let participant = |(i, user): (usize, &u64)| Participant {
+            id: i as u32 + 1,
+            user: *user,
+            name: if *user == creator.id { creator.name.clone() } else { format!("user_{user}") },
+            picture: if *user == creator.id { creator.picture.clone() } else { None },
+            joined_at: now,
+            last_read: 0,
+            last_read_at: None,
+            active: true,
+        };
+        let build = |id: u64| RoomSnapshot {
+            id,
+            name: name.clone(),
+            kind,
+            description: description.clone(),
+            max_participants: super::room::MAX_PARTICIPANTS,
+            created_by: creator.id,
+            active: true,
+            created_at: now,
+            updated_at: now,
+            participants: users.iter().enumerate().map(participant).collect(),
+            settings: RoomSettings::default(),
+        };
+        let store = &self.inner.store;
+        let (room, created) = if kind == RoomKind::Direct && users.len() == 2 {
+            let pair = (users[0].min(users[1]), users[0].max(users[1]));
+            let mut created = false;
+            // The entry stays locked while the room is written: one direct room per pair.
+            let id = *self.inner.direct_rooms.entry(pair).or_try_insert_with(|| {
+                let room = build(store.next_id()?);
+                store.put(&Key::Room(room.id), &room)?;
+                created = true;
+                Ok::<_, StoreError>(room.id)
+            })?;
+            (id, created)
+        } else {
+            let room = build(store.next_id()?);
+            store.put(&Key::Room(room.id), &room)?;
+            (room.id, true)
+        };
+        store.durable().await?;
+        if created {
+            if let Some(snapshot) = store.get::<RoomSnapshot>(&Key::Room(room))? {
+                self.index_room(&snapshot);
+            }
+        }
+        Ok((room, created))
     }
 
     /// The payment gateway bookings are charged through.

@@ -1,8 +1,9 @@
 //! The contracts' errors. Contract Q: `{"status", "error", "code", "message"}`; contract
-//! B: `{"error": "..."}`; each with the contract's status codes.
+//! B: `{"error": "..."}`; contract C: `{"detail": "..."}`; each with its status codes.
 
 use super::BadRequest;
 use crate::actors::catalog::CatalogError;
+use crate::actors::room::ChatError;
 use crate::actors::seat_map::SeatError;
 use crate::actors::waiting_queue::QueueError;
 use crate::actors::wallet::{ChargeRefusal, PayRefusal, WalletError};
@@ -266,5 +267,88 @@ impl From<SeatError> for BError {
             }
             SeatError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
         }
+    }
+}
+
+/// The body of every contract C error, as FastAPI writes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CErrorBody {
+    #[schema(example = "You are not a participant of this room.")]
+    pub detail: String,
+}
+
+/// A contract C error: a status and its `detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CError {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl CError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        CError { status, detail: detail.into() }
+    }
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+}
+
+impl std::fmt::Display for CError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.detail)
+    }
+}
+
+impl ResponseError for CError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(CErrorBody { detail: self.detail.clone() })
+    }
+}
+
+impl From<AuthError> for CError {
+    fn from(e: AuthError) -> Self {
+        CError::new(StatusCode::UNAUTHORIZED, format!("Could not validate credentials: {e}"))
+    }
+}
+
+/// A body that is not the JSON the endpoint takes fails validation, as in FastAPI (422).
+impl From<BadRequest> for CError {
+    fn from(e: BadRequest) -> Self {
+        CError::invalid(e.0)
+    }
+}
+
+impl From<MailboxError> for CError {
+    fn from(_: MailboxError) -> Self {
+        CError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again.")
+    }
+}
+
+impl From<ChatError> for CError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::RoomNotFound => CError::not_found("Chat room not found."),
+            ChatError::NotParticipant => CError::new(StatusCode::FORBIDDEN, "You are not a participant of this room."),
+            ChatError::MessageNotFound => CError::not_found("Message not found."),
+            ChatError::NotSender => CError::new(StatusCode::FORBIDDEN, "Only the sender may change this message."),
+            ChatError::Refused(m) => CError::bad_request(m),
+            ChatError::Invalid(m) => CError::invalid(m),
+            ChatError::Storage(m) => CError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for CError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ChatError::from(e).into()
     }
 }

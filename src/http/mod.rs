@@ -4,6 +4,8 @@
 //! contract's error type, so a bad token or body is answered in that contract's shape.
 
 pub mod bookings;
+pub mod chat;
+pub mod chat_ws;
 pub mod concerts;
 pub mod error;
 pub mod health;
@@ -61,6 +63,21 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
 pub fn identify(req: &HttpRequest) -> Result<Identity, AuthError> {
     let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
     let token = bearer(req).ok_or(AuthError::Missing)?;
+    state.verifier.verify(&token)
+}
+
+/// The token of a WebSocket upgrade or a file link: `Authorization: Bearer`, else the
+/// `token` or `access_token` query parameter.
+pub fn identify_with_query(req: &HttpRequest) -> Result<Identity, AuthError> {
+    let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
+    let token = match bearer(req) {
+        Some(t) => t,
+        None => {
+            let q = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .map_err(|_| AuthError::Missing)?;
+            q.get("token").or_else(|| q.get("access_token")).cloned().ok_or(AuthError::Missing)?
+        }
+    };
     state.verifier.verify(&token)
 }
 
@@ -146,4 +163,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     payments::routes(cfg);
     bookings::routes(cfg);
     performances::routes(cfg);
+    chat::routes(cfg);
+    chat_ws::routes(cfg);
 }

@@ -1,12 +1,12 @@
 //! The OpenAPI document served at `/openapi.json`, gathered from the handlers' annotations.
 
-use super::{bookings, concerts, health, payments, performances, queue, reservations, users};
+use super::{bookings, chat, concerts, health, payments, performances, queue, reservations, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`. `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
+    info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`; contract C's are `{detail}` (its WebSocket protocol is in the README). `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
     paths(
         health::healthz,
         queue::issue, queue::check,
@@ -16,6 +16,9 @@ use utoipa::{Modify, OpenApi};
         payments::pay,
         bookings::create, bookings::mine, bookings::get, bookings::cancel, bookings::execute,
         performances::list, performances::create, performances::seats, performances::occupied, performances::charges,
+        chat::list_rooms, chat::create_room, chat::get_room, chat::participants, chat::list_messages, chat::post_message,
+        chat::edit_message, chat::delete_message, chat::mark_read, chat::search, chat::get_settings, chat::update_settings,
+        chat::online_status, chat::file,
     ),
     modifiers(&BearerAuth)
 )]

@@ -20,6 +20,14 @@ pub enum Key {
     GatewayCharge(String),
     /// A contract B `Idempotency-Key` of `POST /bookings`: the first answer, by user and key.
     BookingKey(u64, String),
+    /// A chat room: its settings, participants and read positions (one snapshot).
+    Room(u64),
+    /// One chat message, by room and message id.
+    Message(u64, u64),
+    /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
+    ///
+    /// [`Store::scan_under`]: super::Store::scan_under
+    MessagesOf(u64),
 }
 
 impl Key {
@@ -33,6 +41,9 @@ impl Key {
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
             Key::BookingKey(user, k) => format!("bkey/{user:020}/{k}").into_bytes(),
+            Key::Room(id) => format!("room/{id:020}").into_bytes(),
+            Key::Message(room, id) => format!("msg/{room:020}/{id:020}").into_bytes(),
+            Key::MessagesOf(room) => format!("msg/{room:020}/").into_bytes(),
         }
     }
 
@@ -47,6 +58,8 @@ impl Key {
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
             Key::BookingKey(..) => b"bkey/".to_vec(),
+            Key::Room(_) => b"room/".to_vec(),
+            Key::Message(..) | Key::MessagesOf(_) => b"msg/".to_vec(),
         }
     }
 
@@ -61,6 +74,11 @@ impl Key {
             "wallet" => Key::Wallet(id.parse().ok()?),
             "qtoken" => Key::QueueToken(id.to_string()),
             "gwcharge" => Key::GatewayCharge(id.to_string()),
+            "room" => Key::Room(id.parse().ok()?),
+            "msg" => {
+                let (room, message) = id.split_once('/')?;
+                Key::Message(room.parse().ok()?, message.parse().ok()?)
+            }
             "bkey" => {
                 let (user, key) = id.split_once('/')?;
                 Key::BookingKey(user.parse().ok()?, key.to_string())
@@ -85,6 +103,8 @@ mod tests {
             Key::QueueToken("abc".into()),
             Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
             Key::BookingKey(123, "retry/1".into()),
+            Key::Room(8),
+            Key::Message(8, 123),
         ] {
             assert_eq!(Key::parse(&k.bytes()), Some(k));
         }

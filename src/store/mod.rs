@@ -12,6 +12,7 @@
 //! it began, so a handler that writes, then awaits `durable()`, answers only once its
 //! change (and everything it read that was written before) survives `kill -9`.
 
+pub mod files;
 mod keys;
 
 pub use keys::Key;
@@ -124,6 +125,18 @@ impl Store {
     pub fn scan<T: DeserializeOwned>(&self, family: &Key) -> Result<Vec<(Key, T)>, StoreError> {
         let mut out = Vec::new();
         for item in self.state.scan_prefix(family.family_prefix()) {
+            let (k, v) = item?;
+            let key = Key::parse(&k)
+                .ok_or_else(|| StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k))))?;
+            out.push((key.clone(), decode(&v, &key)?));
+        }
+        Ok(out)
+    }
+
+    /// Every value under the prefix `prefix` stands for (e.g. `Key::MessagesOf(room)`).
+    pub fn scan_under<T: DeserializeOwned>(&self, prefix: &Key) -> Result<Vec<(Key, T)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.scan_prefix(prefix.bytes()) {
             let (k, v) = item?;
             let key = Key::parse(&k)
                 .ok_or_else(|| StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(&k))))?;

@@ -1,0 +1,211 @@
+//! `Hub`: routes domain events to groups of sessions (`room_{roomId}`, `user_{userId}`),
+//! and counts each user's connections for presence. It knows nothing of any wire format:
+//! an [`Event`] carries a domain [`ChatEvent`], and each session renders it in its own
+//! protocol (an event keeps one rendered copy per protocol, so a fan-out to a thousand
+//! sessions of one protocol renders it once).
+//!
+//! The group tables are lookup tables (group -> sessions), not business state. A publish
+//! never waits: it offers the event to each session's bounded mailbox, and a session
+//! whose mailbox is full (a client that stopped reading) is evicted from every group and
+//! told to close, so one slow reader never slows a room.
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// The group of a room's subscribers.
+pub fn room_group(room: u64) -> String {
+    format!("room_{room}")
+}
+
+/// The group of all of a user's connections.
+pub fn user_group(user: u64) -> String {
+    format!("user_{user}")
+}
+
+/// How many wire protocols render events (contract C's JSON, SignalR).
+pub const PROTOCOLS: usize = 2;
+
+/// A chat message as every protocol sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageEvent {
+    pub room: u64,
+    pub id: u64,
+    pub sender: u64,
+    pub sender_name: String,
+    pub sender_picture: Option<String>,
+    /// `None` for a message without text (an image-only or a system card).
+    pub content: Option<String>,
+    pub kind: String,
+    pub file: Option<FileRef>,
+    pub reply_to: Option<u64>,
+    pub created_at: u64,
+    pub edited_at: Option<u64>,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRef {
+    pub url: String,
+    pub name: String,
+    pub size: u64,
+}
+
+/// What happened, in domain terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatEvent {
+    Message(MessageEvent),
+    MessageUpdated(MessageEvent),
+    MessageDeleted { room: u64, message: u64 },
+    Typing { room: u64, user: u64, user_name: String, is_typing: bool },
+    UserStatus { user: u64, user_name: String, online: bool },
+    MessageRead { room: u64, user: u64, user_name: String, last_read: u64, read_at: u64 },
+}
+
+/// An event on its way to sessions.
+#[derive(Debug)]
+pub struct Event {
+    pub kind: ChatEvent,
+    /// Not delivered to this user's sessions (a typer does not hear their own typing).
+    pub skip_user: Option<u64>,
+    /// One rendered copy per wire protocol, filled by the first session that needs it.
+    pub rendered: [OnceLock<bytestring::ByteString>; PROTOCOLS],
+}
+
+impl Event {
+    pub fn new(kind: ChatEvent) -> Arc<Event> {
+        Arc::new(Event { kind, skip_user: None, rendered: Default::default() })
+    }
+
+    pub fn skipping(kind: ChatEvent, user: u64) -> Arc<Event> {
+        Arc::new(Event { kind, skip_user: Some(user), rendered: Default::default() })
+    }
+
+    /// This event in protocol `slot`, rendered once.
+    pub fn render(&self, slot: usize, f: impl FnOnce(&ChatEvent) -> String) -> bytestring::ByteString {
+        self.rendered[slot].get_or_init(|| f(&self.kind).into()).clone()
+    }
+}
+
+/// An event delivered to a session.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Arc<Event>);
+
+/// A session as the hub knows it.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub session: u64,
+    pub user: u64,
+    pub recipient: Recipient<Deliver>,
+    /// Set when the hub gave up on the session (its mailbox was full): it must close.
+    pub evicted: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Presence {
+    connections: u32,
+    last_seen: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: DashMap<String, HashMap<u64, Subscriber>>,
+    presence: DashMap<u64, Presence>,
+    next_session: AtomicU64,
+    /// Deliveries offered and sessions evicted, for logs and the load tool.
+    delivered: AtomicU64,
+    evicted: AtomicU64,
+}
+
+impl Hub {
+    /// A fresh session id.
+    pub fn session_id(&self) -> u64 {
+        self.inner.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn join(&self, group: &str, sub: Subscriber) {
+        self.inner.groups.entry(group.to_string()).or_default().insert(sub.session, sub);
+    }
+
+    pub fn leave(&self, group: &str, session: u64) {
+        let empty = match self.inner.groups.get_mut(group) {
+            Some(mut members) => {
+                members.remove(&session);
+                members.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.inner.groups.remove_if(group, |_, members| members.is_empty());
+        }
+    }
+
+    /// Offer `event` to every session of `group`, in the caller's order. Never waits.
+    pub fn publish(&self, group: &str, event: &Arc<Event>) {
+        let mut full = Vec::new();
+        if let Some(members) = self.inner.groups.get(group) {
+            for sub in members.values() {
+                if event.skip_user == Some(sub.user) || sub.evicted.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match sub.recipient.try_send(Deliver(event.clone())) {
+                    Ok(()) => {
+                        self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(SendError::Full(_)) => full.push(sub.clone()),
+                    Err(SendError::Closed(_)) => {}
+                }
+            }
+        }
+        for sub in full {
+            self.evict(&sub);
+        }
+    }
+
+    /// Give up on a session that does not keep up: it stops receiving, and closes as soon
+    /// as it runs (its mailbox still holds what it was offered).
+    fn evict(&self, sub: &Subscriber) {
+        if sub.evicted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.inner.evicted.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(session = sub.session, user = sub.user, "evicting a session that stopped reading");
+        for mut members in self.inner.groups.iter_mut() {
+            members.remove(&sub.session);
+        }
+    }
+
+    /// A connection of `user` opened; true if it is their first (they came online).
+    pub fn connected(&self, user: u64) -> bool {
+        let mut p = self.inner.presence.entry(user).or_default();
+        p.connections += 1;
+        p.connections == 1
+    }
+
+    /// A connection of `user` closed; true if it was their last (they went offline).
+    pub fn disconnected(&self, user: u64) -> bool {
+        let mut p = self.inner.presence.entry(user).or_default();
+        p.connections = p.connections.saturating_sub(1);
+        p.last_seen = crate::time::now_ms();
+        p.connections == 0
+    }
+
+    /// Whether `user` has an open connection, and when their last one closed (0: never).
+    pub fn presence(&self, user: u64) -> (bool, u64) {
+        self.inner.presence.get(&user).map(|p| (p.connections > 0, p.last_seen)).unwrap_or((false, 0))
+    }
+
+    /// (deliveries offered, sessions evicted) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.inner.delivered.load(Ordering::Relaxed), self.inner.evicted.load(Ordering::Relaxed))
+    }
+}
