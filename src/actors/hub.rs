@@ -5,9 +5,12 @@
 //! sessions of one protocol renders it once).
 //!
 //! The group tables are lookup tables (group -> sessions), not business state. A publish
-//! never waits: it offers the event to each session's bounded mailbox, and a session
-//! whose mailbox is full (a client that stopped reading) is evicted from every group and
-//! told to close, so one slow reader never slows a room.
+//! never waits: it offers the event to each session's bounded mailbox (its outgoing
+//! queue). A full mailbox is not yet a slow reader: the room's thread can outpace a
+//! session's thread for a burst. The event is queued past the bound, and the session is
+//! evicted from every group and told to close only when its queue has stayed full for
+//! [`CONGESTION_GRACE`] or has grown [`OVERFLOW_FACTOR`] times past its bound. So one
+//! client that stops reading never slows a room, and its memory stays bounded.
 
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -29,6 +32,13 @@ pub fn user_group(user: u64) -> String {
 /// How many wire protocols render events (contract C's JSON, SignalR).
 pub const PROTOCOLS: usize = 2;
 
+/// How long a session's outgoing queue may stay full before it is evicted.
+pub const CONGESTION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How far past its bound (in multiples of it, at most [`MAX_OVERFLOW`] events) a
+/// session's queue may grow before it is evicted.
+pub const OVERFLOW_FACTOR: usize = 64;
+pub const MAX_OVERFLOW: usize = 8192;
+
 /// A chat message as every protocol sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MessageEvent {
@@ -44,6 +54,7 @@ pub struct MessageEvent {
     pub reply_to: Option<u64>,
     pub created_at: u64,
     pub edited_at: Option<u64>,
+    pub updated_at: u64,
     pub deleted: bool,
 }
 
@@ -103,6 +114,18 @@ pub struct Subscriber {
     pub recipient: Recipient<Deliver>,
     /// Set when the hub gave up on the session (its mailbox was full): it must close.
     pub evicted: Arc<AtomicBool>,
+    /// The session's outgoing queue bound, and how it is keeping up.
+    pub outbox: usize,
+    pub congestion: Arc<Congestion>,
+}
+
+/// How far behind a session is.
+#[derive(Debug, Default)]
+pub struct Congestion {
+    /// When its queue was first found full (0: it is keeping up).
+    since: AtomicU64,
+    /// Events queued past the bound since then.
+    overflow: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -160,8 +183,31 @@ impl Hub {
                 match sub.recipient.try_send(Deliver(event.clone())) {
                     Ok(()) => {
                         self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+                        if sub.congestion.since.load(Ordering::Relaxed) != 0 {
+                            sub.congestion.since.store(0, Ordering::Relaxed);
+                            sub.congestion.overflow.store(0, Ordering::Relaxed);
+                        }
                     }
-                    Err(SendError::Full(_)) => full.push(sub.clone()),
+                    Err(SendError::Full(deliver)) => {
+                        let now = crate::time::now_ms();
+                        let c = &sub.congestion;
+                        let since = match c.since.load(Ordering::Relaxed) {
+                            0 => {
+                                c.since.store(now, Ordering::Relaxed);
+                                now
+                            }
+                            t => t,
+                        };
+                        let overflow = c.overflow.fetch_add(1, Ordering::Relaxed) as usize;
+                        let cap = (sub.outbox * OVERFLOW_FACTOR).min(MAX_OVERFLOW);
+                        if now - since > crate::time::ms(CONGESTION_GRACE) || overflow >= cap {
+                            full.push(sub.clone());
+                        } else {
+                            // Past the bound, in order: a burst, not yet a stalled reader.
+                            sub.recipient.do_send(deliver);
+                            self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     Err(SendError::Closed(_)) => {}
                 }
             }

@@ -51,6 +51,8 @@ struct Inner {
     rooms: DashMap<u64, Addr<Room>>,
     /// user -> the rooms they participate in.
     user_rooms: DashMap<u64, BTreeSet<u64>>,
+    /// user -> (name, picture) as their latest token said.
+    profiles: DashMap<u64, (String, Option<String>)>,
     /// (smaller user, larger user) -> their direct room.
     direct_rooms: DashMap<(u64, u64), u64>,
     hub: Hub,
@@ -83,6 +85,7 @@ impl Registry {
                 rooms: DashMap::new(),
                 user_rooms: DashMap::new(),
                 direct_rooms: DashMap::new(),
+                profiles: DashMap::new(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
                 gateway: OnceLock::new(),
@@ -108,6 +111,11 @@ impl Registry {
         }
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             registry.start_seat_map(snapshot)?;
+        }
+        for (key, profile) in store.scan::<(String, Option<String>)>(&Key::Profile(0))? {
+            if let Key::Profile(user) = key {
+                registry.inner.profiles.insert(user, profile);
+            }
         }
         for (_, room) in store.scan::<RoomSnapshot>(&Key::Room(0))? {
             registry.index_room(&room);
@@ -247,6 +255,23 @@ impl Registry {
         &self.inner.files
     }
 
+    /// Remember a user's name and picture from their token (written only when changed).
+    pub fn note_user(&self, id: &crate::auth::Identity) {
+        let profile = (id.name.clone(), id.picture.clone());
+        if self.inner.profiles.get(&id.user_id).is_some_and(|p| *p == profile) {
+            return;
+        }
+        if let Err(e) = self.inner.store.put(&Key::Profile(id.user_id), &profile) {
+            tracing::warn!(user = id.user_id, error = %e, "could not keep a user's profile");
+        }
+        self.inner.profiles.insert(id.user_id, profile);
+    }
+
+    /// A user's name and picture, as far as the server has seen them.
+    pub fn profile(&self, user: u64) -> (String, Option<String>) {
+        self.inner.profiles.get(&user).map(|p| p.clone()).unwrap_or_else(|| (format!("user_{user}"), None))
+    }
+
     fn index_room(&self, room: &RoomSnapshot) {
         for p in &room.participants {
             self.inner.user_rooms.entry(p.user).or_default().insert(room.id);
@@ -291,15 +316,19 @@ impl Registry {
         let now = crate::time::now_ms();
         let mut users = vec![creator.id];
         users.extend(others.into_iter().filter(|u| *u != creator.id));
-        let participant = |(i, user): (usize, &u64)| Participant {
-            id: i as u32 + 1,
-            user: *user,
-            name: if *user == creator.id { creator.name.clone() } else { format!("user_{user}") },
-            picture: if *user == creator.id { creator.picture.clone() } else { None },
-            joined_at: now,
-            last_read: 0,
-            last_read_at: None,
-            active: true,
+        let participant = |(i, user): (usize, &u64)| {
+            let (name, picture) =
+                if *user == creator.id { (creator.name.clone(), creator.picture.clone()) } else { self.profile(*user) };
+            Participant {
+                id: i as u32 + 1,
+                user: *user,
+                name,
+                picture,
+                joined_at: now,
+                last_read: 0,
+                last_read_at: None,
+                active: true,
+            }
         };
         let build = |id: u64| RoomSnapshot {
             id,

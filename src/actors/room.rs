@@ -165,6 +165,7 @@ impl StoredMessage {
             reply_to: self.reply_to,
             created_at: self.created_at,
             edited_at: self.edited_at,
+            updated_at: self.updated_at,
             deleted: self.deleted,
         }
     }
@@ -419,14 +420,13 @@ impl Room {
         };
         let mut batch = Batch::default();
         batch.put(&Key::Message(m.room, m.id), &m)?;
+        // The room's snapshot is rewritten only when the sender's name or picture changed;
+        // its last activity is its newest message.
         let mut next = self.state.clone();
-        next.updated_at = now;
-        // The sender has read what they answer to.
-        if let Some(p) = next.participants.iter_mut().find(|p| p.user == m.sender) {
-            p.last_read = m.id;
+        if Self::refresh_identity(&mut next, &msg.from) {
+            next.updated_at = now;
+            batch.put(&Key::Room(next.id), &next)?;
         }
-        Self::refresh_identity(&mut next, &msg.from);
-        batch.put(&Key::Room(next.id), &next)?;
         self.store.apply(batch)?;
         self.state = next;
         self.messages.push(m.clone());

@@ -79,18 +79,37 @@ pub struct RoomSummaryView {
     pub unread_count: u64,
 }
 
+/// A participant's name: their latest token's, once the server has seen one.
+fn display_name(state: &AppState, user: u64, stored: &str) -> String {
+    let (name, _) = state.registry.profile(user);
+    if name == format!("user_{user}") {
+        stored.to_string()
+    } else {
+        name
+    }
+}
+
+/// The room's name as `user` sees it: a direct room without one is named after the other.
+fn room_name(state: &AppState, r: &RoomSnapshot, user: u64) -> String {
+    match (&r.name, r.participants.iter().find(|p| p.user != user)) {
+        (Some(n), _) => n.clone(),
+        (None, Some(other)) => display_name(state, other.user, &other.name),
+        (None, None) => r.name_for(user),
+    }
+}
+
 impl RoomSummaryView {
-    fn new(s: &RoomSummary, user: u64) -> Self {
+    fn new(state: &AppState, s: &RoomSummary, user: u64) -> Self {
         let r = &s.room;
         let last = s.last_message.as_ref().map(|m| m.content.clone().unwrap_or_default());
         RoomSummaryView {
             room_id: r.id,
-            room_name: r.name_for(user),
+            room_name: room_name(state, r, user),
             room_type: r.kind.as_str(),
             created_by: r.created_by,
             is_active: r.active,
             created_at: rfc3339(r.created_at),
-            updated_at: rfc3339(r.updated_at),
+            updated_at: rfc3339(r.updated_at.max(s.last_message.as_ref().map(|m| m.created_at).unwrap_or(0))),
             participant_count: r.participants.iter().filter(|p| p.active).count(),
             last_message: last,
             unread_count: s.unread,
@@ -113,7 +132,7 @@ pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Resul
         let Some(addr) = state.registry.room(id)? else { continue };
         if let Ok(s) = addr.send(Summary { user: me.user_id }).await? {
             let active_at = s.last_message.as_ref().map(|m| m.created_at).unwrap_or(s.room.created_at);
-            rooms.push((active_at, RoomSummaryView::new(&s, me.user_id)));
+            rooms.push((active_at, RoomSummaryView::new(&state, &s, me.user_id)));
         }
     }
     rooms.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.room_id.cmp(&a.1.room_id)));
@@ -171,6 +190,9 @@ pub async fn create_room(
             return Err(CError::invalid("a direct room has exactly one other participant"))
         }
         RoomKind::Group if name.is_none() => return Err(CError::invalid("a group room needs a room_name")),
+        RoomKind::Group if others.is_empty() => {
+            return Err(CError::invalid("a group room needs at least one other participant"))
+        }
         RoomKind::Group if others.len() as u32 + 1 > crate::actors::room::MAX_PARTICIPANTS => {
             return Err(CError::invalid("a room has at most 100 participants"))
         }
@@ -179,7 +201,7 @@ pub async fn create_room(
     let (id, created) = state.registry.create_room(&author(&me), kind, name, b.room_description, others).await?;
     let (_, addr) = room_of(&state, &id.to_string())?;
     let summary = addr.send(Summary { user: me.user_id }).await??;
-    let view = RoomSummaryView::new(&summary, me.user_id);
+    let view = RoomSummaryView::new(&state, &summary, me.user_id);
     Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
@@ -210,7 +232,7 @@ pub async fn get_room(
     let r: RoomSnapshot = addr.send(GetRoom { user: me.user_id }).await??;
     Ok(HttpResponse::Ok().json(RoomDetail {
         room_id: r.id,
-        room_name: r.name_for(me.user_id),
+        room_name: room_name(&state, &r, me.user_id),
         room_type: r.kind.as_str(),
         room_description: r.description.clone(),
         max_participants: r.max_participants,
@@ -257,7 +279,7 @@ pub async fn participants(
             id: p.id,
             room_id: id,
             user_id: p.user,
-            user_name: p.name.clone(),
+            user_name: display_name(&state, p.user, &p.name),
             joined_at: rfc3339(p.joined_at),
             last_read_at: p.last_read_at.map(rfc3339),
             is_active: p.active,
@@ -782,7 +804,7 @@ pub async fn online_status(
             let last_seen = if online { Some(now) } else { (last > 0).then_some(last) };
             OnlineStatus {
                 user_id: p.user,
-                user_name: p.name.clone(),
+                user_name: display_name(&state, p.user, &p.name),
                 is_online: online,
                 last_seen: last_seen.map(rfc3339),
             }

@@ -96,6 +96,8 @@ impl ChatSession {
             user: self.me.id,
             recipient: ctx.address().recipient(),
             evicted: self.evicted.clone(),
+            outbox: self.outbox,
+            congestion: Default::default(),
         }
     }
 
@@ -200,7 +202,15 @@ pub fn render(e: &ChatEvent) -> String {
     };
     let v = match e {
         ChatEvent::Message(m) => message(m, "message"),
-        ChatEvent::MessageUpdated(m) => message(m, "message_updated"),
+        ChatEvent::MessageUpdated(m) => {
+            // The message as REST shows it, plus the event's own fields.
+            let mut v = message(m, "message_updated");
+            v["message_content"] = json!(m.content.clone().unwrap_or_default());
+            v["edited_at"] = json!(m.edited_at.map(rfc3339));
+            v["created_at"] = json!(rfc3339(m.created_at));
+            v["updated_at"] = json!(rfc3339(m.updated_at));
+            v
+        }
         ChatEvent::MessageDeleted { room, message } => {
             json!({ "type": "message_deleted", "room_id": room, "message_id": message })
         }

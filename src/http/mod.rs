@@ -63,7 +63,9 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
 pub fn identify(req: &HttpRequest) -> Result<Identity, AuthError> {
     let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
     let token = bearer(req).ok_or(AuthError::Missing)?;
-    state.verifier.verify(&token)
+    let id = state.verifier.verify(&token)?;
+    state.registry.note_user(&id);
+    Ok(id)
 }
 
 /// The token of a WebSocket upgrade or a file link: `Authorization: Bearer`, else the
@@ -78,7 +80,9 @@ pub fn identify_with_query(req: &HttpRequest) -> Result<Identity, AuthError> {
             q.get("token").or_else(|| q.get("access_token")).cloned().ok_or(AuthError::Missing)?
         }
     };
-    state.verifier.verify(&token)
+    let id = state.verifier.verify(&token)?;
+    state.registry.note_user(&id);
+    Ok(id)
 }
 
 impl<E: From<AuthError> + ResponseError + 'static> FromRequest for Caller<E> {

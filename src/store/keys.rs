@@ -24,6 +24,8 @@ pub enum Key {
     Room(u64),
     /// One chat message, by room and message id.
     Message(u64, u64),
+    /// A user's name and picture as their latest token said (for naming participants).
+    Profile(u64),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
@@ -42,6 +44,7 @@ impl Key {
             Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
             Key::BookingKey(user, k) => format!("bkey/{user:020}/{k}").into_bytes(),
             Key::Room(id) => format!("room/{id:020}").into_bytes(),
+            Key::Profile(id) => format!("profile/{id:020}").into_bytes(),
             Key::Message(room, id) => format!("msg/{room:020}/{id:020}").into_bytes(),
             Key::MessagesOf(room) => format!("msg/{room:020}/").into_bytes(),
         }
@@ -59,6 +62,7 @@ impl Key {
             Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
             Key::BookingKey(..) => b"bkey/".to_vec(),
             Key::Room(_) => b"room/".to_vec(),
+            Key::Profile(_) => b"profile/".to_vec(),
             Key::Message(..) | Key::MessagesOf(_) => b"msg/".to_vec(),
         }
     }
@@ -75,6 +79,7 @@ impl Key {
             "qtoken" => Key::QueueToken(id.to_string()),
             "gwcharge" => Key::GatewayCharge(id.to_string()),
             "room" => Key::Room(id.parse().ok()?),
+            "profile" => Key::Profile(id.parse().ok()?),
             "msg" => {
                 let (room, message) = id.split_once('/')?;
                 Key::Message(room.parse().ok()?, message.parse().ok()?)
@@ -104,6 +109,7 @@ mod tests {
             Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
             Key::BookingKey(123, "retry/1".into()),
             Key::Room(8),
+            Key::Profile(8),
             Key::Message(8, 123),
         ] {
             assert_eq!(Key::parse(&k.bytes()), Some(k));

@@ -6,6 +6,8 @@ mod auth;
 mod booking_recovery;
 mod bookings;
 mod bookings_races;
+mod chat;
+mod chat_ws;
 mod concurrency;
 mod expiry;
 mod idempotency;
