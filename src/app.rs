@@ -28,7 +28,8 @@ impl Application {
         let verifier = Verifier::new(&secret, public_key.as_deref())?;
         let store = Store::open(&settings.data_dir)?;
         let registry = Registry::start(store.clone(), settings.clone()).await?;
-        let state = web::Data::new(AppState { registry, verifier, settings: settings.clone() });
+        let links = http::signed::LinkSigner::new(&secret);
+        let state = web::Data::new(AppState { registry, verifier, settings: settings.clone(), links });
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {

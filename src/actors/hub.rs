@@ -49,8 +49,12 @@ pub struct MessageEvent {
     pub sender_picture: Option<String>,
     /// `None` for a message without text (an image-only or a system card).
     pub content: Option<String>,
+    /// `text`, `image`, `file`, ... for contract C; `PURCHASE_CONFIRMED` and `system`
+    /// for the ticket-trade cards.
     pub kind: String,
     pub file: Option<FileRef>,
+    /// Contract T's images (up to 3); each protocol renders its own links to them.
+    pub images: Vec<FileRef>,
     pub reply_to: Option<u64>,
     pub created_at: u64,
     pub edited_at: Option<u64>,
@@ -60,6 +64,7 @@ pub struct MessageEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileRef {
+    /// The server's path to the file (unsigned).
     pub url: String,
     pub name: String,
     pub size: u64,
@@ -70,10 +75,35 @@ pub struct FileRef {
 pub enum ChatEvent {
     Message(MessageEvent),
     MessageUpdated(MessageEvent),
-    MessageDeleted { room: u64, message: u64 },
-    Typing { room: u64, user: u64, user_name: String, is_typing: bool },
-    UserStatus { user: u64, user_name: String, online: bool },
-    MessageRead { room: u64, user: u64, user_name: String, last_read: u64, read_at: u64 },
+    MessageDeleted {
+        room: u64,
+        message: u64,
+    },
+    Typing {
+        room: u64,
+        user: u64,
+        user_name: String,
+        is_typing: bool,
+    },
+    UserStatus {
+        user: u64,
+        user_name: String,
+        online: bool,
+    },
+    MessageRead {
+        room: u64,
+        user: u64,
+        user_name: String,
+        last_read: u64,
+        read_at: u64,
+    },
+    /// A room's state changed (contract T: `RoomClosed` when a party leaves).
+    RoomUpdated {
+        room: u64,
+        event: String,
+        status: String,
+        message: String,
+    },
 }
 
 /// An event on its way to sessions.

@@ -162,6 +162,7 @@ impl StoredMessage {
                 name: f.name.clone(),
                 size: f.size,
             }),
+            images: Vec::new(),
             reply_to: self.reply_to,
             created_at: self.created_at,
             edited_at: self.edited_at,

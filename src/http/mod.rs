@@ -14,6 +14,8 @@ pub mod payments;
 pub mod performances;
 pub mod queue;
 pub mod reservations;
+pub mod signalr;
+pub mod signed;
 pub mod users;
 
 use crate::actors::wallet::Fingerprint;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub registry: Registry,
     pub verifier: Verifier,
     pub settings: Settings,
+    /// Signs and checks the expiring links to contract T's images.
+    pub links: signed::LinkSigner,
 }
 
 /// A request a contract refuses before any actor sees it (400 in every contract).

@@ -1,0 +1,1 @@
+//! The SignalR hub (being written).
