@@ -93,6 +93,9 @@ pub struct Settings {
     /// How long the test gateway takes to answer the `tok_slow` card.
     #[arg(long, env = "BOXOFFICE_TEST_GATEWAY_DELAY", default_value = "2s", value_parser = duration)]
     pub test_gateway_delay: Duration,
+    /// How long a contract T payment request reserves its tickets before it expires.
+    #[arg(long, env = "BOXOFFICE_TRADE_RESERVATION_TTL", default_value = "24h", value_parser = duration)]
+    pub trade_reservation_ttl: Duration,
     /// The largest file a chat message may carry.
     #[arg(long, env = "BOXOFFICE_CHAT_MAX_FILE_BYTES", default_value_t = 10 << 20)]
     pub chat_max_file_bytes: usize,

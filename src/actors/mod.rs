@@ -7,6 +7,7 @@ pub mod hub;
 pub mod registry;
 pub mod room;
 pub mod seat_map;
+pub mod ticket_listing;
 pub mod waiting_queue;
 pub mod wallet;
 

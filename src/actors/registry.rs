@@ -5,8 +5,9 @@
 use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance, CreateSchedule, PerformanceSeats};
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::Hub;
-use super::room::{Author, ChatError, Participant, Room, RoomKind, RoomSettings, RoomSnapshot};
+use super::room::{Author, ChatError, Participant, Room, RoomKind, RoomSettings, RoomSnapshot, TradeInfo};
 use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
+use super::ticket_listing::{Listing, ListingSnapshot, TicketListing};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet};
 use crate::config::Settings;
@@ -51,6 +52,10 @@ struct Inner {
     rooms: DashMap<u64, Addr<Room>>,
     /// user -> the rooms they participate in.
     user_rooms: DashMap<u64, BTreeSet<u64>>,
+    /// Ticket listings (all started at start: their timers run expiries).
+    listings: DashMap<u64, Addr<TicketListing>>,
+    /// (listing, buyer) -> their open trade room.
+    trade_rooms: DashMap<(u64, u64), u64>,
     /// user -> (name, picture) as their latest token said.
     profiles: DashMap<u64, (String, Option<String>)>,
     /// (smaller user, larger user) -> their direct room.
@@ -86,6 +91,8 @@ impl Registry {
                 user_rooms: DashMap::new(),
                 direct_rooms: DashMap::new(),
                 profiles: DashMap::new(),
+                listings: DashMap::new(),
+                trade_rooms: DashMap::new(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
                 gateway: OnceLock::new(),
@@ -119,6 +126,9 @@ impl Registry {
         }
         for (_, room) in store.scan::<RoomSnapshot>(&Key::Room(0))? {
             registry.index_room(&room);
+        }
+        for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
+            registry.start_listing(listing);
         }
         let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
@@ -276,6 +286,9 @@ impl Registry {
         for p in &room.participants {
             self.inner.user_rooms.entry(p.user).or_default().insert(room.id);
         }
+        if let (Some(t), None) = (room.trade, room.closed_at) {
+            self.inner.trade_rooms.insert((t.listing, t.buyer), room.id);
+        }
         if room.kind == RoomKind::Direct {
             if let [a, b] = room.participants.as_slice() {
                 self.inner.direct_rooms.insert((a.user.min(b.user), a.user.max(b.user)), room.id);
@@ -342,6 +355,8 @@ impl Registry {
             updated_at: now,
             participants: users.iter().enumerate().map(participant).collect(),
             settings: RoomSettings::default(),
+            trade: None,
+            closed_at: None,
         };
         let store = &self.inner.store;
         let (room, created) = if kind == RoomKind::Direct && users.len() == 2 {
@@ -367,6 +382,108 @@ impl Registry {
             }
         }
         Ok((room, created))
+    }
+
+    fn start_listing(&self, snapshot: ListingSnapshot) -> Addr<TicketListing> {
+        let id = snapshot.listing.id;
+        let actor = TicketListing::new(snapshot, self.inner.store.clone(), self.clone());
+        let addr = TicketListing::start_in_arbiter(&self.arbiter_for(&("listing", id)), |_| actor);
+        self.inner.listings.insert(id, addr.clone());
+        addr
+    }
+
+    pub fn listing(&self, id: u64) -> Option<Addr<TicketListing>> {
+        self.inner.listings.get(&id).map(|a| a.clone())
+    }
+
+    /// Every listing id, ascending.
+    pub fn listing_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.inner.listings.iter().map(|e| *e.key()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// List tickets for sale.
+    pub async fn create_listing(
+        &self,
+        seller: u64,
+        title: String,
+        description: Option<String>,
+        unit_price: u64,
+        quantity: u32,
+    ) -> Result<Listing, StoreError> {
+        let store = &self.inner.store;
+        let listing = Listing {
+            id: store.next_id()?,
+            seller,
+            title,
+            description,
+            unit_price,
+            total_quantity: quantity,
+            remaining_quantity: quantity,
+            created_at: crate::time::now_ms(),
+        };
+        let snapshot = ListingSnapshot { listing: listing.clone(), transactions: Default::default() };
+        store.put(&Key::Listing(listing.id), &snapshot)?;
+        store.durable().await?;
+        self.start_listing(snapshot);
+        Ok(listing)
+    }
+
+    /// The open trade room of `buyer` about `listing`, created if there is none; `true`
+    /// when it was created.
+    pub async fn open_trade_room(&self, listing: &Listing, buyer: &Author) -> Result<(u64, bool), ChatError> {
+        let store = &self.inner.store;
+        let now = crate::time::now_ms();
+        let mut created = false;
+        let id = *self.inner.trade_rooms.entry((listing.id, buyer.id)).or_try_insert_with(|| {
+            let (seller_name, seller_picture) = self.profile(listing.seller);
+            let party = |id: u32, user: u64, name: String, picture: Option<String>| Participant {
+                id,
+                user,
+                name,
+                picture,
+                joined_at: now,
+                last_read: 0,
+                last_read_at: None,
+                active: true,
+            };
+            let room = RoomSnapshot {
+                id: store.next_id()?,
+                name: Some(listing.title.clone()),
+                kind: RoomKind::Trade,
+                description: None,
+                max_participants: 2,
+                created_by: buyer.id,
+                active: true,
+                created_at: now,
+                updated_at: now,
+                participants: vec![
+                    party(1, buyer.id, buyer.name.clone(), buyer.picture.clone()),
+                    party(2, listing.seller, seller_name, seller_picture),
+                ],
+                settings: RoomSettings::default(),
+                trade: Some(TradeInfo { listing: listing.id, buyer: buyer.id, seller: listing.seller }),
+                closed_at: None,
+            };
+            store.put(&Key::Room(room.id), &room)?;
+            created = true;
+            Ok::<_, StoreError>(room.id)
+        })?;
+        store.durable().await?;
+        if created {
+            if let Some(snapshot) = store.get::<RoomSnapshot>(&Key::Room(id))? {
+                self.index_room(&snapshot);
+            }
+        }
+        Ok((id, created))
+    }
+
+    /// A trade room was closed: the next request for its listing opens a new one.
+    pub fn trade_room_closed(&self, room: &RoomSnapshot) {
+        if let Some(t) = room.trade {
+            self.inner.trade_rooms.remove_if(&(t.listing, t.buyer), |_, id| *id == room.id);
+        }
     }
 
     /// The payment gateway bookings are charged through.

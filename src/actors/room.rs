@@ -31,16 +31,41 @@ pub const MAX_CATCH_UP: usize = 10_000;
 pub enum RoomKind {
     Direct,
     Group,
+    /// A contract T room about a ticket listing: one buyer and the seller.
+    Trade,
 }
 
 impl RoomKind {
+    /// As contract C names it (a trade room is a direct room there).
     pub fn as_str(self) -> &'static str {
         match self {
-            RoomKind::Direct => "direct",
+            RoomKind::Direct | RoomKind::Trade => "direct",
             RoomKind::Group => "group",
         }
     }
 }
+
+/// What a trade room is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeInfo {
+    pub listing: u64,
+    pub buyer: u64,
+    pub seller: u64,
+}
+
+impl TradeInfo {
+    /// The other party of `user` (the receiver of what `user` sends).
+    pub fn other(&self, user: u64) -> u64 {
+        if user == self.buyer {
+            self.seller
+        } else {
+            self.buyer
+        }
+    }
+}
+
+/// The text of contract T's room-closed event and refusals.
+pub const ROOM_CLOSED: &str = "채팅방이 종료되었습니다.";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
@@ -98,6 +123,10 @@ pub struct RoomSnapshot {
     pub updated_at: u64,
     pub participants: Vec<Participant>,
     pub settings: RoomSettings,
+    /// Set for a trade room.
+    pub trade: Option<TradeInfo>,
+    /// When a party left a trade room: it is closed, and left out of room lists.
+    pub closed_at: Option<u64>,
 }
 
 impl RoomSnapshot {
@@ -136,6 +165,8 @@ pub struct StoredMessage {
     pub content: Option<String>,
     pub kind: String,
     pub file: Option<StoredFile>,
+    /// Contract T's images (up to 3).
+    pub images: Vec<StoredFile>,
     pub reply_to: Option<u64>,
     pub created_at: u64,
     pub edited_at: Option<u64>,
@@ -146,6 +177,11 @@ pub struct StoredMessage {
 impl StoredMessage {
     pub fn file_url(room: u64, stored: &str) -> String {
         format!("/chat/files/{room}/{stored}")
+    }
+
+    /// The unsigned path of an image; it is served only through a signed link.
+    pub fn image_path(room: u64, stored: &str) -> String {
+        format!("/api/chat/images/{room}/{stored}")
     }
 
     pub fn event(&self) -> MessageEvent {
@@ -162,7 +198,11 @@ impl StoredMessage {
                 name: f.name.clone(),
                 size: f.size,
             }),
-            images: Vec::new(),
+            images: self
+                .images
+                .iter()
+                .map(|f| FileRef { url: Self::image_path(self.room, &f.stored), name: f.name.clone(), size: f.size })
+                .collect(),
             reply_to: self.reply_to,
             created_at: self.created_at,
             edited_at: self.edited_at,
@@ -252,7 +292,26 @@ impl Room {
         let from = self.messages.partition_point(|m| m.id <= self.published);
         let group = room_group(self.state.id);
         for m in self.messages[from..].iter().take_while(|m| m.id <= upto) {
-            self.hub.publish(&group, &Event::new(ChatEvent::Message(m.event())));
+            let event = Event::new(ChatEvent::Message(m.event()));
+            self.hub.publish(&group, &event);
+            // A trade room also tells the receiver wherever they are in the app.
+            if let Some(t) = self.state.trade.filter(|_| m.sender != 0) {
+                let receiver = t.other(m.sender);
+                tracing::info!(
+                    "[ChatController.SendMessage] Broadcasting message to {group}. MessageId: {}, SenderId: {}, ReceiverId: {receiver}",
+                    m.id,
+                    m.sender
+                );
+                self.hub.publish(&super::hub::user_group(receiver), &event);
+                tracing::info!(
+                    "[ChatController.SendMessage] ✅ SignalR broadcast completed: {group} and user_{receiver}"
+                );
+            } else if let Some(t) = self.state.trade {
+                // A system message goes to both parties.
+                for user in [t.buyer, t.seller] {
+                    self.hub.publish(&super::hub::user_group(user), &event);
+                }
+            }
         }
         self.published = upto;
     }
@@ -392,11 +451,20 @@ pub struct PostMessage {
     pub kind: String,
     pub reply_to: Option<u64>,
     pub file: Option<StoredFile>,
+    pub images: Vec<StoredFile>,
+    /// Posted by the server itself (a listing's notices): no membership check, and
+    /// allowed in a closed room. `from.id` 0 means no person sent it.
+    pub system: bool,
 }
 
 impl Room {
     fn append(&mut self, msg: PostMessage) -> Result<StoredMessage, ChatError> {
-        self.member(msg.from.id)?;
+        if !msg.system {
+            self.member(msg.from.id)?;
+            if self.state.closed_at.is_some() {
+                return Err(ChatError::Refused(ROOM_CLOSED.into()));
+            }
+        }
         if let Some(r) = msg.reply_to {
             let target = self.position(r).map(|i| &self.visible()[i]);
             if target.is_none_or(|m| m.deleted) {
@@ -413,6 +481,7 @@ impl Room {
             content: msg.content,
             kind: msg.kind,
             file: msg.file,
+            images: msg.images,
             reply_to: msg.reply_to,
             created_at: now,
             edited_at: None,
@@ -424,7 +493,7 @@ impl Room {
         // The room's snapshot is rewritten only when the sender's name or picture changed;
         // its last activity is its newest message.
         let mut next = self.state.clone();
-        if Self::refresh_identity(&mut next, &msg.from) {
+        if !msg.system && Self::refresh_identity(&mut next, &msg.from) {
             next.updated_at = now;
             batch.put(&Key::Room(next.id), &next)?;
         }
@@ -717,20 +786,68 @@ impl Handler<Typing> for Room {
 #[derive(Message)]
 #[rtype(result = "Result<StoredFile, ChatError>")]
 pub struct FindFile {
-    pub user: u64,
+    /// The participant asking (`None`: the caller holds a signed link).
+    pub user: Option<u64>,
     pub stored: String,
 }
 
 impl Handler<FindFile> for Room {
     type Result = Result<StoredFile, ChatError>;
     fn handle(&mut self, msg: FindFile, _: &mut Context<Self>) -> Self::Result {
-        self.member(msg.user)?;
+        if let Some(user) = msg.user {
+            self.member(user)?;
+        }
         self.visible()
             .iter()
-            .filter_map(|m| m.file.as_ref())
+            .filter(|m| !m.deleted)
+            .flat_map(|m| m.file.iter().chain(m.images.iter()))
             .find(|f| f.stored == msg.stored)
             .cloned()
             .ok_or(ChatError::MessageNotFound)
+    }
+}
+
+/// Close a trade room because `user` (a party) left: it stays readable but takes no new
+/// messages, drops out of room lists, and `RoomUpdated` goes to the room and both parties.
+#[derive(Message)]
+#[rtype(result = "Result<RoomSnapshot, ChatError>")]
+pub struct Leave {
+    pub user: u64,
+}
+
+impl Handler<Leave> for Room {
+    type Result = ResponseActFuture<Self, Result<RoomSnapshot, ChatError>>;
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> Self::Result {
+        let r = (|| {
+            self.member(msg.user)?;
+            if self.state.closed_at.is_none() {
+                let mut next = self.state.clone();
+                next.closed_at = Some(now_ms());
+                next.updated_at = now_ms();
+                self.write_snapshot(&next)?;
+                self.state = next;
+            }
+            Ok(self.state.clone())
+        })();
+        let r = match r {
+            Ok(s) => s,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let store = self.store.clone();
+        Box::pin(fut::wrap_future::<_, Self>(async move { store.durable().await }).map(move |flushed, act, _| {
+            flushed?;
+            let event = Event::new(ChatEvent::RoomUpdated {
+                room: r.id,
+                event: "RoomClosed".into(),
+                status: "closed".into(),
+                message: ROOM_CLOSED.into(),
+            });
+            act.hub.publish(&room_group(r.id), &event);
+            for p in &r.participants {
+                act.hub.publish(&super::hub::user_group(p.user), &event);
+            }
+            Ok(r)
+        }))
     }
 }
 

@@ -131,6 +131,10 @@ pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Resul
     for id in state.registry.rooms_of(me.user_id) {
         let Some(addr) = state.registry.room(id)? else { continue };
         if let Ok(s) = addr.send(Summary { user: me.user_id }).await? {
+            // A closed (left) trade room is out of every room list.
+            if s.room.closed_at.is_some() {
+                continue;
+            }
             let active_at = s.last_message.as_ref().map(|m| m.created_at).unwrap_or(s.room.created_at);
             rooms.push((active_at, RoomSummaryView::new(&state, &s, me.user_id)));
         }
@@ -541,7 +545,7 @@ pub async fn post_message(
             None => None,
         };
         let file = store_upload(&state, id, &kind, upload).await?;
-        PostMessage { from: author(&me), content, kind, reply_to, file: Some(file) }
+        PostMessage { from: author(&me), content, kind, reply_to, file: Some(file), images: Vec::new(), system: false }
     } else {
         let bytes =
             payload.to_bytes_limited(1 << 20).await.map_err(|_| CError::bad_request("the body is too large"))?;
@@ -550,7 +554,15 @@ pub async fn post_message(
             serde_json::from_slice(&bytes).map_err(|e| CError::invalid(format!("invalid JSON body: {e}")))?;
         let kind = b.message_type.unwrap_or_else(|| "text".into());
         check_content(&b.message_content, &kind, false)?;
-        PostMessage { from: author(&me), content: b.message_content, kind, reply_to: b.reply_to_message_id, file: None }
+        PostMessage {
+            from: author(&me),
+            content: b.message_content,
+            kind,
+            reply_to: b.reply_to_message_id,
+            file: None,
+            images: Vec::new(),
+            system: false,
+        }
     };
     let m = addr.send(msg).await??;
     Ok(HttpResponse::Created().json(MessageView::from(&m)))
@@ -828,7 +840,7 @@ pub async fn file(
     let (id, addr) = room_of(&state, &path.0)?;
     let not_found = || CError::not_found("File not found.");
     let disk = state.registry.files().path(id, &path.1).ok_or_else(not_found)?;
-    let f = addr.send(FindFile { user: me.user_id, stored: path.1.clone() }).await?.map_err(|e| match e {
+    let f = addr.send(FindFile { user: Some(me.user_id), stored: path.1.clone() }).await?.map_err(|e| match e {
         crate::actors::room::ChatError::MessageNotFound => not_found(),
         other => other.into(),
     })?;

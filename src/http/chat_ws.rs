@@ -144,6 +144,8 @@ impl ChatSession {
                     kind,
                     reply_to: reply_to_message_id,
                     file: None,
+                    images: Vec::new(),
+                    system: false,
                 };
                 // Sent in order through the room's mailbox; the room echoes it to every
                 // subscriber (this one too) once it is durable.

@@ -1,5 +1,6 @@
 //! The contracts' errors. Contract Q: `{"status", "error", "code", "message"}`; contract
-//! B: `{"error": "..."}`; contract C: `{"detail": "..."}`; each with its status codes.
+//! B: `{"error": "..."}`; contract C: `{"detail": "..."}`; contract T: the envelope
+//! `{"message", "data", "statusCode"}`; each with its status codes.
 
 use super::BadRequest;
 use crate::actors::catalog::CatalogError;
@@ -350,5 +351,94 @@ impl From<ChatError> for CError {
 impl From<crate::store::StoreError> for CError {
     fn from(e: crate::store::StoreError) -> Self {
         ChatError::from(e).into()
+    }
+}
+
+/// Contract T's envelope around every answer, errors included (`data` null).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TEnvelope<T = serde_json::Value> {
+    pub message: String,
+    pub data: Option<T>,
+    /// The HTTP status, repeated.
+    pub status_code: u16,
+}
+
+/// A contract T error: a status and the envelope's `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl TError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        TError { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl std::fmt::Display for TError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl ResponseError for TError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(TEnvelope::<serde_json::Value> {
+            message: self.message.clone(),
+            data: None,
+            status_code: self.status.as_u16(),
+        })
+    }
+}
+
+impl From<AuthError> for TError {
+    fn from(e: AuthError) -> Self {
+        TError::new(StatusCode::UNAUTHORIZED, format!("인증이 필요합니다: {e}"))
+    }
+}
+
+impl From<BadRequest> for TError {
+    fn from(e: BadRequest) -> Self {
+        TError::bad_request(e.0)
+    }
+}
+
+impl From<MailboxError> for TError {
+    fn from(_: MailboxError) -> Self {
+        TError::new(StatusCode::SERVICE_UNAVAILABLE, "서버가 바쁩니다. 잠시 후 다시 시도해 주세요.")
+    }
+}
+
+impl From<crate::store::StoreError> for TError {
+    fn from(e: crate::store::StoreError) -> Self {
+        TError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("저장소 오류: {e}"))
+    }
+}
+
+impl From<crate::actors::ticket_listing::TradeError> for TError {
+    fn from(e: crate::actors::ticket_listing::TradeError) -> Self {
+        use crate::actors::ticket_listing::TradeError;
+        match e {
+            TradeError::ListingNotFound => TError::not_found("티켓을 찾을 수 없습니다."),
+            TradeError::TxNotFound => TError::not_found("거래를 찾을 수 없습니다."),
+            TradeError::NotParty => TError::forbidden("이 거래의 구매자 또는 판매자만 할 수 있습니다."),
+            TradeError::Refused(m) => TError::bad_request(m),
+            TradeError::InProgress => TError::new(StatusCode::CONFLICT, "이 결제 요청의 결제가 이미 진행 중입니다."),
+            TradeError::Storage(m) => TError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("저장소 오류: {m}")),
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod queue;
 pub mod reservations;
 pub mod signalr;
 pub mod signed;
+pub mod trade;
 pub mod users;
 
 use crate::actors::wallet::Fingerprint;
@@ -173,4 +174,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     performances::routes(cfg);
     chat::routes(cfg);
     chat_ws::routes(cfg);
+    signalr::routes(cfg);
+    trade::routes(cfg);
 }

@@ -1,12 +1,12 @@
 //! The OpenAPI document served at `/openapi.json`, gathered from the handlers' annotations.
 
-use super::{bookings, chat, concerts, health, payments, performances, queue, reservations, users};
+use super::{bookings, chat, concerts, health, payments, performances, queue, reservations, signalr, trade, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`; contract C's are `{detail}` (its WebSocket protocol is in the README). `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
+    info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`; contract C's are `{detail}` (its WebSocket protocol is in the README); contract T answers in the envelope `{message, data, statusCode}`. `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
     paths(
         health::healthz,
         queue::issue, queue::check,
@@ -19,6 +19,10 @@ use utoipa::{Modify, OpenApi};
         chat::list_rooms, chat::create_room, chat::get_room, chat::participants, chat::list_messages, chat::post_message,
         chat::edit_message, chat::delete_message, chat::mark_read, chat::search, chat::get_settings, chat::update_settings,
         chat::online_status, chat::file,
+        trade::create_listing, trade::list_listings, trade::get_listing, trade::open_room, trade::list_rooms, trade::room_detail,
+        trade::history, trade::mark_read, trade::leave, trade::send_message, trade::image, trade::request_payment, trade::pay,
+        trade::confirm_purchase, trade::cancel_payment,
+        signalr::negotiate,
     ),
     modifiers(&BearerAuth)
 )]

@@ -5,6 +5,9 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+/// How long a link to a message image works after it is handed out.
+pub const IMAGE_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[derive(Clone)]
 pub struct LinkSigner {
     key: [u8; 32],
@@ -58,6 +61,3 @@ mod tests {
         assert!(!LinkSigner::new(b"other").verify("/api/chat/images/1/abc.png", 2_000, sig, 1_000));
     }
 }
-
-/// How long a link to a message image works after it is handed out.
-pub const IMAGE_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

@@ -26,6 +26,8 @@ pub enum Key {
     Message(u64, u64),
     /// A user's name and picture as their latest token said (for naming participants).
     Profile(u64),
+    /// A ticket listing with its payment requests (one snapshot).
+    Listing(u64),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
@@ -45,6 +47,7 @@ impl Key {
             Key::BookingKey(user, k) => format!("bkey/{user:020}/{k}").into_bytes(),
             Key::Room(id) => format!("room/{id:020}").into_bytes(),
             Key::Profile(id) => format!("profile/{id:020}").into_bytes(),
+            Key::Listing(id) => format!("listing/{id:020}").into_bytes(),
             Key::Message(room, id) => format!("msg/{room:020}/{id:020}").into_bytes(),
             Key::MessagesOf(room) => format!("msg/{room:020}/").into_bytes(),
         }
@@ -63,6 +66,7 @@ impl Key {
             Key::BookingKey(..) => b"bkey/".to_vec(),
             Key::Room(_) => b"room/".to_vec(),
             Key::Profile(_) => b"profile/".to_vec(),
+            Key::Listing(_) => b"listing/".to_vec(),
             Key::Message(..) | Key::MessagesOf(_) => b"msg/".to_vec(),
         }
     }
@@ -80,6 +84,7 @@ impl Key {
             "gwcharge" => Key::GatewayCharge(id.to_string()),
             "room" => Key::Room(id.parse().ok()?),
             "profile" => Key::Profile(id.parse().ok()?),
+            "listing" => Key::Listing(id.parse().ok()?),
             "msg" => {
                 let (room, message) = id.split_once('/')?;
                 Key::Message(room.parse().ok()?, message.parse().ok()?)
@@ -110,6 +115,7 @@ mod tests {
             Key::BookingKey(123, "retry/1".into()),
             Key::Room(8),
             Key::Profile(8),
+            Key::Listing(3),
             Key::Message(8, 123),
         ] {
             assert_eq!(Key::parse(&k.bytes()), Some(k));

@@ -14,3 +14,5 @@ mod idempotency;
 mod queue_and_catalog;
 mod reservations_and_payments;
 mod restart;
+mod signalr;
+mod trade;
