@@ -905,3 +905,42 @@ async fn signalr_contract_t_messages_reach_the_receivers_user_group_once() {
         inside.logs
     );
 }
+
+/// One room, two protocols: messages sent by contract T's REST, contract C's REST and
+/// contract C's WebSocket reach a SignalR connection as `ReceiveMessage` and a plain
+/// WebSocket as `message`, each once and in the same order.
+#[actix_rt::test]
+async fn a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike() {
+    let server = TestServer::spawn(&[]);
+    let room = trade_room(&server, SELLER, BUYER).await;
+    let mut p = plan(&server, BUYER);
+    p["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
+    p["stdin"] = json!(true);
+    let mut signalr = NodeClient::start(p);
+    signalr.ready().await;
+    let mut plain = crate::chat::WsClient::connect(&server.base, room, &jwt(BUYER), None).await;
+    let mut sender = crate::chat::WsClient::connect(&server.base, room, &jwt(SELLER), None).await;
+
+    let t = send_t(&server, SELLER, room, "from contract T").await;
+    assert_eq!(t.status, 200, "{t:?}");
+    let c = crate::chat::Chat::new(&server).post(SELLER, room, "from contract C").await;
+    sender.send(json!({ "type": "message", "content": "from the plain socket" })).await;
+
+    let got = plain.messages(3, Duration::from_secs(10)).await;
+    let texts: Vec<&str> = got.iter().map(|e| e["content"].as_str().unwrap_or_default()).collect();
+    assert_eq!(texts, ["from contract T", "from contract C", "from the plain socket"]);
+    assert_eq!(num(&got[0], "message_id"), num(&t.body["data"], "messageId"));
+    assert_eq!(num(&got[1], "message_id"), num(&c, "message_id"));
+    signalr.send(json!({ "waitFor": { "ReceiveMessage": 3 } }));
+    signalr.until(|v| v["kind"] == "reached", "three ReceiveMessage").await;
+    let run = signalr.finish().await;
+    run.assert_ok();
+    let events = run.events("ReceiveMessage");
+    let ids: Vec<u64> = got.iter().map(|e| num(e, "message_id")).collect();
+    assert_eq!(message_ids(&events), ids, "the same messages, once each, in the same order: {}", run.logs);
+    let texts: Vec<&str> = events.iter().map(|e| e["message"].as_str().unwrap_or_default()).collect();
+    assert_eq!(texts, ["from contract T", "from contract C", "from the plain socket"]);
+    assert!(events.iter().all(|e| e["type"] == "TEXT" && num(e, "senderId") == SELLER), "{events:?}");
+    plain.close().await;
+    sender.close().await;
+}
