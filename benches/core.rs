@@ -1,14 +1,21 @@
 //! Throughput of the pieces under the HTTP layer: store writes with and without the
-//! durable flush (group commit), and a seat map's hold and release through its mailbox.
-//! Run with `cargo bench --bench core`.
+//! durable flush (group commit); a seat map's hold and release through its mailbox; the
+//! waiting queue's issue (durable) and admission; a room's append (durable) and its
+//! fan-out to N in-process sessions. Run with `cargo bench --bench core`.
 
+use actix::prelude::*;
+use boxoffice::actors::hub::{Deliver, Subscriber};
+use boxoffice::actors::room::{Author, Join, PostMessage, RoomKind};
 use boxoffice::actors::seat_map::{CancelReservation, HoldSeats, SeatMapSnapshot};
+use boxoffice::actors::waiting_queue::{Check, Issue, QueuePolicy, WaitingQueue};
 use boxoffice::actors::Registry;
 use boxoffice::config::Cli;
 use boxoffice::store::{Key, Store};
 use clap::Parser;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn store_writes(c: &mut Criterion) {
@@ -107,9 +114,137 @@ fn seat_map_hold_release(c: &mut Criterion) {
     g.finish();
 }
 
+fn queue_issue_admit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = actix_rt::System::new();
+    let policy = QueuePolicy {
+        admit_rate: 1_000_000,
+        max_active: u32::MAX,
+        active_ttl: Duration::from_secs(3600),
+        wait_ttl: Duration::from_secs(3600),
+    };
+    let queue = rt.block_on(async {
+        let store = Store::open(dir.path()).expect("store");
+        WaitingQueue::load(store, policy).expect("queue").start()
+    });
+    let mut user = 0u64;
+    let mut g = c.benchmark_group("queue");
+    g.throughput(Throughput::Elements(256));
+    // 256 users take a token at once (each answered once durable), then wait until the
+    // admission tick has made every one of them active.
+    g.bench_function("issue + admit, 256 concurrent users", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for _ in 0..iters {
+                    let issued = join_all((0..256).map(|_| {
+                        user += 1;
+                        queue.send(Issue { user })
+                    }))
+                    .await;
+                    let tokens: Vec<String> =
+                        issued.into_iter().map(|r| r.expect("mailbox").expect("issue").token).collect();
+                    for t in tokens {
+                        while !queue.send(Check { token: t.clone() }).await.expect("mailbox").expect("check").active {
+                            actix_rt::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+            });
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+/// An in-process session: counts what it is delivered.
+struct Counter {
+    seen: Arc<AtomicU64>,
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1 << 16);
+    }
+}
+
+impl Handler<Deliver> for Counter {
+    type Result = ();
+    fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn room_append_fanout(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path").to_string();
+    let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data]).settings.sanitize();
+    let rt = actix_rt::System::new();
+    let registry = rt.block_on(async {
+        let store = Store::open(dir.path()).expect("store");
+        Registry::start(store, settings).await.expect("registry")
+    });
+    let author = Author { id: 1, name: "bench".into(), picture: None };
+    let mut g = c.benchmark_group("room");
+    for sessions in [0usize, 100, 1000] {
+        let (room, seen) = rt.block_on(async {
+            let others: Vec<u64> = (2..=10).collect();
+            let (id, _) =
+                registry.create_room(&author, RoomKind::Group, Some("bench".into()), None, others).await.expect("room");
+            let room = registry.room(id).expect("store").expect("room");
+            let seen = Arc::new(AtomicU64::new(0));
+            for i in 0..sessions {
+                let counter = Counter { seen: seen.clone() }.start();
+                let sub = Subscriber {
+                    session: registry.hub().session_id(),
+                    user: (i % 10) as u64 + 1,
+                    recipient: counter.recipient(),
+                    evicted: Arc::new(AtomicBool::new(false)),
+                    outbox: 1 << 16,
+                    congestion: Default::default(),
+                };
+                room.send(Join { subscriber: sub, since: None }).await.expect("mailbox").expect("join");
+            }
+            (room, seen)
+        });
+        g.throughput(Throughput::Elements(sessions.max(1) as u64 * 64));
+        let name = format!("append 64 messages (durable), fan-out to {sessions} sessions");
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        let target = seen.load(Ordering::Relaxed) + (sessions as u64) * 64;
+                        let posts = (0..64).map(|i| {
+                            room.send(PostMessage {
+                                from: author.clone(),
+                                content: Some(format!("message {i}")),
+                                kind: "text".into(),
+                                reply_to: None,
+                                file: None,
+                                images: Vec::new(),
+                                system: false,
+                            })
+                        });
+                        for r in join_all(posts).await {
+                            r.expect("mailbox").expect("post");
+                        }
+                        while seen.load(Ordering::Relaxed) < target {
+                            actix_rt::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
-    targets = store_writes, seat_map_hold_release
+    targets = store_writes, seat_map_hold_release, queue_issue_admit, room_append_fanout
 }
 criterion_main!(benches);

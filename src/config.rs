@@ -96,6 +96,9 @@ pub struct Settings {
     /// How long a contract T payment request reserves its tickets before it expires.
     #[arg(long, env = "BOXOFFICE_TRADE_RESERVATION_TTL", default_value = "24h", value_parser = duration)]
     pub trade_reservation_ttl: Duration,
+    /// Most participants a chat room may have (contract C's `max_participants`).
+    #[arg(long, env = "BOXOFFICE_CHAT_MAX_PARTICIPANTS", default_value_t = 100)]
+    pub chat_max_participants: u32,
     /// The largest file a chat message may carry.
     #[arg(long, env = "BOXOFFICE_CHAT_MAX_FILE_BYTES", default_value_t = 10 << 20)]
     pub chat_max_file_bytes: usize,

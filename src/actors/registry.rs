@@ -348,7 +348,7 @@ impl Registry {
             name: name.clone(),
             kind,
             description: description.clone(),
-            max_participants: super::room::MAX_PARTICIPANTS,
+            max_participants: self.inner.settings.chat_max_participants,
             created_by: creator.id,
             active: true,
             created_at: now,

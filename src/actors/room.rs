@@ -22,8 +22,6 @@ use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Most participants a room may have.
-pub const MAX_PARTICIPANTS: u32 = 100;
 /// Most messages a reconnecting session catches up on; older ones are paged over REST.
 pub const MAX_CATCH_UP: usize = 10_000;
 

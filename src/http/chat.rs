@@ -197,8 +197,9 @@ pub async fn create_room(
         RoomKind::Group if others.is_empty() => {
             return Err(CError::invalid("a group room needs at least one other participant"))
         }
-        RoomKind::Group if others.len() as u32 + 1 > crate::actors::room::MAX_PARTICIPANTS => {
-            return Err(CError::invalid("a room has at most 100 participants"))
+        RoomKind::Group if others.len() as u32 + 1 > state.settings.chat_max_participants => {
+            let max = state.settings.chat_max_participants;
+            return Err(CError::invalid(format!("a room has at most {max} participants")));
         }
         _ => {}
     }
