@@ -1,0 +1,319 @@
+//! `chat-fanout`: R group rooms of M members, every member on its own WebSocket (plain or
+//! SignalR), S senders per room posting over REST at a fixed total rate. Each message
+//! reaches the M members of its room, so deliveries per second = rate x M. Measures
+//! deliveries per second and send-to-receive latency from the timestamp embedded in each
+//! message, and counts lost and duplicated deliveries.
+
+use crate::common::{jwt, unix_micros, Common, ErrorTally, Http, Target};
+use crate::metrics::{bar, histogram, Report, ServerProbe, ToolProbe};
+use crate::queue_rush::first;
+use crate::ws::{start_shards, wait_opened, Live, Mode, Protocol, ShardCfg, SockSpec};
+use anyhow::{anyhow, bail};
+use awc::http::Method;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Group rooms to create.
+    #[arg(long, default_value_t = 2)]
+    pub rooms: u64,
+    /// Members of each room, each with one WebSocket. The server allows
+    /// BOXOFFICE_CHAT_MAX_PARTICIPANTS (100 by default) per room.
+    #[arg(long, default_value_t = 5)]
+    pub members: u64,
+    /// Senders per room (its first members), posting over REST.
+    #[arg(long, default_value_t = 1)]
+    pub senders: u64,
+    /// Messages per second, in total over all senders (token-bucket pacing).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// How long the senders send.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// The receivers' protocol.
+    #[arg(long, value_enum, default_value = "plain")]
+    pub protocol: Protocol,
+    /// How long to wait after the last send for deliveries still on their way.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// Sockets read by one task.
+    #[arg(long, default_value_t = 256)]
+    pub sockets_per_task: usize,
+}
+
+struct SenderSpec {
+    room: u64,
+    user: u64,
+    jwt: String,
+}
+
+pub async fn run(
+    a: Args,
+    http: Http,
+    secret: Vec<u8>,
+    run_id: String,
+    target: Target,
+    ws_rt: tokio::runtime::Handle,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let c = &a.common;
+    if a.members < 2 {
+        bail!("--members must be at least 2 (a group room has its creator and at least one other)");
+    }
+    if a.senders == 0 || a.senders > a.members {
+        bail!("--senders must be 1 to --members");
+    }
+    if a.rate.is_nan() || a.rate <= 0.0 {
+        bail!("--rate must be positive");
+    }
+    let m = a.members;
+    let user = |room: u64, i: u64| c.user_base + room * m + i;
+
+    // Rooms.
+    let mut rooms = Vec::new();
+    for r in 0..a.rooms {
+        let creator = user(r, 0);
+        let others: Vec<u64> = (1..m).map(|i| user(r, i)).collect();
+        let body =
+            json!({ "room_name": format!("load {run_id} {r}"), "room_type": "group", "participant_ids": others });
+        let token = jwt(&secret, creator, false);
+        let res =
+            http.req(Method::POST, "/chat/rooms/", Some(&token), &[], Some(&body)).await.map_err(|e| anyhow!(e))?;
+        match res.status {
+            201 | 200 => {
+                rooms.push(res.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?)
+            }
+            422 if m > 100 => bail!(
+                "the server refused a room of {m} members ({}): a group room holds at most \
+                 BOXOFFICE_CHAT_MAX_PARTICIPANTS participants (100 unless the server was started with more); \
+                 use --members 100 or fewer, more rooms, or start the server with a higher limit",
+                res.snippet()
+            ),
+            _ => bail!("POST /chat/rooms/: {}", res.snippet()),
+        }
+    }
+
+    // Sockets: every member of every room.
+    let mut specs = Vec::new();
+    for (r, &room) in rooms.iter().enumerate() {
+        for i in 0..m {
+            let u = user(r as u64, i);
+            specs.push(SockSpec { room, user: u, jwt: jwt(&secret, u, false), src: None });
+        }
+    }
+    let total = specs.len() as u64;
+    let cfg = Arc::new(ShardCfg {
+        addr: target.addr,
+        authority: target.authority.clone(),
+        protocol: a.protocol,
+        mode: Mode::Chat { user_base: c.user_base },
+        setup_timeout: Duration::from_secs(20),
+    });
+    let live = Arc::new(Live::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let connect_bar = bar(!c.no_progress, total, "connect");
+    let handles = start_shards(&ws_rt, cfg, specs, a.sockets_per_task, live.clone(), c.concurrency, stop_rx);
+    let all_opened = wait_opened(&live, total, Instant::now() + c.timeout, &connect_bar).await;
+    connect_bar.finish_and_clear();
+    let opened = live.opened.load(Ordering::Relaxed);
+    let failed = live.failed.load(Ordering::Relaxed);
+
+    let mut report = Report::new(
+        "chat-fanout",
+        json!({
+            "rooms": a.rooms, "members": m, "senders_per_room": a.senders, "rate": a.rate,
+            "duration_s": a.duration.as_secs_f64(), "protocol": format!("{:?}", a.protocol).to_lowercase(),
+            "grace_s": a.grace.as_secs_f64(), "user_base": c.user_base, "run_id": run_id, "ws_threads": c.ws_threads,
+        }),
+    );
+
+    // Senders.
+    let senders: Vec<SenderSpec> = rooms
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &room)| (0..a.senders).map(move |i| (r as u64, room, i)).collect::<Vec<_>>())
+        .map(|(r, room, i)| {
+            let u = user(r, i);
+            SenderSpec { room, user: u, jwt: jwt(&secret, u, false) }
+        })
+        .collect();
+    let planned = if all_opened { (a.rate * a.duration.as_secs_f64()).round() as u64 } else { 0 };
+    let interval = Duration::from_secs_f64(1.0 / a.rate);
+    let cap = c.concurrency.max(1);
+
+    let server = ServerProbe::start(c.server_pid)?;
+    let tool = ToolProbe::start();
+    let send_bar = bar(!c.no_progress && planned > 0, planned, "send");
+    let mut send_lat = histogram();
+    let mut acked: HashMap<u64, HashSet<u64>> = rooms.iter().map(|r| (*r, HashSet::new())).collect();
+    let mut send_errors = ErrorTally::default();
+    let mut seqs = vec![0u64; senders.len()];
+    let mut lagged = 0u64;
+    let t0 = Instant::now();
+    let deadline = t0 + c.timeout;
+    let mut inflight = FuturesUnordered::new();
+    let mut k = 0u64;
+    let mut last_ui = Instant::now();
+    let mut handle = |r: (u64, u64, Result<u16, String>, Duration), acked: &mut HashMap<u64, HashSet<u64>>| {
+        let (room, key, res, took) = r;
+        send_lat.saturating_record(took.as_micros().max(1) as u64);
+        match res {
+            Ok(201) => {
+                acked.entry(room).or_default().insert(key);
+            }
+            Ok(s) => send_errors.add(format!("POST messages: HTTP {s}")),
+            Err(e) => send_errors.add(format!("POST messages: {e}")),
+        }
+    };
+    while k < planned && Instant::now() < deadline {
+        let due = t0 + interval.mul_f64(k as f64);
+        tokio::select! {
+            biased;
+            Some(r) = inflight.next(), if !inflight.is_empty() => handle(r, &mut acked),
+            _ = actix_rt::time::sleep_until(due.into()) => {
+                if inflight.len() >= cap {
+                    // Every slot is busy: the schedule slips until one is free.
+                    lagged += 1;
+                    if let Some(r) = inflight.next().await {
+                        handle(r, &mut acked);
+                    }
+                }
+                let si = (k % senders.len() as u64) as usize;
+                seqs[si] += 1;
+                let (s, seq, http) = (&senders[si], seqs[si], &http);
+                let key = ((s.user - c.user_base) << 32) | seq;
+                inflight.push(async move {
+                    let body = json!({ "message_content": format!("{}:{seq}:{}", s.user, unix_micros()), "message_type": "text" });
+                    let path = format!("/chat/rooms/{}/messages/", s.room);
+                    let t = Instant::now();
+                    let r = http.req(Method::POST, &path, Some(&s.jwt), &[], Some(&body)).await.map(|r| r.status);
+                    (s.room, key, r, t.elapsed())
+                });
+                k += 1;
+                if last_ui.elapsed() > Duration::from_millis(200) {
+                    last_ui = Instant::now();
+                    send_bar.set_position(k);
+                    send_bar.set_message(format!("delivered {}", live.delivered.load(Ordering::Relaxed)));
+                }
+            }
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        handle(r, &mut acked);
+    }
+    let send_wall = t0.elapsed();
+    send_bar.finish_and_clear();
+
+    // Grace: until every expected delivery arrived, or the grace ran out.
+    let expected: u64 = acked.values().map(|s| s.len() as u64).sum::<u64>() * m;
+    let grace_end = Instant::now() + a.grace;
+    while live.delivered.load(Ordering::Relaxed) < expected && Instant::now() < grace_end {
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A moment more to see duplicates that might trail.
+    actix_rt::time::sleep(Duration::from_millis(300).min(a.grace)).await;
+    let (wall, tool_cpu) = tool.finish();
+    report.wall = wall;
+    report.tool_cpu = tool_cpu;
+    report.server = server.map(ServerProbe::finish);
+
+    let _ = stop_tx.send(true);
+    let mut outs = Vec::new();
+    for h in handles {
+        match tokio::time::timeout(Duration::from_secs(15), h).await {
+            Ok(Ok(o)) => outs.push(o),
+            Ok(Err(e)) => bail!("a receiver task failed: {e}"),
+            Err(_) => bail!("a receiver task did not stop"),
+        }
+    }
+
+    // Lost, duplicated and unexpected deliveries, per socket.
+    let mut lost = 0u64;
+    let mut unexpected = 0u64;
+    let mut lost_detail = Vec::new();
+    let mut delivery = histogram();
+    let mut connect = histogram();
+    let mut last_delivery = None::<Instant>;
+    let mut unparsed = 0;
+    for o in &outs {
+        let _ = delivery.add(&o.delivery);
+        let _ = connect.add(&o.connect);
+        unparsed += o.unparsed;
+        last_delivery = last_delivery.max(o.last_delivery);
+        for s in &o.sockets {
+            let want = acked.get(&s.room).map(HashSet::len).unwrap_or(0) as u64;
+            let got = acked.get(&s.room).map_or(0, |set| s.seen.iter().filter(|k| set.contains(k)).count()) as u64;
+            if got < want {
+                lost += want - got;
+                if lost_detail.len() < 5 {
+                    lost_detail.push(format!("user {} in room {} missed {}", s.user, s.room, want - got));
+                }
+            }
+            unexpected += s.seen.len() as u64 - got;
+        }
+    }
+    let duplicates = live.duplicates.load(Ordering::Relaxed);
+    let delivered = live.delivered.load(Ordering::Relaxed);
+    let closed = live.closed.load(Ordering::Relaxed);
+    let sent_ok: u64 = acked.values().map(|s| s.len() as u64).sum();
+    let span = last_delivery.map(|l| l.saturating_duration_since(t0)).unwrap_or(send_wall).max(send_wall);
+
+    report.fig("sockets", total);
+    report.fig("sockets_opened", opened);
+    report.fig("sockets_failed", failed);
+    report.fig("sockets_closed_by_server", closed);
+    report.fig("messages_planned", planned);
+    report.fig("messages_sent_ok", sent_ok);
+    report.fig("send_errors", send_errors.total());
+    report.fig_f("send_rate_per_s", sent_ok as f64 / send_wall.as_secs_f64().max(1e-9));
+    report.fig("send_slots_full", lagged);
+    report.fig("deliveries_expected", expected);
+    report.fig("deliveries", delivered);
+    report.fig_f("deliveries_per_s", delivered as f64 / span.as_secs_f64().max(1e-9));
+    report.fig("lost", lost);
+    report.fig("duplicates", duplicates);
+    report.fig("unacknowledged_messages_delivered", unexpected);
+    report.fig("frames_not_messages", unparsed);
+    report.server_cpu_per("delivery", delivered);
+    report.server_cpu_per("message", sent_ok);
+    report.latencies.merge("connect+setup", &connect);
+    report.latencies.merge("send (REST)", &send_lat);
+    report.latencies.merge("delivery (send->receive)", &delivery);
+    report.notes.extend(send_errors.notes("send error"));
+    if let Ok(e) = live.errors.lock() {
+        report.notes.extend(e.notes("socket error"));
+    }
+    if !all_opened {
+        report.notes.push("not every socket opened within --timeout: no message was sent".into());
+    }
+
+    report.check(
+        "every socket opened and stayed open",
+        opened == total && closed == 0,
+        format!("{opened}/{total} opened, {failed} failed, {closed} closed by the server"),
+    );
+    report.check(
+        "no lost deliveries",
+        lost == 0 && planned > 0,
+        if lost == 0 {
+            format!("{sent_ok} messages x {m} members = {expected} deliveries, all seen")
+        } else {
+            format!(
+                "{lost} of {expected} not seen after {:.1} s of grace: {}",
+                a.grace.as_secs_f64(),
+                first(&lost_detail)
+            )
+        },
+    );
+    report.check("no duplicate deliveries", duplicates == 0, format!("{duplicates} duplicates"));
+    report.total_wall = started.elapsed();
+    Ok(report)
+}

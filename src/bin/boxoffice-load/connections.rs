@@ -1,0 +1,188 @@
+//! `connections`: open N idle plain WebSockets to one room, holding them for `--hold`
+//! (answering the server's pings), spreading the sockets' source addresses over several
+//! 127.0.0.x when N is more than one address's ephemeral ports. Reports how many opened
+//! and failed, and the server's RSS growth per connection.
+
+use crate::common::{jwt, source_addresses, Common, Http, Target};
+use crate::metrics::{bar, cpu_time, histogram, Report, ServerProbe, ToolProbe};
+use crate::ws::{start_shards, wait_opened, Live, Mode, Protocol, ShardCfg, SockSpec};
+use anyhow::{anyhow, bail};
+use awc::http::Method;
+use serde_json::json;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Connections per source address before the next 127.0.0.x is used (one address has
+/// about 28,000 ephemeral ports by default).
+const PER_ADDRESS: usize = 25_000;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// WebSockets to open.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Source addresses to spread the sockets over (loopback only), comma-separated.
+    /// Without it, more than 25,000 sockets are spread over 127.0.0.1, 127.0.0.2, ...
+    #[arg(long, value_delimiter = ',')]
+    pub addresses: Vec<IpAddr>,
+    /// How long to hold the sockets open once they are all open.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// An existing room to connect to (default: the tool creates one).
+    #[arg(long)]
+    pub room: Option<u64>,
+    /// A participant of --room whose JWT the sockets use (default: --user-base).
+    #[arg(long)]
+    pub room_user: Option<u64>,
+    /// Sockets read by one task.
+    #[arg(long, default_value_t = 512)]
+    pub sockets_per_task: usize,
+}
+
+pub async fn run(
+    a: Args,
+    http: Http,
+    secret: Vec<u8>,
+    run_id: String,
+    target: Target,
+    ws_rt: tokio::runtime::Handle,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let c = &a.common;
+    let (room, users) = match a.room {
+        Some(room) => (room, vec![a.room_user.unwrap_or(c.user_base)]),
+        None => {
+            let (u0, u1) = (c.user_base, c.user_base + 1);
+            let body = json!({ "room_name": format!("load {run_id} connections"), "room_type": "group", "participant_ids": [u1] });
+            let token = jwt(&secret, u0, false);
+            let r =
+                http.req(Method::POST, "/chat/rooms/", Some(&token), &[], Some(&body)).await.map_err(|e| anyhow!(e))?;
+            if r.status != 201 {
+                bail!("POST /chat/rooms/: {}", r.snippet());
+            }
+            (r.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?, vec![u0, u1])
+        }
+    };
+    let addrs = source_addresses(&a.addresses, a.count, PER_ADDRESS)?;
+    let tokens: Vec<String> = users.iter().map(|u| jwt(&secret, *u, false)).collect();
+    let specs: Vec<SockSpec> = (0..a.count)
+        .map(|i| SockSpec {
+            room,
+            user: users[i % users.len()],
+            jwt: tokens[i % users.len()].clone(),
+            src: if addrs.is_empty() { None } else { Some(addrs[i % addrs.len()]) },
+        })
+        .collect();
+    let cfg = Arc::new(ShardCfg {
+        addr: target.addr,
+        authority: target.authority.clone(),
+        protocol: Protocol::Plain,
+        mode: Mode::Idle,
+        setup_timeout: Duration::from_secs(30),
+    });
+    let mut report = Report::new(
+        "connections",
+        json!({
+            "count": a.count, "room": room, "hold_s": a.hold.as_secs_f64(), "concurrency": c.concurrency,
+            "source_addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "run_id": run_id,
+            "ws_threads": c.ws_threads,
+        }),
+    );
+
+    let server = ServerProbe::start(c.server_pid)?;
+    let server_cpu0 = c.server_pid.and_then(|p| cpu_time(Some(p)));
+    let tool = ToolProbe::start();
+    let live = Arc::new(Live::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let open_bar = bar(!c.no_progress, a.count as u64, "open");
+    let t0 = Instant::now();
+    let handles = start_shards(&ws_rt, cfg, specs, a.sockets_per_task, live.clone(), c.concurrency, stop_rx);
+    let all = wait_opened(&live, a.count as u64, t0 + c.timeout, &open_bar).await;
+    let open_wall = t0.elapsed();
+    open_bar.finish_and_clear();
+    let opened = live.opened.load(Ordering::Relaxed);
+    let failed = live.failed.load(Ordering::Relaxed);
+    let open_cpu = match (c.server_pid.and_then(|p| cpu_time(Some(p))), server_cpu0) {
+        (Some(b), Some(a)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let rss_open = server.as_ref().map(ServerProbe::rss_now);
+
+    // Hold.
+    let hold_bar = bar(!c.no_progress, a.hold.as_secs().max(1), "hold");
+    let hold_end = Instant::now() + a.hold;
+    while Instant::now() < hold_end {
+        hold_bar.set_position(
+            a.hold.as_secs().saturating_sub(hold_end.saturating_duration_since(Instant::now()).as_secs()),
+        );
+        hold_bar.set_message(format!("open {} closed by server {}", opened, live.closed.load(Ordering::Relaxed)));
+        actix_rt::time::sleep(Duration::from_millis(100).min(hold_end.saturating_duration_since(Instant::now()))).await;
+    }
+    hold_bar.finish_and_clear();
+    let rss_held = server.as_ref().map(ServerProbe::rss_now);
+    let closed = live.closed.load(Ordering::Relaxed);
+    let (wall, tool_cpu) = tool.finish();
+
+    let _ = stop_tx.send(true);
+    let mut connect = histogram();
+    for h in handles {
+        match tokio::time::timeout(Duration::from_secs(20), h).await {
+            Ok(Ok(o)) => {
+                let _ = connect.add(&o.connect);
+            }
+            Ok(Err(e)) => bail!("a socket task failed: {e}"),
+            Err(_) => bail!("a socket task did not stop"),
+        }
+    }
+    // Let the server notice the closes before the last RSS reading.
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    report.wall = wall;
+    report.tool_cpu = tool_cpu;
+    report.server = server.map(ServerProbe::finish);
+
+    report.fig("requested", a.count as u64);
+    report.fig("opened", opened);
+    report.fig("failed", failed);
+    report.fig("closed_by_server_while_held", closed);
+    report.fig_f("open_phase_s", open_wall.as_secs_f64());
+    report.fig_f("opened_per_s", opened as f64 / open_wall.as_secs_f64().max(1e-9));
+    report.fig("source_addresses", addrs.len().max(1) as u64);
+    if let (Some(s), Some(open), Some(held)) = (&report.server, rss_open, rss_held) {
+        let before = s.rss_before_kb;
+        report.fig("server_rss_kb_before", before);
+        report.fig("server_rss_kb_all_open", open);
+        report.fig("server_rss_kb_end_of_hold", held);
+        if opened > 0 {
+            report.fig_f("server_rss_kb_per_connection", open.saturating_sub(before) as f64 / opened as f64);
+        }
+    }
+    if let Some(cpu) = open_cpu {
+        if opened > 0 {
+            report.fig_f("server_cpu_us_per_connection_opened", cpu.as_micros() as f64 / opened as f64);
+        }
+    }
+    report.latencies.merge("connect+handshake+join", &connect);
+    if let Ok(e) = live.errors.lock() {
+        report.notes.extend(e.notes("open error"));
+    }
+    if !all {
+        report.notes.push("not every socket opened or failed within --timeout".into());
+    }
+    report.check(
+        "every connection opened",
+        opened == a.count as u64,
+        format!("{opened}/{} opened, {failed} failed", a.count),
+    );
+    report.check(
+        "every connection stayed open for --hold",
+        closed == 0,
+        format!("{closed} closed by the server during {:.1} s", a.hold.as_secs_f64()),
+    );
+    report.total_wall = started.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,187 @@
+//! # boxoffice-load
+//!
+//! A load tool for a **running** boxoffice server on this machine. It refuses any target
+//! that is not a loopback address, every scenario is bounded in count and in time
+//! (`--timeout`, `--duration`, `--hold`) and stops by itself, a progress bar runs on
+//! stderr, and a summary (figures, latency p50/p99/p99.9/max from HDR histograms,
+//! invariant checks, the tool's own CPU and wall time, and with `--server-pid` the
+//! server's CPU time per operation and its RSS) is printed on stdout at the end, or one
+//! JSON object with `--json`. The exit code is 0 when every check passed, 1 when one
+//! failed, 2 when the run could not be done (bad flags, unreachable server, refused setup).
+//!
+//! The tool mints its own HS256 JWTs with the server's secret (`--secret` or
+//! `BOXOFFICE_JWT_SECRET`), so user ids are free: each run takes `--user-base` (default
+//! 1,000,000) and up; give runs against one server different bases.
+//!
+//! ## Scenarios
+//!
+//! - `queue-rush --users N`: contract Q. Each user takes a queue token and polls until it
+//!   is active, holds a random free seat (another on 409, `--hold-retries` times), charges
+//!   its wallet with the price and pays. Checks: no seat sold twice (every newly RESERVED
+//!   seat is one acknowledged payment's reservation), no schedule oversold, every
+//!   acknowledged payment's reservation CONFIRMED, every wallet = charged - paid. The demo
+//!   data has 150 seats; `--create-schedules K --seats-per-schedule S` creates a concert
+//!   with K schedules of S (at most 1,000) seats first. **The server's queue admits
+//!   `BOXOFFICE_QUEUE_ADMIT_RATE` tokens per second while fewer than
+//!   `BOXOFFICE_QUEUE_MAX_ACTIVE` are active: for a rush, start it with high values**
+//!   (e.g. both 1000000), or the users mostly wait in the queue.
+//! - `booking-rush --users N [--performance perf_001 | --create-performance 26x100]`:
+//!   contract B. Users book overlapping random sets of 1 to 3 seats and pay the bookings
+//!   they got with a test card. Checks: a seat is in at most one confirmed booking, every
+//!   200 execute's booking is confirmed, and the test gateway's kept charges for this run's
+//!   intents equal the paid bookings' amounts exactly.
+//! - `chat-fanout --rooms R --members M --senders S --rate X --duration D
+//!   [--protocol plain|signalr]`: R group rooms of M members, one WebSocket per member;
+//!   S senders per room post over REST at X messages per second in total (token-bucket
+//!   pacing), each message `sender:seq:send_unix_micros`. Deliveries per second = X x M.
+//!   Measures deliveries/s and send-to-receive latency, counts lost and duplicated
+//!   deliveries. A group room holds at most `BOXOFFICE_CHAT_MAX_PARTICIPANTS` (100 by
+//!   default) participants: M above that is refused by the server, and the tool says so.
+//! - `connections --count N [--addresses 127.0.0.1,127.0.0.2] --hold 10s`: N idle plain
+//!   WebSockets to one room (the tool's, or `--room`), source addresses spread over
+//!   127.0.0.x past 25,000 sockets; reports opened, failed and the server's RSS per
+//!   connection. The tool raises its own RLIMIT_NOFILE to the hard limit; the server needs
+//!   enough descriptors too.
+//!
+//! ## Examples
+//!
+//! ```sh
+//! export BOXOFFICE_JWT_SECRET=load-secret
+//! BOXOFFICE_DATA_DIR=$(mktemp -d) BOXOFFICE_QUEUE_ADMIT_RATE=1000000 BOXOFFICE_QUEUE_MAX_ACTIVE=1000000 \
+//!     RUST_LOG=warn target/release/boxoffice serve &
+//! PID=$!
+//! target/release/boxoffice-load queue-rush --users 10000 --create-schedules 10 --concurrency 128 --server-pid $PID
+//! target/release/boxoffice-load booking-rush --users 2000 --create-performance 26x100 --user-base 2000000 --server-pid $PID
+//! target/release/boxoffice-load chat-fanout --rooms 10 --members 100 --senders 2 --rate 100 --duration 10s \
+//!     --protocol signalr --user-base 3000000 --server-pid $PID
+//! target/release/boxoffice-load connections --count 10000 --hold 10s --user-base 4000000 --server-pid $PID --json
+//! ```
+
+mod booking_rush;
+mod chat_fanout;
+mod common;
+mod connections;
+mod metrics;
+mod queue_rush;
+mod ws;
+
+use clap::{Parser, Subcommand};
+use common::{Common, Http, Target};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "boxoffice-load", version, about = "Load scenarios against a running boxoffice server on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Contract Q: queue, hold, charge, pay; then check seats, payments and wallets.
+    QueueRush(queue_rush::Args),
+    /// Contract B: overlapping bookings paid by card; then check seats and the gateway.
+    BookingRush(booking_rush::Args),
+    /// Contract C/T chat: REST senders, WebSocket receivers (plain or SignalR).
+    ChatFanout(chat_fanout::Args),
+    /// Many idle plain WebSockets held open.
+    Connections(connections::Args),
+}
+
+impl Cmd {
+    fn common(&self) -> &Common {
+        match self {
+            Cmd::QueueRush(a) => &a.common,
+            Cmd::BookingRush(a) => &a.common,
+            Cmd::ChatFanout(a) => &a.common,
+            Cmd::Connections(a) => &a.common,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::QueueRush(_) => "queue-rush",
+            Cmd::BookingRush(_) => "booking-rush",
+            Cmd::ChatFanout(_) => "chat-fanout",
+            Cmd::Connections(_) => "connections",
+        }
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit: many sockets need many descriptors.
+fn raise_nofile() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    lim.current = lim.maximum;
+    setrlimit(Resource::Nofile, lim).ok()?;
+    getrlimit(Resource::Nofile).current
+}
+
+fn fail(json: bool, scenario: &str, e: &anyhow::Error) -> ExitCode {
+    eprintln!("boxoffice-load {scenario}: {e:#}");
+    if json {
+        println!("{}", serde_json::json!({ "scenario": scenario, "passed": false, "error": format!("{e:#}") }));
+    }
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = cli.cmd.common().clone();
+    let name = cli.cmd.name();
+    let target = match Target::parse(&common.url) {
+        Ok(t) => t,
+        Err(e) => return fail(common.json, name, &e),
+    };
+    if common.secret.is_empty() {
+        return fail(common.json, name, &anyhow::anyhow!("--secret (or BOXOFFICE_JWT_SECRET) must not be empty"));
+    }
+    let nofile = raise_nofile();
+    let ws_rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.ws_threads.max(1))
+        .thread_name("load-ws")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(common.json, name, &e.into()),
+    };
+    let handle = ws_rt.handle().clone();
+    let secret = common.secret.as_bytes().to_vec();
+    let run_id = common::run_id();
+    let result = actix_rt::System::new().block_on(async move {
+        let http = Http::new(&target, common.concurrency);
+        let reachable = http.req(awc::http::Method::GET, "/healthz", None, &[], None).await;
+        match reachable {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => anyhow::bail!("GET {}/healthz answered {}", target.base, r.snippet()),
+            Err(e) => anyhow::bail!("cannot reach the server at {}: {e}", target.base),
+        }
+        match cli.cmd {
+            Cmd::QueueRush(a) => queue_rush::run(a, http, secret, run_id).await,
+            Cmd::BookingRush(a) => booking_rush::run(a, http, secret, run_id).await,
+            Cmd::ChatFanout(a) => chat_fanout::run(a, http, secret, run_id, target, handle).await,
+            Cmd::Connections(a) => connections::run(a, http, secret, run_id, target, handle).await,
+        }
+    });
+    ws_rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(mut report) => {
+            if let Some(n) = nofile {
+                report.params["tool_nofile_limit"] = n.into();
+            }
+            if common.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(common.json, name, &e),
+    }
+}

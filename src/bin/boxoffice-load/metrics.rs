@@ -1,0 +1,440 @@
+//! Measuring and reporting: HDR latency histograms, the tool's and the server's CPU time
+//! and RSS from /proc, the progress bar, and the report (tables or one JSON object).
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The largest latency a histogram keeps apart (10 minutes in microseconds); longer ones
+/// are counted as this.
+const MAX_US: u64 = 600_000_000;
+
+/// A latency histogram in microseconds.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// Named latency histograms, in the order they were first recorded.
+#[derive(Default, Clone)]
+pub struct Latencies {
+    ops: Vec<(String, Histogram<u64>)>,
+}
+
+impl Latencies {
+    fn slot(&mut self, op: &str) -> &mut Histogram<u64> {
+        let i = match self.ops.iter().position(|(n, _)| n == op) {
+            Some(i) => i,
+            None => {
+                self.ops.push((op.to_string(), histogram()));
+                self.ops.len() - 1
+            }
+        };
+        &mut self.ops[i].1
+    }
+
+    pub fn record(&mut self, op: &str, d: Duration) {
+        self.record_us(op, d.as_micros() as u64);
+    }
+
+    pub fn record_us(&mut self, op: &str, us: u64) {
+        self.slot(op).saturating_record(us.clamp(1, MAX_US));
+    }
+
+    pub fn merge(&mut self, op: &str, h: &Histogram<u64>) {
+        if h.is_empty() {
+            return;
+        }
+        // Same bounds everywhere, so adding cannot fail; saturate if it ever did.
+        let slot = self.slot(op);
+        if slot.add(h).is_err() {
+            for v in h.iter_recorded() {
+                slot.saturating_record_n(v.value_iterated_to().min(MAX_US), v.count_at_value());
+            }
+        }
+    }
+
+    pub fn count(&self, op: &str) -> u64 {
+        self.ops.iter().find(|(n, _)| n == op).map(|(_, h)| h.len()).unwrap_or(0)
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn summary(h: &Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p999": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+        "mean": (h.mean() / 10.0).round() / 100.0,
+    })
+}
+
+/// CPU time (user + system) of a process from /proc/PID/stat (`self` for this one).
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = match rustix::param::clock_ticks_per_second() {
+        0 => 100,
+        t => t,
+    };
+    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+}
+
+/// Resident set size in KiB from /proc/PID/status (`VmRSS`).
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The server's CPU time and RSS over a phase; a thread samples the RSS peak.
+pub struct ServerProbe {
+    pid: u32,
+    cpu0: Duration,
+    rss0: u64,
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerUsage {
+    pub pid: u32,
+    pub cpu: Duration,
+    pub rss_before_kb: u64,
+    pub rss_after_kb: u64,
+    pub rss_peak_kb: u64,
+}
+
+impl ServerProbe {
+    /// `None` without a pid; an error if the pid is not a readable process.
+    pub fn start(pid: Option<u32>) -> anyhow::Result<Option<ServerProbe>> {
+        let Some(pid) = pid else { return Ok(None) };
+        let cpu0 = cpu_time(Some(pid)).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/stat"))?;
+        let rss0 = rss_kb(pid).ok_or_else(|| anyhow::anyhow!("cannot read VmRSS of /proc/{pid}/status"))?;
+        let peak = Arc::new(AtomicU64::new(rss0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let sampler = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if let Some(r) = rss_kb(pid) {
+                        p.fetch_max(r, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+            .ok();
+        Ok(Some(ServerProbe { pid, cpu0, rss0, peak, stop, sampler }))
+    }
+
+    /// The RSS now, in KiB.
+    pub fn rss_now(&self) -> u64 {
+        rss_kb(self.pid).unwrap_or(0)
+    }
+
+    pub fn finish(mut self) -> ServerUsage {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.sampler.take() {
+            let _ = h.join();
+        }
+        let cpu = cpu_time(Some(self.pid)).unwrap_or(self.cpu0).saturating_sub(self.cpu0);
+        let after = rss_kb(self.pid).unwrap_or(0);
+        ServerUsage {
+            pid: self.pid,
+            cpu,
+            rss_before_kb: self.rss0,
+            rss_after_kb: after,
+            rss_peak_kb: self.peak.load(Ordering::Relaxed).max(after),
+        }
+    }
+}
+
+/// The tool's own wall and CPU time over a phase.
+pub struct ToolProbe {
+    start: Instant,
+    cpu0: Duration,
+}
+
+impl ToolProbe {
+    pub fn start() -> ToolProbe {
+        ToolProbe { start: Instant::now(), cpu0: cpu_time(None).unwrap_or_default() }
+    }
+
+    pub fn finish(&self) -> (Duration, Duration) {
+        (self.start.elapsed(), cpu_time(None).unwrap_or_default().saturating_sub(self.cpu0))
+    }
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+pub fn bar(enabled: bool, len: u64, prefix: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(8));
+    let style =
+        ProgressStyle::with_template("{prefix:>10} [{elapsed_precise}] {bar:30.cyan/blue} {pos:>7}/{len:7} {msg}")
+            .expect("progress template")
+            .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_prefix(prefix.to_string());
+    pb.enable_steady_tick(Duration::from_millis(250));
+    pb
+}
+
+/// One invariant check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(name: &str, passed: bool, detail: impl Into<String>) -> Check {
+        Check { name: name.to_string(), passed, detail: detail.into() }
+    }
+}
+
+/// What a scenario reports.
+pub struct Report {
+    pub scenario: &'static str,
+    pub params: Value,
+    /// (key, value), in display order.
+    pub figures: Vec<(String, Value)>,
+    pub latencies: Latencies,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+    /// The load phase's wall time and the tool's CPU time in it.
+    pub wall: Duration,
+    pub tool_cpu: Duration,
+    /// From the tool's start to the end of the checks.
+    pub total_wall: Duration,
+    pub server: Option<ServerUsage>,
+}
+
+impl Report {
+    pub fn new(scenario: &'static str, params: Value) -> Report {
+        Report {
+            scenario,
+            params,
+            figures: Vec::new(),
+            latencies: Latencies::default(),
+            checks: Vec::new(),
+            notes: Vec::new(),
+            wall: Duration::ZERO,
+            tool_cpu: Duration::ZERO,
+            total_wall: Duration::ZERO,
+            server: None,
+        }
+    }
+
+    pub fn fig(&mut self, key: &str, v: impl Into<Value>) {
+        self.figures.push((key.to_string(), v.into()));
+    }
+
+    /// A rate or ratio, rounded to 2 decimals.
+    pub fn fig_f(&mut self, key: &str, v: f64) {
+        let v = if v.is_finite() { (v * 100.0).round() / 100.0 } else { 0.0 };
+        self.fig(key, v);
+    }
+
+    pub fn check(&mut self, name: &str, passed: bool, detail: impl Into<String>) {
+        self.checks.push(Check::new(name, passed, detail));
+    }
+
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// Server CPU microseconds per unit of work (`per_what` names it), when known.
+    pub fn server_cpu_per(&mut self, per_what: &str, n: u64) {
+        if let Some(s) = &self.server {
+            if n > 0 {
+                let v = s.cpu.as_micros() as f64 / n as f64;
+                self.fig_f(&format!("server_cpu_us_per_{per_what}"), v);
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut figures = Map::new();
+        for (k, v) in &self.figures {
+            figures.insert(k.clone(), v.clone());
+        }
+        let mut lat = Map::new();
+        for (op, h) in &self.latencies.ops {
+            lat.insert(op.clone(), summary(h));
+        }
+        let wall = self.wall.as_secs_f64();
+        let cpu = self.tool_cpu.as_secs_f64();
+        json!({
+            "scenario": self.scenario,
+            "passed": self.passed(),
+            "params": self.params,
+            "figures": figures,
+            "latency_ms": lat,
+            "checks": self.checks.iter().map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+            "tool": {
+                "wall_s": round3(wall),
+                "cpu_s": round3(cpu),
+                "cpu_pct": if wall > 0.0 { round3(100.0 * cpu / wall) } else { 0.0 },
+                "total_wall_s": round3(self.total_wall.as_secs_f64()),
+            },
+            "server": self.server.as_ref().map(|s| json!({
+                "pid": s.pid,
+                "cpu_s": round3(s.cpu.as_secs_f64()),
+                "cpu_pct": if wall > 0.0 { round3(100.0 * s.cpu.as_secs_f64() / wall) } else { 0.0 },
+                "rss_before_kb": s.rss_before_kb,
+                "rss_after_kb": s.rss_after_kb,
+                "rss_peak_kb": s.rss_peak_kb,
+            })),
+            "notes": self.notes,
+        })
+    }
+
+    /// The summary tables.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut t = Table::new();
+        t.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(150);
+        t.set_header(vec![Cell::new(format!("{} ", self.scenario)), Cell::new("value")]);
+        for (k, v) in &self.figures {
+            t.add_row(vec![Cell::new(k), Cell::new(show(v)).set_alignment(CellAlignment::Right)]);
+        }
+        let wall = self.wall.as_secs_f64();
+        let cpu = self.tool_cpu.as_secs_f64();
+        t.add_row(vec![
+            Cell::new("load phase wall s"),
+            Cell::new(format!("{wall:.2}")).set_alignment(CellAlignment::Right),
+        ]);
+        let pct = if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 };
+        t.add_row(vec![
+            Cell::new("tool CPU s (% of one core)"),
+            Cell::new(format!("{cpu:.2} ({pct:.0}%)")).set_alignment(CellAlignment::Right),
+        ]);
+        if let Some(s) = &self.server {
+            let scpu = s.cpu.as_secs_f64();
+            let spct = if wall > 0.0 { 100.0 * scpu / wall } else { 0.0 };
+            t.add_row(vec![
+                Cell::new(format!("server CPU s (pid {})", s.pid)),
+                Cell::new(format!("{scpu:.2} ({spct:.0}%)")).set_alignment(CellAlignment::Right),
+            ]);
+            t.add_row(vec![
+                Cell::new("server RSS MiB before / after / peak"),
+                Cell::new(format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    s.rss_before_kb as f64 / 1024.0,
+                    s.rss_after_kb as f64 / 1024.0,
+                    s.rss_peak_kb as f64 / 1024.0
+                ))
+                .set_alignment(CellAlignment::Right),
+            ]);
+        }
+        t.add_row(vec![
+            Cell::new("total wall s (with setup and checks)"),
+            Cell::new(format!("{:.2}", self.total_wall.as_secs_f64())).set_alignment(CellAlignment::Right),
+        ]);
+        out.push_str(&t.to_string());
+        out.push('\n');
+
+        if !self.latencies.ops.is_empty() {
+            let mut t = Table::new();
+            t.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(150);
+            t.set_header(vec!["latency (ms)", "count", "p50", "p99", "p99.9", "max"]);
+            for (op, h) in &self.latencies.ops {
+                let f = |us: u64| Cell::new(format!("{:.2}", ms(us))).set_alignment(CellAlignment::Right);
+                t.add_row(vec![
+                    Cell::new(op),
+                    Cell::new(h.len()).set_alignment(CellAlignment::Right),
+                    f(h.value_at_quantile(0.5)),
+                    f(h.value_at_quantile(0.99)),
+                    f(h.value_at_quantile(0.999)),
+                    f(h.max()),
+                ]);
+            }
+            out.push_str(&t.to_string());
+            out.push('\n');
+        }
+
+        if !self.checks.is_empty() {
+            let mut t = Table::new();
+            t.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(150);
+            t.set_header(vec!["check", "result", "detail"]);
+            for c in &self.checks {
+                t.add_row(vec![
+                    Cell::new(&c.name),
+                    Cell::new(if c.passed { "PASS" } else { "FAIL" }),
+                    Cell::new(&c.detail),
+                ]);
+            }
+            out.push_str(&t.to_string());
+            out.push('\n');
+        }
+        for n in &self.notes {
+            out.push_str("note: ");
+            out.push_str(n);
+            out.push('\n');
+        }
+        out.push_str(if self.passed() { "RESULT: PASS\n" } else { "RESULT: FAIL\n" });
+        out
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        assert!(cpu_time(None).is_some());
+        assert!(rss_kb(std::process::id()).unwrap_or(0) > 0);
+    }
+
+    #[test]
+    fn latencies_merge_and_summarise() {
+        let mut a = Latencies::default();
+        a.record("x", Duration::from_millis(2));
+        let mut h = histogram();
+        h.saturating_record(4000);
+        a.merge("x", &h);
+        assert_eq!(a.count("x"), 2);
+        let mut r = Report::new("t", json!({}));
+        r.latencies = a;
+        r.check("ok", true, "");
+        let v = r.to_json();
+        assert_eq!(v["latency_ms"]["x"]["count"], 2);
+        assert!(v["latency_ms"]["x"]["max"].as_f64().unwrap_or(0.0) >= 3.9);
+        assert_eq!(v["passed"], true);
+        assert!(r.render().contains("RESULT: PASS"));
+    }
+}

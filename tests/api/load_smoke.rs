@@ -1,0 +1,168 @@
+//! The load tool (`boxoffice-load`) against a real server, each scenario with tiny
+//! parameters: it exits 0, its invariant checks pass, and its counts add up.
+
+use crate::helpers::*;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run `boxoffice-load SCENARIO ARGS --json` against `server`; the parsed JSON report.
+fn load(server: &TestServer, scenario: &str, args: &[&str]) -> Value {
+    let started = Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"));
+    cmd.arg(scenario)
+        .args(["--url", &server.base, "--json", "--no-progress", "--timeout", "20s", "--verify-timeout", "20s"])
+        .args(args)
+        .env("BOXOFFICE_JWT_SECRET", SECRET)
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("run boxoffice-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "boxoffice-load {scenario} {args:?} exited with {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status.code()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{scenario} took {:?}", started.elapsed());
+    let report: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    assert_eq!(report["scenario"], scenario, "{report}");
+    assert_eq!(report["passed"], true, "{report}");
+    let checks = report["checks"].as_array().expect("checks");
+    assert!(!checks.is_empty(), "{report}");
+    for c in checks {
+        assert_eq!(c["passed"], true, "check failed: {c}\n{report}");
+    }
+    assert!(report["tool"]["cpu_s"].is_number() && report["tool"]["wall_s"].as_f64().unwrap_or(0.0) > 0.0, "{report}");
+    report
+}
+
+fn fig(report: &Value, key: &str) -> u64 {
+    report["figures"][key].as_u64().unwrap_or_else(|| panic!("figure {key}: {report}"))
+}
+
+fn server() -> TestServer {
+    TestServer::spawn(&[("BOXOFFICE_QUEUE_ADMIT_RATE", "1000000"), ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1000000")])
+}
+
+#[test]
+fn load_queue_rush_sells_each_seat_once_and_balances_wallets() {
+    let server = server();
+    let r = load(&server, "queue-rush", &["--users", "40", "--concurrency", "16"]);
+    assert_eq!(fig(&r, "users_admitted"), 40, "{r}");
+    // 150 demo seats for 40 users: everyone gets one, some after a 409.
+    assert_eq!(fig(&r, "holds_ok"), 40, "{r}");
+    assert_eq!(fig(&r, "payments_ok"), 40, "{r}");
+    assert_eq!(fig(&r, "hold_attempts"), 40 + fig(&r, "holds_409"), "{r}");
+    assert_eq!(fig(&r, "errors"), 0, "{r}");
+    assert_eq!(r["latency_ms"]["hold"]["count"].as_u64(), Some(fig(&r, "hold_attempts")), "{r}");
+    assert_eq!(r["checks"].as_array().map(Vec::len), Some(4), "{r}");
+
+    // Its own small catalog, more users than seats: the rest are sold out, nothing oversold.
+    let r = load(
+        &server,
+        "queue-rush",
+        &[
+            "--users",
+            "30",
+            "--create-schedules",
+            "2",
+            "--seats-per-schedule",
+            "10",
+            "--hold-retries",
+            "50",
+            "--user-base",
+            "2000000",
+        ],
+    );
+    assert_eq!(fig(&r, "seats_available_at_start"), 20, "{r}");
+    assert_eq!(fig(&r, "payments_ok"), 20, "{r}");
+    assert_eq!(fig(&r, "users_sold_out") + fig(&r, "payments_ok"), 30, "{r}");
+}
+
+#[test]
+fn load_booking_rush_confirms_paid_bookings_and_reconciles_the_gateway() {
+    let server = server();
+    let r = load(&server, "booking-rush", &["--users", "40", "--concurrency", "16"]);
+    assert!(fig(&r, "bookings_ok") > 0, "{r}");
+    assert_eq!(fig(&r, "bookings_ok"), fig(&r, "payments_ok"), "{r}");
+    assert_eq!(fig(&r, "booking_attempts"), fig(&r, "bookings_ok") + fig(&r, "bookings_seat_taken"), "{r}");
+    assert!(fig(&r, "seats_sold") <= 100, "{r}");
+    assert_eq!(fig(&r, "errors"), 0, "{r}");
+
+    let r = load(&server, "booking-rush", &["--users", "30", "--create-performance", "2x10", "--user-base", "2000000"]);
+    assert!(fig(&r, "seats_sold") <= 20 && fig(&r, "payments_ok") > 0, "{r}");
+}
+
+fn chat(protocol: &str) {
+    let server = server();
+    let r = load(
+        &server,
+        "chat-fanout",
+        &[
+            "--rooms",
+            "2",
+            "--members",
+            "5",
+            "--senders",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "2s",
+            "--protocol",
+            protocol,
+            "--grace",
+            "5s",
+        ],
+    );
+    assert_eq!(fig(&r, "sockets_opened"), 10, "{r}");
+    assert_eq!(fig(&r, "messages_planned"), 100, "{r}");
+    assert_eq!(fig(&r, "messages_sent_ok"), 100, "{r}");
+    assert_eq!(fig(&r, "deliveries_expected"), 500, "{r}");
+    assert_eq!(fig(&r, "deliveries"), 500, "{r}");
+    assert_eq!(fig(&r, "lost"), 0, "{r}");
+    assert_eq!(fig(&r, "duplicates"), 0, "{r}");
+    assert_eq!(r["latency_ms"]["delivery (send->receive)"]["count"], 500, "{r}");
+}
+
+#[test]
+fn load_chat_fanout_plain_loses_and_duplicates_nothing() {
+    chat("plain");
+}
+
+#[test]
+fn load_chat_fanout_signalr_loses_and_duplicates_nothing() {
+    chat("signalr");
+}
+
+#[test]
+fn load_connections_opens_and_holds_every_socket() {
+    let server = server();
+    let r = load(&server, "connections", &["--count", "200", "--hold", "1s"]);
+    assert_eq!(fig(&r, "opened"), 200, "{r}");
+    assert_eq!(fig(&r, "failed"), 0, "{r}");
+    assert_eq!(fig(&r, "closed_by_server_while_held"), 0, "{r}");
+}
+
+#[test]
+fn load_refuses_targets_off_this_machine_and_oversized_rooms() {
+    let out = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        .args(["connections", "--url", "http://192.0.2.1:8080", "--json"])
+        .env("BOXOFFICE_JWT_SECRET", SECRET)
+        .output()
+        .expect("run boxoffice-load");
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["error"].as_str().unwrap_or("").contains("loopback"), "{v}");
+
+    let server = server();
+    let out = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        .args(["chat-fanout", "--url", &server.base, "--json", "--no-progress", "--rooms", "1", "--members", "101"])
+        .env("BOXOFFICE_JWT_SECRET", SECRET)
+        .output()
+        .expect("run boxoffice-load");
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["error"].as_str().unwrap_or("").contains("BOXOFFICE_CHAT_MAX_PARTICIPANTS"), "{v}");
+}
