@@ -113,11 +113,17 @@ impl Registry {
         let _ = registry.inner.test_gateway.set(gateway);
         let mut reservations = store.scan::<Reservation>(&Key::Reservation(0))?;
         reservations.sort_by_key(|(_, r)| r.created_at);
+        // Seat states are rebuilt from the reservations that still hold seats (or money).
+        let mut by_seat_map: std::collections::HashMap<String, Vec<Reservation>> = Default::default();
         for (_, r) in reservations {
             registry.route_reservation(&r);
+            if r.is_live() || r.needs_refund() {
+                by_seat_map.entry(r.seat_map.clone()).or_default().push(r);
+            }
         }
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
-            registry.start_seat_map(snapshot)?;
+            let live = by_seat_map.remove(&snapshot.id).unwrap_or_default();
+            registry.restore_seat_map(snapshot, live)?;
         }
         for (key, profile) in store.scan::<(String, Option<String>)>(&Key::Profile(0))? {
             if let Key::Profile(user) = key {
@@ -210,10 +216,19 @@ impl Registry {
         self.inner.catalog.get().expect("catalog started")
     }
 
-    /// Start the actor for a seat map (at creation or restore).
+    /// Start the actor for a new seat map.
     pub fn start_seat_map(&self, snapshot: SeatMapSnapshot) -> Result<Addr<SeatMap>, StoreError> {
+        self.restore_seat_map(snapshot, Vec::new())
+    }
+
+    /// Start the actor for a seat map with its live reservations (at restore).
+    pub fn restore_seat_map(
+        &self,
+        snapshot: SeatMapSnapshot,
+        live: Vec<Reservation>,
+    ) -> Result<Addr<SeatMap>, StoreError> {
         let id = snapshot.id.clone();
-        let seat_map = SeatMap::restore(snapshot, self.inner.store.clone(), self.clone())?;
+        let seat_map = SeatMap::restore(snapshot, live, self.inner.store.clone(), self.clone())?;
         let addr = SeatMap::start_in_arbiter(&self.arbiter_for(&id), |_| seat_map);
         self.inner.seat_maps.insert(id, addr.clone());
         Ok(addr)

@@ -600,8 +600,10 @@ mod tests {
     /// Hold seat "1" of seat map "t" for user 1 with 500 in the wallet, then run the
     /// payment's first step (and the second, if `commit`) and stop there.
     async fn interrupted_payment(registry: &Registry, store: &Store, commit: bool) -> u64 {
-        let seat_map =
-            registry.start_seat_map(SeatMapSnapshot::new("t".into(), ["1".to_string()], 100)).expect("seat map");
+        // A seat map's definition is written once, as the catalog does when it creates one.
+        let definition = SeatMapSnapshot::new("t".into(), ["1".to_string()], 100);
+        store.put(&crate::store::Key::SeatMap("t".into()), &definition).expect("definition");
+        let seat_map = registry.start_seat_map(definition).expect("seat map");
         let hold =
             HoldSeats { user: 1, seats: vec!["1".into()], ttl: Duration::from_secs(60), key: None, booking: None };
         let r = seat_map.send(hold).await.expect("mailbox").expect("hold");

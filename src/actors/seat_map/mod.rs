@@ -101,20 +101,24 @@ impl Reservation {
     }
 }
 
-/// What is persisted besides the reservation records.
+/// A seat map's definition (its seats and prices), written once when it is created.
+///
+/// Seat states are not kept here: a change writes only the reservation it touches (a few
+/// hundred bytes, whatever the size of the map), and a restart rebuilds every seat's
+/// state from the live reservations. So a hold costs the same on a 50-seat map and on a
+/// 10,000-seat one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeatMapSnapshot {
     pub id: String,
+    /// The seats, all `Available` as written.
     pub seats: Vec<Seat>,
-    /// Finished bookings still owed a refund (see [`Reservation::needs_refund`]).
-    pub settling: Vec<u64>,
 }
 
 impl SeatMapSnapshot {
     /// A fresh seat map with every seat available.
     pub fn new(id: String, labels: impl IntoIterator<Item = String>, price: u64) -> Self {
         let seats = labels.into_iter().map(|label| Seat { label, price, state: SeatState::Available }).collect();
-        SeatMapSnapshot { id, seats, settling: Vec::new() }
+        SeatMapSnapshot { id, seats }
     }
 }
 
@@ -203,31 +207,48 @@ pub struct SeatMap {
 }
 
 impl SeatMap {
-    /// Load a seat map and its live reservations from their snapshot.
-    pub fn restore(snapshot: SeatMapSnapshot, store: Store, registry: Registry) -> Result<SeatMap, StoreError> {
+    /// Bring a seat map back from its definition and its reservations: the live ones take
+    /// their seats again, and finished bookings still owed a refund are kept to settle.
+    pub fn restore(
+        snapshot: SeatMapSnapshot,
+        reservations: Vec<Reservation>,
+        store: Store,
+        registry: Registry,
+    ) -> Result<SeatMap, StoreError> {
+        let mut seats = snapshot.seats;
+        for s in seats.iter_mut() {
+            s.state = SeatState::Available;
+        }
+        let index: HashMap<String, usize> = seats.iter().enumerate().map(|(i, s)| (s.label.clone(), i)).collect();
         let mut live = HashMap::new();
-        let held = snapshot.seats.iter().filter_map(|s| match s.state {
-            SeatState::Held(r) | SeatState::Sold(r) => Some(r),
-            SeatState::Available => None,
-        });
-        for r in held.chain(snapshot.settling.iter().copied()) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = live.entry(r) {
-                if let Some(mut res) = store.get::<Reservation>(&Key::Reservation(r))? {
-                    // A charge that was in flight when the process stopped has an unknown
-                    // outcome now: a retry reuses its gateway key, an expiry refunds it.
-                    if let Some(b) = res.booking.as_mut() {
-                        if let ChargeState::Charging { .. } = b.charge {
-                            b.charge = ChargeState::Unknown;
-                        }
+        for mut res in reservations.into_iter().filter(|r| r.seat_map == snapshot.id) {
+            if !(res.is_live() || res.needs_refund()) {
+                continue;
+            }
+            if res.is_live() {
+                let state = if res.status == ReservationStatus::Confirmed {
+                    SeatState::Sold(res.id)
+                } else {
+                    SeatState::Held(res.id)
+                };
+                for label in &res.seats {
+                    if let Some(&i) = index.get(label) {
+                        seats[i].state = state;
                     }
-                    slot.insert(res);
                 }
             }
+            // A charge that was in flight when the process stopped has an unknown outcome
+            // now: a retry reuses its gateway key, an expiry refunds it.
+            if let Some(b) = res.booking.as_mut() {
+                if let ChargeState::Charging { .. } = b.charge {
+                    b.charge = ChargeState::Unknown;
+                }
+            }
+            live.insert(res.id, res);
         }
-        let index = snapshot.seats.iter().enumerate().map(|(i, s)| (s.label.clone(), i)).collect();
         Ok(SeatMap {
             id: snapshot.id,
-            seats: snapshot.seats,
+            seats,
             index,
             live,
             store,
@@ -243,16 +264,9 @@ impl SeatMap {
         &self.id
     }
 
-    fn snapshot(&self) -> SeatMapSnapshot {
-        let mut settling: Vec<u64> = self.live.values().filter(|r| !r.is_live()).map(|r| r.id).collect();
-        settling.sort_unstable();
-        SeatMapSnapshot { id: self.id.clone(), seats: self.seats.clone(), settling }
-    }
-
-    /// Persist the seats and the given reservations in one atomic write.
+    /// Persist the given reservations (which carry their seats) in one atomic write.
     fn persist(&self, changed: &[&Reservation], key: Option<&(Key, BookingKeyRecord)>) -> Result<(), StoreError> {
         let mut batch = Batch::default();
-        batch.put(&Key::SeatMap(self.id.clone()), &self.snapshot())?;
         for r in changed {
             batch.put(&Key::Reservation(r.id), *r)?;
         }
