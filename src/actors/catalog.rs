@@ -142,13 +142,8 @@ pub struct CreateSchedule {
 impl Handler<CreateSchedule> for Catalog {
     type Result = ResponseFuture<Result<Schedule, CatalogError>>;
     fn handle(&mut self, msg: CreateSchedule, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
         let result = self.create_schedule(msg);
-        Box::pin(async move {
-            let schedule = result?;
-            store.durable().await?;
-            Ok(schedule)
-        })
+        self.store.when_durable(result)
     }
 }
 
@@ -259,13 +254,8 @@ pub struct CreatePerformance {
 impl Handler<CreatePerformance> for Catalog {
     type Result = ResponseFuture<Result<Performance, CatalogError>>;
     fn handle(&mut self, msg: CreatePerformance, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
         let result = self.create_performance(msg);
-        Box::pin(async move {
-            let performance = result?;
-            store.durable().await?;
-            Ok(performance)
-        })
+        self.store.when_durable(result)
     }
 }
 

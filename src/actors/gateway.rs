@@ -91,6 +91,22 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn refund(&self, key: String) -> BoxFuture<'static, Result<Option<GatewayCharge>, GatewayError>>;
 }
 
+/// Step 2 of a card payment, shared by every actor that charges cards: once everything the
+/// actor wrote so far (its `Charging` record) is durable, ask the gateway, for at most
+/// `timeout`. Runs outside the actor's handler, so the gateway never blocks it.
+pub async fn charge_after_flush(
+    store: Store,
+    gateway: std::sync::Arc<dyn PaymentGateway>,
+    timeout: Duration,
+    req: ChargeRequest,
+) -> Result<GatewayCharge, GatewayError> {
+    store.durable().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(GatewayError::Timeout),
+    }
+}
+
 /// The test gateway's record of charges, by key.
 pub struct TestGateway {
     charges: HashMap<String, GatewayCharge>,

@@ -149,6 +149,18 @@ pub struct Subscriber {
     pub congestion: Arc<Congestion>,
 }
 
+impl Subscriber {
+    pub fn new(
+        session: u64,
+        user: u64,
+        recipient: Recipient<Deliver>,
+        evicted: Arc<AtomicBool>,
+        outbox: usize,
+    ) -> Self {
+        Subscriber { session, user, recipient, evicted, outbox, congestion: Default::default() }
+    }
+}
+
 /// How far behind a session is.
 #[derive(Debug, Default)]
 pub struct Congestion {
@@ -273,6 +285,14 @@ impl Hub {
         p.connections = p.connections.saturating_sub(1);
         p.last_seen = crate::time::now_ms();
         p.connections == 0
+    }
+
+    /// Tell `rooms` (the user's) that the user came online or went offline.
+    pub fn announce_presence(&self, rooms: &[u64], user: u64, user_name: &str, online: bool) {
+        let event = Event::new(ChatEvent::UserStatus { user, user_name: user_name.to_string(), online });
+        for room in rooms {
+            self.publish(&room_group(*room), &event);
+        }
     }
 
     /// Whether `user` has an open connection, and when their last one closed (0: never).

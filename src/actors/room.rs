@@ -332,12 +332,7 @@ impl Room {
 
     /// Answer once everything written so far is durable.
     fn when_durable<T: 'static>(&self, value: Result<T, ChatError>) -> ResponseFuture<Result<T, ChatError>> {
-        let store = self.store.clone();
-        Box::pin(async move {
-            let v = value?;
-            store.durable().await?;
-            Ok(v)
-        })
+        self.store.when_durable(value)
     }
 
     /// Once everything written so far is durable, publish the event to the room and answer.

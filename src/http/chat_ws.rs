@@ -11,7 +11,7 @@
 use super::chat::{author, room_of};
 use super::error::CError;
 use super::AppState;
-use crate::actors::hub::{user_group, ChatEvent, Deliver, Event, Hub, MessageEvent, Subscriber};
+use crate::actors::hub::{user_group, ChatEvent, Deliver, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, Join, MarkRead, PostMessage, Room, StoredMessage, Typing};
 use crate::actors::Registry;
 use crate::time::rfc3339;
@@ -63,7 +63,6 @@ pub async fn connect(
         evicted: Arc::new(AtomicBool::new(false)),
         heard: Instant::now(),
         last_message: 0,
-        joined: false,
     };
     ws::start(session, &req, stream)
 }
@@ -82,7 +81,6 @@ pub struct ChatSession {
     heard: Instant,
     /// The newest message id sent to the client: nothing at or below it is sent again.
     last_message: u64,
-    joined: bool,
 }
 
 impl ChatSession {
@@ -91,32 +89,30 @@ impl ChatSession {
     }
 
     fn subscriber(&self, ctx: &mut ws::WebsocketContext<Self>) -> Subscriber {
-        Subscriber {
-            session: self.id,
-            user: self.me.id,
-            recipient: ctx.address().recipient(),
-            evicted: self.evicted.clone(),
-            outbox: self.outbox,
-            congestion: Default::default(),
-        }
+        Subscriber::new(self.id, self.me.id, ctx.address().recipient(), self.evicted.clone(), self.outbox)
     }
 
     /// Tell the rooms of the user that they came online or went offline.
     fn announce(&self, online: bool) {
-        let event = Event::new(ChatEvent::UserStatus { user: self.me.id, user_name: self.me.name.clone(), online });
-        for room in self.registry.rooms_of(self.me.id) {
-            self.hub().publish(&crate::actors::hub::room_group(room), &event);
+        self.hub().announce_presence(&self.registry.rooms_of(self.me.id), self.me.id, &self.me.name, online);
+    }
+
+    /// Whether `m` is new to this client (and remember it as sent).
+    fn fresh(&mut self, m: &MessageEvent) -> bool {
+        if m.room != self.room_id {
+            return true;
         }
+        if m.id <= self.last_message {
+            return false;
+        }
+        self.last_message = m.id;
+        true
     }
 
     fn send_message(&mut self, m: &MessageEvent, ctx: &mut ws::WebsocketContext<Self>) {
-        if m.room == self.room_id && m.id <= self.last_message {
-            return;
+        if self.fresh(m) {
+            ctx.text(render(&ChatEvent::Message(m.clone())));
         }
-        if m.room == self.room_id {
-            self.last_message = m.id;
-        }
-        ctx.text(render(&ChatEvent::Message(m.clone())));
     }
 
     fn error(ctx: &mut ws::WebsocketContext<Self>, detail: impl Into<String>) {
@@ -249,7 +245,6 @@ impl Actor for ChatSession {
         let join = self.room.send(Join { subscriber: sub, since: self.since });
         ctx.wait(join.into_actor(self).map(|answer, act, ctx| match answer {
             Ok(Ok(backlog)) => {
-                act.joined = true;
                 for m in backlog.iter().map(StoredMessage::event) {
                     act.send_message(&m, ctx);
                 }
@@ -294,11 +289,8 @@ impl Handler<Deliver> for ChatSession {
             return;
         }
         if let ChatEvent::Message(m) = &event.kind {
-            if m.room == self.room_id && m.id <= self.last_message {
+            if !self.fresh(m) {
                 return;
-            }
-            if m.room == self.room_id {
-                self.last_message = m.id;
             }
         }
         ctx.text(event.render(SLOT, render));

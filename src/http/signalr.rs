@@ -280,22 +280,12 @@ impl SignalRSession {
     }
 
     fn subscriber(&self, ctx: &mut ws::WebsocketContext<Self>) -> Subscriber {
-        Subscriber {
-            session: self.id,
-            user: self.me.id,
-            recipient: ctx.address().recipient(),
-            evicted: self.evicted.clone(),
-            outbox: self.outbox,
-            congestion: Default::default(),
-        }
+        Subscriber::new(self.id, self.me.id, ctx.address().recipient(), self.evicted.clone(), self.outbox)
     }
 
     /// Tell the rooms of the user that they came online or went offline.
     fn announce(&self, online: bool) {
-        let event = Event::new(ChatEvent::UserStatus { user: self.me.id, user_name: self.me.name.clone(), online });
-        for room in self.registry.rooms_of(self.me.id) {
-            self.hub().publish(&room_group(room), &event);
-        }
+        self.hub().announce_presence(&self.registry.rooms_of(self.me.id), self.me.id, &self.me.name, online);
     }
 
     /// Send a Close record and close the socket.

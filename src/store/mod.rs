@@ -162,6 +162,20 @@ impl Store {
         }
     }
 
+    /// An actor's answer, given only once everything written before it is durable (a 2xx
+    /// means on disk); an error is answered at once.
+    pub fn when_durable<T: 'static, E: From<StoreError> + 'static>(
+        &self,
+        answer: Result<T, E>,
+    ) -> futures_util::future::LocalBoxFuture<'static, Result<T, E>> {
+        let store = self.clone();
+        Box::pin(async move {
+            let value = answer?;
+            store.durable().await?;
+            Ok(value)
+        })
+    }
+
     /// Flush now, on this thread (shutdown, tests).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;

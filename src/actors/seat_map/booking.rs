@@ -24,7 +24,7 @@
 //! a charge that was in flight when the process stopped counts as `Unknown`.
 
 use super::{HoldSeats, Reservation, ReservationStatus, SeatError, SeatMap, SeatState};
-use crate::actors::gateway::{CardFailure, ChargeRequest, GatewayError};
+use crate::actors::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayError};
 use crate::store::Key;
 use crate::time::now_ms;
 use actix::prelude::*;
@@ -418,12 +418,7 @@ impl Handler<BookSeats> for SeatMap {
         let hold = HoldSeats { user: msg.user, seats: msg.seats, ttl: msg.ttl, key: msg.key, booking: Some(msg.spec) };
         let result = self.hold(hold);
         self.arm(ctx);
-        let store = self.store.clone();
-        Box::pin(async move {
-            let r = result?;
-            store.durable().await?;
-            Ok(r)
-        })
+        self.store.when_durable(result)
     }
 }
 
@@ -450,14 +445,8 @@ impl Handler<ExecuteBooking> for SeatMap {
         let store = self.store.clone();
         let gateway = self.registry.gateway();
         let timeout = self.registry.settings().gateway_timeout;
-        let call = async move {
-            // The gateway hears of the charge only once `Charging` is on disk.
-            store.durable().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-            match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(GatewayError::Timeout),
-            }
-        };
+        // The gateway hears of the charge only once `Charging` is on disk.
+        let call = charge_after_flush(store, gateway, timeout, req);
         let id = msg.reservation;
         let key = msg.key;
         Box::pin(
@@ -487,12 +476,7 @@ impl Handler<CancelBooking> for SeatMap {
     type Result = ResponseFuture<Result<Reservation, SeatError>>;
     fn handle(&mut self, msg: CancelBooking, ctx: &mut Context<Self>) -> Self::Result {
         let result = self.cancel_booking(msg, ctx);
-        let store = self.store.clone();
-        Box::pin(async move {
-            let r = result?;
-            store.durable().await?;
-            Ok(r)
-        })
+        self.store.when_durable(result)
     }
 }
 
