@@ -54,6 +54,8 @@ struct Inner {
     user_rooms: DashMap<u64, BTreeSet<u64>>,
     /// Ticket listings (all started at start: their timers run expiries).
     listings: DashMap<u64, Addr<TicketListing>>,
+    /// payment request (transaction) id -> its listing.
+    transactions: DashMap<u64, u64>,
     /// (listing, buyer) -> their open trade room.
     trade_rooms: DashMap<(u64, u64), u64>,
     /// user -> (name, picture) as their latest token said.
@@ -93,6 +95,7 @@ impl Registry {
                 profiles: DashMap::new(),
                 listings: DashMap::new(),
                 trade_rooms: DashMap::new(),
+                transactions: DashMap::new(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
                 gateway: OnceLock::new(),
@@ -401,10 +404,23 @@ impl Registry {
 
     fn start_listing(&self, snapshot: ListingSnapshot) -> Addr<TicketListing> {
         let id = snapshot.listing.id;
+        for tx in snapshot.transactions.keys() {
+            self.route_transaction(*tx, id);
+        }
         let actor = TicketListing::new(snapshot, self.inner.store.clone(), self.clone());
         let addr = TicketListing::start_in_arbiter(&self.arbiter_for(&("listing", id)), |_| actor);
         self.inner.listings.insert(id, addr.clone());
         addr
+    }
+
+    pub fn route_transaction(&self, tx: u64, listing: u64) {
+        self.inner.transactions.insert(tx, listing);
+    }
+
+    /// The listing that holds payment request `tx`.
+    pub fn listing_of_transaction(&self, tx: u64) -> Option<Addr<TicketListing>> {
+        let listing = *self.inner.transactions.get(&tx)?;
+        self.listing(listing)
     }
 
     pub fn listing(&self, id: u64) -> Option<Addr<TicketListing>> {

@@ -16,7 +16,7 @@
 //! cancelled meanwhile is refunded. An expiry racing a payment ends in one state: the
 //! charge is kept only by a request that was still pending when it was captured.
 
-use super::gateway::{CardFailure, ChargeRequest, GatewayCharge, GatewayError};
+use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError};
 use super::registry::Registry;
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
@@ -461,13 +461,11 @@ impl Handler<RequestPayment> for TicketListing {
                 Ok(t)
             })
         });
+        if let Ok(t) = &r {
+            self.registry.route_transaction(t.id, t.listing);
+        }
         self.arm(ctx);
-        let store = self.store.clone();
-        Box::pin(async move {
-            let t = r?;
-            store.durable().await?;
-            Ok(t)
-        })
+        self.store.when_durable(r)
     }
 }
 
@@ -528,13 +526,7 @@ impl Handler<PayTransaction> for TicketListing {
         let store = self.store.clone();
         let gateway = self.registry.gateway();
         let timeout = self.registry.settings().gateway_timeout;
-        let call = async move {
-            store.durable().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-            match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(GatewayError::Timeout),
-            }
-        };
+        let call = charge_after_flush(store, gateway, timeout, req);
         let id = msg.tx;
         Box::pin(
             fut::wrap_future::<_, Self>(call).map(move |answer, act, ctx| act.finish_charge(id, answer, ctx)).then(
@@ -580,12 +572,7 @@ impl Handler<ConfirmPurchase> for TicketListing {
             }
         });
         self.notify(ctx);
-        let store = self.store.clone();
-        Box::pin(async move {
-            let t = r?;
-            store.durable().await?;
-            Ok(t)
-        })
+        self.store.when_durable(r)
     }
 }
 
@@ -632,12 +619,7 @@ impl Handler<CancelTransaction> for TicketListing {
         });
         self.settle(ctx);
         self.arm(ctx);
-        let store = self.store.clone();
-        Box::pin(async move {
-            let t = r?;
-            store.durable().await?;
-            Ok(t)
-        })
+        self.store.when_durable(r)
     }
 }
 

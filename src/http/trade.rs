@@ -783,19 +783,11 @@ pub struct TxBody {
     pub room_id: Option<serde_json::Value>,
 }
 
-/// The listing that holds transaction `id` of one of the caller's rooms.
-async fn tx_listing(state: &AppState, me: u64, body: &TxBody) -> Result<(u64, Addr<TicketListing>), TError> {
+/// The listing that holds the body's transaction (the listing checks who may act on it).
+fn tx_listing(state: &AppState, body: &TxBody) -> Result<(u64, Addr<TicketListing>), TError> {
     let tx = positive(&body.transaction_id, "transactionId")?;
-    for room in state.registry.rooms_of(me) {
-        let Some(addr) = state.registry.room(room)? else { continue };
-        let Ok(r) = addr.send(GetRoom { user: me }).await? else { continue };
-        let Some(t) = r.trade else { continue };
-        let listing = listing_of(state, t.listing)?;
-        if listing.send(RoomTransactions { room }).await?.iter().any(|x| x.id == tx) {
-            return Ok((tx, listing));
-        }
-    }
-    Err(TError::not_found("거래를 찾을 수 없습니다."))
+    let listing = state.registry.listing_of_transaction(tx);
+    Ok((tx, listing.ok_or_else(|| TError::not_found("거래를 찾을 수 없습니다."))?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -818,7 +810,7 @@ pub async fn pay(
 ) -> Result<HttpResponse, TError> {
     let token = body.0.payment_method_token.clone().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     let token = token.ok_or_else(|| TError::bad_request("paymentMethodToken은 필수입니다."))?;
-    let (tx, listing) = tx_listing(&state, me.user_id, &body.0).await?;
+    let (tx, listing) = tx_listing(&state, &body.0)?;
     match listing.send(PayTransaction { tx, buyer: me.user_id, token }).await?? {
         PayOutcome::Paid(t) => Ok(ok(StatusCode::OK, "결제 성공", TxView::from(&t))),
         PayOutcome::Failed(f) if f.failure_code == "REQUEST_EXPIRED" => {
@@ -843,7 +835,7 @@ pub async fn confirm_purchase(
     me: Caller<TError>,
     body: JsonBody<TxBody, TError>,
 ) -> Result<HttpResponse, TError> {
-    let (tx, listing) = tx_listing(&state, me.user_id, &body.0).await?;
+    let (tx, listing) = tx_listing(&state, &body.0)?;
     let t = listing.send(ConfirmPurchase { tx, buyer: me.user_id }).await??;
     Ok(ok(StatusCode::OK, "구매 확정 성공", TxView::from(&t)))
 }
@@ -863,7 +855,7 @@ pub async fn cancel_payment(
         None | Some(serde_json::Value::Null) => None,
         q => Some(u32::try_from(positive(q, "quantity")?).unwrap_or(u32::MAX)),
     };
-    let (tx, listing) = tx_listing(&state, me.user_id, &body.0).await?;
+    let (tx, listing) = tx_listing(&state, &body.0)?;
     let t = listing.send(CancelTransaction { tx, user: me.user_id, quantity }).await??;
     Ok(ok(StatusCode::OK, "결제 취소 성공", TxView::from(&t)))
 }

@@ -241,6 +241,22 @@ async fn trade_endpoints_answer_with_the_seed_texts() {
     assert_eq!(envelope(&full, 200)["status"], "cancelled");
     assert_eq!(t.remaining(room).await, 3);
 
+    // Cancelling a paid request refunds it: the money is not kept and the stock comes back.
+    let tx3 = n(envelope(&t.request(SELLER, room, 2).await, 200), "transactionId");
+    envelope(&t.pay(99, tx3, "tok_visa").await, 403);
+    assert_eq!(envelope(&t.pay(BUYER, tx3, "tok_visa").await, 200)["status"], "paid");
+    assert_eq!(t.charges(tx3).await, (1, 1));
+    assert_eq!(t.remaining(room).await, 1);
+    let cancel = t.call(BUYER, "POST", "/api/chat/rooms/cancel-payment", Some(json!({ "transactionId": tx3 }))).await;
+    assert_eq!(envelope(&cancel, 200)["status"], "cancelled");
+    assert_eq!(t.remaining(room).await, 3);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.charges(tx3).await != (1, 0) {
+        assert!(Instant::now() < deadline, "the cancelled payment was never refunded: {:?}", t.charges(tx3).await);
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    envelope(&t.pay(BUYER, 999_999, "tok_visa").await, 404);
+
     // Leaving closes the room for both; it leaves the lists and takes no more messages.
     let left = t.call(BUYER, "POST", "/api/chat/rooms/leave", Some(json!({ "roomId": room }))).await;
     assert_eq!(envelope(&left, 200)["status"], "closed");
