@@ -160,6 +160,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
         errors: RefCell::new(ErrorTally::default()),
         progress: bar(!c.no_progress, a.users, "users"),
     };
+    let store_before = http.store_counters().await;
     let server = ServerProbe::start(c.server_pid)?;
     let tool = ToolProbe::start();
     let users: Vec<u64> = (0..a.users).collect();
@@ -169,6 +170,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
         Err(_) => bail!("the load phase did not stop within --timeout plus 35 s"),
     };
     let (wall, tool_cpu) = tool.finish();
+    let store_after = http.store_counters().await;
     report.wall = wall;
     report.tool_cpu = tool_cpu;
     report.server = server.map(ServerProbe::finish);
@@ -195,6 +197,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
         report.fig("requests_timed", requests);
         report.server_cpu_per("request", requests);
         report.server_cpu_per("payment", n.payments);
+        report.flushes(store_before, store_after, "payment", n.payments);
     }
     report.notes.extend(r.errors.borrow().notes("error"));
     report.latencies = r.lat.borrow().clone();

@@ -191,6 +191,13 @@ impl Http {
         Ok(Resp { status: res.status().as_u16(), body })
     }
 
+    /// The server's group-commit counters from `/healthz`: (flushes, durable answers).
+    pub async fn store_counters(&self) -> Option<(u64, u64)> {
+        let r = self.req(Method::GET, "/healthz", None, &[], None).await.ok()?;
+        let v = r.json();
+        Some((v["store"]["flushes"].as_u64()?, v["store"]["durableWaiters"].as_u64()?))
+    }
+
     /// A request that is safe to repeat (an idempotent read, or a write with an
     /// `Idempotency-Key`): repeated up to `retries` times on a transport failure. Returns
     /// the reply and how long the successful (or last) attempt took.

@@ -265,6 +265,17 @@ impl Report {
     }
 
     /// Server CPU microseconds per unit of work (`per_what` names it), when known.
+    /// The store flushes between two `/healthz` readings, per `what`, and how many durable
+    /// answers each flush released (group commit at work).
+    pub fn flushes(&mut self, before: Option<(u64, u64)>, after: Option<(u64, u64)>, per_what: &str, n: u64) {
+        if let (Some(b), Some(a)) = (before, after) {
+            let (flushes, answers) = (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1));
+            self.fig("store_flushes", flushes);
+            self.fig_f(&format!("store_flushes_per_{per_what}"), flushes as f64 / n.max(1) as f64);
+            self.fig_f("durable_answers_per_flush", answers as f64 / flushes.max(1) as f64);
+        }
+    }
+
     pub fn server_cpu_per(&mut self, per_what: &str, n: u64) {
         if let Some(s) = &self.server {
             if n > 0 {

@@ -171,6 +171,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
         sold_out: RefCell::new(HashSet::new()),
         progress,
     };
+    let store_before = http.store_counters().await;
     let server = ServerProbe::start(c.server_pid)?;
     let tool = ToolProbe::start();
     let users: Vec<u64> = (0..a.users).collect();
@@ -180,6 +181,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
         Err(_) => bail!("the load phase did not stop within --timeout plus 35 s"),
     };
     let (wall, tool_cpu) = tool.finish();
+    let store_after = http.store_counters().await;
     report.wall = wall;
     report.tool_cpu = tool_cpu;
     report.server = server.map(ServerProbe::finish);
@@ -207,6 +209,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
     report.server_cpu_per("request", requests);
     report.server_cpu_per("user", a.users);
     report.server_cpu_per("payment", n.payments);
+    report.flushes(store_before, store_after, "payment", n.payments);
     report.notes.extend(r.errors.borrow().notes("error"));
     report.latencies = lat;
 
