@@ -34,6 +34,7 @@ use crate::time::{now_ms, until};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a reservation may stay `Paying` before the seat map asks the wallet.
@@ -189,6 +190,9 @@ pub struct Holder {
 pub struct SeatMap {
     id: String,
     seats: Vec<Seat>,
+    /// Every seat's label and price, in seat order, shared with the seat-list handlers
+    /// (they never change once the map exists).
+    places: Arc<[SeatPlace]>,
     /// label -> index into `seats` (derived from `seats`).
     index: HashMap<String, usize>,
     /// Held, paying and confirmed reservations. Finished ones live only in the store.
@@ -246,9 +250,11 @@ impl SeatMap {
             }
             live.insert(res.id, res);
         }
+        let places = seats.iter().map(|s| SeatPlace { label: s.label.clone(), price: s.price }).collect();
         Ok(SeatMap {
             id: snapshot.id,
             seats,
+            places,
             index,
             live,
             store,
@@ -276,14 +282,6 @@ impl SeatMap {
         self.store.apply(batch)
     }
 
-    fn set_seats(&mut self, labels: &[String], state: SeatState) {
-        for l in labels {
-            if let Some(&i) = self.index.get(l) {
-                self.seats[i].state = state;
-            }
-        }
-    }
-
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
     /// On a storage failure the in-memory state is put back as it was.
     fn transition(&mut self, res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
@@ -304,17 +302,25 @@ impl SeatMap {
         seats: Option<SeatState>,
         key: Option<(Key, BookingKeyRecord)>,
     ) -> Result<Reservation, SeatError> {
-        let before_seats = seats.map(|_| self.seats.clone());
         res.updated_at = now_ms();
-        if let Some(state) = seats {
-            self.set_seats(&res.seats.clone(), state);
-        }
+        // The touched seats' states before the change, to put back if the write fails.
+        let before_seats: Vec<(usize, SeatState)> = match seats {
+            Some(state) => {
+                let touched: Vec<usize> = res.seats.iter().filter_map(|l| self.index.get(l).copied()).collect();
+                let before = touched.iter().map(|&i| (i, self.seats[i].state)).collect();
+                for i in touched {
+                    self.seats[i].state = state;
+                }
+                before
+            }
+            None => Vec::new(),
+        };
         // Live reservations, and finished ones still owed a refund, stay in memory.
         let keep = res.is_live() || res.needs_refund();
         let before = if keep { self.live.insert(res.id, res.clone()) } else { self.live.remove(&res.id) };
         if let Err(e) = self.persist(&[&res], key.as_ref()) {
-            if let Some(s) = before_seats {
-                self.seats = s;
+            for (i, state) in before_seats {
+                self.seats[i].state = state;
             }
             match before {
                 Some(b) => self.live.insert(b.id, b),
@@ -581,6 +587,31 @@ impl Handler<GetSeats> for SeatMap {
     type Result = MessageResult<GetSeats>;
     fn handle(&mut self, _: GetSeats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.seats.iter().map(|s| self.view(s)).collect())
+    }
+}
+
+/// A seat's label and price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatPlace {
+    pub label: String,
+    pub price: u64,
+}
+
+/// Every seat's state, in seat order, beside the shared list of places: what a public seat
+/// list shows, without copying labels or looking up who holds what.
+pub struct SeatStates {
+    pub places: Arc<[SeatPlace]>,
+    pub states: Vec<SeatState>,
+}
+
+#[derive(Message)]
+#[rtype(result = "SeatStates")]
+pub struct GetSeatStates;
+
+impl Handler<GetSeatStates> for SeatMap {
+    type Result = MessageResult<GetSeatStates>;
+    fn handle(&mut self, _: GetSeatStates, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(SeatStates { places: self.places.clone(), states: self.seats.iter().map(|s| s.state).collect() })
     }
 }
 
