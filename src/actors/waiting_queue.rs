@@ -289,10 +289,9 @@ impl WaitingQueue {
         }
         self.tokens.insert(token.clone(), rec);
         self.line.push_back(token.clone());
-        // A quiet queue admits at once.
-        if self.line.len() == 1 {
-            self.tick();
-        }
+        // Admit at once what the rate and the cap allow (in line order, so nobody is passed):
+        // a quiet queue lets a user straight in, a busy one at the admission rate.
+        self.tick();
         let rec = self.tokens.get(&token).ok_or(QueueError::Unknown)?;
         Ok(self.view(rec))
     }
