@@ -203,6 +203,8 @@ pub struct SeatMap {
     timer: Option<(u64, SpawnHandle)>,
     /// After a failed write, no timer fires before this (no busy retry loop).
     backoff_until: u64,
+    /// The earliest deadline a change has set since the timer was last armed.
+    earliest_added: Option<u64>,
     /// Bookings whose gateway charge this process is waiting for (never persisted: after
     /// a restart nothing is in flight).
     charging: HashSet<u64>,
@@ -261,6 +263,7 @@ impl SeatMap {
             registry,
             timer: None,
             backoff_until: 0,
+            earliest_added: None,
             charging: HashSet::new(),
             refunding: HashSet::new(),
         })
@@ -328,6 +331,9 @@ impl SeatMap {
             };
             tracing::error!(seat_map = %self.id, error = %e, "could not persist a seat map change");
             return Err(e.into());
+        }
+        if let Some(at) = deadline(&res) {
+            self.earliest_added = Some(self.earliest_added.map_or(at, |e| e.min(at)));
         }
         Ok(res)
     }
@@ -488,16 +494,18 @@ impl SeatMap {
     }
 
     /// Arm the timer for the earliest deadline: a hold's expiry or a stale payment.
+    ///
+    /// The timer may fire early (its reservation was paid or cancelled meanwhile: the sweep
+    /// finds nothing due and arms again), never late. So while it is armed, only a deadline
+    /// added since (see `commit`) that falls before it needs a look; the full scan of the
+    /// live reservations runs when no timer is armed, as after every sweep.
     fn arm(&mut self, ctx: &mut Context<Self>) {
-        let next = self
-            .live
-            .values()
-            .filter_map(|r| match r.status {
-                ReservationStatus::Held => Some(r.hold_expires_at),
-                ReservationStatus::Paying => Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER)),
-                _ => None,
-            })
-            .min();
+        let added = self.earliest_added.take();
+        let next = match (self.timer, added) {
+            (Some((armed, _)), Some(at)) if at.max(self.backoff_until) < armed => Some(at),
+            (Some(_), _) => return,
+            (None, _) => self.live.values().filter_map(deadline).min(),
+        };
         let next = next.map(|at| at.max(self.backoff_until));
         let Some(at) = next else {
             if let Some((_, h)) = self.timer.take() {
@@ -531,6 +539,16 @@ impl SeatMap {
             SeatState::Available => None,
         };
         SeatView { label: seat.label.clone(), price: seat.price, state: seat.state, holder }
+    }
+}
+
+/// When the seat map must next look at `r`: its hold's expiry, or when a payment left
+/// pending is to be resolved with the wallet.
+fn deadline(r: &Reservation) -> Option<u64> {
+    match r.status {
+        ReservationStatus::Held => Some(r.hold_expires_at),
+        ReservationStatus::Paying => Some(r.paying_since.unwrap_or(0) + crate::time::ms(PAYING_RESOLVE_AFTER)),
+        _ => None,
     }
 }
 
