@@ -6,11 +6,6 @@ use boxoffice::config::{Cli, Command};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of the system allocator: a profile of a rush showed ~15% of the
-/// server's CPU in glibc malloc/free (many small, short-lived allocations per request).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
