@@ -108,7 +108,7 @@ pub struct Settings {
     pub ws_outbox: usize,
     /// Shortest time between two store flushes (fsyncs). Writes acknowledged in one window
     /// share one fsync: less CPU per write under load, at most this much more latency.
-    #[arg(long, env = "BOXOFFICE_COMMIT_WINDOW", default_value = "0ms", value_parser = duration)]
+    #[arg(long, env = "BOXOFFICE_COMMIT_WINDOW", default_value = "2ms", value_parser = duration)]
     pub commit_window: Duration,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
