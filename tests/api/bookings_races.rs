@@ -240,6 +240,27 @@ async fn contracts_q_and_b_sell_from_one_seat_map() {
     assert_eq!(taken(&map), ["1", "2", "3", "4", "5"]);
 }
 
+/// A seat map's timer armed for a far deadline (a 60 s booking lock) must still fire for a
+/// nearer one set later (a 400 ms hold): the seat map re-arms from the changed reservation
+/// instead of scanning them all, and this fails if it ever skips an earlier deadline.
+#[actix_rt::test]
+async fn a_short_hold_expires_on_time_beside_a_long_booking_lock() {
+    let mut env = fast_queue();
+    env.extend([("BOXOFFICE_HOLD_TTL", "400ms"), ("BOXOFFICE_BOOKING_LOCK_TTL", "60s")]);
+    let server = TestServer::spawn(&env);
+    let api = server.api();
+    let lee = 2u64;
+    assert_initiated(&book(&api, lee, "1", &["2"]).await, 80_000);
+    let kim = Buyer::enter(&api, 1).await;
+    let held = kim.hold(&api, 1, 1, "h1").await;
+    assert_eq!(held.status, 200, "{held:?}");
+    let id = held.body["reservationId"].as_u64().expect("reservationId");
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    let q = seat_statuses(&kim.seats(&api, 1).await);
+    assert_eq!((q[0].1.as_str(), q[1].1.as_str()), ("AVAILABLE", "TEMP_RESERVED"), "{q:?}");
+    assert_eq!(kim.reservation(&api, id).await.body["status"], "EXPIRED");
+}
+
 enum Attempt {
     Q(u64, Reply),
     B(Vec<String>, Reply),
