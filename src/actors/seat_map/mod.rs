@@ -542,6 +542,36 @@ impl SeatMap {
     }
 }
 
+impl SeatMap {
+    /// `user`'s contract Q hold `reservation`, still `Held`: what a wallet payment or a
+    /// cancellation may act on; otherwise the error that says why not. A booking is paid by
+    /// card through contract B, never from a wallet, so it counts as not found here.
+    fn held_by(&self, reservation: u64, user: u64) -> Result<Reservation, SeatError> {
+        let Some(r) = self.live.get(&reservation) else {
+            return Err(match self.store.get::<Reservation>(&Key::Reservation(reservation))? {
+                Some(r) if r.booking.is_some() => SeatError::NotFound,
+                Some(r) if r.user != user => SeatError::NotYours,
+                Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
+                Some(_) => SeatError::Expired,
+                None => SeatError::NotFound,
+            });
+        };
+        if r.booking.is_some() {
+            return Err(SeatError::NotFound);
+        }
+        if r.user != user {
+            return Err(SeatError::NotYours);
+        }
+        match r.status {
+            ReservationStatus::Held => Ok(r.clone()),
+            ReservationStatus::Paying => Err(SeatError::PaymentInProgress),
+            ReservationStatus::Confirmed => Err(SeatError::AlreadyConfirmed),
+            ReservationStatus::Expired => Err(SeatError::Expired),
+            ReservationStatus::Cancelled => Err(SeatError::Cancelled),
+        }
+    }
+}
+
 /// When the seat map must next look at `r`: its hold's expiry, or when a payment left
 /// pending is to be resolved with the wallet.
 fn deadline(r: &Reservation) -> Option<u64> {
@@ -678,32 +708,7 @@ pub struct BeginPayment {
 impl Handler<BeginPayment> for SeatMap {
     type Result = Result<Reservation, SeatError>;
     fn handle(&mut self, msg: BeginPayment, ctx: &mut Context<Self>) -> Self::Result {
-        let r = match self.live.get(&msg.reservation) {
-            Some(r) => r.clone(),
-            None => {
-                return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
-                    Some(r) if r.booking.is_some() => SeatError::NotFound,
-                    Some(r) if r.user != msg.user => SeatError::NotYours,
-                    Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
-                    Some(_) => SeatError::Expired,
-                    None => SeatError::NotFound,
-                })
-            }
-        };
-        if r.booking.is_some() {
-            // A booking is paid by card through contract B, never from a wallet.
-            return Err(SeatError::NotFound);
-        }
-        if r.user != msg.user {
-            return Err(SeatError::NotYours);
-        }
-        match r.status {
-            ReservationStatus::Confirmed => return Err(SeatError::AlreadyConfirmed),
-            ReservationStatus::Paying => return Err(SeatError::PaymentInProgress),
-            ReservationStatus::Expired => return Err(SeatError::Expired),
-            ReservationStatus::Cancelled => return Err(SeatError::Cancelled),
-            ReservationStatus::Held => {}
-        }
+        let r = self.held_by(msg.reservation, msg.user)?;
         if r.hold_expires_at <= now_ms() {
             // The timer has not fired yet, but the hold is over: expire it now.
             let mut r = r;
@@ -752,29 +757,7 @@ pub struct CancelReservation {
 impl Handler<CancelReservation> for SeatMap {
     type Result = Result<Reservation, SeatError>;
     fn handle(&mut self, msg: CancelReservation, ctx: &mut Context<Self>) -> Self::Result {
-        let Some(r) = self.live.get(&msg.reservation).cloned() else {
-            return Err(match self.store.get::<Reservation>(&Key::Reservation(msg.reservation))? {
-                Some(r) if r.booking.is_some() => SeatError::NotFound,
-                Some(r) if r.user != msg.user => SeatError::NotYours,
-                Some(r) if r.status == ReservationStatus::Cancelled => SeatError::Cancelled,
-                Some(_) => SeatError::Expired,
-                None => SeatError::NotFound,
-            });
-        };
-        if r.booking.is_some() {
-            return Err(SeatError::NotFound);
-        }
-        if r.user != msg.user {
-            return Err(SeatError::NotYours);
-        }
-        match r.status {
-            ReservationStatus::Held => {}
-            ReservationStatus::Paying => return Err(SeatError::PaymentInProgress),
-            ReservationStatus::Confirmed => return Err(SeatError::AlreadyConfirmed),
-            ReservationStatus::Expired => return Err(SeatError::Expired),
-            ReservationStatus::Cancelled => return Err(SeatError::Cancelled),
-        }
-        let mut r = r;
+        let mut r = self.held_by(msg.reservation, msg.user)?;
         r.status = ReservationStatus::Cancelled;
         let r = self.transition(r, SeatState::Available)?;
         self.arm(ctx);
