@@ -27,7 +27,6 @@ use crate::time::now_ms;
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// A charge as the gateway recorded it.
@@ -107,19 +106,19 @@ pub async fn charge_after_flush(
     }
 }
 
-/// The test gateway's record of charges, by key.
+/// The test gateway: a record per charge, by key, read when asked for (nothing in memory
+/// grows with the charges it has made).
 pub struct TestGateway {
-    charges: HashMap<String, GatewayCharge>,
     store: Store,
 }
 
 impl TestGateway {
     pub fn load(store: Store) -> Result<TestGateway, StoreError> {
-        let charges = store
-            .scan::<GatewayCharge>(&Key::GatewayCharge(String::new()))?
-            .into_iter()
-            .map(|(_, c)| (c.key.clone(), c));
-        Ok(TestGateway { charges: charges.collect(), store })
+        Ok(TestGateway { store })
+    }
+
+    fn charge_of(&self, key: &str) -> Result<Option<GatewayCharge>, GatewayError> {
+        self.store.get(&Key::GatewayCharge(key.to_string())).map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 }
 
@@ -140,7 +139,11 @@ impl Handler<Capture> for TestGateway {
     type Result = ResponseFuture<Result<GatewayCharge, GatewayError>>;
     fn handle(&mut self, msg: Capture, _: &mut Context<Self>) -> Self::Result {
         let req = msg.req;
-        if let Some(c) = self.charges.get(&req.key) {
+        let known = match self.charge_of(&req.key) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if let Some(c) = known {
             let answer = if c.refunded {
                 Err(GatewayError::Declined(CardFailure::new("CHARGE_VOIDED", "CLIENT_ERROR")))
             } else {
@@ -170,9 +173,6 @@ impl Handler<Capture> for TestGateway {
             voided: false,
         };
         let written = self.store.put(&Key::GatewayCharge(req.key.clone()), &charge);
-        if written.is_ok() {
-            self.charges.insert(req.key, charge.clone());
-        }
         let store = self.store.clone();
         Box::pin(async move {
             written.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -191,8 +191,12 @@ struct Refund {
 impl Handler<Refund> for TestGateway {
     type Result = ResponseFuture<Result<Option<GatewayCharge>, GatewayError>>;
     fn handle(&mut self, msg: Refund, _: &mut Context<Self>) -> Self::Result {
-        let c = match self.charges.get(&msg.key) {
-            Some(c) => GatewayCharge { refunded: true, ..c.clone() },
+        let known = match self.charge_of(&msg.key) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let c = match known {
+            Some(c) => GatewayCharge { refunded: true, ..c },
             None => GatewayCharge {
                 id: String::new(),
                 key: msg.key.clone(),
@@ -203,9 +207,6 @@ impl Handler<Refund> for TestGateway {
             },
         };
         let written = self.store.put(&Key::GatewayCharge(msg.key.clone()), &c);
-        if written.is_ok() {
-            self.charges.insert(msg.key, c.clone());
-        }
         let store = self.store.clone();
         Box::pin(async move {
             written.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -215,17 +216,19 @@ impl Handler<Refund> for TestGateway {
     }
 }
 
-/// Every charge the test gateway has captured (refunded or not), oldest first.
+/// Every charge the test gateway has captured (refunded or not), oldest first: read from
+/// the store (an operator's listing, not a request path).
 #[derive(Message)]
-#[rtype(result = "Vec<GatewayCharge>")]
+#[rtype(result = "Result<Vec<GatewayCharge>, StoreError>")]
 pub struct ListCharges;
 
 impl Handler<ListCharges> for TestGateway {
-    type Result = MessageResult<ListCharges>;
+    type Result = Result<Vec<GatewayCharge>, StoreError>;
     fn handle(&mut self, _: ListCharges, _: &mut Context<Self>) -> Self::Result {
-        let mut charges: Vec<GatewayCharge> = self.charges.values().filter(|c| !c.voided).cloned().collect();
+        let all = self.store.scan::<GatewayCharge>(&Key::GatewayCharge(String::new()))?;
+        let mut charges: Vec<GatewayCharge> = all.into_iter().map(|(_, c)| c).filter(|c| !c.voided).collect();
         charges.sort_by(|a, b| (a.captured_at, &a.key).cmp(&(b.captured_at, &b.key)));
-        MessageResult(charges)
+        Ok(charges)
     }
 }
 

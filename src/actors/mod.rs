@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod gateway;
 pub mod hub;
+pub mod ledger;
 pub mod registry;
 pub mod room;
 pub mod seat_map;

@@ -7,7 +7,7 @@ use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::Hub;
 use super::room::{Author, ChatError, Participant, Room, RoomKind, RoomSettings, RoomSnapshot, TradeInfo};
 use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
-use super::ticket_listing::{Listing, ListingSnapshot, TicketListing};
+use super::ticket_listing::{Listing, ListingSnapshot, TicketListing, Transaction};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet};
 use crate::config::Settings;
@@ -20,7 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 /// Where a booking lives: its seat map and its reservation there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BookingRoute {
     pub seat_map: String,
     pub reservation: u64,
@@ -37,25 +37,16 @@ struct Inner {
     arbiters: Vec<ArbiterHandle>,
     seat_maps: DashMap<String, Addr<SeatMap>>,
     wallets: DashMap<u64, Addr<Wallet>>,
-    /// reservation id -> seat map id.
-    reservations: DashMap<u64, String>,
     /// schedule id -> (concert id, seat map id).
     schedules: DashMap<u64, (u64, String)>,
     /// performance id -> seat map id.
     performances: DashMap<String, String>,
-    /// booking id and payment intent id -> where the booking lives.
-    bookings: DashMap<String, BookingRoute>,
-    intents: DashMap<String, BookingRoute>,
-    /// user -> their booking ids, oldest first.
-    user_bookings: DashMap<u64, Vec<String>>,
     /// Chat rooms started so far (others start on first use).
     rooms: DashMap<u64, Addr<Room>>,
     /// user -> the rooms they participate in.
     user_rooms: DashMap<u64, BTreeSet<u64>>,
     /// Ticket listings (all started at start: their timers run expiries).
     listings: DashMap<u64, Addr<TicketListing>>,
-    /// payment request (transaction) id -> its listing.
-    transactions: DashMap<u64, u64>,
     /// (listing, buyer) -> their open trade room.
     trade_rooms: DashMap<(u64, u64), u64>,
     /// user -> (name, picture) as their latest token said.
@@ -83,19 +74,14 @@ impl Registry {
                 arbiters,
                 seat_maps: DashMap::new(),
                 wallets: DashMap::new(),
-                reservations: DashMap::new(),
                 schedules: DashMap::new(),
                 performances: DashMap::new(),
-                bookings: DashMap::new(),
-                intents: DashMap::new(),
-                user_bookings: DashMap::new(),
                 rooms: DashMap::new(),
                 user_rooms: DashMap::new(),
                 direct_rooms: DashMap::new(),
                 profiles: DashMap::new(),
                 listings: DashMap::new(),
                 trade_rooms: DashMap::new(),
-                transactions: DashMap::new(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
                 gateway: OnceLock::new(),
@@ -114,15 +100,20 @@ impl Registry {
         };
         let _ = registry.inner.gateway.set(Arc::new(client));
         let _ = registry.inner.test_gateway.set(gateway);
-        let mut reservations = store.scan::<Reservation>(&Key::Reservation(0))?;
-        reservations.sort_by_key(|(_, r)| r.created_at);
-        // Seat states are rebuilt from the reservations that still hold seats (or money).
-        let mut by_seat_map: std::collections::HashMap<String, Vec<Reservation>> = Default::default();
-        for (_, r) in reservations {
-            registry.route_reservation(&r);
-            if r.is_live() || r.needs_refund() {
-                by_seat_map.entry(r.seat_map.clone()).or_default().push(r);
+        // Seat states are rebuilt from the reservations that still hold seats (or money):
+        // those with a live entry. Finished ones stay on disk, read when asked for.
+        let mut live = Vec::new();
+        for key in store.family_keys(&Key::LiveReservation(0))? {
+            let Key::LiveReservation(id) = key else { continue };
+            match store.get::<Reservation>(&Key::Reservation(id))? {
+                Some(r) => live.push(r),
+                None => tracing::warn!(reservation = id, "a live entry without its reservation"),
             }
+        }
+        live.sort_by_key(|r| r.created_at);
+        let mut by_seat_map: std::collections::HashMap<String, Vec<Reservation>> = Default::default();
+        for r in live {
+            by_seat_map.entry(r.seat_map.clone()).or_default().push(r);
         }
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             let live = by_seat_map.remove(&snapshot.id).unwrap_or_default();
@@ -137,7 +128,7 @@ impl Registry {
             registry.index_room(&room);
         }
         for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
-            registry.start_listing(listing);
+            registry.start_listing(listing)?;
         }
         let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
@@ -155,6 +146,8 @@ impl Registry {
         let queue = WaitingQueue::load(store.clone(), policy)?;
         let queue = WaitingQueue::start_in_arbiter(&registry.arbiter_for(&"queue"), |_| queue);
         let _ = registry.inner.queue.set(queue);
+        let janitor = super::ledger::Janitor { store: store.clone() };
+        actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
         let catalog = Catalog::new(catalog_state, store.clone(), registry.clone());
         let catalog = Catalog::start_in_arbiter(&registry.arbiter_for(&"catalog"), |_| catalog);
         let _ = registry.inner.catalog.set(catalog);
@@ -241,29 +234,19 @@ impl Registry {
         self.inner.seat_maps.get(id).map(|a| a.clone())
     }
 
-    /// Remember where a reservation (and, for a booking, its ids) lives.
-    pub fn route_reservation(&self, r: &Reservation) {
-        self.inner.reservations.insert(r.id, r.seat_map.clone());
-        if let Some(b) = &r.booking {
-            let route = BookingRoute { seat_map: r.seat_map.clone(), reservation: r.id };
-            self.inner.bookings.insert(b.id.clone(), route.clone());
-            self.inner.intents.insert(b.intent.clone(), route);
-            self.inner.user_bookings.entry(r.user).or_default().push(b.id.clone());
-        }
+    /// Where booking `id` lives.
+    pub fn booking(&self, id: &str) -> Result<Option<BookingRoute>, StoreError> {
+        self.inner.store.get(&Key::BookingRoute(id.to_string()))
     }
 
-    pub fn booking(&self, id: &str) -> Option<BookingRoute> {
-        self.inner.bookings.get(id).map(|e| e.clone())
+    /// Where the booking of payment intent `intent` lives.
+    pub fn booking_of_intent(&self, intent: &str) -> Result<Option<BookingRoute>, StoreError> {
+        self.inner.store.get(&Key::IntentRoute(intent.to_string()))
     }
 
-    pub fn booking_of_intent(&self, intent: &str) -> Option<BookingRoute> {
-        self.inner.intents.get(intent).map(|e| e.clone())
-    }
-
-    /// Every booking of `user`, oldest first.
-    pub fn bookings_of(&self, user: u64) -> Vec<BookingRoute> {
-        let ids = self.inner.user_bookings.get(&user).map(|v| v.clone()).unwrap_or_default();
-        ids.iter().filter_map(|id| self.booking(id)).collect()
+    /// Every booking of `user`, oldest first (reservation ids only grow).
+    pub fn bookings_of(&self, user: u64) -> Result<Vec<BookingRoute>, StoreError> {
+        Ok(self.inner.store.scan_under::<BookingRoute>(&Key::BookingsOf(user))?.into_iter().map(|(_, r)| r).collect())
     }
 
     pub fn route_performance(&self, performance: &str, seat_map: &str) {
@@ -402,25 +385,18 @@ impl Registry {
         Ok((room, created))
     }
 
-    fn start_listing(&self, snapshot: ListingSnapshot) -> Addr<TicketListing> {
+    fn start_listing(&self, snapshot: ListingSnapshot) -> Result<Addr<TicketListing>, StoreError> {
         let id = snapshot.listing.id;
-        for tx in snapshot.transactions.keys() {
-            self.route_transaction(*tx, id);
-        }
-        let actor = TicketListing::new(snapshot, self.inner.store.clone(), self.clone());
+        let actor = TicketListing::load(snapshot, self.inner.store.clone(), self.clone())?;
         let addr = TicketListing::start_in_arbiter(&self.arbiter_for(&("listing", id)), |_| actor);
         self.inner.listings.insert(id, addr.clone());
-        addr
+        Ok(addr)
     }
 
-    pub fn route_transaction(&self, tx: u64, listing: u64) {
-        self.inner.transactions.insert(tx, listing);
-    }
-
-    /// The listing that holds payment request `tx`.
-    pub fn listing_of_transaction(&self, tx: u64) -> Option<Addr<TicketListing>> {
-        let listing = *self.inner.transactions.get(&tx)?;
-        self.listing(listing)
+    /// The listing that holds payment request `tx`, read from the request's record.
+    pub fn listing_of_transaction(&self, tx: u64) -> Result<Option<Addr<TicketListing>>, StoreError> {
+        let t = self.inner.store.get::<Transaction>(&Key::Transaction(tx))?;
+        Ok(t.and_then(|t| self.listing(t.listing)))
     }
 
     pub fn listing(&self, id: u64) -> Option<Addr<TicketListing>> {
@@ -454,10 +430,10 @@ impl Registry {
             remaining_quantity: quantity,
             created_at: crate::time::now_ms(),
         };
-        let snapshot = ListingSnapshot { listing: listing.clone(), transactions: Default::default() };
+        let snapshot = ListingSnapshot { listing: listing.clone(), open: Vec::new() };
         store.put(&Key::Listing(listing.id), &snapshot)?;
         store.durable().await?;
-        self.start_listing(snapshot);
+        self.start_listing(snapshot)?;
         Ok(listing)
     }
 
@@ -528,9 +504,10 @@ impl Registry {
         self.inner.test_gateway.get()
     }
 
-    pub fn seat_map_of_reservation(&self, reservation: u64) -> Option<Addr<SeatMap>> {
-        let id = self.inner.reservations.get(&reservation)?.clone();
-        self.seat_map(&id)
+    /// The seat map of `reservation`, read from its record.
+    pub fn seat_map_of_reservation(&self, reservation: u64) -> Result<Option<Addr<SeatMap>>, StoreError> {
+        let r = self.inner.store.get::<Reservation>(&Key::Reservation(reservation))?;
+        Ok(r.and_then(|r| self.seat_map(&r.seat_map)))
     }
 
     pub fn route_schedule(&self, schedule: u64, concert: u64, seat_map: String) {

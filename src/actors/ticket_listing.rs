@@ -20,17 +20,15 @@ use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayChar
 use super::registry::Registry;
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
-use crate::store::{Key, Store, StoreError};
+use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{now_ms, until};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// The text of the expiry notice and of a refusal to pay an expired request.
+/// The text of the system message an expired request leaves in its room (seed 001).
 pub const EXPIRED: &str = "결제 요청이 만료되었습니다.";
-/// Not enough stock left.
-pub const NOT_ENOUGH: &str = "판매 가능한 수량이 부족합니다.";
 /// How long after a failed refund or notice the actor tries again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -100,10 +98,30 @@ impl Transaction {
     fn needs_refund(&self) -> bool {
         self.status == TxStatus::Cancelled && self.charge.may_hold_money()
     }
+
+    /// Whether the listing still has to act on it or it may still change: pending or
+    /// paid, owed a refund, or owing its room a message. A request that is none of these
+    /// is finished and lives only in the store.
+    fn is_open(&self) -> bool {
+        matches!(self.status, TxStatus::PendingPayment | TxStatus::Paid)
+            || self.needs_refund()
+            || self.notice_owed
+            || self.card_owed
+    }
 }
 
+/// What a listing persists as its own record: its stock, and the ids of its open payment
+/// requests (each request is its own [`Key::Transaction`] record). Bounded by the open
+/// requests, whatever the listing's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListingSnapshot {
+    pub listing: Listing,
+    pub open: Vec<u64>,
+}
+
+/// A listing in memory: its stock and its open payment requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingState {
     pub listing: Listing,
     pub transactions: BTreeMap<u64, Transaction>,
 }
@@ -116,8 +134,20 @@ pub enum TradeError {
     TxNotFound,
     #[error("only the buyer or the seller of this room may do that")]
     NotParty,
-    #[error("{0}")]
-    Refused(String),
+    #[error("quantity must be at least 1")]
+    ZeroQuantity,
+    #[error("not enough tickets left")]
+    NotEnoughStock,
+    #[error("the payment request has expired")]
+    Expired,
+    #[error("the payment request was cancelled")]
+    Cancelled,
+    #[error("the payment request is not paid yet")]
+    NotPaidYet,
+    #[error("a confirmed purchase cannot be cancelled")]
+    ConfirmedIsFinal,
+    #[error("only the whole quantity can be cancelled")]
+    PartialCancel,
     #[error("a payment for this request is already running")]
     InProgress,
     #[error("storage failure: {0}")]
@@ -138,7 +168,7 @@ pub enum PayOutcome {
 }
 
 pub struct TicketListing {
-    state: ListingSnapshot,
+    state: ListingState,
     store: Store,
     registry: Registry,
     ttl: Duration,
@@ -149,15 +179,23 @@ pub struct TicketListing {
 }
 
 impl TicketListing {
-    pub fn new(mut state: ListingSnapshot, store: Store, registry: Registry) -> TicketListing {
-        // A charge in flight when the process stopped has an unknown outcome now.
-        for tx in state.transactions.values_mut() {
+    /// Bring a listing back from its record and its open payment requests.
+    pub fn load(snapshot: ListingSnapshot, store: Store, registry: Registry) -> Result<TicketListing, StoreError> {
+        let mut transactions = BTreeMap::new();
+        for id in snapshot.open {
+            let Some(mut tx) = store.get::<Transaction>(&Key::Transaction(id))? else {
+                tracing::warn!(listing = snapshot.listing.id, tx = id, "an open payment request without its record");
+                continue;
+            };
+            // A charge in flight when the process stopped has an unknown outcome now.
             if let ChargeState::Charging { .. } = tx.charge {
                 tx.charge = ChargeState::Unknown;
             }
+            transactions.insert(id, tx);
         }
+        let state = ListingState { listing: snapshot.listing, transactions };
         let ttl = registry.settings().trade_reservation_ttl;
-        TicketListing {
+        Ok(TicketListing {
             state,
             store,
             registry,
@@ -166,18 +204,39 @@ impl TicketListing {
             charging: HashSet::new(),
             refunding: HashSet::new(),
             notifying: HashSet::new(),
+        })
+    }
+
+    /// Write what changed from `self.state` to `next` in one atomic write: every changed
+    /// request's record (a new one with its room's index entry), and the listing's record
+    /// when its stock or its open set changed. Finished requests leave memory.
+    fn persist(&self, next: &mut ListingState) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        for (id, tx) in &next.transactions {
+            match self.state.transactions.get(id) {
+                Some(old) if old == tx => {}
+                Some(_) => batch.put(&Key::Transaction(*id), tx)?,
+                None => {
+                    batch.put(&Key::Transaction(*id), tx)?;
+                    batch.put(&Key::RoomTransaction(tx.room, *id), &())?;
+                }
+            }
         }
+        next.transactions.retain(|_, tx| tx.is_open());
+        let open_changed = next.transactions.len() != self.state.transactions.len()
+            || next.transactions.keys().ne(self.state.transactions.keys());
+        if open_changed || next.listing != self.state.listing {
+            let open = next.transactions.keys().copied().collect();
+            batch.put(&Key::Listing(next.listing.id), &ListingSnapshot { listing: next.listing.clone(), open })?;
+        }
+        self.store.apply(batch)
     }
 
-    fn persist(&self, next: &ListingSnapshot) -> Result<(), StoreError> {
-        self.store.put(&Key::Listing(next.listing.id), next)
-    }
-
-    /// Apply `f` to a copy of the state, persist it, and keep it (or nothing).
-    fn update<T>(&mut self, f: impl FnOnce(&mut ListingSnapshot) -> Result<T, TradeError>) -> Result<T, TradeError> {
+    /// Apply `f` to a copy of the state, persist what changed, and keep it (or nothing).
+    fn update<T>(&mut self, f: impl FnOnce(&mut ListingState) -> Result<T, TradeError>) -> Result<T, TradeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
-        self.persist(&next)?;
+        self.persist(&mut next)?;
         self.state = next;
         Ok(out)
     }
@@ -322,8 +381,23 @@ impl TicketListing {
         }
     }
 
-    fn tx(&self, id: u64) -> Result<&Transaction, TradeError> {
-        self.state.transactions.get(&id).ok_or(TradeError::TxNotFound)
+    /// `None` for an open request; a finished one, read from the store.
+    fn finished(&self, id: u64) -> Result<Option<Transaction>, TradeError> {
+        if self.state.transactions.contains_key(&id) {
+            return Ok(None);
+        }
+        self.find(id).map(Some)
+    }
+
+    /// A request of this listing, open or finished.
+    fn find(&self, id: u64) -> Result<Transaction, TradeError> {
+        if let Some(t) = self.state.transactions.get(&id) {
+            return Ok(t.clone());
+        }
+        match self.store.get::<Transaction>(&Key::Transaction(id))? {
+            Some(t) if t.listing == self.state.listing.id => Ok(t),
+            _ => Err(TradeError::TxNotFound),
+        }
     }
 
     fn finish_charge(
@@ -400,15 +474,21 @@ impl Handler<GetListing> for TicketListing {
 
 /// The transactions of one room, oldest first.
 #[derive(Message)]
-#[rtype(result = "Vec<Transaction>")]
+#[rtype(result = "Result<Vec<Transaction>, TradeError>")]
 pub struct RoomTransactions {
     pub room: u64,
 }
 
 impl Handler<RoomTransactions> for TicketListing {
-    type Result = MessageResult<RoomTransactions>;
+    type Result = Result<Vec<Transaction>, TradeError>;
     fn handle(&mut self, msg: RoomTransactions, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.transactions.values().filter(|t| t.room == msg.room).cloned().collect())
+        let mut out = Vec::new();
+        for key in self.store.keys_under(&Key::TransactionsOf(msg.room))? {
+            if let Key::RoomTransaction(_, id) = key {
+                out.push(self.find(id)?);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -429,10 +509,10 @@ impl Handler<RequestPayment> for TicketListing {
         let r = id.and_then(|id| {
             self.update(|s| {
                 if msg.quantity == 0 {
-                    return Err(TradeError::Refused("quantity must be at least 1".into()));
+                    return Err(TradeError::ZeroQuantity);
                 }
                 if s.listing.remaining_quantity < msg.quantity {
-                    return Err(TradeError::Refused(NOT_ENOUGH.into()));
+                    return Err(TradeError::NotEnoughStock);
                 }
                 s.listing.remaining_quantity -= msg.quantity;
                 let now = now_ms();
@@ -461,9 +541,6 @@ impl Handler<RequestPayment> for TicketListing {
                 Ok(t)
             })
         });
-        if let Ok(t) = &r {
-            self.registry.route_transaction(t.id, t.listing);
-        }
         self.arm(ctx);
         self.store.when_durable(r)
     }
@@ -482,7 +559,7 @@ impl Handler<PayTransaction> for TicketListing {
     type Result = ResponseActFuture<Self, Result<PayOutcome, TradeError>>;
     fn handle(&mut self, msg: PayTransaction, ctx: &mut Context<Self>) -> Self::Result {
         let begun = (|| {
-            let t = self.tx(msg.tx)?;
+            let t = self.find(msg.tx)?;
             if t.buyer != msg.buyer {
                 return Err(TradeError::NotParty);
             }
@@ -492,13 +569,13 @@ impl Handler<PayTransaction> for TicketListing {
             match t.status {
                 TxStatus::Paid | TxStatus::Confirmed => return Ok(Err(PayOutcome::Paid(t.clone()))),
                 TxStatus::Cancelled if t.cancel_reason.as_deref() == Some("expired") => {
-                    return Err(TradeError::Refused(EXPIRED.into()))
+                    return Err(TradeError::Expired)
                 }
-                TxStatus::Cancelled => return Err(TradeError::Refused("this payment request was cancelled".into())),
+                TxStatus::Cancelled => return Err(TradeError::Cancelled),
                 TxStatus::PendingPayment => {}
             }
             if t.reservation_expires_at <= now_ms() {
-                return Err(TradeError::Refused(EXPIRED.into()));
+                return Err(TradeError::Expired);
             }
             let id = t.id;
             let req = self.update(|s| {
@@ -554,25 +631,34 @@ pub struct ConfirmPurchase {
 impl Handler<ConfirmPurchase> for TicketListing {
     type Result = ResponseFuture<Result<Transaction, TradeError>>;
     fn handle(&mut self, msg: ConfirmPurchase, ctx: &mut Context<Self>) -> Self::Result {
-        let r = self.update(|s| {
-            let t = s.transactions.get_mut(&msg.tx).ok_or(TradeError::TxNotFound)?;
-            if t.buyer != msg.buyer {
-                return Err(TradeError::NotParty);
+        let r = match self.finished(msg.tx) {
+            // A finished request changes no more: this only answers (or refuses).
+            Ok(Some(mut t)) => confirm(&mut t, msg.buyer),
+            Ok(None) => {
+                self.update(|s| confirm(s.transactions.get_mut(&msg.tx).ok_or(TradeError::TxNotFound)?, msg.buyer))
             }
-            match t.status {
-                TxStatus::Paid => {
-                    t.status = TxStatus::Confirmed;
-                    t.confirmed_at = Some(now_ms());
-                    t.card_owed = true;
-                    Ok(t.clone())
-                }
-                TxStatus::Confirmed => Ok(t.clone()),
-                TxStatus::PendingPayment => Err(TradeError::Refused("the payment request is not paid yet".into())),
-                TxStatus::Cancelled => Err(TradeError::Refused("the payment request was cancelled".into())),
-            }
-        });
+            Err(e) => Err(e),
+        };
         self.notify(ctx);
         self.store.when_durable(r)
+    }
+}
+
+/// Confirm a paid request (a confirmed one is answered as it is).
+fn confirm(t: &mut Transaction, buyer: u64) -> Result<Transaction, TradeError> {
+    if t.buyer != buyer {
+        return Err(TradeError::NotParty);
+    }
+    match t.status {
+        TxStatus::Paid => {
+            t.status = TxStatus::Confirmed;
+            t.confirmed_at = Some(now_ms());
+            t.card_owed = true;
+            Ok(t.clone())
+        }
+        TxStatus::Confirmed => Ok(t.clone()),
+        TxStatus::PendingPayment => Err(TradeError::NotPaidYet),
+        TxStatus::Cancelled => Err(TradeError::Cancelled),
     }
 }
 
@@ -590,47 +676,54 @@ impl Handler<CancelTransaction> for TicketListing {
     type Result = ResponseFuture<Result<Transaction, TradeError>>;
     fn handle(&mut self, msg: CancelTransaction, ctx: &mut Context<Self>) -> Self::Result {
         let charging = self.charging.contains(&msg.tx);
-        let r = self.update(|s| {
-            let t = s.transactions.get_mut(&msg.tx).ok_or(TradeError::TxNotFound)?;
-            if t.buyer != msg.user && t.seller != msg.user {
-                return Err(TradeError::NotParty);
-            }
-            if msg.quantity.is_some_and(|q| q != t.quantity) {
-                return Err(TradeError::Refused("부분 취소는 지원하지 않습니다. 전체 수량을 취소해 주세요.".into()));
-            }
-            if charging {
-                return Err(TradeError::InProgress);
-            }
-            match t.status {
-                TxStatus::PendingPayment | TxStatus::Paid => {}
-                TxStatus::Confirmed => {
-                    return Err(TradeError::Refused("a confirmed purchase cannot be cancelled".into()))
-                }
-                TxStatus::Cancelled => {
-                    return Err(TradeError::Refused("the payment request is already cancelled".into()))
-                }
-            }
-            t.status = TxStatus::Cancelled;
-            t.cancelled_at = Some(now_ms());
-            t.cancel_reason = Some(if msg.user == t.buyer { "buyer" } else { "seller" }.into());
-            let t = t.clone();
-            s.listing.remaining_quantity += t.quantity;
-            Ok(t)
-        });
+        let r = match self.finished(msg.tx) {
+            // A finished request changes no more: this only refuses.
+            Ok(Some(mut t)) => cancel(&mut t, &msg, charging),
+            Ok(None) => self.update(|s| {
+                let t = cancel(s.transactions.get_mut(&msg.tx).ok_or(TradeError::TxNotFound)?, &msg, charging)?;
+                s.listing.remaining_quantity += t.quantity;
+                Ok(t)
+            }),
+            Err(e) => Err(e),
+        };
         self.settle(ctx);
         self.arm(ctx);
         self.store.when_durable(r)
     }
 }
 
-/// Everything about the listing (for tests and operators).
-#[derive(Message)]
-#[rtype(result = "ListingSnapshot")]
-pub struct Snapshot;
+/// Cancel a pending or paid request in full (the caller returns its quantity).
+fn cancel(t: &mut Transaction, msg: &CancelTransaction, charging: bool) -> Result<Transaction, TradeError> {
+    if t.buyer != msg.user && t.seller != msg.user {
+        return Err(TradeError::NotParty);
+    }
+    if msg.quantity.is_some_and(|q| q != t.quantity) {
+        return Err(TradeError::PartialCancel);
+    }
+    if charging {
+        return Err(TradeError::InProgress);
+    }
+    match t.status {
+        TxStatus::PendingPayment | TxStatus::Paid => {}
+        TxStatus::Confirmed => return Err(TradeError::ConfirmedIsFinal),
+        TxStatus::Cancelled => return Err(TradeError::Cancelled),
+    }
+    t.status = TxStatus::Cancelled;
+    t.cancelled_at = Some(now_ms());
+    t.cancel_reason = Some(if msg.user == t.buyer { "buyer" } else { "seller" }.into());
+    Ok(t.clone())
+}
 
-impl Handler<Snapshot> for TicketListing {
-    type Result = MessageResult<Snapshot>;
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.clone())
+/// One payment request of this listing, open or finished.
+#[derive(Message)]
+#[rtype(result = "Result<Transaction, TradeError>")]
+pub struct GetTransaction {
+    pub tx: u64,
+}
+
+impl Handler<GetTransaction> for TicketListing {
+    type Result = Result<Transaction, TradeError>;
+    fn handle(&mut self, msg: GetTransaction, _: &mut Context<Self>) -> Self::Result {
+        self.find(msg.tx)
     }
 }

@@ -1,46 +1,45 @@
-//! `Wallet`: one actor per user. It owns the user's balance and monthly charge total, the
-//! user's idempotency ledger, and the record of the user's payments; it coordinates each
-//! payment with the seat map.
+//! `Wallet`: one actor per user. It owns the user's balance and monthly charge total, and
+//! the user's idempotency keys while their requests run; it coordinates each payment with
+//! the seat map.
 //!
 //! # Idempotency
-//! Every keyed request of a user (a hold, a charge, a payment) passes through the user's
-//! wallet, which keeps `key -> (fingerprint of the request, answer)` in the same snapshot
-//! as the balance. A request whose key is known is answered from the ledger (the same
-//! answer, status and body); a key reused with another request is refused (422); a key
-//! whose first request is still running is refused (409). Keys are kept at least
-//! [`KEY_RETENTION`]. A charge's answer is written in the same atomic write as the
-//! balance change, so a retry after a crash finds either both or neither.
+//! Every keyed request of a user (a hold, a booking, a charge, a payment) passes through
+//! the user's wallet, which refuses a key whose first request is still running (409) and
+//! answers a known key from the [`ledger`](super::ledger) (the first answer; 422 for
+//! another request). The actor that makes the change records the answer in the same
+//! atomic write as the change: the seat map for holds and bookings, the wallet for
+//! charges and payments.
+//!
+//! # What is persisted
+//! The wallet's own record is its current state only (balance, month, monthly total): a
+//! few dozen bytes, whatever the user's history. Each committed payment is its own
+//! [`Key::Payment`] record, each answer its own ledger entry, both written once.
 //!
 //! # Payment, the coordinator's half
 //! 1. `Pay` asks the seat map to `BeginPayment`: the reservation is now `Paying` and
 //!    cannot expire under us.
 //! 2. `CommitPayment` (a message to ourselves, so it runs alone on our state) checks the
-//!    amount and the balance, and either debits and records the payment and the answer
-//!    in one write, or records the refusal. We wait until that write is durable: this is
-//!    the commit point.
+//!    amount and the balance, and either debits, writes the payment record and the
+//!    answer in one write, or records the refusal. We wait until a debit is durable: this
+//!    is the commit point.
 //! 3. We tell the seat map `FinishPayment { commit }`, wait for it to be durable, and
 //!    answer. A seat map that never hears step 3 asks [`ResolvePayment`] later, which
-//!    answers from the record of step 2; a payment we never recorded is aborted.
+//!    answers from the payment record of step 2; a payment never recorded is aborted.
 //!
 //! So a debit (durable in step 2) always ends in a confirmed seat, and a confirmed seat
 //! always has a durable debit behind it, whatever crashes or expiries come in between.
 
+use super::ledger::{self, Answer, Fingerprint, KeyError, KeyedRequest};
 use super::registry::Registry;
-use super::seat_map::{BeginPayment, FinishPayment, HoldSeats, Reservation, SeatError, SeatMap};
+use super::seat_map::{BeginPayment, BookingSpec, FinishPayment, HoldSeats, Reservation, SeatError, SeatMap};
 use super::waiting_queue::Retire;
-use crate::store::{Key, Store, StoreError};
+use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{month_of, now_ms};
 use actix::prelude::*;
 use futures_util::future::ready;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-/// How long an idempotency key and its answer are kept.
-pub const KEY_RETENTION: Duration = Duration::from_secs(25 * 3600);
-
-/// A request's fingerprint: a hash of what it asked for.
-pub type Fingerprint = [u8; 32];
 
 /// The charge policy.
 #[derive(Debug, Clone, Copy)]
@@ -86,17 +85,6 @@ pub enum PayRefusal {
     InsufficientBalance { balance: u64, price: u64 },
 }
 
-/// The answer to a keyed request, as recorded in the ledger and replayed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Answer {
-    Reserved(Reservation),
-    ReserveRefused(SeatError),
-    Charged(ChargeReceipt),
-    ChargeRefused(ChargeRefusal),
-    Paid(PaymentReceipt),
-    PayRefused(PayRefusal),
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WalletError {
     #[error("this idempotency key was used with a different request")]
@@ -121,37 +109,29 @@ impl From<MailboxError> for WalletError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LedgerEntry {
-    fingerprint: Fingerprint,
-    at: u64,
-    answer: Answer,
+/// A committed payment: its own record, written once with the debit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub user: u64,
+    pub reservation: u64,
+    pub amount: u64,
+    pub at: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PaymentRecord {
-    reservation: u64,
-    amount: u64,
-    at: u64,
-}
-
-/// Everything a wallet persists, in one snapshot.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What a wallet persists: its current state, bounded whatever the user's history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletSnapshot {
     user: u64,
     balance: u64,
     /// The month (`yyyymm`) `month_charged` counts.
     month: u32,
     month_charged: u64,
-    ledger: HashMap<String, LedgerEntry>,
-    /// Committed payments by payment id.
-    payments: HashMap<u64, PaymentRecord>,
 }
 
 pub struct Wallet {
     state: WalletSnapshot,
     /// Keys whose first request is running, with its fingerprint (memory only: after a
-    /// crash, a retry runs again and the seat map's own record of the key dedupes it).
+    /// crash nothing is running, and the ledger answers for what was recorded).
     in_flight: HashMap<String, Fingerprint>,
     /// Payments between `BeginPayment` and their decision.
     paying: HashSet<u64>,
@@ -167,38 +147,28 @@ impl Wallet {
         Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, registry })
     }
 
-    fn persist(&self) -> Result<(), StoreError> {
-        self.store.put(&Key::Wallet(self.state.user), &self.state)
+    fn request(&self, key: String, fingerprint: Fingerprint) -> KeyedRequest {
+        KeyedRequest { user: self.state.user, key, fingerprint }
     }
 
-    /// Look the key up: `Ok(Some(answer))` replays, `Ok(None)` means run the request.
-    fn begin(&mut self, key: &str, fingerprint: Fingerprint) -> Result<Option<Answer>, WalletError> {
-        if let Some(fp) = self.in_flight.get(key) {
-            return Err(if *fp == fingerprint { WalletError::KeyInProgress } else { WalletError::KeyReused });
+    /// Look the key up: `Ok(Some(answer))` replays, `Ok(None)` means run the request (the
+    /// key is now in flight until [`Wallet::release`]).
+    fn begin(&mut self, req: &KeyedRequest) -> Result<Option<Answer>, WalletError> {
+        if let Some(fp) = self.in_flight.get(&req.key) {
+            return Err(if *fp == req.fingerprint { WalletError::KeyInProgress } else { WalletError::KeyReused });
         }
-        if let Some(entry) = self.state.ledger.get(key) {
-            return if entry.fingerprint == fingerprint {
-                Ok(Some(entry.answer.clone()))
-            } else {
-                Err(WalletError::KeyReused)
-            };
+        match ledger::lookup(&self.store, req)? {
+            Ok(Some(answer)) => return Ok(Some(answer)),
+            Ok(None) => {}
+            Err(KeyError::Reused) => return Err(WalletError::KeyReused),
+            Err(KeyError::InProgress) => return Err(WalletError::KeyInProgress),
         }
-        self.in_flight.insert(key.to_string(), fingerprint);
+        self.in_flight.insert(req.key.clone(), req.fingerprint);
         Ok(None)
     }
 
-    /// Record the answer for a key (not yet persisted). With `settle`, the key's request
-    /// is over; without, it stays in flight (409 to a concurrent retry) until `Abandon`.
-    fn record(&mut self, key: String, answer: Answer, settle: bool) {
-        let now = now_ms();
-        let fingerprint = if settle { self.in_flight.remove(&key) } else { self.in_flight.get(&key).copied() };
-        if let Some(fingerprint) = fingerprint {
-            self.state.ledger.insert(key, LedgerEntry { fingerprint, at: now, answer });
-        }
-        if self.state.ledger.len() > 256 {
-            let cutoff = now.saturating_sub(crate::time::ms(KEY_RETENTION));
-            self.state.ledger.retain(|_, e| e.at >= cutoff);
-        }
+    fn release(&mut self, key: &str) {
+        self.in_flight.remove(key);
     }
 
     fn replay(&self, answer: Answer) -> ResponseFuture<Result<Answer, WalletError>> {
@@ -210,6 +180,7 @@ impl Wallet {
         })
     }
 
+    /// Apply the charge policy to the state: the answer, and whether the state changed.
     fn charge(&mut self, amount: u64) -> Answer {
         let now = now_ms();
         let month = month_of(now);
@@ -227,6 +198,28 @@ impl Wallet {
         self.state.month_charged = used + amount;
         self.state.balance = self.state.balance.saturating_add(amount);
         Answer::Charged(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
+    }
+
+    /// Write the ledger entry for `req` (and the wallet's state with it, when `changed`),
+    /// settling the key; on a failed write the state goes back to `before`.
+    fn write(
+        &mut self,
+        req: &KeyedRequest,
+        answer: &Answer,
+        changed: bool,
+        before: WalletSnapshot,
+        extra: Batch,
+    ) -> Result<(), WalletError> {
+        let mut batch = extra;
+        if changed {
+            batch.put(&Key::Wallet(self.state.user), &self.state)?;
+        }
+        ledger::record(&mut batch, req, answer.clone())?;
+        if let Err(e) = self.store.apply(batch) {
+            self.state = before;
+            return Err(e.into());
+        }
+        Ok(())
     }
 }
 
@@ -261,17 +254,23 @@ pub struct Charge {
 impl Handler<Charge> for Wallet {
     type Result = ResponseFuture<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Charge, _: &mut Context<Self>) -> Self::Result {
-        match self.begin(&msg.key, msg.fingerprint) {
+        let req = self.request(msg.key, msg.fingerprint);
+        match self.begin(&req) {
             Err(e) => return Box::pin(ready(Err(e))),
             Ok(Some(answer)) => return self.replay(answer),
             Ok(None) => {}
         }
         let before = self.state.clone();
         let answer = self.charge(msg.amount);
-        self.record(msg.key, answer.clone(), true);
-        if let Err(e) = self.persist() {
-            self.state = before;
-            return Box::pin(ready(Err(e.into())));
+        let changed = matches!(answer, Answer::Charged(_));
+        let written = self.write(&req, &answer, changed, before, Batch::default());
+        self.release(&req.key);
+        if let Err(e) = written {
+            return Box::pin(ready(Err(e)));
+        }
+        if !changed {
+            // A refusal changes nothing: its record rides the next flush.
+            return Box::pin(ready(Ok(answer)));
         }
         let store = self.store.clone();
         Box::pin(async move {
@@ -292,44 +291,74 @@ pub struct Reserve {
     pub ttl: Duration,
 }
 
+/// Lock seats for a contract B booking, once per key.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, WalletError>")]
+pub struct Book {
+    pub key: String,
+    pub fingerprint: Fingerprint,
+    pub seat_map: Addr<SeatMap>,
+    pub seats: Vec<String>,
+    pub ttl: Duration,
+    pub spec: BookingSpec,
+}
+
 impl Handler<Reserve> for Wallet {
     type Result = ResponseFuture<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Reserve, ctx: &mut Context<Self>) -> Self::Result {
-        match self.begin(&msg.key, msg.fingerprint) {
+        let req = self.request(msg.key, msg.fingerprint);
+        let hold = HoldSeats { user: req.user, seats: msg.seats, ttl: msg.ttl, key: Some(req.clone()), booking: None };
+        self.hold_once(req, msg.seat_map, hold, ctx)
+    }
+}
+
+impl Handler<Book> for Wallet {
+    type Result = ResponseFuture<Result<Answer, WalletError>>;
+    fn handle(&mut self, msg: Book, ctx: &mut Context<Self>) -> Self::Result {
+        let req = self.request(msg.key, msg.fingerprint);
+        let hold = HoldSeats {
+            user: req.user,
+            seats: msg.seats,
+            ttl: msg.ttl,
+            key: Some(req.clone()),
+            booking: Some(msg.spec),
+        };
+        self.hold_once(req, msg.seat_map, hold, ctx)
+    }
+}
+
+impl Wallet {
+    /// A keyed hold or booking: replayed from the ledger, or run at the seat map, which
+    /// records its answer (the hold, or a refusal) with the change.
+    fn hold_once(
+        &mut self,
+        req: KeyedRequest,
+        seat_map: Addr<SeatMap>,
+        hold: HoldSeats,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Answer, WalletError>> {
+        match self.begin(&req) {
             Err(e) => return Box::pin(ready(Err(e))),
             Ok(Some(answer)) => return self.replay(answer),
             Ok(None) => {}
         }
         let me = ctx.address();
         let store = self.store.clone();
-        let user = self.state.user;
+        let booking = hold.booking.is_some();
         Box::pin(async move {
-            let hold = HoldSeats {
-                user,
-                seats: msg.seats,
-                ttl: msg.ttl,
-                key: Some((msg.key.clone(), msg.fingerprint)),
-                booking: None,
-            };
-            let answer = match msg.seat_map.send(hold).await {
-                Ok(Ok(r)) => Answer::Reserved(r),
-                Ok(Err(SeatError::Storage(e))) => {
-                    me.do_send(Abandon { key: msg.key, payment: None });
-                    return Err(WalletError::Storage(e));
+            let held = seat_map.send(hold).await;
+            // Whatever happened, the seat map is done with the key: the ledger answers now.
+            me.do_send(Release { key: req.key, payment: None });
+            match held {
+                Ok(Ok(r)) => {
+                    store.durable().await?;
+                    Ok(if booking { Answer::Booked(r) } else { Answer::Reserved(r) })
                 }
-                Ok(Err(SeatError::KeyReused)) => {
-                    me.do_send(Abandon { key: msg.key, payment: None });
-                    return Err(WalletError::KeyReused);
-                }
-                Ok(Err(e)) => Answer::ReserveRefused(e),
-                Err(_) => {
-                    me.do_send(Abandon { key: msg.key, payment: None });
-                    return Err(WalletError::Unavailable);
-                }
-            };
-            me.send(Record { key: msg.key, answer: answer.clone() }).await??;
-            store.durable().await?;
-            Ok(answer)
+                Ok(Err(SeatError::Storage(e))) => Err(WalletError::Storage(e)),
+                Ok(Err(e)) if booking => Ok(Answer::BookRefused(e)),
+                Ok(Err(e)) => Ok(Answer::ReserveRefused(e)),
+                Err(_) => Err(WalletError::Unavailable),
+            }
         })
     }
 }
@@ -349,7 +378,8 @@ pub struct Pay {
 impl Handler<Pay> for Wallet {
     type Result = ResponseFuture<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Pay, ctx: &mut Context<Self>) -> Self::Result {
-        match self.begin(&msg.key, msg.fingerprint) {
+        let req = self.request(msg.key.clone(), msg.fingerprint);
+        match self.begin(&req) {
             Err(e) => return Box::pin(ready(Err(e))),
             Ok(Some(answer)) => return self.replay(answer),
             Ok(None) => {}
@@ -357,7 +387,7 @@ impl Handler<Pay> for Wallet {
         let payment = match self.store.next_id() {
             Ok(p) => p,
             Err(e) => {
-                self.in_flight.remove(&msg.key);
+                self.release(&req.key);
                 return Box::pin(ready(Err(e.into())));
             }
         };
@@ -370,12 +400,11 @@ impl Handler<Pay> for Wallet {
             payment,
         };
         Box::pin(async move {
-            let key = msg.key.clone();
             let result = flow.run(msg).await;
             // Whatever happened, neither the key nor the payment is in flight any more:
-            // from now on the ledger answers for the key, and `payments` for the payment
-            // (committed if it is there, aborted if not).
-            flow.me.do_send(Abandon { key, payment: Some(payment) });
+            // from now on the ledger answers for the key, and the payment record for the
+            // payment (committed if it is there, aborted if not).
+            flow.me.do_send(Release { key: req.key, payment: Some(payment) });
             result
         })
     }
@@ -394,8 +423,8 @@ struct PayFlow {
 impl PayFlow {
     async fn run(&self, msg: Pay) -> Result<Answer, WalletError> {
         let refuse = |e: SeatError| Answer::PayRefused(PayRefusal::Seat(e));
-        let Some(seat_map) = self.registry.seat_map_of_reservation(msg.reservation) else {
-            return self.refuse(msg.key, refuse(SeatError::NotFound)).await;
+        let Some(seat_map) = self.registry.seat_map_of_reservation(msg.reservation)? else {
+            return self.refuse(msg.key, msg.fingerprint, refuse(SeatError::NotFound)).await;
         };
         let begin = BeginPayment { reservation: msg.reservation, user: self.user, payment: self.payment };
         let reservation = match seat_map.send(begin).await? {
@@ -403,9 +432,14 @@ impl PayFlow {
             Err(SeatError::Storage(e)) => return Err(WalletError::Storage(e)),
             // Not final (another payment of it is being settled): answer, do not record.
             Err(e @ SeatError::PaymentInProgress) => return Ok(refuse(e)),
-            Err(e) => return self.refuse(msg.key, refuse(e)).await,
+            Err(e) => return self.refuse(msg.key, msg.fingerprint, refuse(e)).await,
         };
-        let commit = CommitPayment { key: msg.key, payment: self.payment, reservation, amount: msg.amount };
+        let commit = CommitPayment {
+            req: KeyedRequest { user: self.user, key: msg.key, fingerprint: msg.fingerprint },
+            payment: self.payment,
+            reservation,
+            amount: msg.amount,
+        };
         let answer = match self.me.send(commit).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
@@ -416,9 +450,11 @@ impl PayFlow {
             // The seat map will ask (ResolvePayment) and settle it from our record.
             Err(_) => return Err(WalletError::Unavailable),
         };
-        // The commit point: the debit (or the refusal) is on disk before anyone hears of it.
-        self.store.durable().await?;
         let paid = matches!(answer, Answer::Paid(_));
+        if paid {
+            // The commit point: the debit is on disk before anyone hears of it.
+            self.store.durable().await?;
+        }
         let finish = FinishPayment { reservation: msg.reservation, payment: self.payment, commit: paid };
         if let Err(e) = seat_map.send(finish).await.map_err(SeatError::from_mailbox).and_then(|r| r) {
             tracing::warn!(payment = self.payment, error = %e, "seat map did not finish the payment; it will resolve it");
@@ -428,15 +464,16 @@ impl PayFlow {
             if !matches!(retired, Ok(Ok(()))) {
                 tracing::warn!(payment = self.payment, ?retired, "could not retire the queue token");
             }
+            self.store.durable().await?;
         }
-        self.store.durable().await?;
         Ok(answer)
     }
 
-    /// Record a final refusal for the key, durably, and answer it.
-    async fn refuse(&self, key: String, answer: Answer) -> Result<Answer, WalletError> {
-        self.me.send(Record { key, answer: answer.clone() }).await??;
-        self.store.durable().await?;
+    /// Record a final refusal for the key and answer it (a refusal changes nothing, so
+    /// its record rides the next flush).
+    async fn refuse(&self, key: String, fingerprint: Fingerprint, answer: Answer) -> Result<Answer, WalletError> {
+        let req = KeyedRequest { user: self.user, key, fingerprint };
+        self.me.send(Record { req, answer: answer.clone() }).await??;
         Ok(answer)
     }
 }
@@ -454,13 +491,13 @@ pub struct Recorded {
 impl Handler<Recorded> for Wallet {
     type Result = ResponseFuture<Option<Result<Answer, WalletError>>>;
     fn handle(&mut self, msg: Recorded, _: &mut Context<Self>) -> Self::Result {
-        let found = self.state.ledger.get(&msg.key).map(|entry| {
-            if entry.fingerprint == msg.fingerprint {
-                Ok(entry.answer.clone())
-            } else {
-                Err(WalletError::KeyReused)
-            }
-        });
+        let req = self.request(msg.key, msg.fingerprint);
+        let found = match ledger::lookup(&self.store, &req) {
+            Ok(Ok(Some(answer))) => Some(Ok(answer)),
+            Ok(Ok(None)) => None,
+            Ok(Err(_)) => Some(Err(WalletError::KeyReused)),
+            Err(e) => Some(Err(e.into())),
+        };
         let store = self.store.clone();
         Box::pin(async move {
             if let Some(Ok(_)) = &found {
@@ -478,7 +515,7 @@ impl Handler<Recorded> for Wallet {
 #[derive(Message)]
 #[rtype(result = "Result<Answer, WalletError>")]
 struct CommitPayment {
-    key: String,
+    req: KeyedRequest,
     payment: u64,
     reservation: Reservation,
     amount: u64,
@@ -489,6 +526,7 @@ impl Handler<CommitPayment> for Wallet {
     fn handle(&mut self, msg: CommitPayment, _: &mut Context<Self>) -> Self::Result {
         let before = self.state.clone();
         let price = msg.reservation.price;
+        let mut batch = Batch::default();
         let answer = if msg.amount != price {
             Answer::PayRefused(PayRefusal::AmountMismatch { amount: msg.amount, price })
         } else if self.state.balance < price {
@@ -496,56 +534,51 @@ impl Handler<CommitPayment> for Wallet {
         } else {
             let now = now_ms();
             self.state.balance -= price;
-            let record = PaymentRecord { reservation: msg.reservation.id, amount: price, at: now };
-            self.state.payments.insert(msg.payment, record);
+            let record =
+                PaymentRecord { user: self.state.user, reservation: msg.reservation.id, amount: price, at: now };
+            batch.put(&Key::Payment(msg.payment), &record)?;
             let mut reservation = msg.reservation;
             reservation.status = super::seat_map::ReservationStatus::Confirmed;
             let balance_after = self.state.balance;
             Answer::Paid(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after, at: now })
         };
-        self.record(msg.key, answer.clone(), false);
-        if let Err(e) = self.persist() {
-            self.state = before;
-            return Err(e.into());
-        }
+        let changed = matches!(answer, Answer::Paid(_));
+        self.write(&msg.req, &answer, changed, before, batch)?;
         Ok(answer)
     }
 }
 
-/// Record the answer of a keyed request and persist it.
+/// Record the answer of a keyed request that changed nothing, and settle its key.
 #[derive(Message)]
 #[rtype(result = "Result<(), WalletError>")]
 struct Record {
-    key: String,
+    req: KeyedRequest,
     answer: Answer,
 }
 
 impl Handler<Record> for Wallet {
     type Result = Result<(), WalletError>;
     fn handle(&mut self, msg: Record, _: &mut Context<Self>) -> Self::Result {
-        let key = msg.key.clone();
-        self.record(msg.key, msg.answer, true);
-        if let Err(e) = self.persist() {
-            self.state.ledger.remove(&key);
-            return Err(e.into());
-        }
-        Ok(())
+        let before = self.state.clone();
+        let written = self.write(&msg.req, &msg.answer, false, before, Batch::default());
+        self.release(&msg.req.key);
+        written
     }
 }
 
-/// Forget a request that failed without an answer (so the key may be retried), and a
-/// payment that never committed.
+/// Settle a key whose request is over (its answer, if any, is in the ledger), and a
+/// payment that is no longer in flight.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Abandon {
+struct Release {
     key: String,
     payment: Option<u64>,
 }
 
-impl Handler<Abandon> for Wallet {
+impl Handler<Release> for Wallet {
     type Result = ();
-    fn handle(&mut self, msg: Abandon, _: &mut Context<Self>) {
-        self.in_flight.remove(&msg.key);
+    fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
+        self.release(&msg.key);
         if let Some(p) = msg.payment {
             self.paying.remove(&p);
         }
@@ -569,12 +602,18 @@ pub struct ResolvePayment {
 impl Handler<ResolvePayment> for Wallet {
     type Result = MessageResult<ResolvePayment>;
     fn handle(&mut self, msg: ResolvePayment, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(if self.state.payments.contains_key(&msg.payment) {
-            PaymentDecision::Committed
-        } else if self.paying.contains(&msg.payment) {
+        MessageResult(if self.paying.contains(&msg.payment) {
             PaymentDecision::InProgress
         } else {
-            PaymentDecision::Aborted
+            match self.store.contains(&Key::Payment(msg.payment)) {
+                Ok(true) => PaymentDecision::Committed,
+                Ok(false) => PaymentDecision::Aborted,
+                // Unknown: ask again later rather than guess.
+                Err(e) => {
+                    tracing::error!(payment = msg.payment, error = %e, "could not read a payment record");
+                    PaymentDecision::InProgress
+                }
+            }
         })
     }
 }
@@ -616,7 +655,8 @@ mod tests {
         let payment = 4242;
         seat_map.send(BeginPayment { reservation: r.id, user: 1, payment }).await.expect("mailbox").expect("begin");
         if commit {
-            let step2 = CommitPayment { key: "p".into(), payment, reservation: r.clone(), amount: 100 };
+            let req = KeyedRequest { user: 1, key: "p".into(), fingerprint: [0; 32] };
+            let step2 = CommitPayment { req, payment, reservation: r.clone(), amount: 100 };
             let answer = wallet.send(step2).await.expect("mailbox").expect("commit");
             assert!(matches!(answer, Answer::Paid(_)));
         }

@@ -3,10 +3,13 @@
 
 use super::error::{BError, BErrorBody};
 use super::{fingerprint, AppState, Caller, JsonBody, MaybeIdempotencyKey};
+use crate::actors::ledger::Answer;
 use crate::actors::registry::BookingRoute;
 use crate::actors::seat_map::booking::{BookSeats, CancelBooking, ExecuteBooking, ExecuteOutcome};
 use crate::actors::seat_map::{BookingSpec, GetReservation, Reservation, ReservationStatus, SeatError, SeatMap};
+use crate::actors::wallet::{Book, WalletError};
 use crate::auth::parse_user_id;
+use crate::store::StoreError;
 use crate::time::rfc3339;
 use actix::Addr;
 use actix_web::{web, HttpResponse};
@@ -137,6 +140,10 @@ fn well_formed_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+fn storage(e: StoreError) -> BError {
+    BError::from(SeatError::from(e))
+}
+
 fn seat_map_of(state: &AppState, route: &BookingRoute) -> Result<Addr<SeatMap>, BError> {
     state.registry.seat_map(&route.seat_map).ok_or_else(|| BError::not_found("Booking not found."))
 }
@@ -173,19 +180,24 @@ pub async fn create(
         .seat_map_of_performance(&performance)
         .ok_or_else(|| BError::bad_request(format!("Performance {performance} does not exist.")))?;
     let request = NewBooking { user: me.user_id, performance, seats, payment_method: b.payment_method };
-    let key = key.0.map(|k| (k, fingerprint("POST /bookings", &request)));
-    let msg = BookSeats {
-        user: me.user_id,
-        seats: request.seats,
-        ttl: state.settings.booking_lock_ttl,
-        key,
-        spec: BookingSpec {
-            performance: request.performance,
-            user_label: label,
-            payment_method: request.payment_method,
-        },
+    let ttl = state.settings.booking_lock_ttl;
+    let fingerprint = fingerprint("POST /bookings", &request);
+    let spec =
+        BookingSpec { performance: request.performance, user_label: label, payment_method: request.payment_method };
+    let r = match key.0 {
+        // A keyed booking goes through the caller's wallet, which owns their keys: the
+        // first answer is recorded with the booking and replayed as it was.
+        Some(key) => {
+            let wallet = state.registry.wallet(me.user_id).map_err(storage)?;
+            let msg = Book { key, fingerprint, seat_map, seats: request.seats, ttl, spec };
+            match wallet.send(msg).await?? {
+                Answer::Booked(r) => r,
+                Answer::BookRefused(e) => return Err(e.into()),
+                _ => return Err(BError::from(WalletError::KeyReused)),
+            }
+        }
+        None => seat_map.send(BookSeats { user: me.user_id, seats: request.seats, ttl, spec }).await??,
     };
-    let r = seat_map.send(msg).await??;
     let booking = r.booking.as_ref().ok_or_else(|| BError::not_found("Booking not found."))?;
     Ok(HttpResponse::Created().json(BookingCreated {
         message: "Booking initiated. Please proceed to payment.",
@@ -203,7 +215,7 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn mine(state: web::Data<AppState>, me: Caller<BError>) -> Result<HttpResponse, BError> {
     let mut out = Vec::new();
-    for route in state.registry.bookings_of(me.user_id) {
+    for route in state.registry.bookings_of(me.user_id).map_err(storage)? {
         let seat_map = seat_map_of(&state, &route)?;
         let r = seat_map.send(GetReservation { id: route.reservation }).await??;
         if r.user == me.user_id {
@@ -217,7 +229,7 @@ async fn load(state: &AppState, id: &str) -> Result<(BookingRoute, Reservation),
     if !well_formed_id(id) {
         return Err(BError::bad_request("Invalid booking id."));
     }
-    let route = state.registry.booking(id).ok_or_else(|| BError::not_found("Booking not found."))?;
+    let route = state.registry.booking(id).map_err(storage)?.ok_or_else(|| BError::not_found("Booking not found."))?;
     let r = seat_map_of(state, &route)?.send(GetReservation { id: route.reservation }).await??;
     Ok((route, r))
 }
@@ -355,8 +367,11 @@ pub async fn execute(
     if !well_formed_id(&intent) {
         return Err(BError::bad_request("Invalid paymentIntentId."));
     }
-    let route =
-        state.registry.booking_of_intent(&intent).ok_or_else(|| BError::not_found("Payment intent not found."))?;
+    let route = state
+        .registry
+        .booking_of_intent(&intent)
+        .map_err(storage)?
+        .ok_or_else(|| BError::not_found("Payment intent not found."))?;
     let request = Execute { intent: intent.clone(), token, cvv };
     let key = key.0.map(|k| (k, fingerprint("POST /payments/execute", &request)));
     let msg = ExecuteBooking {

@@ -246,6 +246,21 @@ impl From<CatalogError> for BError {
     }
 }
 
+impl From<WalletError> for BError {
+    fn from(e: WalletError) -> Self {
+        match e {
+            WalletError::KeyReused => {
+                BError::new(StatusCode::UNPROCESSABLE_ENTITY, "This Idempotency-Key was used with a different request.")
+            }
+            WalletError::KeyInProgress => {
+                BError::new(StatusCode::CONFLICT, "A request with this Idempotency-Key is still in progress.")
+            }
+            WalletError::Unavailable => BError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again."),
+            WalletError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
+        }
+    }
+}
+
 /// The seat map's refusals in contract B's words. Endpoints that word 403 and 404 their
 /// own way map those first.
 impl From<SeatError> for BError {
@@ -429,6 +444,9 @@ impl From<crate::store::StoreError> for TError {
     }
 }
 
+/// Contract T's refusal when a listing has fewer tickets left than asked for (seed 001).
+pub const NOT_ENOUGH: &str = "판매 가능한 수량이 부족합니다.";
+
 impl From<crate::actors::ticket_listing::TradeError> for TError {
     fn from(e: crate::actors::ticket_listing::TradeError) -> Self {
         use crate::actors::ticket_listing::TradeError;
@@ -436,7 +454,15 @@ impl From<crate::actors::ticket_listing::TradeError> for TError {
             TradeError::ListingNotFound => TError::not_found("티켓을 찾을 수 없습니다."),
             TradeError::TxNotFound => TError::not_found("거래를 찾을 수 없습니다."),
             TradeError::NotParty => TError::forbidden("이 거래의 구매자 또는 판매자만 할 수 있습니다."),
-            TradeError::Refused(m) => TError::bad_request(m),
+            TradeError::ZeroQuantity => TError::bad_request("quantity must be at least 1"),
+            TradeError::NotEnoughStock => TError::bad_request(NOT_ENOUGH),
+            TradeError::Expired => TError::bad_request(crate::actors::ticket_listing::EXPIRED),
+            TradeError::Cancelled => TError::bad_request("the payment request was cancelled"),
+            TradeError::NotPaidYet => TError::bad_request("the payment request is not paid yet"),
+            TradeError::ConfirmedIsFinal => TError::bad_request("a confirmed purchase cannot be cancelled"),
+            TradeError::PartialCancel => {
+                TError::bad_request("부분 취소는 지원하지 않습니다. 전체 수량을 취소해 주세요.")
+            }
             TradeError::InProgress => TError::new(StatusCode::CONFLICT, "이 결제 요청의 결제가 이미 진행 중입니다."),
             TradeError::Storage(m) => TError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("저장소 오류: {m}")),
         }

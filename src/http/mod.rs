@@ -19,7 +19,7 @@ pub mod signed;
 pub mod trade;
 pub mod users;
 
-use crate::actors::wallet::Fingerprint;
+use crate::actors::ledger::Fingerprint;
 use crate::actors::Registry;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::config::Settings;

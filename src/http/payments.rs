@@ -3,7 +3,8 @@
 use super::error::{QError, QErrorBody};
 use super::reservations::{mismatch, ReservationResponse};
 use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
-use crate::actors::wallet::{Answer, Pay, Recorded, WalletError};
+use crate::actors::ledger::Answer;
+use crate::actors::wallet::{Pay, Recorded, WalletError};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};

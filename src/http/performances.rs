@@ -5,6 +5,7 @@ use super::error::{BError, BErrorBody};
 use super::{AppState, Caller, JsonBody};
 use crate::actors::catalog::{CreatePerformance, ListPerformances, Performance, PerformanceSeats, PerformanceView};
 use crate::actors::gateway::ListCharges;
+use crate::actors::seat_map::SeatError;
 use crate::actors::seat_map::{GetSeats, SeatState};
 use crate::time::rfc3339;
 use actix_web::{web, HttpResponse};
@@ -258,7 +259,7 @@ pub async fn charges(state: web::Data<AppState>, me: Caller<BError>) -> Result<H
         return Err(BError::forbidden("Only admins may read the gateway's charges."));
     }
     let gateway = state.registry.test_gateway().ok_or_else(|| BError::not_found("The test gateway is not in use."))?;
-    let all = gateway.send(ListCharges).await?;
+    let all = gateway.send(ListCharges).await?.map_err(|e| BError::from(SeatError::from(e)))?;
     let kept = all.iter().filter(|c| !c.refunded);
     let (kept, kept_amount) = kept.fold((0, 0), |(n, sum), c| (n + 1, sum + c.amount));
     let charges = all

@@ -3,8 +3,9 @@
 use super::concerts::path_id;
 use super::error::{QError, QErrorBody};
 use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
+use crate::actors::ledger::Answer;
 use crate::actors::seat_map::{GetReservation, Reservation, ReservationStatus};
-use crate::actors::wallet::{Answer, Reserve};
+use crate::actors::wallet::Reserve;
 use crate::actors::Registry;
 use crate::auth::parse_user_id;
 use crate::time::rfc3339;
@@ -169,6 +170,7 @@ pub async fn get(
     let seat_map = state
         .registry
         .seat_map_of_reservation(id)
+        .map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?
         .ok_or_else(|| QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))?;
     let r = seat_map.send(GetReservation { id }).await??;
     if r.booking.is_some() {

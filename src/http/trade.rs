@@ -378,7 +378,7 @@ pub async fn room_detail(
     let Some(t) = r.trade else { return Err(TError::not_found("채팅방을 찾을 수 없습니다.")) };
     let listing = listing_of(&state, t.listing)?;
     let l = listing.send(GetListing).await?;
-    let txs = listing.send(RoomTransactions { room: r.id }).await?;
+    let txs = listing.send(RoomTransactions { room: r.id }).await??;
     let name = |user: u64| {
         let (n, _) = state.registry.profile(user);
         if n == format!("user_{user}") {
@@ -758,8 +758,7 @@ pub async fn request_payment(
 ) -> Result<HttpResponse, TError> {
     let id = positive(&body.0.room_id, "roomId")?;
     let quantity = positive(&body.0.quantity, "quantity")?;
-    let quantity =
-        u32::try_from(quantity).map_err(|_| TError::bad_request(crate::actors::ticket_listing::NOT_ENOUGH))?;
+    let quantity = u32::try_from(quantity).map_err(|_| TError::bad_request(super::error::NOT_ENOUGH))?;
     let (_, r) = trade_room(&state, id, me.user_id).await?;
     if r.closed_at.is_some() {
         return Err(TError::bad_request(crate::actors::room::ROOM_CLOSED));
@@ -786,7 +785,7 @@ pub struct TxBody {
 /// The listing that holds the body's transaction (the listing checks who may act on it).
 fn tx_listing(state: &AppState, body: &TxBody) -> Result<(u64, Addr<TicketListing>), TError> {
     let tx = positive(&body.transaction_id, "transactionId")?;
-    let listing = state.registry.listing_of_transaction(tx);
+    let listing = state.registry.listing_of_transaction(tx)?;
     Ok((tx, listing.ok_or_else(|| TError::not_found("거래를 찾을 수 없습니다."))?))
 }
 

@@ -3,7 +3,8 @@
 use super::error::{QError, QErrorBody};
 use super::reservations::mismatch;
 use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
-use crate::actors::wallet::{Answer, Charge, GetBalance, WalletError};
+use crate::actors::ledger::Answer;
+use crate::actors::wallet::{Charge, GetBalance, WalletError};
 use crate::auth::parse_user_id_str;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};

@@ -10,28 +10,48 @@ pub enum Key {
     SeatMap(String),
     /// One reservation (a hold of one or more seats), by reservation id.
     Reservation(u64),
-    /// A user's wallet: balance, monthly charges, idempotency ledger, payments.
+    /// A user's wallet: balance and monthly charges (nothing that grows with history).
     Wallet(u64),
+    /// One idempotency-ledger entry: the first answer to a user's keyed request.
+    Ledger(u64, String),
+    /// One committed wallet payment, by payment id.
+    Payment(u64),
+    /// Present while a reservation is live (or owes a refund): what start-up loads.
+    LiveReservation(u64),
+    /// Where a booking lives, by booking id.
+    BookingRoute(String),
+    /// Where a booking lives, by payment intent id.
+    IntentRoute(String),
+    /// One of a user's bookings, by user and reservation id (an index entry).
+    UserBooking(u64, u64),
+    /// One contract T payment request (transaction), by id.
+    Transaction(u64),
+    /// One of a trade room's payment requests, by room and transaction id (an index entry).
+    RoomTransaction(u64, u64),
+    /// The version of the store's layout.
+    Format,
     /// One waiting-queue token, by token.
     QueueToken(String),
     /// The waiting queue's counters.
     QueueMeta,
     /// The test payment gateway's record of one charge, by the gateway-side key.
     GatewayCharge(String),
-    /// A contract B `Idempotency-Key` of `POST /bookings`: the first answer, by user and key.
-    BookingKey(u64, String),
     /// A chat room: its settings, participants and read positions (one snapshot).
     Room(u64),
     /// One chat message, by room and message id.
     Message(u64, u64),
     /// A user's name and picture as their latest token said (for naming participants).
     Profile(u64),
-    /// A ticket listing with its payment requests (one snapshot).
+    /// A ticket listing: its stock and the ids of its open payment requests.
     Listing(u64),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
     MessagesOf(u64),
+    /// Not a record: the prefix of every booking of one user.
+    BookingsOf(u64),
+    /// Not a record: the prefix of every payment request of one trade room.
+    TransactionsOf(u64),
 }
 
 impl Key {
@@ -44,7 +64,17 @@ impl Key {
             Key::QueueToken(t) => format!("qtoken/{t}").into_bytes(),
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
-            Key::BookingKey(user, k) => format!("bkey/{user:020}/{k}").into_bytes(),
+            Key::Ledger(user, k) => format!("idem/{user:020}/{k}").into_bytes(),
+            Key::Payment(id) => format!("pay/{id:020}").into_bytes(),
+            Key::LiveReservation(id) => format!("live/{id:020}").into_bytes(),
+            Key::BookingRoute(id) => format!("booking/{id}").into_bytes(),
+            Key::IntentRoute(id) => format!("intent/{id}").into_bytes(),
+            Key::UserBooking(user, r) => format!("ubook/{user:020}/{r:020}").into_bytes(),
+            Key::BookingsOf(user) => format!("ubook/{user:020}/").into_bytes(),
+            Key::Transaction(id) => format!("tx/{id:020}").into_bytes(),
+            Key::RoomTransaction(room, tx) => format!("roomtx/{room:020}/{tx:020}").into_bytes(),
+            Key::TransactionsOf(room) => format!("roomtx/{room:020}/").into_bytes(),
+            Key::Format => b"format".to_vec(),
             Key::Room(id) => format!("room/{id:020}").into_bytes(),
             Key::Profile(id) => format!("profile/{id:020}").into_bytes(),
             Key::Listing(id) => format!("listing/{id:020}").into_bytes(),
@@ -63,7 +93,15 @@ impl Key {
             Key::QueueToken(_) => b"qtoken/".to_vec(),
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
-            Key::BookingKey(..) => b"bkey/".to_vec(),
+            Key::Ledger(..) => b"idem/".to_vec(),
+            Key::Payment(_) => b"pay/".to_vec(),
+            Key::LiveReservation(_) => b"live/".to_vec(),
+            Key::BookingRoute(_) => b"booking/".to_vec(),
+            Key::IntentRoute(_) => b"intent/".to_vec(),
+            Key::UserBooking(..) | Key::BookingsOf(_) => b"ubook/".to_vec(),
+            Key::Transaction(_) => b"tx/".to_vec(),
+            Key::RoomTransaction(..) | Key::TransactionsOf(_) => b"roomtx/".to_vec(),
+            Key::Format => b"format".to_vec(),
             Key::Room(_) => b"room/".to_vec(),
             Key::Profile(_) => b"profile/".to_vec(),
             Key::Listing(_) => b"listing/".to_vec(),
@@ -89,10 +127,24 @@ impl Key {
                 let (room, message) = id.split_once('/')?;
                 Key::Message(room.parse().ok()?, message.parse().ok()?)
             }
-            "bkey" => {
+            "idem" => {
                 let (user, key) = id.split_once('/')?;
-                Key::BookingKey(user.parse().ok()?, key.to_string())
+                Key::Ledger(user.parse().ok()?, key.to_string())
             }
+            "pay" => Key::Payment(id.parse().ok()?),
+            "live" => Key::LiveReservation(id.parse().ok()?),
+            "booking" => Key::BookingRoute(id.to_string()),
+            "intent" => Key::IntentRoute(id.to_string()),
+            "ubook" => {
+                let (user, r) = id.split_once('/')?;
+                Key::UserBooking(user.parse().ok()?, r.parse().ok()?)
+            }
+            "tx" => Key::Transaction(id.parse().ok()?),
+            "roomtx" => {
+                let (room, tx) = id.split_once('/')?;
+                Key::RoomTransaction(room.parse().ok()?, tx.parse().ok()?)
+            }
+            "format" => Key::Format,
             _ => return None,
         })
     }
@@ -112,7 +164,15 @@ mod tests {
             Key::Wallet(7),
             Key::QueueToken("abc".into()),
             Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
-            Key::BookingKey(123, "retry/1".into()),
+            Key::Ledger(123, "retry/1".into()),
+            Key::Payment(9),
+            Key::LiveReservation(10),
+            Key::BookingRoute("AGeV3v".into()),
+            Key::IntentRoute("i0do0n".into()),
+            Key::UserBooking(1, 2),
+            Key::Transaction(11),
+            Key::RoomTransaction(12, 13),
+            Key::Format,
             Key::Room(8),
             Key::Profile(8),
             Key::Listing(3),

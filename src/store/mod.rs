@@ -45,7 +45,17 @@ pub enum StoreError {
     FlusherGone,
     #[error("flush failed: {0}")]
     Flush(String),
+    #[error(
+        "this data directory holds a store of layout {found}, and this build reads layout {FORMAT} only: \
+         start it with the build that wrote it, or with an empty --data-dir"
+    )]
+    Format { found: u32 },
 }
+
+/// The version of the key layout and record encodings. Layout 1 kept idempotency keys,
+/// payments and payment requests inside growing snapshots; layout 2 keeps each as its
+/// own record.
+pub const FORMAT: u32 = 2;
 
 /// One atomic group of writes, applied in order.
 #[derive(Default, Serialize, serde::Deserialize)]
@@ -119,6 +129,7 @@ impl Store {
         if replayed > 0 {
             tracing::info!(replayed, "finished batches interrupted by the last stop");
         }
+        store.check_format()?;
         Ok(store)
     }
 
@@ -167,6 +178,66 @@ impl Store {
             None => self.state.remove(key)?,
         };
         Ok(())
+    }
+
+    /// Refuse a store written in another layout; mark a new one with ours.
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.get::<u32>(&Key::Format)? {
+            Some(FORMAT) => Ok(()),
+            Some(found) => Err(StoreError::Format { found }),
+            None if self.state.is_empty() => {
+                self.put(&Key::Format, &FORMAT)?;
+                Ok(())
+            }
+            None => Err(StoreError::Format { found: 1 }),
+        }
+    }
+
+    /// Whether a record exists under `key`.
+    pub fn contains(&self, key: &Key) -> Result<bool, StoreError> {
+        Ok(self.state.contains_key(key.bytes())?)
+    }
+
+    /// The keys (not the values) of the family of `family` (e.g. `Key::LiveReservation(0)`
+    /// lists every live entry), in key order.
+    pub fn family_keys(&self, family: &Key) -> Result<Vec<Key>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.scan_prefix(family.family_prefix()) {
+            let (k, _) = item?;
+            out.push(parse_key(&k)?);
+        }
+        Ok(out)
+    }
+
+    /// Remove every record of `family` for which `expired` holds, each only if it is still
+    /// the value that was read (a record rewritten meanwhile stays). For housekeeping of
+    /// records that no actor keeps in memory, such as run-out ledger entries. Returns how
+    /// many were removed.
+    pub fn remove_where<T: DeserializeOwned>(
+        &self,
+        family: &Key,
+        expired: impl Fn(&T) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.state.scan_prefix(family.family_prefix()) {
+            let (k, v) = item?;
+            let key = parse_key(&k)?;
+            if expired(&decode::<T>(&v, &key)?) && self.state.compare_and_swap(&k, Some(&v), None::<&[u8]>)?.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The keys under the prefix `prefix` stands for (e.g. `Key::TransactionsOf(room)`),
+    /// in key order: for index entries, whose keys say everything.
+    pub fn keys_under(&self, prefix: &Key) -> Result<Vec<Key>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.scan_prefix(prefix.bytes()) {
+            let (k, _) = item?;
+            out.push(parse_key(&k)?);
+        }
+        Ok(out)
     }
 
     /// Finish the batches a crash interrupted: apply every journal record left, oldest
@@ -256,9 +327,9 @@ impl Store {
         &self.stats
     }
 
-    /// True when the store holds no state at all (first start).
+    /// True when the store holds no business state at all (first start).
     pub fn is_empty(&self) -> bool {
-        self.state.is_empty()
+        self.state.iter().keys().filter_map(Result::ok).all(|k| k.as_ref() == Key::Format.bytes().as_slice())
     }
 }
 
@@ -284,6 +355,10 @@ fn group_commit(db: sled::Db, rx: mpsc::Receiver<Waiter>, stats: Arc<FlushStats>
             let _ = w.send(result.clone());
         }
     }
+}
+
+fn parse_key(k: &[u8]) -> Result<Key, StoreError> {
+    Key::parse(k).ok_or_else(|| StoreError::Flush(format!("unknown key {:?}", String::from_utf8_lossy(k))))
 }
 
 fn config() -> bincode::config::Configuration {

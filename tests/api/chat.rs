@@ -425,6 +425,7 @@ impl Chat {
         Reply {
             status: res.status().as_u16(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            raw: bytes.clone(),
             headers: res.headers().clone(),
         }
     }

@@ -120,6 +120,8 @@ pub struct Api {
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    /// The body as sent, byte for byte.
+    pub raw: actix_web::web::Bytes,
     pub headers: awc::http::header::HeaderMap,
 }
 
@@ -165,6 +167,7 @@ impl Api {
         Reply {
             status: res.status().as_u16(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            raw: bytes,
             headers: res.headers().clone(),
         }
     }

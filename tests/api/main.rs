@@ -11,6 +11,7 @@ mod chat_ws;
 mod concurrency;
 mod expiry;
 mod idempotency;
+mod ledger;
 mod load_smoke;
 mod queue_and_catalog;
 mod reservations_and_payments;

@@ -799,6 +799,7 @@ async fn send_t(server: &TestServer, user: u64, room: u64, text: &str) -> Reply 
     Reply {
         status: res.status().as_u16(),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        raw: bytes.clone(),
         headers: res.headers().clone(),
     }
 }

@@ -124,6 +124,7 @@ impl Trade {
         Reply {
             status: res.status().as_u16(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            raw: bytes.clone(),
             headers: res.headers().clone(),
         }
     }

@@ -37,36 +37,6 @@ pub const REFUND_RETRY: Duration = Duration::from_secs(2);
 /// At most this many `Idempotency-Key`s of `POST /payments/execute` are kept per booking.
 const MAX_EXECUTIONS: usize = 32;
 
-/// How long an `Idempotency-Key` of `POST /bookings` is honoured.
-const KEY_TTL_MS: u64 = 25 * 3600 * 1000;
-
-/// The first answer to a keyed `POST /bookings`: written in the same batch as the
-/// booking it made, or alone for a refusal, so a retry finds it whatever happened since.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BookingKeyRecord {
-    pub fingerprint: [u8; 32],
-    pub at: u64,
-    pub outcome: KeyedOutcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeyedOutcome {
-    Booked { seat_map: String, reservation: u64 },
-    Refused(SeatError),
-}
-
-impl BookingKeyRecord {
-    pub fn booked(fingerprint: [u8; 32], seat_map: &str, reservation: u64) -> Self {
-        let outcome = KeyedOutcome::Booked { seat_map: seat_map.to_string(), reservation };
-        BookingKeyRecord { fingerprint, at: now_ms(), outcome }
-    }
-}
-
-/// The fingerprint a keyed reservation was made with.
-pub(super) fn fingerprint_of(r: &Reservation) -> [u8; 32] {
-    r.idempotency_key.as_ref().map(|(_, f)| *f).unwrap_or_default()
-}
-
 /// What makes a hold a booking, as the client asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookingSpec {
@@ -177,42 +147,6 @@ enum Begun {
 }
 
 impl SeatMap {
-    /// A keyed booking: the first answer for the key if there is one, else book and
-    /// record the answer (a booking or a refusal) under the key.
-    pub(super) fn book_once(
-        &mut self,
-        msg: HoldSeats,
-        key: String,
-        fingerprint: [u8; 32],
-    ) -> Result<Reservation, SeatError> {
-        let record_key = Key::BookingKey(msg.user, key);
-        let first = self.store.get::<BookingKeyRecord>(&record_key)?.filter(|r| r.at + KEY_TTL_MS > now_ms());
-        if let Some(first) = first {
-            if first.fingerprint != fingerprint {
-                return Err(SeatError::KeyReused);
-            }
-            match first.outcome {
-                KeyedOutcome::Booked { seat_map, reservation } if seat_map == self.id => {
-                    return self.find(reservation);
-                }
-                // The same request names another seat map only if the catalog changed.
-                KeyedOutcome::Booked { .. } => return Err(SeatError::KeyReused),
-                KeyedOutcome::Refused(e) => return Err(e),
-            }
-        }
-        match self.place(msg, Some(record_key.clone())) {
-            Err(
-                e
-                @ (SeatError::Taken(_) | SeatError::UnknownSeat(_) | SeatError::DuplicateSeat(_) | SeatError::NoSeats),
-            ) => {
-                let record = BookingKeyRecord { fingerprint, at: now_ms(), outcome: KeyedOutcome::Refused(e.clone()) };
-                self.store.put(&record_key, &record)?;
-                Err(e)
-            }
-            other => other,
-        }
-    }
-
     /// A reservation of this seat map, live or finished.
     fn find(&self, id: u64) -> Result<Reservation, SeatError> {
         if let Some(r) = self.live.get(&id) {
@@ -399,23 +333,21 @@ impl SeatMap {
     }
 }
 
-/// Lock every listed seat for a new booking, or none; answered once it is durable.
+/// Lock every listed seat for a new booking, or none; answered once it is durable. (A
+/// booking with an `Idempotency-Key` goes through the user's wallet: `wallet::Book`.)
 #[derive(Message)]
 #[rtype(result = "Result<Reservation, SeatError>")]
 pub struct BookSeats {
     pub user: u64,
     pub seats: Vec<String>,
     pub ttl: Duration,
-    /// The request's `Idempotency-Key` and fingerprint: a retry while the booking is
-    /// pending gets the same booking.
-    pub key: Option<(String, [u8; 32])>,
     pub spec: BookingSpec,
 }
 
 impl Handler<BookSeats> for SeatMap {
     type Result = ResponseFuture<Result<Reservation, SeatError>>;
     fn handle(&mut self, msg: BookSeats, ctx: &mut Context<Self>) -> Self::Result {
-        let hold = HoldSeats { user: msg.user, seats: msg.seats, ttl: msg.ttl, key: msg.key, booking: Some(msg.spec) };
+        let hold = HoldSeats { user: msg.user, seats: msg.seats, ttl: msg.ttl, key: None, booking: Some(msg.spec) };
         let result = self.hold(hold);
         self.arm(ctx);
         self.store.when_durable(result)

@@ -24,10 +24,10 @@
 
 pub mod booking;
 
-use booking::fingerprint_of;
-pub use booking::{Booking, BookingKeyRecord, BookingSpec, ChargeState};
+pub use booking::{Booking, BookingSpec, ChargeState};
 
-use super::registry::Registry;
+use super::ledger::{self, Answer, KeyedRequest};
+use super::registry::{BookingRoute, Registry};
 use super::wallet::{PaymentDecision, ResolvePayment};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{now_ms, until};
@@ -79,9 +79,6 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub created_at: u64,
     pub hold_expires_at: u64,
-    /// The idempotency key the hold was made with and the fingerprint of its request,
-    /// so a retry after a crash finds it (and a different request with the key does not).
-    pub idempotency_key: Option<(String, [u8; 32])>,
     /// The payment paying (or that paid) for it.
     pub payment: Option<u64>,
     pub paying_since: Option<u64>,
@@ -273,14 +270,16 @@ impl SeatMap {
         &self.id
     }
 
-    /// Persist the given reservations (which carry their seats) in one atomic write.
-    fn persist(&self, changed: &[&Reservation], key: Option<&(Key, BookingKeyRecord)>) -> Result<(), StoreError> {
-        let mut batch = Batch::default();
-        for r in changed {
-            batch.put(&Key::Reservation(r.id), *r)?;
-        }
-        if let Some((k, record)) = key {
-            batch.put(k, record)?;
+    /// Persist a reservation with `extra` writes in one atomic write. `became` says whether
+    /// it just became live (`Some(true)`), just stopped being so (`Some(false)`), or
+    /// neither: its [`Key::LiveReservation`] entry, which start-up loads, follows.
+    fn persist(&self, r: &Reservation, became: Option<bool>, extra: Batch) -> Result<(), StoreError> {
+        let mut batch = extra;
+        batch.put(&Key::Reservation(r.id), r)?;
+        match became {
+            Some(true) => batch.put(&Key::LiveReservation(r.id), &())?,
+            Some(false) => batch.delete(&Key::LiveReservation(r.id)),
+            None => {}
         }
         self.store.apply(batch)
     }
@@ -288,22 +287,23 @@ impl SeatMap {
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
     /// On a storage failure the in-memory state is put back as it was.
     fn transition(&mut self, res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
-        self.commit(res, Some(seats), None)
+        self.commit(res, Some(seats), Batch::default())
     }
 
     /// Persist a change to a reservation that leaves the seats as they are (its seats may
     /// belong to someone else by now).
     fn save(&mut self, res: Reservation) -> Result<Reservation, SeatError> {
-        self.commit(res, None, None)
+        self.commit(res, None, Batch::default())
     }
 
-    /// The one place reservations change: seats, the reservation, and (for a keyed
-    /// booking) its idempotency record, in one atomic write.
+    /// The one place reservations change: seats, the reservation, and whatever must be
+    /// written with it (`extra`: a new hold's ledger entry and booking routes), in one
+    /// atomic write.
     fn commit(
         &mut self,
         mut res: Reservation,
         seats: Option<SeatState>,
-        key: Option<(Key, BookingKeyRecord)>,
+        extra: Batch,
     ) -> Result<Reservation, SeatError> {
         res.updated_at = now_ms();
         // The touched seats' states before the change, to put back if the write fails.
@@ -321,7 +321,12 @@ impl SeatMap {
         // Live reservations, and finished ones still owed a refund, stay in memory.
         let keep = res.is_live() || res.needs_refund();
         let before = if keep { self.live.insert(res.id, res.clone()) } else { self.live.remove(&res.id) };
-        if let Err(e) = self.persist(&[&res], key.as_ref()) {
+        let became = match (before.is_some(), keep) {
+            (false, true) => Some(true),
+            (true, false) => Some(false),
+            _ => None,
+        };
+        if let Err(e) = self.persist(&res, became, extra) {
             for (i, state) in before_seats {
                 self.seats[i].state = state;
             }
@@ -338,28 +343,26 @@ impl SeatMap {
         Ok(res)
     }
 
+    /// Hold the seats. A keyed hold (see [`ledger`]) records its answer with the change: the
+    /// hold and its ledger entry in one write, or a refusal's entry alone.
     fn hold(&mut self, msg: HoldSeats) -> Result<Reservation, SeatError> {
-        if let (Some(_), Some((key, fingerprint))) = (&msg.booking, msg.key.clone()) {
-            return self.book_once(msg, key, fingerprint);
+        let key = msg.key.clone();
+        let booking = msg.booking.is_some();
+        let result = self.place(msg);
+        if let (Err(e), Some(req)) = (&result, &key) {
+            if !matches!(e, SeatError::Storage(_)) {
+                let answer = if booking { Answer::BookRefused(e.clone()) } else { Answer::ReserveRefused(e.clone()) };
+                let mut batch = Batch::default();
+                ledger::record(&mut batch, req, answer)?;
+                self.store.apply(batch)?;
+            }
         }
-        self.place(msg, None)
+        result
     }
 
-    /// Hold the seats; `key` is the idempotency record to write with the hold.
-    fn place(&mut self, msg: HoldSeats, key: Option<Key>) -> Result<Reservation, SeatError> {
+    fn place(&mut self, msg: HoldSeats) -> Result<Reservation, SeatError> {
         if msg.seats.is_empty() {
             return Err(SeatError::NoSeats);
-        }
-        if let Some((key, fingerprint)) = &msg.key {
-            let same_key = |r: &&Reservation| {
-                r.user == msg.user
-                    && matches!(r.status, ReservationStatus::Held | ReservationStatus::Paying)
-                    && r.idempotency_key.as_ref().map(|(k, _)| k) == Some(key)
-            };
-            if let Some(r) = self.live.values().find(same_key) {
-                let same_request = r.idempotency_key.as_ref().map(|(_, f)| f) == Some(fingerprint);
-                return if same_request { Ok(r.clone()) } else { Err(SeatError::KeyReused) };
-            }
         }
         let mut seen = std::collections::HashSet::new();
         let mut price = 0u64;
@@ -387,16 +390,24 @@ impl SeatMap {
             status: ReservationStatus::Held,
             created_at: now,
             hold_expires_at: now + crate::time::ms(msg.ttl),
-            idempotency_key: msg.key,
             payment: None,
             paying_since: None,
             updated_at: now,
             booking,
         };
-        let record = key.map(|k| (k, BookingKeyRecord::booked(fingerprint_of(&res), &self.id, id)));
-        let res = self.commit(res, Some(SeatState::Held(id)), record)?;
-        self.registry.route_reservation(&res);
-        Ok(res)
+        let mut extra = Batch::default();
+        if let Some(b) = &res.booking {
+            let route = BookingRoute { seat_map: self.id.clone(), reservation: id };
+            extra.put(&Key::BookingRoute(b.id.clone()), &route)?;
+            extra.put(&Key::IntentRoute(b.intent.clone()), &route)?;
+            extra.put(&Key::UserBooking(res.user, id), &route)?;
+        }
+        if let Some(req) = &msg.key {
+            let answer =
+                if res.booking.is_some() { Answer::Booked(res.clone()) } else { Answer::Reserved(res.clone()) };
+            ledger::record(&mut extra, req, answer)?;
+        }
+        self.commit(res, Some(SeatState::Held(id)), extra)
     }
 
     /// Expire every hold that has run out, and ask wallets about stale payments.
@@ -609,10 +620,9 @@ pub struct HoldSeats {
     pub user: u64,
     pub seats: Vec<String>,
     pub ttl: Duration,
-    /// The idempotency key and request fingerprint: a retry of the same request while
-    /// the hold is live returns the same reservation; another request with the key is
-    /// refused.
-    pub key: Option<(String, [u8; 32])>,
+    /// The keyed request this hold answers: its answer (the hold or a refusal) goes into
+    /// the ledger with the change. The caller's wallet has checked the key.
+    pub key: Option<KeyedRequest>,
     /// Make the hold a contract B booking.
     pub booking: Option<BookingSpec>,
 }

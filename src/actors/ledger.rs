@@ -1,0 +1,154 @@
+//! The idempotency ledger: the first answer to every keyed request, one record per
+//! `(user, Idempotency-Key)`.
+//!
+//! Every keyed POST of contracts Q and B goes through the caller's [`Wallet`], which owns
+//! the user's keys while they run: a key whose first request is still running is refused
+//! (409), whichever actor that request went to. The actor that makes the change writes
+//! the ledger entry in the same atomic batch as the change itself (the seat map with the
+//! hold or the booking, the wallet with the debit), so after a crash a retry finds either
+//! both or neither. A refusal that changes nothing is recorded alone and answered without
+//! waiting for its flush; it rides the next group commit.
+//!
+//! A retry of the same request gets the recorded [`Answer`], which the HTTP layer renders
+//! exactly as it rendered the first time (the answer holds everything the response shows,
+//! as it was then); the same key with another request is refused (422). Entries older than
+//! [`KEY_RETENTION`] no longer count and are purged by [`purge_expired`].
+//!
+//! Each entry is its own record, written once: a user's 10,000th keyed request costs what
+//! their first did.
+//!
+//! [`Wallet`]: super::wallet::Wallet
+
+use super::seat_map::{Reservation, SeatError};
+use super::wallet::{ChargeReceipt, ChargeRefusal, PayRefusal, PaymentReceipt};
+use crate::store::{Batch, Key, Store, StoreError};
+use crate::time::now_ms;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long an idempotency key and its answer are kept (the contracts ask for 24 hours).
+pub const KEY_RETENTION: Duration = Duration::from_secs(25 * 3600);
+
+/// A request's fingerprint: a hash of what it asked for.
+pub type Fingerprint = [u8; 32];
+
+/// A keyed request on its way to the actor that will record its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedRequest {
+    pub user: u64,
+    pub key: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// The answer to a keyed request, as recorded and replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// `POST /reservations`: the hold as it was made.
+    Reserved(Reservation),
+    ReserveRefused(SeatError),
+    /// `PATCH /users/{id}/charge`.
+    Charged(ChargeReceipt),
+    ChargeRefused(ChargeRefusal),
+    /// `POST /payments`.
+    Paid(PaymentReceipt),
+    PayRefused(PayRefusal),
+    /// `POST /bookings`: the booking as it was created (its status then, not now).
+    Booked(Reservation),
+    BookRefused(SeatError),
+}
+
+/// One ledger record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub fingerprint: Fingerprint,
+    /// When the answer was recorded (ms since the epoch).
+    pub at: u64,
+    pub answer: Answer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("this idempotency key was used with a different request")]
+    Reused,
+    #[error("a request with this idempotency key is still in progress")]
+    InProgress,
+}
+
+fn live(entry: &Entry, now: u64) -> bool {
+    entry.at.saturating_add(crate::time::ms(KEY_RETENTION)) > now
+}
+
+/// The recorded answer for `req`'s key: `Ok(Some)` to replay, `Ok(None)` if the key is
+/// new (or its entry has run out), `Err(Reused)` if it answered another request.
+pub fn lookup(store: &Store, req: &KeyedRequest) -> Result<Result<Option<Answer>, KeyError>, StoreError> {
+    let entry = store.get::<Entry>(&Key::Ledger(req.user, req.key.clone()))?;
+    Ok(match entry.filter(|e| live(e, now_ms())) {
+        None => Ok(None),
+        Some(e) if e.fingerprint == req.fingerprint => Ok(Some(e.answer)),
+        Some(_) => Err(KeyError::Reused),
+    })
+}
+
+/// Add `req`'s entry with `answer` to `batch` (written with the change it answers).
+pub fn record(batch: &mut Batch, req: &KeyedRequest, answer: Answer) -> Result<(), StoreError> {
+    let entry = Entry { fingerprint: req.fingerprint, at: now_ms(), answer };
+    batch.put(&Key::Ledger(req.user, req.key.clone()), &entry)
+}
+
+/// Remove every entry older than [`KEY_RETENTION`]; returns how many. An entry rewritten
+/// meanwhile (a key reused after its first entry ran out) is left alone.
+pub fn purge_expired(store: &Store) -> Result<usize, StoreError> {
+    let now = now_ms();
+    store.remove_where::<Entry>(&Key::Ledger(0, String::new()), |e| !live(e, now))
+}
+
+/// How often the [`Janitor`] purges run-out entries.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Purges run-out ledger entries every [`PURGE_EVERY`], on a thread of its own (a purge
+/// scans the ledger, which must not hold up the actors that serve requests). It owns no
+/// business state: an entry past its retention answers nothing any more.
+pub struct Janitor {
+    pub store: Store,
+}
+
+impl actix::Actor for Janitor {
+    type Context = actix::Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        use actix::AsyncContext;
+        ctx.run_interval(PURGE_EVERY, |act, _| match purge_expired(&act.store) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged run-out idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "could not purge run-out idempotency keys"),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_replays_its_request_refuses_another_and_runs_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let req = KeyedRequest { user: 7, key: "k".into(), fingerprint: [1; 32] };
+        assert_eq!(lookup(&store, &req).expect("lookup"), Ok(None));
+        let answer = Answer::ReserveRefused(SeatError::Taken("3".into()));
+        let mut batch = Batch::default();
+        record(&mut batch, &req, answer.clone()).expect("record");
+        store.apply(batch).expect("apply");
+        assert_eq!(lookup(&store, &req).expect("lookup"), Ok(Some(answer.clone())));
+        let other = KeyedRequest { fingerprint: [2; 32], ..req.clone() };
+        assert_eq!(lookup(&store, &other).expect("lookup"), Err(KeyError::Reused));
+        let someone_else = KeyedRequest { user: 8, ..other };
+        assert_eq!(lookup(&store, &someone_else).expect("lookup"), Ok(None), "keys are per user");
+        assert_eq!(purge_expired(&store).expect("purge"), 0, "a fresh entry is kept");
+        // An entry past the retention no longer counts, and the purge removes it.
+        let old = Entry { fingerprint: [1; 32], at: now_ms() - crate::time::ms(KEY_RETENTION) - 1, answer };
+        store.put(&Key::Ledger(7, "k".into()), &old).expect("put");
+        assert_eq!(lookup(&store, &req).expect("lookup"), Ok(None));
+        assert_eq!(purge_expired(&store).expect("purge"), 1);
+        assert!(!store.contains(&Key::Ledger(7, "k".into())).expect("contains"));
+    }
+}
