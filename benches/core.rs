@@ -5,9 +5,11 @@
 
 use actix::prelude::*;
 use boxoffice::actors::hub::{Deliver, Subscriber};
+use boxoffice::actors::ledger::Answer;
 use boxoffice::actors::room::{Author, Join, PostMessage, RoomKind};
 use boxoffice::actors::seat_map::{CancelReservation, HoldSeats, SeatMapSnapshot};
 use boxoffice::actors::waiting_queue::{Check, Issue, QueuePolicy, WaitingQueue};
+use boxoffice::actors::wallet::Reserve;
 use boxoffice::actors::Registry;
 use boxoffice::config::Cli;
 use boxoffice::store::{Key, Store};
@@ -242,9 +244,77 @@ fn room_append_fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// One user's keyed holds, every one refused (the seat is someone else's), as in a hot
+/// seat rush: each records its answer in the ledger. The cost must not grow with the
+/// user's history: the first 1,000 of 10,000 are timed against the last 1,000 (printed),
+/// then criterion times further requests of that user (10,000 keys behind them) against
+/// a user with none.
+fn ledger_history(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path").to_string();
+    let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data]).settings.sanitize();
+    let rt = actix_rt::System::new();
+    let (registry, seat_map) = rt.block_on(async {
+        let store = Store::open(dir.path()).expect("store");
+        let registry = Registry::start(store, settings).await.expect("registry");
+        let seat_map = registry
+            .start_seat_map(SeatMapSnapshot::new("ledger".into(), ["1".to_string()], 80_000))
+            .expect("seat map");
+        let taken =
+            HoldSeats { user: 2, seats: vec!["1".into()], ttl: Duration::from_secs(3600), key: None, booking: None };
+        seat_map.send(taken).await.expect("mailbox").expect("hold");
+        (registry, seat_map)
+    });
+    let run = |user: u64, from: u64, n: u64| {
+        let wallet = registry.wallet(user).expect("wallet");
+        let seat_map = seat_map.clone();
+        let start = Instant::now();
+        rt.block_on(async move {
+            for k in from..from + n {
+                let msg = Reserve {
+                    key: format!("key-{k}"),
+                    fingerprint: [(k % 251) as u8; 32],
+                    seat_map: seat_map.clone(),
+                    seats: vec!["1".into()],
+                    ttl: Duration::from_secs(300),
+                };
+                let answer = wallet.send(msg).await.expect("mailbox").expect("answer");
+                assert!(matches!(answer, Answer::ReserveRefused(_)));
+            }
+        });
+        start.elapsed()
+    };
+    let blocks: Vec<Duration> = (0..10).map(|b| run(1, b * 1000, 1000)).collect();
+    let (first, last) = (blocks[0], blocks[9]);
+    println!(
+        "ledger: one user's 10,000 keyed holds: first 1,000 {:.1} ms, last 1,000 {:.1} ms (last/first {:.2})",
+        first.as_secs_f64() * 1e3,
+        last.as_secs_f64() * 1e3,
+        last.as_secs_f64() / first.as_secs_f64()
+    );
+    let mut g = c.benchmark_group("ledger");
+    g.throughput(Throughput::Elements(1));
+    let mut next = 10_000u64;
+    g.bench_function("keyed hold refused, user with 10,000 keys", |b| {
+        b.iter_custom(|iters| {
+            let t = run(1, next, iters);
+            next += iters;
+            t
+        })
+    });
+    let mut fresh = 1_000_000u64;
+    g.bench_function("keyed hold refused, a new user each sample", |b| {
+        b.iter_custom(|iters| {
+            fresh += 1;
+            run(fresh, 0, iters)
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
-    targets = store_writes, seat_map_hold_release, queue_issue_admit, room_append_fanout
+    targets = store_writes, seat_map_hold_release, queue_issue_admit, room_append_fanout, ledger_history
 }
 criterion_main!(benches);
