@@ -26,7 +26,7 @@ impl Application {
             None => None,
         };
         let verifier = Verifier::new(&secret, public_key.as_deref())?;
-        let store = Store::open_with(&settings.data_dir, settings.commit_window)?;
+        let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
         let registry = Registry::start(store.clone(), settings.clone()).await?;
         let links = http::signed::LinkSigner::new(&secret);
         let state = web::Data::new(AppState { registry, verifier, settings: settings.clone(), links });

@@ -110,6 +110,10 @@ pub struct Settings {
     /// share one fsync: less CPU per write under load, at most this much more latency.
     #[arg(long, env = "BOXOFFICE_COMMIT_WINDOW", default_value = "2ms", value_parser = duration)]
     pub commit_window: Duration,
+    /// How many bytes of the store sled may cache in memory (its page cache). Past
+    /// records are read from disk when the cache does not hold them.
+    #[arg(long, env = "BOXOFFICE_STORE_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub store_cache_bytes: u64,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
     pub no_demo: bool,
@@ -128,6 +132,10 @@ impl Settings {
         if self.queue_max_active == 0 {
             tracing::warn!("BOXOFFICE_QUEUE_MAX_ACTIVE=0 would admit nobody; using 1");
             self.queue_max_active = 1;
+        }
+        if self.store_cache_bytes < 1 << 20 {
+            tracing::warn!("BOXOFFICE_STORE_CACHE_BYTES below 1 MiB makes every read a disk read; using 1 MiB");
+            self.store_cache_bytes = 1 << 20;
         }
         if self.workers == 0 {
             self.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

@@ -220,12 +220,12 @@ pub enum ChatError {
     MessageNotFound,
     #[error("only the sender may change this message")]
     NotSender,
-    /// A well-formed request the room refuses (400).
-    #[error("{0}")]
-    Refused(String),
-    /// A request that fails validation (422).
-    #[error("{0}")]
-    Invalid(String),
+    /// The room is closed: nothing more may be posted.
+    #[error("the room is closed")]
+    RoomClosed,
+    /// A reply to a message that is not this room's.
+    #[error("reply_to_message_id {0} is not a message of this room")]
+    NotInRoom(u64),
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -455,13 +455,13 @@ impl Room {
         if !msg.system {
             self.member(msg.from.id)?;
             if self.state.closed_at.is_some() {
-                return Err(ChatError::Refused(ROOM_CLOSED.into()));
+                return Err(ChatError::RoomClosed);
             }
         }
         if let Some(r) = msg.reply_to {
             let target = self.position(r).map(|i| &self.visible()[i]);
             if target.is_none_or(|m| m.deleted) {
-                return Err(ChatError::Refused(format!("reply_to_message_id {r} is not a message of this room")));
+                return Err(ChatError::NotInRoom(r));
             }
         }
         let now = now_ms();

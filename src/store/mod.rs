@@ -57,6 +57,9 @@ pub enum StoreError {
 /// own record.
 pub const FORMAT: u32 = 2;
 
+/// sled's page cache when nothing else is said (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 /// One atomic group of writes, applied in order.
 #[derive(Default, Serialize, serde::Deserialize)]
 pub struct Batch {
@@ -102,15 +105,17 @@ pub struct Store {
 impl Store {
     /// Open (or create) the store in `dir` and start its flusher thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, Duration::ZERO)
+        Store::open_with(dir, Duration::ZERO, DEFAULT_CACHE_BYTES)
     }
 
     /// Like [`Store::open`], with flushes started at most once per `commit_window`: under
     /// load more writes share each fsync (less CPU per write) at the price of up to one
     /// window of extra latency; an idle store flushes a lone write at once.
-    pub fn open_with(dir: &Path, commit_window: Duration) -> Result<Store, StoreError> {
+    /// sled caches at most `cache_bytes` of pages in memory.
+    pub fn open_with(dir: &Path, commit_window: Duration, cache_bytes: u64) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("db"))
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(1000))
             .open()?;
