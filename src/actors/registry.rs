@@ -7,7 +7,7 @@ use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::Hub;
 use super::room::{Author, ChatError, Participant, Room, RoomKind, RoomSettings, RoomSnapshot, TradeInfo};
 use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
-use super::ticket_listing::{Listing, ListingSnapshot, TicketListing, Transaction};
+use super::ticket_listing::{Listing, ListingBook, ListingSnapshot, TicketListing, Transaction};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet};
 use crate::config::Settings;
@@ -46,7 +46,7 @@ struct Inner {
     /// user -> the rooms they participate in.
     user_rooms: DashMap<u64, BTreeSet<u64>>,
     /// Ticket listings (all started at start: their timers run expiries).
-    listings: DashMap<u64, Addr<TicketListing>>,
+    listings: ListingBook,
     /// (listing, buyer) -> their open trade room.
     trade_rooms: DashMap<(u64, u64), u64>,
     /// user -> (name, picture) as their latest token said.
@@ -80,7 +80,7 @@ impl Registry {
                 user_rooms: DashMap::new(),
                 direct_rooms: DashMap::new(),
                 profiles: DashMap::new(),
-                listings: DashMap::new(),
+                listings: ListingBook::default(),
                 trade_rooms: DashMap::new(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
@@ -400,14 +400,17 @@ impl Registry {
     }
 
     pub fn listing(&self, id: u64) -> Option<Addr<TicketListing>> {
-        self.inner.listings.get(&id).map(|a| a.clone())
+        self.inner.listings.get(id)
     }
 
     /// Every listing id, ascending.
     pub fn listing_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.inner.listings.iter().map(|e| *e.key()).collect();
-        ids.sort_unstable();
-        ids
+        self.inner.listings.ids()
+    }
+
+    /// The listing actors' address book (for actors that reach listings).
+    pub fn listing_book(&self) -> ListingBook {
+        self.inner.listings.clone()
     }
 
     /// List tickets for sale.

@@ -17,6 +17,7 @@
 //! both.
 
 use super::hub::{room_group, ChatEvent, Event, FileRef, Hub, MessageEvent, Subscriber};
+use super::ticket_listing::{ListingBook, RequestPayment, TradeError, Transaction};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
@@ -841,6 +842,44 @@ impl Handler<Leave> for Room {
             }
             Ok(r)
         }))
+    }
+}
+
+/// A party of a trade room asks for payment of `quantity` tickets. The room checks that it
+/// is a trade room, open, and that the caller is a party, then reserves at the listing
+/// before it handles any other message: a `Leave` sent meanwhile waits, so a payment
+/// request never lands in a room that had closed. The outer error is the room's, the inner
+/// the listing's.
+#[derive(Message)]
+#[rtype(result = "Result<Result<Transaction, TradeError>, ChatError>")]
+pub struct RequestTradePayment {
+    pub user: u64,
+    pub quantity: u32,
+    pub listings: ListingBook,
+}
+
+impl Handler<RequestTradePayment> for Room {
+    type Result = AtomicResponse<Self, Result<Result<Transaction, TradeError>, ChatError>>;
+    fn handle(&mut self, msg: RequestTradePayment, _: &mut Context<Self>) -> Self::Result {
+        let checked = (|| {
+            self.member(msg.user)?;
+            let trade = self.state.trade.ok_or(ChatError::RoomNotFound)?;
+            if self.state.closed_at.is_some() {
+                return Err(ChatError::RoomClosed);
+            }
+            Ok(trade)
+        })();
+        let trade = match checked {
+            Ok(t) => t,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        let Some(listing) = msg.listings.get(trade.listing) else {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(Err(TradeError::ListingNotFound)))));
+        };
+        let request = RequestPayment { room: self.state.id, buyer: trade.buyer, quantity: msg.quantity };
+        AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(listing.send(request)).map(|answer, _, _| {
+            Ok(answer.unwrap_or_else(|e| Err(TradeError::Storage(format!("listing unavailable: {e}")))))
+        })))
     }
 }
 

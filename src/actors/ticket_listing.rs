@@ -160,6 +160,26 @@ impl From<StoreError> for TradeError {
     }
 }
 
+/// The address book of the listing actors, by listing id: a narrow handle for actors that
+/// must reach a listing (a trade room asking for payment) without the whole registry.
+#[derive(Clone, Default)]
+pub struct ListingBook(std::sync::Arc<dashmap::DashMap<u64, Addr<TicketListing>>>);
+
+impl ListingBook {
+    pub fn get(&self, id: u64) -> Option<Addr<TicketListing>> {
+        self.0.get(&id).map(|a| a.clone())
+    }
+    pub(super) fn insert(&self, id: u64, addr: Addr<TicketListing>) {
+        self.0.insert(id, addr);
+    }
+    /// Every listing id, ascending.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.0.iter().map(|e| *e.key()).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
 /// How a payment attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayOutcome {

@@ -7,13 +7,13 @@ use super::chat::{author, Upload};
 use super::error::{TEnvelope, TError};
 use super::{AppState, Caller, JsonBody};
 use crate::actors::room::{
-    ChatError, FindFile, GetRoom, Leave, ListMessages, MarkRead, PostMessage, Room, RoomSnapshot, StoredFile,
-    StoredMessage, Summary,
+    ChatError, FindFile, GetRoom, Leave, ListMessages, MarkRead, PostMessage, RequestTradePayment, Room, RoomSnapshot,
+    StoredFile, StoredMessage, Summary,
 };
 use crate::actors::seat_map::ChargeState;
 use crate::actors::ticket_listing::{
-    CancelTransaction, ConfirmPurchase, GetListing, Listing, PayOutcome, PayTransaction, RequestPayment,
-    RoomTransactions, TicketListing, Transaction,
+    CancelTransaction, ConfirmPurchase, GetListing, Listing, PayOutcome, PayTransaction, RoomTransactions,
+    TicketListing, Transaction,
 };
 use crate::time::{now_ms, rfc3339};
 use actix::Addr;
@@ -759,12 +759,9 @@ pub async fn request_payment(
     let id = positive(&body.0.room_id, "roomId")?;
     let quantity = positive(&body.0.quantity, "quantity")?;
     let quantity = u32::try_from(quantity).map_err(|_| TError::bad_request(super::error::NOT_ENOUGH))?;
-    let (_, r) = trade_room(&state, id, me.user_id).await?;
-    if r.closed_at.is_some() {
-        return Err(TError::bad_request(crate::actors::room::ROOM_CLOSED));
-    }
-    let Some(t) = r.trade else { return Err(TError::not_found("채팅방을 찾을 수 없습니다.")) };
-    let tx = listing_of(&state, t.listing)?.send(RequestPayment { room: id, buyer: t.buyer, quantity }).await??;
+    let room = room_actor(&state, id)?;
+    let msg = RequestTradePayment { user: me.user_id, quantity, listings: state.registry.listing_book() };
+    let tx = room.send(msg).await???;
     Ok(ok(StatusCode::OK, "결제 요청 성공", TxView::from(&tx)))
 }
 

@@ -389,3 +389,49 @@ async fn a_request_that_expires_while_the_server_is_down_is_cancelled_at_start()
     let list = t.call(BUYER, "GET", "/api/chat/rooms", None).await;
     assert_eq!(n(&envelope(&list, 200)[0], "roomId"), room);
 }
+
+/// A room closing while payment requests are on their way: every request the server
+/// accepts was made while the room was open (its `createdAt` is not after the room's
+/// `closedAt`), and after the leave every request is refused. The listing is kept busy by
+/// other rooms' requests, so a request checked against the room and only then queued at
+/// the listing would land after the close.
+#[actix_rt::test]
+async fn a_leave_racing_payment_requests_never_leaves_a_request_in_a_closed_room() {
+    let server = TestServer::spawn(&[("BOXOFFICE_WORKERS", "4")]);
+    let t = Trade::new(&server);
+    let ticket = t.list(10_000).await;
+    let mut rooms = Vec::new();
+    for buyer in 100..120 {
+        rooms.push((buyer, t.room(buyer, ticket).await));
+    }
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("time")).expect("rfc3339").timestamp_millis()
+    };
+    let requests = rooms.iter().flat_map(|&(buyer, room)| (0..10).map(move |_| (buyer, room))).map(|(buyer, room)| {
+        let t = &t;
+        async move { (room, t.request(buyer, room, 1).await) }
+    });
+    let leaves = rooms.iter().map(|&(buyer, room)| {
+        let t = &t;
+        async move { (room, t.call(buyer, "POST", "/api/chat/rooms/leave", Some(json!({ "roomId": room }))).await) }
+    });
+    let (asked, left) = futures_util::future::join(join_all(requests), join_all(leaves)).await;
+    let closed_at: std::collections::HashMap<u64, i64> =
+        left.iter().map(|(room, r)| (*room, ms(&envelope(r, 200)["closedAt"]))).collect();
+    let mut accepted = 0;
+    for (room, r) in &asked {
+        match r.status {
+            200 => {
+                accepted += 1;
+                let created = ms(&r.body["data"]["createdAt"]);
+                assert!(created <= closed_at[room], "room {room}: a request made after the room closed: {r:?}");
+            }
+            400 => assert_eq!(r.body["message"], CLOSED, "{r:?}"),
+            _ => panic!("{r:?}"),
+        }
+    }
+    for &(buyer, room) in &rooms {
+        refused(&t.request(buyer, room, 1).await, 400, CLOSED);
+    }
+    eprintln!("{accepted} of {} requests were accepted before their room closed", asked.len());
+}
