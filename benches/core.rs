@@ -4,6 +4,7 @@
 //! fan-out to N in-process sessions. Run with `cargo bench --bench core`.
 
 use actix::prelude::*;
+use boxoffice::actors::directory::CreateRoom;
 use boxoffice::actors::hub::{Deliver, Subscriber};
 use boxoffice::actors::ledger::Answer;
 use boxoffice::actors::room::{Author, Join, PostMessage, RoomKind};
@@ -192,8 +193,14 @@ fn room_append_fanout(c: &mut Criterion) {
     for sessions in [0usize, 100, 1000] {
         let (room, seen) = rt.block_on(async {
             let others: Vec<u64> = (2..=10).collect();
-            let (id, _) =
-                registry.create_room(&author, RoomKind::Group, Some("bench".into()), None, others).await.expect("room");
+            let create = CreateRoom {
+                creator: author.clone(),
+                kind: RoomKind::Group,
+                name: Some("bench".into()),
+                description: None,
+                others,
+            };
+            let (id, _) = registry.directory().send(create).await.expect("mailbox").expect("room");
             let room = registry.room(id).expect("store").expect("room");
             let seen = Arc::new(AtomicU64::new(0));
             for i in 0..sessions {

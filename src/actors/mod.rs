@@ -2,6 +2,7 @@
 //! mailbox; that is the only lock. See each module for its invariants.
 
 pub mod catalog;
+pub mod directory;
 pub mod gateway;
 pub mod hub;
 pub mod ledger;

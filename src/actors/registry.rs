@@ -3,9 +3,10 @@
 //! state. Domain actors run on a small pool of arbiters (threads), spread by id.
 
 use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance, CreateSchedule, PerformanceSeats};
+use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::Hub;
-use super::room::{Author, ChatError, Participant, Room, RoomKind, RoomSettings, RoomSnapshot, TradeInfo};
+use super::room::{Room, RoomSnapshot};
 use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
 use super::ticket_listing::{Listing, ListingBook, ListingSnapshot, TicketListing, Transaction};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
@@ -15,7 +16,6 @@ use crate::store::files::FileStore;
 use crate::store::{Key, Store, StoreError};
 use actix::prelude::*;
 use dashmap::DashMap;
-use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
@@ -43,21 +43,16 @@ struct Inner {
     performances: DashMap<String, String>,
     /// Chat rooms started so far (others start on first use).
     rooms: DashMap<u64, Addr<Room>>,
-    /// user -> the rooms they participate in.
-    user_rooms: DashMap<u64, BTreeSet<u64>>,
     /// Ticket listings (all started at start: their timers run expiries).
     listings: ListingBook,
-    /// (listing, buyer) -> their open trade room.
-    trade_rooms: DashMap<(u64, u64), u64>,
     /// user -> (name, picture) as their latest token said.
     profiles: DashMap<u64, (String, Option<String>)>,
-    /// (smaller user, larger user) -> their direct room.
-    direct_rooms: DashMap<(u64, u64), u64>,
     hub: Hub,
     files: FileStore,
     gateway: OnceLock<Arc<dyn PaymentGateway>>,
     test_gateway: OnceLock<Addr<TestGateway>>,
     queue: OnceLock<Addr<WaitingQueue>>,
+    directory: OnceLock<Addr<Directory>>,
     catalog: OnceLock<Addr<Catalog>>,
 }
 
@@ -77,16 +72,14 @@ impl Registry {
                 schedules: DashMap::new(),
                 performances: DashMap::new(),
                 rooms: DashMap::new(),
-                user_rooms: DashMap::new(),
-                direct_rooms: DashMap::new(),
                 profiles: DashMap::new(),
                 listings: ListingBook::default(),
-                trade_rooms: DashMap::new(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
                 gateway: OnceLock::new(),
                 test_gateway: OnceLock::new(),
                 queue: OnceLock::new(),
+                directory: OnceLock::new(),
                 catalog: OnceLock::new(),
             }),
         };
@@ -124,9 +117,6 @@ impl Registry {
                 registry.inner.profiles.insert(user, profile);
             }
         }
-        for (_, room) in store.scan::<RoomSnapshot>(&Key::Room(0))? {
-            registry.index_room(&room);
-        }
         for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
             registry.start_listing(listing)?;
         }
@@ -146,6 +136,9 @@ impl Registry {
         let queue = WaitingQueue::load(store.clone(), policy)?;
         let queue = WaitingQueue::start_in_arbiter(&registry.arbiter_for(&"queue"), |_| queue);
         let _ = registry.inner.queue.set(queue);
+        let directory = Directory::new(store.clone(), settings.chat_max_participants);
+        let directory = Directory::start_in_arbiter(&registry.arbiter_for(&"directory"), |_| directory);
+        let _ = registry.inner.directory.set(directory);
         let janitor = super::ledger::Janitor { store: store.clone() };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
         let catalog = Catalog::new(catalog_state, store.clone(), registry.clone());
@@ -205,6 +198,17 @@ impl Registry {
     pub fn queue(&self) -> &Addr<WaitingQueue> {
         // unwrap: set in `start` before the registry is handed out.
         self.inner.queue.get().expect("queue started")
+    }
+
+    /// The owner of which rooms exist between whom.
+    pub fn directory(&self) -> &Addr<Directory> {
+        // unwrap: set in `start` before the registry is handed out.
+        self.inner.directory.get().expect("directory started")
+    }
+
+    /// The rooms `user` is in (read from the directory's records).
+    pub fn rooms_of(&self, user: u64) -> Result<Vec<u64>, StoreError> {
+        super::directory::rooms_of(&self.inner.store, user)
     }
 
     pub fn catalog(&self) -> &Addr<Catalog> {
@@ -283,25 +287,6 @@ impl Registry {
         self.inner.profiles.get(&user).map(|p| p.clone()).unwrap_or_else(|| (format!("user_{user}"), None))
     }
 
-    fn index_room(&self, room: &RoomSnapshot) {
-        for p in &room.participants {
-            self.inner.user_rooms.entry(p.user).or_default().insert(room.id);
-        }
-        if let (Some(t), None) = (room.trade, room.closed_at) {
-            self.inner.trade_rooms.insert((t.listing, t.buyer), room.id);
-        }
-        if room.kind == RoomKind::Direct {
-            if let [a, b] = room.participants.as_slice() {
-                self.inner.direct_rooms.insert((a.user.min(b.user), a.user.max(b.user)), room.id);
-            }
-        }
-    }
-
-    /// The rooms `user` participates in.
-    pub fn rooms_of(&self, user: u64) -> Vec<u64> {
-        self.inner.user_rooms.get(&user).map(|r| r.iter().copied().collect()).unwrap_or_default()
-    }
-
     /// The actor of room `id`, started from its snapshot on first use; `None` if there is
     /// no such room.
     pub fn room(&self, id: u64) -> Result<Option<Addr<Room>>, StoreError> {
@@ -311,78 +296,11 @@ impl Registry {
         let Some(snapshot) = self.inner.store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
         let entry = self.inner.rooms.entry(id);
         let addr = entry.or_try_insert_with(|| {
-            let room = Room::restore(snapshot, self.inner.store.clone(), self.inner.hub.clone())?;
+            let directory = self.directory().clone().recipient();
+            let room = Room::restore(snapshot, self.inner.store.clone(), self.inner.hub.clone(), directory)?;
             Ok::<_, StoreError>(Room::start_in_arbiter(&self.arbiter_for(&("room", id)), |_| room))
         })?;
         Ok(Some(addr.clone()))
-    }
-
-    /// Create a room of `creator` with `others` (a direct room between two users is
-    /// created once: the second request gets the first room, and `false`).
-    pub async fn create_room(
-        &self,
-        creator: &Author,
-        kind: RoomKind,
-        name: Option<String>,
-        description: Option<String>,
-        others: Vec<u64>,
-    ) -> Result<(u64, bool), ChatError> {
-        let now = crate::time::now_ms();
-        let mut users = vec![creator.id];
-        users.extend(others.into_iter().filter(|u| *u != creator.id));
-        let participant = |(i, user): (usize, &u64)| {
-            let (name, picture) =
-                if *user == creator.id { (creator.name.clone(), creator.picture.clone()) } else { self.profile(*user) };
-            Participant {
-                id: i as u32 + 1,
-                user: *user,
-                name,
-                picture,
-                joined_at: now,
-                last_read: 0,
-                last_read_at: None,
-                active: true,
-            }
-        };
-        let build = |id: u64| RoomSnapshot {
-            id,
-            name: name.clone(),
-            kind,
-            description: description.clone(),
-            max_participants: self.inner.settings.chat_max_participants,
-            created_by: creator.id,
-            active: true,
-            created_at: now,
-            updated_at: now,
-            participants: users.iter().enumerate().map(participant).collect(),
-            settings: RoomSettings::default(),
-            trade: None,
-            closed_at: None,
-        };
-        let store = &self.inner.store;
-        let (room, created) = if kind == RoomKind::Direct && users.len() == 2 {
-            let pair = (users[0].min(users[1]), users[0].max(users[1]));
-            let mut created = false;
-            // The entry stays locked while the room is written: one direct room per pair.
-            let id = *self.inner.direct_rooms.entry(pair).or_try_insert_with(|| {
-                let room = build(store.next_id()?);
-                store.put(&Key::Room(room.id), &room)?;
-                created = true;
-                Ok::<_, StoreError>(room.id)
-            })?;
-            (id, created)
-        } else {
-            let room = build(store.next_id()?);
-            store.put(&Key::Room(room.id), &room)?;
-            (room.id, true)
-        };
-        store.durable().await?;
-        if created {
-            if let Some(snapshot) = store.get::<RoomSnapshot>(&Key::Room(room))? {
-                self.index_room(&snapshot);
-            }
-        }
-        Ok((room, created))
     }
 
     fn start_listing(&self, snapshot: ListingSnapshot) -> Result<Addr<TicketListing>, StoreError> {
@@ -438,62 +356,6 @@ impl Registry {
         store.durable().await?;
         self.start_listing(snapshot)?;
         Ok(listing)
-    }
-
-    /// The open trade room of `buyer` about `listing`, created if there is none; `true`
-    /// when it was created.
-    pub async fn open_trade_room(&self, listing: &Listing, buyer: &Author) -> Result<(u64, bool), ChatError> {
-        let store = &self.inner.store;
-        let now = crate::time::now_ms();
-        let mut created = false;
-        let id = *self.inner.trade_rooms.entry((listing.id, buyer.id)).or_try_insert_with(|| {
-            let (seller_name, seller_picture) = self.profile(listing.seller);
-            let party = |id: u32, user: u64, name: String, picture: Option<String>| Participant {
-                id,
-                user,
-                name,
-                picture,
-                joined_at: now,
-                last_read: 0,
-                last_read_at: None,
-                active: true,
-            };
-            let room = RoomSnapshot {
-                id: store.next_id()?,
-                name: Some(listing.title.clone()),
-                kind: RoomKind::Trade,
-                description: None,
-                max_participants: 2,
-                created_by: buyer.id,
-                active: true,
-                created_at: now,
-                updated_at: now,
-                participants: vec![
-                    party(1, buyer.id, buyer.name.clone(), buyer.picture.clone()),
-                    party(2, listing.seller, seller_name, seller_picture),
-                ],
-                settings: RoomSettings::default(),
-                trade: Some(TradeInfo { listing: listing.id, buyer: buyer.id, seller: listing.seller }),
-                closed_at: None,
-            };
-            store.put(&Key::Room(room.id), &room)?;
-            created = true;
-            Ok::<_, StoreError>(room.id)
-        })?;
-        store.durable().await?;
-        if created {
-            if let Some(snapshot) = store.get::<RoomSnapshot>(&Key::Room(id))? {
-                self.index_room(&snapshot);
-            }
-        }
-        Ok((id, created))
-    }
-
-    /// A trade room was closed: the next request for its listing opens a new one.
-    pub fn trade_room_closed(&self, room: &RoomSnapshot) {
-        if let Some(t) = room.trade {
-            self.inner.trade_rooms.remove_if(&(t.listing, t.buyer), |_, id| *id == room.id);
-        }
     }
 
     /// The payment gateway bookings are charged through.

@@ -16,6 +16,7 @@
 //! reaches it through its mailbox, anything before is in the catch-up, and nothing is in
 //! both.
 
+use super::directory::RoomClosed;
 use super::hub::{room_group, ChatEvent, Event, FileRef, Hub, MessageEvent, Subscriber};
 use super::ticket_listing::{ListingBook, RequestPayment, TradeError, Transaction};
 use crate::store::{Batch, Key, Store, StoreError};
@@ -252,15 +253,22 @@ pub struct Room {
     published: u64,
     store: Store,
     hub: Hub,
+    /// Told when a trade room closes, before the leave is answered.
+    directory: Recipient<RoomClosed>,
 }
 
 impl Room {
-    pub fn restore(state: RoomSnapshot, store: Store, hub: Hub) -> Result<Room, StoreError> {
+    pub fn restore(
+        state: RoomSnapshot,
+        store: Store,
+        hub: Hub,
+        directory: Recipient<RoomClosed>,
+    ) -> Result<Room, StoreError> {
         let mut messages: Vec<StoredMessage> =
             store.scan_under(&Key::MessagesOf(state.id))?.into_iter().map(|(_, m)| m).collect();
         messages.sort_by_key(|m| m.id);
         let published = messages.last().map(|m| m.id).unwrap_or(0);
-        Ok(Room { state, messages, published, store, hub })
+        Ok(Room { state, messages, published, store, hub, directory })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
@@ -828,8 +836,22 @@ impl Handler<Leave> for Room {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let store = self.store.clone();
-        Box::pin(fut::wrap_future::<_, Self>(async move { store.durable().await }).map(move |flushed, act, _| {
-            flushed?;
+        // The directory forgets the open trade room (so the buyer's next request opens a
+        // new one) before anyone hears that this one closed.
+        let directory = self.directory.clone();
+        let closed = r.trade.map(|trade| RoomClosed { room: r.id, trade });
+        let settled = async move {
+            store.durable().await?;
+            if let Some(closed) = closed {
+                directory
+                    .send(closed)
+                    .await
+                    .map_err(|e| ChatError::Storage(format!("directory unavailable: {e}")))??;
+            }
+            Ok::<_, ChatError>(())
+        };
+        Box::pin(fut::wrap_future::<_, Self>(settled).map(move |settled, act, _| {
+            settled?;
             let event = Event::new(ChatEvent::RoomUpdated {
                 room: r.id,
                 event: "RoomClosed".into(),

@@ -4,6 +4,7 @@
 
 use super::error::{CError, CErrorBody};
 use super::{AppState, Caller, JsonBody};
+use crate::actors::directory::CreateRoom;
 use crate::actors::room::{
     Author, DeleteMessage, EditMessage, FindFile, GetRoom, GetSettings, ListMessages, MarkRead, PostMessage, Room,
     RoomKind, RoomSettings, RoomSnapshot, RoomSummary, Search, SettingsPatch, StoredFile, StoredMessage, Summary,
@@ -128,7 +129,7 @@ pub struct RoomList {
     responses((status = 200, body = RoomList), (status = 401, body = CErrorBody)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Result<HttpResponse, CError> {
     let mut rooms = Vec::new();
-    for id in state.registry.rooms_of(me.user_id) {
+    for id in state.registry.rooms_of(me.user_id)? {
         let Some(addr) = state.registry.room(id)? else { continue };
         if let Ok(s) = addr.send(Summary { user: me.user_id }).await? {
             // A closed (left) trade room is out of every room list.
@@ -203,7 +204,8 @@ pub async fn create_room(
         }
         _ => {}
     }
-    let (id, created) = state.registry.create_room(&author(&me), kind, name, b.room_description, others).await?;
+    let msg = CreateRoom { creator: author(&me), kind, name, description: b.room_description, others };
+    let (id, created) = state.registry.directory().send(msg).await??;
     let (_, addr) = room_of(&state, &id.to_string())?;
     let summary = addr.send(Summary { user: me.user_id }).await??;
     let view = RoomSummaryView::new(&state, &summary, me.user_id);

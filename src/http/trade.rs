@@ -6,6 +6,7 @@
 use super::chat::{author, Upload};
 use super::error::{TEnvelope, TError};
 use super::{AppState, Caller, JsonBody};
+use crate::actors::directory::OpenTradeRoom;
 use crate::actors::room::{
     ChatError, FindFile, GetRoom, Leave, ListMessages, MarkRead, PostMessage, RequestTradePayment, Room, RoomSnapshot,
     StoredFile, StoredMessage, Summary,
@@ -236,7 +237,7 @@ pub async fn open_room(
     if listing.seller == me.user_id {
         return Err(TError::bad_request("자신의 티켓에는 채팅방을 열 수 없습니다."));
     }
-    let (id, created) = state.registry.open_trade_room(&listing, &author(&me)).await?;
+    let (id, created) = state.registry.directory().send(OpenTradeRoom { listing, buyer: author(&me) }).await??;
     let room = room_actor(&state, id)?;
     let s = room.send(Summary { user: me.user_id }).await??;
     let item = room_item(&state, &s.room, me.user_id, s.last_message.as_ref(), s.unread);
@@ -263,7 +264,7 @@ async fn trade_room(state: &AppState, id: u64, me: u64) -> Result<(Addr<Room>, R
     responses((status = 200, body = [RoomItem]), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<TError>) -> Result<HttpResponse, TError> {
     let mut rooms = Vec::new();
-    for id in state.registry.rooms_of(me.user_id) {
+    for id in state.registry.rooms_of(me.user_id)? {
         let Some(addr) = state.registry.room(id)? else { continue };
         let Ok(s) = addr.send(Summary { user: me.user_id }).await? else { continue };
         if s.room.closed_at.is_some() {
@@ -583,7 +584,6 @@ pub async fn leave(
     let id = positive(&body.0.room_id, "roomId")?;
     let (room, _) = trade_room(&state, id, me.user_id).await?;
     let r = room.send(Leave { user: me.user_id }).await??;
-    state.registry.trade_room_closed(&r);
     Ok(ok(
         StatusCode::OK,
         crate::actors::room::ROOM_CLOSED,

@@ -30,6 +30,12 @@ pub enum Key {
     RoomTransaction(u64, u64),
     /// The version of the store's layout.
     Format,
+    /// The direct room of a pair of users (smaller id first).
+    DirectRoom(u64, u64),
+    /// The open trade room of a listing's buyer, by listing and buyer.
+    TradeRoom(u64, u64),
+    /// A user is in a room, by user and room (an index entry).
+    Membership(u64, u64),
     /// One waiting-queue token, by token.
     QueueToken(String),
     /// The waiting queue's counters.
@@ -52,6 +58,8 @@ pub enum Key {
     BookingsOf(u64),
     /// Not a record: the prefix of every payment request of one trade room.
     TransactionsOf(u64),
+    /// Not a record: the prefix of every room of one user.
+    RoomsOf(u64),
 }
 
 impl Key {
@@ -75,6 +83,10 @@ impl Key {
             Key::RoomTransaction(room, tx) => format!("roomtx/{room:020}/{tx:020}").into_bytes(),
             Key::TransactionsOf(room) => format!("roomtx/{room:020}/").into_bytes(),
             Key::Format => b"format".to_vec(),
+            Key::DirectRoom(a, b) => format!("direct/{a:020}/{b:020}").into_bytes(),
+            Key::TradeRoom(l, b) => format!("traderoom/{l:020}/{b:020}").into_bytes(),
+            Key::Membership(u, r) => format!("member/{u:020}/{r:020}").into_bytes(),
+            Key::RoomsOf(u) => format!("member/{u:020}/").into_bytes(),
             Key::Room(id) => format!("room/{id:020}").into_bytes(),
             Key::Profile(id) => format!("profile/{id:020}").into_bytes(),
             Key::Listing(id) => format!("listing/{id:020}").into_bytes(),
@@ -102,6 +114,9 @@ impl Key {
             Key::Transaction(_) => b"tx/".to_vec(),
             Key::RoomTransaction(..) | Key::TransactionsOf(_) => b"roomtx/".to_vec(),
             Key::Format => b"format".to_vec(),
+            Key::DirectRoom(..) => b"direct/".to_vec(),
+            Key::TradeRoom(..) => b"traderoom/".to_vec(),
+            Key::Membership(..) | Key::RoomsOf(_) => b"member/".to_vec(),
             Key::Room(_) => b"room/".to_vec(),
             Key::Profile(_) => b"profile/".to_vec(),
             Key::Listing(_) => b"listing/".to_vec(),
@@ -145,6 +160,18 @@ impl Key {
                 Key::RoomTransaction(room.parse().ok()?, tx.parse().ok()?)
             }
             "format" => Key::Format,
+            "direct" => {
+                let (a, b) = id.split_once('/')?;
+                Key::DirectRoom(a.parse().ok()?, b.parse().ok()?)
+            }
+            "traderoom" => {
+                let (l, b) = id.split_once('/')?;
+                Key::TradeRoom(l.parse().ok()?, b.parse().ok()?)
+            }
+            "member" => {
+                let (u, r) = id.split_once('/')?;
+                Key::Membership(u.parse().ok()?, r.parse().ok()?)
+            }
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@ mod bookings_races;
 mod chat;
 mod chat_ws;
 mod concurrency;
+mod directory;
 mod expiry;
 mod idempotency;
 mod ledger;

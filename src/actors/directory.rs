@@ -1,0 +1,195 @@
+//! `Directory`: the one owner of which chat rooms exist between whom. It decides whether a
+//! room is created or an existing one is handed back (one direct room per pair of users;
+//! one open trade room per listing and buyer), and keeps who is in which room. Its mailbox
+//! serializes those decisions: no lock, no check-then-act between two requests.
+//!
+//! Everything it keeps is a keyed record, written in the same atomic batch as the room it
+//! concerns ([`Key::DirectRoom`], [`Key::TradeRoom`], [`Key::Membership`]), and read when
+//! asked for: nothing is loaded at start, and nothing in memory grows with the number of
+//! rooms. A trade room that closes tells the directory ([`RoomClosed`]) before its leave
+//! is answered, so the buyer's next request opens a new room.
+
+use super::room::{Author, ChatError, Participant, RoomKind, RoomSettings, RoomSnapshot, TradeInfo};
+use super::ticket_listing::Listing;
+use crate::store::{Batch, Key, Store, StoreError};
+use crate::time::now_ms;
+use actix::prelude::*;
+
+pub struct Directory {
+    store: Store,
+    /// Most participants a group room may have (`BOXOFFICE_CHAT_MAX_PARTICIPANTS`).
+    max_participants: u32,
+}
+
+impl Directory {
+    pub fn new(store: Store, max_participants: u32) -> Directory {
+        Directory { store, max_participants }
+    }
+
+    /// A participant record for `user` as the server last saw them (their latest token).
+    /// One never seen is recorded as `user_{id}` until their first request names them
+    /// (the room lists show their latest name); see the closing note of issue 11.
+    fn participant(&self, id: u32, user: u64, author: Option<&Author>, now: u64) -> Result<Participant, StoreError> {
+        let (name, picture) = match author {
+            Some(a) => (a.name.clone(), a.picture.clone()),
+            None => self
+                .store
+                .get::<(String, Option<String>)>(&Key::Profile(user))?
+                .unwrap_or((format!("user_{user}"), None)),
+        };
+        Ok(Participant { id, user, name, picture, joined_at: now, last_read: 0, last_read_at: None, active: true })
+    }
+
+    /// Write a new room with its directory entries (`extra`) and every member's entry.
+    fn create(&self, room: &RoomSnapshot, mut extra: Batch) -> Result<(), StoreError> {
+        extra.put(&Key::Room(room.id), room)?;
+        for p in &room.participants {
+            extra.put(&Key::Membership(p.user, room.id), &())?;
+        }
+        self.store.apply(extra)
+    }
+}
+
+impl Actor for Directory {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(super::MAILBOX);
+    }
+}
+
+/// Every room `user` is in, by id, read from the store (a lookup, not a decision).
+pub fn rooms_of(store: &Store, user: u64) -> Result<Vec<u64>, StoreError> {
+    Ok(store
+        .keys_under(&Key::RoomsOf(user))?
+        .into_iter()
+        .filter_map(|k| match k {
+            Key::Membership(_, room) => Some(room),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Create a room of `creator` with `others`; a direct room between two users is created
+/// once: the second request gets the first room, and `false`.
+#[derive(Message)]
+#[rtype(result = "Result<(u64, bool), ChatError>")]
+pub struct CreateRoom {
+    pub creator: Author,
+    pub kind: RoomKind,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub others: Vec<u64>,
+}
+
+impl Handler<CreateRoom> for Directory {
+    type Result = ResponseFuture<Result<(u64, bool), ChatError>>;
+    fn handle(&mut self, msg: CreateRoom, _: &mut Context<Self>) -> Self::Result {
+        let result = (|| {
+            let now = now_ms();
+            let mut users = vec![msg.creator.id];
+            users.extend(msg.others.into_iter().filter(|u| *u != msg.creator.id));
+            let pair = (msg.kind == RoomKind::Direct && users.len() == 2)
+                .then(|| Key::DirectRoom(users[0].min(users[1]), users[0].max(users[1])));
+            if let Some(pair) = &pair {
+                if let Some(id) = self.store.get::<u64>(pair)? {
+                    return Ok((id, false));
+                }
+            }
+            let id = self.store.next_id()?;
+            let mut batch = Batch::default();
+            if let Some(pair) = &pair {
+                // Written with the room: the pair's room from now on.
+                batch.put(pair, &id)?;
+            }
+            let mut participants = Vec::with_capacity(users.len());
+            for (i, user) in users.iter().enumerate() {
+                let author = (*user == msg.creator.id).then_some(&msg.creator);
+                participants.push(self.participant(i as u32 + 1, *user, author, now)?);
+            }
+            let room = RoomSnapshot {
+                id,
+                name: msg.name,
+                kind: msg.kind,
+                description: msg.description,
+                max_participants: self.max_participants,
+                created_by: msg.creator.id,
+                active: true,
+                created_at: now,
+                updated_at: now,
+                participants,
+                settings: RoomSettings::default(),
+                trade: None,
+                closed_at: None,
+            };
+            self.create(&room, batch)?;
+            Ok::<_, ChatError>((id, true))
+        })();
+        self.store.when_durable(result)
+    }
+}
+
+/// The open trade room of `buyer` about `listing`, created if there is none; `true` when
+/// it was created.
+#[derive(Message)]
+#[rtype(result = "Result<(u64, bool), ChatError>")]
+pub struct OpenTradeRoom {
+    pub listing: Listing,
+    pub buyer: Author,
+}
+
+impl Handler<OpenTradeRoom> for Directory {
+    type Result = ResponseFuture<Result<(u64, bool), ChatError>>;
+    fn handle(&mut self, msg: OpenTradeRoom, _: &mut Context<Self>) -> Self::Result {
+        let result = (|| {
+            let entry = Key::TradeRoom(msg.listing.id, msg.buyer.id);
+            if let Some(id) = self.store.get::<u64>(&entry)? {
+                return Ok((id, false));
+            }
+            let now = now_ms();
+            let id = self.store.next_id()?;
+            let buyer = self.participant(1, msg.buyer.id, Some(&msg.buyer), now)?;
+            let seller = self.participant(2, msg.listing.seller, None, now)?;
+            let room = RoomSnapshot {
+                id,
+                name: Some(msg.listing.title.clone()),
+                kind: RoomKind::Trade,
+                description: None,
+                max_participants: 2,
+                created_by: msg.buyer.id,
+                active: true,
+                created_at: now,
+                updated_at: now,
+                participants: vec![buyer, seller],
+                settings: RoomSettings::default(),
+                trade: Some(TradeInfo { listing: msg.listing.id, buyer: msg.buyer.id, seller: msg.listing.seller }),
+                closed_at: None,
+            };
+            let mut batch = Batch::default();
+            batch.put(&entry, &id)?;
+            self.create(&room, batch)?;
+            Ok::<_, ChatError>((id, true))
+        })();
+        self.store.when_durable(result)
+    }
+}
+
+/// A trade room closed: the next request of its buyer about its listing opens a new one.
+#[derive(Message)]
+#[rtype(result = "Result<(), ChatError>")]
+pub struct RoomClosed {
+    pub room: u64,
+    pub trade: TradeInfo,
+}
+
+impl Handler<RoomClosed> for Directory {
+    type Result = Result<(), ChatError>;
+    fn handle(&mut self, msg: RoomClosed, _: &mut Context<Self>) -> Self::Result {
+        let entry = Key::TradeRoom(msg.trade.listing, msg.trade.buyer);
+        if self.store.get::<u64>(&entry)? == Some(msg.room) {
+            let mut batch = Batch::default();
+            batch.delete(&entry);
+            self.store.apply(batch)?;
+        }
+        Ok(())
+    }
+}
