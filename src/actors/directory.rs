@@ -3,8 +3,13 @@
 //! one open trade room per listing and buyer), and keeps who is in which room. Its mailbox
 //! serializes those decisions: no lock, no check-then-act between two requests.
 //!
-//! Everything it keeps is a keyed record, written in the same atomic batch as the room it
-//! concerns ([`Key::DirectRoom`], [`Key::TradeRoom`], [`Key::Membership`]), and read when
+//! It also keeps every user's name and picture as their latest token said ([`NoteUser`],
+//! sent on each authenticated request; written only when they change), which names the
+//! participants of new rooms and which the HTTP edge reads to name users
+//! ([`GetProfiles`]). Those are bounded by the users, loaded at start.
+//!
+//! Everything else it keeps is a keyed record, written in the same atomic batch as the room
+//! it concerns ([`Key::DirectRoom`], [`Key::TradeRoom`], [`Key::Membership`]), and read when
 //! asked for: nothing is loaded at start, and nothing in memory grows with the number of
 //! rooms. A trade room that closes tells the directory ([`RoomClosed`]) before its leave
 //! is answered, so the buyer's next request opens a new room.
@@ -14,30 +19,43 @@ use super::ticket_listing::Listing;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
+use std::collections::HashMap;
+
+/// A user's name and picture, as their latest token said.
+pub type Profile = (String, Option<String>);
+
+/// The profiles of some users (those the server has seen), by user id.
+pub type Profiles = HashMap<u64, Profile>;
 
 pub struct Directory {
     store: Store,
     /// Most participants a group room may have (`BOXOFFICE_CHAT_MAX_PARTICIPANTS`).
     max_participants: u32,
+    /// Every user's profile, as persisted under [`Key::Profile`].
+    profiles: Profiles,
 }
 
 impl Directory {
-    pub fn new(store: Store, max_participants: u32) -> Directory {
-        Directory { store, max_participants }
+    /// The directory with every user's profile (one small record per user).
+    pub fn load(store: Store, max_participants: u32) -> Result<Directory, StoreError> {
+        let mut profiles = HashMap::new();
+        for (key, profile) in store.scan::<Profile>(&Key::Profile(0))? {
+            if let Key::Profile(user) = key {
+                profiles.insert(user, profile);
+            }
+        }
+        Ok(Directory { store, max_participants, profiles })
     }
 
     /// A participant record for `user` as the server last saw them (their latest token).
     /// One never seen is recorded as `user_{id}` until their first request names them
     /// (the room lists show their latest name); see the closing note of issue 11.
-    fn participant(&self, id: u32, user: u64, author: Option<&Author>, now: u64) -> Result<Participant, StoreError> {
+    fn participant(&self, id: u32, user: u64, author: Option<&Author>, now: u64) -> Participant {
         let (name, picture) = match author {
             Some(a) => (a.name.clone(), a.picture.clone()),
-            None => self
-                .store
-                .get::<(String, Option<String>)>(&Key::Profile(user))?
-                .unwrap_or((format!("user_{user}"), None)),
+            None => self.profiles.get(&user).cloned().unwrap_or_else(|| (format!("user_{user}"), None)),
         };
-        Ok(Participant { id, user, name, picture, joined_at: now, last_read: 0, last_read_at: None, active: true })
+        Participant { id, user, name, picture, joined_at: now, last_read: 0, last_read_at: None, active: true }
     }
 
     /// Write a new room with its directory entries (`extra`) and every member's entry.
@@ -104,7 +122,7 @@ impl Handler<CreateRoom> for Directory {
             let mut participants = Vec::with_capacity(users.len());
             for (i, user) in users.iter().enumerate() {
                 let author = (*user == msg.creator.id).then_some(&msg.creator);
-                participants.push(self.participant(i as u32 + 1, *user, author, now)?);
+                participants.push(self.participant(i as u32 + 1, *user, author, now));
             }
             let room = RoomSnapshot {
                 id,
@@ -147,8 +165,8 @@ impl Handler<OpenTradeRoom> for Directory {
             }
             let now = now_ms();
             let id = self.store.next_id()?;
-            let buyer = self.participant(1, msg.buyer.id, Some(&msg.buyer), now)?;
-            let seller = self.participant(2, msg.listing.seller, None, now)?;
+            let buyer = self.participant(1, msg.buyer.id, Some(&msg.buyer), now);
+            let seller = self.participant(2, msg.listing.seller, None, now);
             let room = RoomSnapshot {
                 id,
                 name: Some(msg.listing.title.clone()),
@@ -191,5 +209,43 @@ impl Handler<RoomClosed> for Directory {
             self.store.apply(batch)?;
         }
         Ok(())
+    }
+}
+
+/// A user made an authenticated request: keep their name and picture if they changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NoteUser {
+    pub user: u64,
+    pub profile: Profile,
+}
+
+impl Handler<NoteUser> for Directory {
+    type Result = ();
+    fn handle(&mut self, msg: NoteUser, _: &mut Context<Self>) {
+        if self.profiles.get(&msg.user) == Some(&msg.profile) {
+            return;
+        }
+        // Rides the next flush: a name is not an answer anyone waits for.
+        match self.store.put(&Key::Profile(msg.user), &msg.profile) {
+            Ok(()) => {
+                self.profiles.insert(msg.user, msg.profile);
+            }
+            Err(e) => tracing::warn!(user = msg.user, error = %e, "could not keep a user's profile"),
+        }
+    }
+}
+
+/// The profiles of `users` that the server has seen (others are left out).
+#[derive(Message)]
+#[rtype(result = "Profiles")]
+pub struct GetProfiles {
+    pub users: Vec<u64>,
+}
+
+impl Handler<GetProfiles> for Directory {
+    type Result = MessageResult<GetProfiles>;
+    fn handle(&mut self, msg: GetProfiles, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(msg.users.into_iter().filter_map(|u| self.profiles.get(&u).map(|p| (u, p.clone()))).collect())
     }
 }

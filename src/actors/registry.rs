@@ -45,8 +45,6 @@ struct Inner {
     rooms: DashMap<u64, Addr<Room>>,
     /// Ticket listings (all started at start: their timers run expiries).
     listings: ListingBook,
-    /// user -> (name, picture) as their latest token said.
-    profiles: DashMap<u64, (String, Option<String>)>,
     hub: Hub,
     files: FileStore,
     gateway: OnceLock<Arc<dyn PaymentGateway>>,
@@ -72,7 +70,6 @@ impl Registry {
                 schedules: DashMap::new(),
                 performances: DashMap::new(),
                 rooms: DashMap::new(),
-                profiles: DashMap::new(),
                 listings: ListingBook::default(),
                 hub: Hub::default(),
                 files: FileStore::open(&settings.data_dir)?,
@@ -93,6 +90,10 @@ impl Registry {
         };
         let _ = registry.inner.gateway.set(Arc::new(client));
         let _ = registry.inner.test_gateway.set(gateway);
+        // The directory before the rooms and listings, which reach it.
+        let directory = Directory::load(store.clone(), settings.chat_max_participants)?;
+        let directory = Directory::start_in_arbiter(&registry.arbiter_for(&"directory"), |_| directory);
+        let _ = registry.inner.directory.set(directory);
         // Seat states are rebuilt from the reservations that still hold seats (or money):
         // those with a live entry. Finished ones stay on disk, read when asked for.
         let mut live = Vec::new();
@@ -111,11 +112,6 @@ impl Registry {
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             let live = by_seat_map.remove(&snapshot.id).unwrap_or_default();
             registry.restore_seat_map(snapshot, live)?;
-        }
-        for (key, profile) in store.scan::<(String, Option<String>)>(&Key::Profile(0))? {
-            if let Key::Profile(user) = key {
-                registry.inner.profiles.insert(user, profile);
-            }
         }
         for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
             registry.start_listing(listing)?;
@@ -136,9 +132,6 @@ impl Registry {
         let queue = WaitingQueue::load(store.clone(), policy)?;
         let queue = WaitingQueue::start_in_arbiter(&registry.arbiter_for(&"queue"), |_| queue);
         let _ = registry.inner.queue.set(queue);
-        let directory = Directory::new(store.clone(), settings.chat_max_participants);
-        let directory = Directory::start_in_arbiter(&registry.arbiter_for(&"directory"), |_| directory);
-        let _ = registry.inner.directory.set(directory);
         let janitor = super::ledger::Janitor { store: store.clone() };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
         let catalog = Catalog::new(catalog_state, store.clone(), registry.clone());
@@ -268,23 +261,6 @@ impl Registry {
 
     pub fn files(&self) -> &FileStore {
         &self.inner.files
-    }
-
-    /// Remember a user's name and picture from their token (written only when changed).
-    pub fn note_user(&self, id: &crate::auth::Identity) {
-        let profile = (id.name.clone(), id.picture.clone());
-        if self.inner.profiles.get(&id.user_id).is_some_and(|p| *p == profile) {
-            return;
-        }
-        if let Err(e) = self.inner.store.put(&Key::Profile(id.user_id), &profile) {
-            tracing::warn!(user = id.user_id, error = %e, "could not keep a user's profile");
-        }
-        self.inner.profiles.insert(id.user_id, profile);
-    }
-
-    /// A user's name and picture, as far as the server has seen them.
-    pub fn profile(&self, user: u64) -> (String, Option<String>) {
-        self.inner.profiles.get(&user).map(|p| p.clone()).unwrap_or_else(|| (format!("user_{user}"), None))
     }
 
     /// The actor of room `id`, started from its snapshot on first use; `None` if there is

@@ -474,12 +474,18 @@ impl Room {
             }
         }
         let now = now_ms();
+        // A notice posted on a participant's behalf without a name (a purchase card) is
+        // signed with the name the room knows them by.
+        let (sender_name, sender_picture) = match (msg.from.name.is_empty(), self.state.participant(msg.from.id)) {
+            (true, Some(p)) => (p.name.clone(), p.picture.clone()),
+            _ => (msg.from.name.clone(), msg.from.picture.clone()),
+        };
         let m = StoredMessage {
             id: self.store.next_id()?,
             room: self.state.id,
             sender: msg.from.id,
-            sender_name: msg.from.name.clone(),
-            sender_picture: msg.from.picture.clone(),
+            sender_name,
+            sender_picture,
             content: msg.content,
             kind: msg.kind,
             file: msg.file,

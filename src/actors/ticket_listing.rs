@@ -337,8 +337,8 @@ impl TicketListing {
             let (from, content, kind) = if expired {
                 (Author { id: 0, name: "system".into(), picture: None }, Some(EXPIRED.to_string()), "system")
             } else {
-                let (name, picture) = self.registry.profile(buyer);
-                (Author { id: buyer, name, picture }, None, "PURCHASE_CONFIRMED")
+                // The room signs it with the buyer's name as it knows them.
+                (Author { id: buyer, name: String::new(), picture: None }, None, "PURCHASE_CONFIRMED")
             };
             let notice = PostMessage {
                 from,

@@ -3,7 +3,8 @@
 //! and without its trailing slash. Errors are `{"detail": "..."}` (see [`CError`]).
 
 use super::error::{CError, CErrorBody};
-use super::{AppState, Caller, JsonBody};
+use super::{profiles_of, AppState, Caller, JsonBody};
+use crate::actors::directory::Profiles;
 use crate::actors::directory::CreateRoom;
 use crate::actors::room::{
     Author, DeleteMessage, EditMessage, FindFile, GetRoom, GetSettings, ListMessages, MarkRead, PostMessage, Room,
@@ -80,32 +81,36 @@ pub struct RoomSummaryView {
     pub unread_count: u64,
 }
 
-/// A participant's name: their latest token's, once the server has seen one.
-fn display_name(state: &AppState, user: u64, stored: &str) -> String {
-    let (name, _) = state.registry.profile(user);
-    if name == format!("user_{user}") {
-        stored.to_string()
-    } else {
-        name
+/// A participant's name: their latest token's, once the server has seen one, else the
+/// name the room has for them.
+fn display_name(names: &Profiles, user: u64, stored: &str) -> String {
+    match names.get(&user) {
+        Some((name, _)) => name.clone(),
+        None => stored.to_string(),
     }
 }
 
 /// The room's name as `user` sees it: a direct room without one is named after the other.
-fn room_name(state: &AppState, r: &RoomSnapshot, user: u64) -> String {
+fn room_name(names: &Profiles, r: &RoomSnapshot, user: u64) -> String {
     match (&r.name, r.participants.iter().find(|p| p.user != user)) {
         (Some(n), _) => n.clone(),
-        (None, Some(other)) => display_name(state, other.user, &other.name),
+        (None, Some(other)) => display_name(names, other.user, &other.name),
         (None, None) => r.name_for(user),
     }
 }
 
+/// Everyone in these rooms, named.
+async fn names_in<'a>(state: &AppState, rooms: impl IntoIterator<Item = &'a RoomSnapshot>) -> Result<Profiles, CError> {
+    Ok(profiles_of(state, rooms.into_iter().flat_map(|r| r.participants.iter().map(|p| p.user))).await?)
+}
+
 impl RoomSummaryView {
-    fn new(state: &AppState, s: &RoomSummary, user: u64) -> Self {
+    fn new(names: &Profiles, s: &RoomSummary, user: u64) -> Self {
         let r = &s.room;
         let last = s.last_message.as_ref().map(|m| m.content.clone().unwrap_or_default());
         RoomSummaryView {
             room_id: r.id,
-            room_name: room_name(state, r, user),
+            room_name: room_name(names, r, user),
             room_type: r.kind.as_str(),
             created_by: r.created_by,
             is_active: r.active,
@@ -128,18 +133,24 @@ pub struct RoomList {
 #[utoipa::path(get, path = "/chat/rooms/", tag = "C: chat",
     responses((status = 200, body = RoomList), (status = 401, body = CErrorBody)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Result<HttpResponse, CError> {
-    let mut rooms = Vec::new();
+    let mut summaries = Vec::new();
     for id in state.registry.rooms_of(me.user_id)? {
         let Some(addr) = state.registry.room(id)? else { continue };
         if let Ok(s) = addr.send(Summary { user: me.user_id }).await? {
             // A closed (left) trade room is out of every room list.
-            if s.room.closed_at.is_some() {
-                continue;
+            if s.room.closed_at.is_none() {
+                summaries.push(s);
             }
-            let active_at = s.last_message.as_ref().map(|m| m.created_at).unwrap_or(s.room.created_at);
-            rooms.push((active_at, RoomSummaryView::new(&state, &s, me.user_id)));
         }
     }
+    let names = names_in(&state, summaries.iter().map(|s| &s.room)).await?;
+    let mut rooms: Vec<(u64, RoomSummaryView)> = summaries
+        .iter()
+        .map(|s| {
+            let active_at = s.last_message.as_ref().map(|m| m.created_at).unwrap_or(s.room.created_at);
+            (active_at, RoomSummaryView::new(&names, s, me.user_id))
+        })
+        .collect();
     rooms.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.room_id.cmp(&a.1.room_id)));
     let rooms: Vec<RoomSummaryView> = rooms.into_iter().map(|(_, r)| r).collect();
     Ok(HttpResponse::Ok().json(RoomList { total_count: rooms.len(), rooms }))
@@ -208,7 +219,8 @@ pub async fn create_room(
     let (id, created) = state.registry.directory().send(msg).await??;
     let (_, addr) = room_of(&state, &id.to_string())?;
     let summary = addr.send(Summary { user: me.user_id }).await??;
-    let view = RoomSummaryView::new(&state, &summary, me.user_id);
+    let names = names_in(&state, [&summary.room]).await?;
+    let view = RoomSummaryView::new(&names, &summary, me.user_id);
     Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
@@ -237,9 +249,10 @@ pub async fn get_room(
 ) -> Result<HttpResponse, CError> {
     let (_, addr) = room_of(&state, &path)?;
     let r: RoomSnapshot = addr.send(GetRoom { user: me.user_id }).await??;
+    let names = names_in(&state, [&r]).await?;
     Ok(HttpResponse::Ok().json(RoomDetail {
         room_id: r.id,
-        room_name: room_name(&state, &r, me.user_id),
+        room_name: room_name(&names, &r, me.user_id),
         room_type: r.kind.as_str(),
         room_description: r.description.clone(),
         max_participants: r.max_participants,
@@ -279,6 +292,7 @@ pub async fn participants(
 ) -> Result<HttpResponse, CError> {
     let (id, addr) = room_of(&state, &path)?;
     let r = addr.send(GetRoom { user: me.user_id }).await??;
+    let names = names_in(&state, [&r]).await?;
     let participants: Vec<ParticipantView> = r
         .participants
         .iter()
@@ -286,7 +300,7 @@ pub async fn participants(
             id: p.id,
             room_id: id,
             user_id: p.user,
-            user_name: display_name(&state, p.user, &p.name),
+            user_name: display_name(&names, p.user, &p.name),
             joined_at: rfc3339(p.joined_at),
             last_read_at: p.last_read_at.map(rfc3339),
             is_active: p.active,
@@ -810,6 +824,7 @@ pub async fn online_status(
 ) -> Result<HttpResponse, CError> {
     let (_, addr) = room_of(&state, &path)?;
     let r = addr.send(GetRoom { user: me.user_id }).await??;
+    let names = names_in(&state, [&r]).await?;
     let now = crate::time::now_ms();
     let out: Vec<OnlineStatus> = r
         .participants
@@ -819,7 +834,7 @@ pub async fn online_status(
             let last_seen = if online { Some(now) } else { (last > 0).then_some(last) };
             OnlineStatus {
                 user_id: p.user,
-                user_name: display_name(&state, p.user, &p.name),
+                user_name: display_name(&names, p.user, &p.name),
                 is_online: online,
                 last_seen: last_seen.map(rfc3339),
             }

@@ -20,7 +20,9 @@ pub mod trade;
 pub mod users;
 
 use crate::actors::ledger::Fingerprint;
+use crate::actors::directory::{GetProfiles, NoteUser, Profiles};
 use crate::actors::Registry;
+use actix::MailboxError;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::config::Settings;
 use actix_web::dev::Payload;
@@ -69,8 +71,22 @@ pub fn identify(req: &HttpRequest) -> Result<Identity, AuthError> {
     let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
     let token = bearer(req).ok_or(AuthError::Missing)?;
     let id = state.verifier.verify(&token)?;
-    state.registry.note_user(&id);
+    note_user(state, &id);
     Ok(id)
+}
+
+/// Tell the directory who the caller says they are (it keeps the name if it changed).
+fn note_user(state: &AppState, id: &Identity) {
+    let profile = (id.name.clone(), id.picture.clone());
+    state.registry.directory().do_send(NoteUser { user: id.user_id, profile });
+}
+
+/// The names and pictures of `users`, as far as the server has seen them.
+pub async fn profiles_of(state: &AppState, users: impl IntoIterator<Item = u64>) -> Result<Profiles, MailboxError> {
+    let mut users: Vec<u64> = users.into_iter().collect();
+    users.sort_unstable();
+    users.dedup();
+    state.registry.directory().send(GetProfiles { users }).await
 }
 
 /// The token of a WebSocket upgrade or a file link: `Authorization: Bearer`, else the
@@ -86,7 +102,7 @@ pub fn identify_with_query(req: &HttpRequest) -> Result<Identity, AuthError> {
         }
     };
     let id = state.verifier.verify(&token)?;
-    state.registry.note_user(&id);
+    note_user(state, &id);
     Ok(id)
 }
 

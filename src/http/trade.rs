@@ -5,7 +5,8 @@
 
 use super::chat::{author, Upload};
 use super::error::{TEnvelope, TError};
-use super::{AppState, Caller, JsonBody};
+use super::{profiles_of, AppState, Caller, JsonBody};
+use crate::actors::directory::Profiles;
 use crate::actors::directory::OpenTradeRoom;
 use crate::actors::room::{
     ChatError, FindFile, GetRoom, Leave, ListMessages, MarkRead, PostMessage, RequestTradePayment, Room, RoomSnapshot,
@@ -179,7 +180,7 @@ pub struct RoomItem {
 }
 
 fn room_item(
-    state: &AppState,
+    names: &Profiles,
     r: &RoomSnapshot,
     me: u64,
     last: Option<&StoredMessage>,
@@ -193,8 +194,10 @@ fn room_item(
         .find(|p| p.user == other)
         .map(|p| (p.name.clone(), p.picture.clone()))
         .unwrap_or_default();
-    let (name, profile_picture) = state.registry.profile(other);
-    let name = if name == format!("user_{other}") { stored_name } else { name };
+    let (name, profile_picture) = match names.get(&other) {
+        Some((name, latest)) => (name.clone(), latest.clone()),
+        None => (stored_name, None),
+    };
     Some(RoomItem {
         room_id: r.id,
         ticket_id: t.listing,
@@ -240,7 +243,8 @@ pub async fn open_room(
     let (id, created) = state.registry.directory().send(OpenTradeRoom { listing, buyer: author(&me) }).await??;
     let room = room_actor(&state, id)?;
     let s = room.send(Summary { user: me.user_id }).await??;
-    let item = room_item(&state, &s.room, me.user_id, s.last_message.as_ref(), s.unread);
+    let names = profiles_of(&state, s.room.participants.iter().map(|p| p.user)).await?;
+    let item = room_item(&names, &s.room, me.user_id, s.last_message.as_ref(), s.unread);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(ok(status, if created { "채팅방 생성 성공" } else { "기존 채팅방 조회 성공" }, item))
 }
@@ -263,15 +267,20 @@ async fn trade_room(state: &AppState, id: u64, me: u64) -> Result<(Addr<Room>, R
 #[utoipa::path(get, path = "/api/chat/rooms", tag = "T: ticket trade",
     responses((status = 200, body = [RoomItem]), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<TError>) -> Result<HttpResponse, TError> {
-    let mut rooms = Vec::new();
+    let mut summaries = Vec::new();
     for id in state.registry.rooms_of(me.user_id)? {
         let Some(addr) = state.registry.room(id)? else { continue };
         let Ok(s) = addr.send(Summary { user: me.user_id }).await? else { continue };
-        if s.room.closed_at.is_some() {
-            continue;
+        if s.room.closed_at.is_none() {
+            summaries.push(s);
         }
+    }
+    let users = summaries.iter().flat_map(|s| s.room.participants.iter().map(|p| p.user));
+    let names = profiles_of(&state, users.collect::<Vec<u64>>()).await?;
+    let mut rooms = Vec::new();
+    for s in &summaries {
         let active = s.last_message.as_ref().map(|m| m.created_at).unwrap_or(s.room.created_at);
-        if let Some(item) = room_item(&state, &s.room, me.user_id, s.last_message.as_ref(), s.unread) {
+        if let Some(item) = room_item(&names, &s.room, me.user_id, s.last_message.as_ref(), s.unread) {
             rooms.push((active, item));
         }
     }
@@ -380,13 +389,10 @@ pub async fn room_detail(
     let listing = listing_of(&state, t.listing)?;
     let l = listing.send(GetListing).await?;
     let txs = listing.send(RoomTransactions { room: r.id }).await??;
-    let name = |user: u64| {
-        let (n, _) = state.registry.profile(user);
-        if n == format!("user_{user}") {
-            r.participants.iter().find(|p| p.user == user).map(|p| p.name.clone()).unwrap_or(n)
-        } else {
-            n
-        }
+    let names = profiles_of(&state, [t.buyer, t.seller]).await?;
+    let name = |user: u64| match names.get(&user) {
+        Some((n, _)) => n.clone(),
+        None => r.participants.iter().find(|p| p.user == user).map(|p| p.name.clone()).unwrap_or_default(),
     };
     Ok(ok(
         StatusCode::OK,
