@@ -29,7 +29,13 @@ impl Application {
         let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
         let registry = Registry::start(store.clone(), settings.clone()).await?;
         let links = http::signed::LinkSigner::new(&secret);
-        let state = web::Data::new(AppState { registry, verifier, settings: settings.clone(), links });
+        let state = web::Data::new(AppState {
+            registry,
+            verifier,
+            settings: settings.clone(),
+            links,
+            noted: Default::default(),
+        });
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {

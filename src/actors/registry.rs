@@ -7,7 +7,8 @@ use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::Hub;
 use super::room::{Room, RoomSnapshot};
-use super::seat_map::{Reservation, SeatMap, SeatMapSnapshot};
+use super::seat_map::booking::reservation_of_public_id;
+use super::seat_map::{Booking, Reservation, SeatMap, SeatMapSnapshot};
 use super::ticket_listing::{Listing, ListingBook, ListingSnapshot, TicketListing, Transaction};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet};
@@ -231,14 +232,21 @@ impl Registry {
         self.inner.seat_maps.get(id).map(|a| a.clone())
     }
 
-    /// Where booking `id` lives.
+    /// Where booking `id` lives: its id names its reservation (see `Booking`), whose record
+    /// names the seat map; the booking must have exactly this id.
     pub fn booking(&self, id: &str) -> Result<Option<BookingRoute>, StoreError> {
-        self.inner.store.get(&Key::BookingRoute(id.to_string()))
+        self.route_public_id(id, |b| b.id == id)
     }
 
     /// Where the booking of payment intent `intent` lives.
     pub fn booking_of_intent(&self, intent: &str) -> Result<Option<BookingRoute>, StoreError> {
-        self.inner.store.get(&Key::IntentRoute(intent.to_string()))
+        self.route_public_id(intent, |b| b.intent == intent)
+    }
+
+    fn route_public_id(&self, id: &str, is_it: impl Fn(&Booking) -> bool) -> Result<Option<BookingRoute>, StoreError> {
+        let Some(reservation) = reservation_of_public_id(id) else { return Ok(None) };
+        let Some(r) = self.inner.store.get::<Reservation>(&Key::Reservation(reservation))? else { return Ok(None) };
+        Ok(r.booking.as_ref().filter(|b| is_it(b)).map(|_| BookingRoute { seat_map: r.seat_map.clone(), reservation }))
     }
 
     /// Every booking of `user`, oldest first (reservation ids only grow).

@@ -4,8 +4,8 @@
 
 use super::error::{CError, CErrorBody};
 use super::{profiles_of, AppState, Caller, JsonBody};
-use crate::actors::directory::Profiles;
 use crate::actors::directory::CreateRoom;
+use crate::actors::directory::Profiles;
 use crate::actors::room::{
     Author, DeleteMessage, EditMessage, FindFile, GetRoom, GetSettings, ListMessages, MarkRead, PostMessage, Room,
     RoomKind, RoomSettings, RoomSnapshot, RoomSummary, Search, SettingsPatch, StoredFile, StoredMessage, Summary,

@@ -19,12 +19,12 @@ pub mod signed;
 pub mod trade;
 pub mod users;
 
-use crate::actors::ledger::Fingerprint;
 use crate::actors::directory::{GetProfiles, NoteUser, Profiles};
+use crate::actors::ledger::Fingerprint;
 use crate::actors::Registry;
-use actix::MailboxError;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::config::Settings;
+use actix::MailboxError;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, ResponseError};
 use futures_util::future::{ready, LocalBoxFuture, Ready};
@@ -40,6 +40,10 @@ pub struct AppState {
     pub settings: Settings,
     /// Signs and checks the expiring links to contract T's images.
     pub links: signed::LinkSigner,
+    /// A hash of the profile last sent to the directory for each user, so that a request
+    /// with an unchanged name sends nothing (a memo of messages sent, not state: the
+    /// directory decides). Bounded by the users.
+    pub noted: dashmap::DashMap<u64, u64>,
 }
 
 /// A request a contract refuses before any actor sees it (400 in every contract).
@@ -77,6 +81,14 @@ pub fn identify(req: &HttpRequest) -> Result<Identity, AuthError> {
 
 /// Tell the directory who the caller says they are (it keeps the name if it changed).
 fn note_user(state: &AppState, id: &Identity) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&id.name, &id.picture).hash(&mut h);
+    let hash = h.finish();
+    if state.noted.get(&id.user_id).is_some_and(|n| *n == hash) {
+        return;
+    }
+    state.noted.insert(id.user_id, hash);
     let profile = (id.name.clone(), id.picture.clone());
     state.registry.directory().do_send(NoteUser { user: id.user_id, profile });
 }

@@ -6,8 +6,8 @@
 use super::chat::{author, Upload};
 use super::error::{TEnvelope, TError};
 use super::{profiles_of, AppState, Caller, JsonBody};
-use crate::actors::directory::Profiles;
 use crate::actors::directory::OpenTradeRoom;
+use crate::actors::directory::Profiles;
 use crate::actors::room::{
     ChatError, FindFile, GetRoom, Leave, ListMessages, MarkRead, PostMessage, RequestTradePayment, Room, RoomSnapshot,
     StoredFile, StoredMessage, Summary,

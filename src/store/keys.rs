@@ -18,10 +18,6 @@ pub enum Key {
     Payment(u64),
     /// Present while a reservation is live (or owes a refund): what start-up loads.
     LiveReservation(u64),
-    /// Where a booking lives, by booking id.
-    BookingRoute(String),
-    /// Where a booking lives, by payment intent id.
-    IntentRoute(String),
     /// One of a user's bookings, by user and reservation id (an index entry).
     UserBooking(u64, u64),
     /// One contract T payment request (transaction), by id.
@@ -75,8 +71,6 @@ impl Key {
             Key::Ledger(user, k) => format!("idem/{user:020}/{k}").into_bytes(),
             Key::Payment(id) => format!("pay/{id:020}").into_bytes(),
             Key::LiveReservation(id) => format!("live/{id:020}").into_bytes(),
-            Key::BookingRoute(id) => format!("booking/{id}").into_bytes(),
-            Key::IntentRoute(id) => format!("intent/{id}").into_bytes(),
             Key::UserBooking(user, r) => format!("ubook/{user:020}/{r:020}").into_bytes(),
             Key::BookingsOf(user) => format!("ubook/{user:020}/").into_bytes(),
             Key::Transaction(id) => format!("tx/{id:020}").into_bytes(),
@@ -108,8 +102,6 @@ impl Key {
             Key::Ledger(..) => b"idem/".to_vec(),
             Key::Payment(_) => b"pay/".to_vec(),
             Key::LiveReservation(_) => b"live/".to_vec(),
-            Key::BookingRoute(_) => b"booking/".to_vec(),
-            Key::IntentRoute(_) => b"intent/".to_vec(),
             Key::UserBooking(..) | Key::BookingsOf(_) => b"ubook/".to_vec(),
             Key::Transaction(_) => b"tx/".to_vec(),
             Key::RoomTransaction(..) | Key::TransactionsOf(_) => b"roomtx/".to_vec(),
@@ -148,8 +140,6 @@ impl Key {
             }
             "pay" => Key::Payment(id.parse().ok()?),
             "live" => Key::LiveReservation(id.parse().ok()?),
-            "booking" => Key::BookingRoute(id.to_string()),
-            "intent" => Key::IntentRoute(id.to_string()),
             "ubook" => {
                 let (user, r) = id.split_once('/')?;
                 Key::UserBooking(user.parse().ok()?, r.parse().ok()?)
@@ -194,8 +184,6 @@ mod tests {
             Key::Ledger(123, "retry/1".into()),
             Key::Payment(9),
             Key::LiveReservation(10),
-            Key::BookingRoute("AGeV3v".into()),
-            Key::IntentRoute("i0do0n".into()),
             Key::UserBooking(1, 2),
             Key::Transaction(11),
             Key::RoomTransaction(12, 13),

@@ -65,11 +65,43 @@ pub struct Booking {
     pub executions: Vec<Execution>,
 }
 
+/// Letters of a public id's reservation part (base 62).
+const ID_DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// How many characters of a public id spell its reservation id (62^11 > 2^64).
+const ID_RESERVATION_CHARS: usize = 11;
+
+/// A booking's or intent's public id: 20 letters and digits, the first 11 the reservation
+/// id in base 62, the other 9 random. So an id routes to its reservation without a lookup
+/// table, and cannot be guessed from another.
+fn public_id(reservation: u64) -> String {
+    let mut digits = [b'0'; ID_RESERVATION_CHARS];
+    let mut n = reservation;
+    for d in digits.iter_mut().rev() {
+        *d = ID_DIGITS[(n % 62) as usize];
+        n /= 62;
+    }
+    let mut id: String = digits.iter().map(|&b| b as char).collect();
+    id.push_str(&crate::actors::gateway::random_id(20 - ID_RESERVATION_CHARS));
+    id
+}
+
+/// The reservation a public id names, if it is of that form (the caller still checks that
+/// the reservation's booking has exactly this id).
+pub fn reservation_of_public_id(id: &str) -> Option<u64> {
+    if id.len() != 20 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    id.as_bytes()[..ID_RESERVATION_CHARS].iter().try_fold(0u64, |n, &b| {
+        let d = ID_DIGITS.iter().position(|&x| x == b)? as u64;
+        n.checked_mul(62)?.checked_add(d)
+    })
+}
+
 impl Booking {
-    pub fn new(spec: BookingSpec) -> Booking {
+    pub fn new(reservation: u64, spec: BookingSpec) -> Booking {
         Booking {
-            id: crate::actors::gateway::random_id(20),
-            intent: crate::actors::gateway::random_id(20),
+            id: public_id(reservation),
+            intent: public_id(reservation),
             performance: spec.performance,
             user_label: spec.user_label,
             payment_method: spec.payment_method,
@@ -431,5 +463,23 @@ impl SeatMap {
         self.settle(ctx);
         self.arm(ctx);
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn public_ids_name_their_reservation_and_differ() {
+        for r in [0, 1, 61, 62, 123_456_789, u64::MAX] {
+            let (a, b) = (public_id(r), public_id(r));
+            assert_eq!(a.len(), 20);
+            assert_ne!(a, b, "the random part differs");
+            assert_eq!(reservation_of_public_id(&a), Some(r));
+        }
+        assert_eq!(reservation_of_public_id("zzzzzzzzzzzAAAAAAAAA"), None, "past u64");
+        assert_eq!(reservation_of_public_id("short"), None);
+        assert_eq!(reservation_of_public_id("AAAAAAAAAAAAAAAAAA-A"), None);
     }
 }

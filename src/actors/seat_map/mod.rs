@@ -380,7 +380,7 @@ impl SeatMap {
         }
         let now = now_ms();
         let id = self.store.next_id()?;
-        let booking = msg.booking.map(Booking::new);
+        let booking = msg.booking.map(|spec| Booking::new(id, spec));
         let res = Reservation {
             id,
             seat_map: self.id.clone(),
@@ -396,10 +396,10 @@ impl SeatMap {
             booking,
         };
         let mut extra = Batch::default();
-        if let Some(b) = &res.booking {
+        if res.booking.is_some() {
+            // The booking's and intent's ids route to it by themselves; the user's list needs
+            // an entry.
             let route = BookingRoute { seat_map: self.id.clone(), reservation: id };
-            extra.put(&Key::BookingRoute(b.id.clone()), &route)?;
-            extra.put(&Key::IntentRoute(b.intent.clone()), &route)?;
             extra.put(&Key::UserBooking(res.user, id), &route)?;
         }
         if let Some(req) = &msg.key {
