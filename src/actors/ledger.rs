@@ -19,6 +19,7 @@
 //!
 //! [`Wallet`]: super::wallet::Wallet
 
+use super::seat_map::booking::ExecuteOutcome;
 use super::seat_map::{Reservation, SeatError};
 use super::wallet::{ChargeReceipt, ChargeRefusal, PayRefusal, PaymentReceipt};
 use crate::store::{Batch, Key, Store, StoreError};
@@ -55,6 +56,11 @@ pub enum Answer {
     /// `POST /bookings`: the booking as it was created (its status then, not now).
     Booked(Reservation),
     BookRefused(SeatError),
+    /// `POST /payments/execute`: a definite outcome (paid, declined, expired). Refusals
+    /// that say nothing about the charge (not yours, in progress) are not recorded.
+    Executed(ExecuteOutcome),
+    /// Answered but not recorded: a retry asks again.
+    ExecuteRefused(SeatError),
 }
 
 /// One ledger record.

@@ -3,7 +3,8 @@
 //! the seat map.
 //!
 //! # Idempotency
-//! Every keyed request of a user (a hold, a booking, a charge, a payment) passes through
+//! Every keyed request of a user (a hold, a booking, a charge, a payment, a card payment)
+//! passes through
 //! the user's wallet, which refuses a key whose first request is still running (409) and
 //! answers a known key from the [`ledger`](super::ledger) (the first answer; 422 for
 //! another request). The actor that makes the change records the answer in the same
@@ -31,6 +32,7 @@
 
 use super::ledger::{self, Answer, Fingerprint, KeyError, KeyedRequest};
 use super::registry::Registry;
+use super::seat_map::booking::ExecuteBooking;
 use super::seat_map::{BeginPayment, BookingSpec, FinishPayment, HoldSeats, Reservation, SeatError, SeatMap};
 use super::waiting_queue::Retire;
 use crate::store::{Batch, Key, Store, StoreError};
@@ -357,6 +359,51 @@ impl Wallet {
                 Ok(Err(SeatError::Storage(e))) => Err(WalletError::Storage(e)),
                 Ok(Err(e)) if booking => Ok(Answer::BookRefused(e)),
                 Ok(Err(e)) => Ok(Answer::ReserveRefused(e)),
+                Err(_) => Err(WalletError::Unavailable),
+            }
+        })
+    }
+}
+
+/// Pay a booking by card (`POST /payments/execute`) under an `Idempotency-Key`: a known
+/// key replays its first definite outcome; otherwise the seat map runs the payment and
+/// records the outcome with the change it makes.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, WalletError>")]
+pub struct Execute {
+    pub key: String,
+    pub fingerprint: Fingerprint,
+    pub seat_map: Addr<SeatMap>,
+    pub reservation: u64,
+    pub token: String,
+    pub cvv: String,
+}
+
+impl Handler<Execute> for Wallet {
+    type Result = ResponseFuture<Result<Answer, WalletError>>;
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
+        let req = self.request(msg.key, msg.fingerprint);
+        match self.begin(&req) {
+            Err(e) => return Box::pin(ready(Err(e))),
+            Ok(Some(answer)) => return self.replay(answer),
+            Ok(None) => {}
+        }
+        let me = ctx.address();
+        let key = req.key.clone();
+        let execute = ExecuteBooking {
+            reservation: msg.reservation,
+            user: req.user,
+            token: msg.token,
+            cvv: msg.cvv,
+            key: Some(req),
+        };
+        Box::pin(async move {
+            let outcome = msg.seat_map.send(execute).await;
+            me.do_send(Release { key, payment: None });
+            match outcome {
+                Ok(Ok(outcome)) => Ok(Answer::Executed(outcome)),
+                Ok(Err(SeatError::Storage(e))) => Err(WalletError::Storage(e)),
+                Ok(Err(e)) => Ok(Answer::ExecuteRefused(e)),
                 Err(_) => Err(WalletError::Unavailable),
             }
         })

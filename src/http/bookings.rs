@@ -7,7 +7,7 @@ use crate::actors::ledger::Answer;
 use crate::actors::registry::BookingRoute;
 use crate::actors::seat_map::booking::{BookSeats, CancelBooking, ExecuteBooking, ExecuteOutcome};
 use crate::actors::seat_map::{BookingSpec, GetReservation, Reservation, ReservationStatus, SeatError, SeatMap};
-use crate::actors::wallet::{Book, WalletError};
+use crate::actors::wallet::{Book, Execute as PayByCard, WalletError};
 use crate::auth::parse_user_id;
 use crate::store::StoreError;
 use crate::time::rfc3339;
@@ -373,19 +373,42 @@ pub async fn execute(
         .map_err(storage)?
         .ok_or_else(|| BError::not_found("Payment intent not found."))?;
     let request = Execute { intent: intent.clone(), token, cvv };
-    let key = key.0.map(|k| (k, fingerprint("POST /payments/execute", &request)));
-    let msg = ExecuteBooking {
-        reservation: route.reservation,
-        user: me.user_id,
-        token: request.token,
-        cvv: request.cvv,
-        key,
+    let seat_map = seat_map_of(&state, &route)?;
+    let refused = |e: SeatError| match e {
+        SeatError::NotYours => BError::forbidden("Unauthorized to pay for this booking."),
+        SeatError::NotFound => BError::not_found("Payment intent not found."),
+        e => e.into(),
     };
-    let outcome = match seat_map_of(&state, &route)?.send(msg).await? {
-        Ok(o) => o,
-        Err(SeatError::NotYours) => return Err(BError::forbidden("Unauthorized to pay for this booking.")),
-        Err(SeatError::NotFound) => return Err(BError::not_found("Payment intent not found.")),
-        Err(e) => return Err(e.into()),
+    let outcome = match key.0 {
+        // A keyed payment goes through the caller's wallet, which owns their keys; the
+        // first definite outcome is recorded with the change and replayed as it was.
+        Some(key) => {
+            let fingerprint = fingerprint("POST /payments/execute", &request);
+            let wallet = state.registry.wallet(me.user_id).map_err(storage)?;
+            let msg = PayByCard {
+                key,
+                fingerprint,
+                seat_map,
+                reservation: route.reservation,
+                token: request.token,
+                cvv: request.cvv,
+            };
+            match wallet.send(msg).await?? {
+                Answer::Executed(o) => o,
+                Answer::ExecuteRefused(e) => return Err(refused(e)),
+                _ => return Err(BError::from(WalletError::KeyReused)),
+            }
+        }
+        None => {
+            let msg = ExecuteBooking {
+                reservation: route.reservation,
+                user: me.user_id,
+                token: request.token,
+                cvv: request.cvv,
+                key: None,
+            };
+            seat_map.send(msg).await?.map_err(refused)?
+        }
     };
     Ok(match outcome {
         ExecuteOutcome::Paid { processed_at } => HttpResponse::Ok().json(PaymentSuccess {

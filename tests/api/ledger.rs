@@ -74,3 +74,33 @@ async fn one_key_never_books_on_two_performances_at_once() {
     }
     assert_eq!(my_bookings(&api, lee).await.len(), rounds, "one booking per key");
 }
+
+/// Keys belong to the user, not to an endpoint or a booking: a booking's key cannot pay
+/// (422), and a card payment's first answer is replayed byte for byte after `kill -9`.
+#[actix_rt::test]
+async fn a_users_keys_span_endpoints_and_a_payment_replay_survives_kill_9() {
+    let mut server = TestServer::spawn(&[]);
+    let api = server.api();
+    let kim = 123;
+    let shared = [("Idempotency-Key", "k-shared")];
+    let b = assert_initiated(
+        &post_booking(&api, kim, booking_body(json!("user_123"), "perf_001", &["D4"]), &shared).await,
+        PRICE,
+    );
+    let r = execute_with(&api, kim, execute_body(&b.intent, "tok_visa"), &shared).await;
+    assert_error(&r, 422, None);
+    assert_eq!(
+        states(&api, kim, &b.id).await,
+        ("pending".to_string(), "unpaid".to_string()),
+        "the 422 charged nothing"
+    );
+    let pay = [("Idempotency-Key", "pay-1")];
+    let first = execute_with(&api, kim, execute_body(&b.intent, "tok_visa"), &pay).await;
+    assert_paid(&first, &b.intent);
+    server.kill9();
+    server.restart();
+    let api = server.api();
+    let replay = execute_with(&api, kim, execute_body(&b.intent, "tok_visa"), &pay).await;
+    assert_eq!((replay.status, &replay.raw), (200, &first.raw), "the first answer, as it was");
+    assert_eq!(kept(&intent_charges(&api, &b.intent).await), [PRICE], "charged once");
+}

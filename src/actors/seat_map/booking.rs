@@ -25,7 +25,8 @@
 
 use super::{HoldSeats, Reservation, ReservationStatus, SeatError, SeatMap, SeatState};
 use crate::actors::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayError};
-use crate::store::Key;
+use crate::actors::ledger::{self, Answer, KeyedRequest};
+use crate::store::{Batch, Key};
 use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -33,9 +34,6 @@ use std::time::Duration;
 
 /// How long after a failed refund the seat map tries again.
 pub const REFUND_RETRY: Duration = Duration::from_secs(2);
-
-/// At most this many `Idempotency-Key`s of `POST /payments/execute` are kept per booking.
-const MAX_EXECUTIONS: usize = 32;
 
 /// What makes a hold a booking, as the client asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,9 +58,6 @@ pub struct Booking {
     /// after an unknown outcome, so a retry can never charge twice.
     pub attempt: u32,
     pub charge: ChargeState,
-    /// The `Idempotency-Key`s `POST /payments/execute` was called with, and their first
-    /// answers (kept with the booking itself, so a retry after a crash finds them).
-    pub executions: Vec<Execution>,
 }
 
 /// Letters of a public id's reservation part (base 62).
@@ -107,7 +102,6 @@ impl Booking {
             payment_method: spec.payment_method,
             attempt: 0,
             charge: ChargeState::Unpaid,
-            executions: Vec::new(),
         }
     }
 
@@ -147,14 +141,6 @@ impl ChargeState {
     pub fn may_hold_money(&self) -> bool {
         matches!(self, ChargeState::Charging { .. } | ChargeState::Unknown | ChargeState::Captured { .. })
     }
-}
-
-/// One keyed `POST /payments/execute` and its first answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Execution {
-    pub key: String,
-    pub fingerprint: [u8; 32],
-    pub outcome: ExecuteOutcome,
 }
 
 /// The answer to a payment attempt.
@@ -214,15 +200,6 @@ impl SeatMap {
     fn begin_charge(&mut self, msg: &ExecuteBooking, ctx: &mut Context<Self>) -> Result<Begun, SeatError> {
         let mut r = self.find_booking(msg.reservation, msg.user)?;
         let Some(b) = r.booking.as_mut() else { return Err(SeatError::NotFound) };
-        if let Some((key, fingerprint)) = &msg.key {
-            if let Some(e) = b.executions.iter().find(|e| &e.key == key) {
-                return if &e.fingerprint == fingerprint {
-                    Ok(Begun::Answer(e.outcome.clone()))
-                } else {
-                    Err(SeatError::KeyReused)
-                };
-            }
-        }
         if self.charging.contains(&r.id) {
             return Err(SeatError::PaymentInProgress);
         }
@@ -261,7 +238,7 @@ impl SeatMap {
         &mut self,
         id: u64,
         answer: Result<crate::actors::gateway::GatewayCharge, GatewayError>,
-        key: Option<(String, [u8; 32])>,
+        key: Option<KeyedRequest>,
         ctx: &mut Context<Self>,
     ) -> Result<ExecuteOutcome, SeatError> {
         self.charging.remove(&id);
@@ -303,16 +280,12 @@ impl SeatMap {
                 (ExecuteOutcome::failed("GATEWAY_UNAVAILABLE", "SERVER_ERROR"), false, None)
             }
         };
-        if let (true, Some((key, fingerprint))) = (keep_answer, key) {
-            if b.executions.len() >= MAX_EXECUTIONS {
-                b.executions.remove(0);
-            }
-            b.executions.push(Execution { key, fingerprint, outcome: outcome.clone() });
+        // A definite answer is the key's first answer, written with the change it reports.
+        let mut extra = Batch::default();
+        if let (true, Some(req)) = (keep_answer, &key) {
+            ledger::record(&mut extra, req, Answer::Executed(outcome.clone()))?;
         }
-        match seats {
-            Some(state) => self.transition(r, state)?,
-            None => self.save(r)?,
-        };
+        self.commit(r, seats, extra)?;
         self.settle(ctx);
         self.arm(ctx);
         Ok(outcome)
@@ -394,8 +367,9 @@ pub struct ExecuteBooking {
     pub user: u64,
     pub token: String,
     pub cvv: String,
-    /// The request's `Idempotency-Key` and fingerprint, if it had one.
-    pub key: Option<(String, [u8; 32])>,
+    /// The keyed request this is (its wallet has checked the key): a definite outcome is
+    /// recorded in the ledger with the change.
+    pub key: Option<KeyedRequest>,
 }
 
 impl Handler<ExecuteBooking> for SeatMap {
