@@ -6,9 +6,13 @@
 //! # Layout
 //! - [`config`]: settings from flags and `BOXOFFICE_*` variables.
 //! - [`auth`]: JWT verification (HS256, optional RS256/ES256) and minting.
-//! - [`store`]: sled behind a typed API; bincode snapshots; group commit.
-//! - [`actors`]: the owners of all business state, one actor per seat map, wallet,
-//!   queue and catalog; the [`actors::Registry`] finds or starts them by id.
+//! - [`store`]: sled behind a typed API: keyed records, atomic batches through a journal,
+//!   group commit, a layout version.
+//! - [`actors`]: the owners of all business state: one actor per seat map, wallet (a
+//!   user's balance and running idempotency keys), room, ticket listing, and one each for
+//!   the waiting queue, the catalog and the directory (which rooms exist between whom);
+//!   [`actors::ledger`] keeps the first answer of every keyed request; the
+//!   [`actors::Registry`] finds or starts actors by id and holds no business state.
 //! - [`http`]: thin handlers per contract: authenticate, parse, send one message, render.
 //! - [`app`]: build, bind, run until a signal, flush, exit.
 //! - [`time`]: wall-clock milliseconds and RFC 3339.
