@@ -58,13 +58,49 @@ impl Directory {
         Participant { id, user, name, picture, joined_at: now, last_read: 0, last_read_at: None, active: true }
     }
 
-    /// Write a new room with its directory entries (`extra`) and every member's entry.
-    fn create(&self, room: &RoomSnapshot, mut extra: Batch) -> Result<(), StoreError> {
-        extra.put(&Key::Room(room.id), room)?;
-        for p in &room.participants {
-            extra.put(&Key::Membership(p.user, room.id), &())?;
+    /// The room under `entry` (a direct pair's, a listing and buyer's) and `false`; or a new
+    /// room made by `build` with its id, written with `entry` and every member's entry in
+    /// one batch, and `true`.
+    fn find_or_create(
+        &self,
+        entry: Option<Key>,
+        build: impl FnOnce(u64) -> RoomSnapshot,
+    ) -> Result<(u64, bool), ChatError> {
+        if let Some(entry) = &entry {
+            if let Some(id) = self.store.get::<u64>(entry)? {
+                return Ok((id, false));
+            }
         }
-        self.store.apply(extra)
+        let room = build(self.store.next_id()?);
+        let mut batch = Batch::default();
+        if let Some(entry) = &entry {
+            batch.put(entry, &room.id)?;
+        }
+        batch.put(&Key::Room(room.id), &room)?;
+        for p in &room.participants {
+            batch.put(&Key::Membership(p.user, room.id), &())?;
+        }
+        self.store.apply(batch)?;
+        Ok((room.id, true))
+    }
+}
+
+/// A new, open room of `kind` with these participants, made by `created_by` at `now`.
+fn new_room(id: u64, kind: RoomKind, created_by: u64, participants: Vec<Participant>, now: u64) -> RoomSnapshot {
+    RoomSnapshot {
+        id,
+        name: None,
+        kind,
+        description: None,
+        max_participants: participants.len() as u32,
+        created_by,
+        active: true,
+        created_at: now,
+        updated_at: now,
+        participants,
+        settings: RoomSettings::default(),
+        trade: None,
+        closed_at: None,
     }
 }
 
@@ -102,46 +138,24 @@ pub struct CreateRoom {
 impl Handler<CreateRoom> for Directory {
     type Result = ResponseFuture<Result<(u64, bool), ChatError>>;
     fn handle(&mut self, msg: CreateRoom, _: &mut Context<Self>) -> Self::Result {
-        let result = (|| {
-            let now = now_ms();
-            let mut users = vec![msg.creator.id];
-            users.extend(msg.others.into_iter().filter(|u| *u != msg.creator.id));
-            let pair = (msg.kind == RoomKind::Direct && users.len() == 2)
-                .then(|| Key::DirectRoom(users[0].min(users[1]), users[0].max(users[1])));
-            if let Some(pair) = &pair {
-                if let Some(id) = self.store.get::<u64>(pair)? {
-                    return Ok((id, false));
-                }
-            }
-            let id = self.store.next_id()?;
-            let mut batch = Batch::default();
-            if let Some(pair) = &pair {
-                // Written with the room: the pair's room from now on.
-                batch.put(pair, &id)?;
-            }
-            let mut participants = Vec::with_capacity(users.len());
-            for (i, user) in users.iter().enumerate() {
-                let author = (*user == msg.creator.id).then_some(&msg.creator);
-                participants.push(self.participant(i as u32 + 1, *user, author, now));
-            }
-            let room = RoomSnapshot {
-                id,
-                name: msg.name,
-                kind: msg.kind,
-                description: msg.description,
-                max_participants: self.max_participants,
-                created_by: msg.creator.id,
-                active: true,
-                created_at: now,
-                updated_at: now,
-                participants,
-                settings: RoomSettings::default(),
-                trade: None,
-                closed_at: None,
-            };
-            self.create(&room, batch)?;
-            Ok::<_, ChatError>((id, true))
-        })();
+        let now = now_ms();
+        let mut users = vec![msg.creator.id];
+        users.extend(msg.others.into_iter().filter(|u| *u != msg.creator.id));
+        let pair = (msg.kind == RoomKind::Direct && users.len() == 2)
+            .then(|| Key::DirectRoom(users[0].min(users[1]), users[0].max(users[1])));
+        let participants = users
+            .iter()
+            .enumerate()
+            .map(|(i, user)| {
+                self.participant(i as u32 + 1, *user, (*user == msg.creator.id).then_some(&msg.creator), now)
+            })
+            .collect();
+        let result = self.find_or_create(pair, |id| RoomSnapshot {
+            name: msg.name,
+            description: msg.description,
+            max_participants: self.max_participants,
+            ..new_room(id, msg.kind, msg.creator.id, participants, now)
+        });
         self.store.when_durable(result)
     }
 }
@@ -158,35 +172,15 @@ pub struct OpenTradeRoom {
 impl Handler<OpenTradeRoom> for Directory {
     type Result = ResponseFuture<Result<(u64, bool), ChatError>>;
     fn handle(&mut self, msg: OpenTradeRoom, _: &mut Context<Self>) -> Self::Result {
-        let result = (|| {
-            let entry = Key::TradeRoom(msg.listing.id, msg.buyer.id);
-            if let Some(id) = self.store.get::<u64>(&entry)? {
-                return Ok((id, false));
-            }
-            let now = now_ms();
-            let id = self.store.next_id()?;
-            let buyer = self.participant(1, msg.buyer.id, Some(&msg.buyer), now);
-            let seller = self.participant(2, msg.listing.seller, None, now);
-            let room = RoomSnapshot {
-                id,
-                name: Some(msg.listing.title.clone()),
-                kind: RoomKind::Trade,
-                description: None,
-                max_participants: 2,
-                created_by: msg.buyer.id,
-                active: true,
-                created_at: now,
-                updated_at: now,
-                participants: vec![buyer, seller],
-                settings: RoomSettings::default(),
-                trade: Some(TradeInfo { listing: msg.listing.id, buyer: msg.buyer.id, seller: msg.listing.seller }),
-                closed_at: None,
-            };
-            let mut batch = Batch::default();
-            batch.put(&entry, &id)?;
-            self.create(&room, batch)?;
-            Ok::<_, ChatError>((id, true))
-        })();
+        let now = now_ms();
+        let buyer = self.participant(1, msg.buyer.id, Some(&msg.buyer), now);
+        let seller = self.participant(2, msg.listing.seller, None, now);
+        let trade = TradeInfo { listing: msg.listing.id, buyer: msg.buyer.id, seller: msg.listing.seller };
+        let result = self.find_or_create(Some(Key::TradeRoom(msg.listing.id, msg.buyer.id)), |id| RoomSnapshot {
+            name: Some(msg.listing.title.clone()),
+            trade: Some(trade),
+            ..new_room(id, RoomKind::Trade, msg.buyer.id, vec![buyer, seller], now)
+        });
         self.store.when_durable(result)
     }
 }

@@ -76,8 +76,6 @@ pub struct Entry {
 pub enum KeyError {
     #[error("this idempotency key was used with a different request")]
     Reused,
-    #[error("a request with this idempotency key is still in progress")]
-    InProgress,
 }
 
 fn live(entry: &Entry, now: u64) -> bool {

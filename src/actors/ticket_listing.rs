@@ -733,17 +733,3 @@ fn cancel(t: &mut Transaction, msg: &CancelTransaction, charging: bool) -> Resul
     t.cancel_reason = Some(if msg.user == t.buyer { "buyer" } else { "seller" }.into());
     Ok(t.clone())
 }
-
-/// One payment request of this listing, open or finished.
-#[derive(Message)]
-#[rtype(result = "Result<Transaction, TradeError>")]
-pub struct GetTransaction {
-    pub tx: u64,
-}
-
-impl Handler<GetTransaction> for TicketListing {
-    type Result = Result<Transaction, TradeError>;
-    fn handle(&mut self, msg: GetTransaction, _: &mut Context<Self>) -> Self::Result {
-        self.find(msg.tx)
-    }
-}

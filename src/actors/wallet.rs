@@ -163,10 +163,19 @@ impl Wallet {
             Ok(Some(answer)) => return Ok(Some(answer)),
             Ok(None) => {}
             Err(KeyError::Reused) => return Err(WalletError::KeyReused),
-            Err(KeyError::InProgress) => return Err(WalletError::KeyInProgress),
         }
         self.in_flight.insert(req.key.clone(), req.fingerprint);
         Ok(None)
+    }
+
+    /// Start `req`, or the answer to give instead: the recorded one (once durable), or a
+    /// refusal of the key (409, 422).
+    fn start(&mut self, req: &KeyedRequest) -> Option<ResponseFuture<Result<Answer, WalletError>>> {
+        match self.begin(req) {
+            Err(e) => Some(Box::pin(ready(Err(e)))),
+            Ok(Some(answer)) => Some(self.replay(answer)),
+            Ok(None) => None,
+        }
     }
 
     fn release(&mut self, key: &str) {
@@ -257,10 +266,8 @@ impl Handler<Charge> for Wallet {
     type Result = ResponseFuture<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Charge, _: &mut Context<Self>) -> Self::Result {
         let req = self.request(msg.key, msg.fingerprint);
-        match self.begin(&req) {
-            Err(e) => return Box::pin(ready(Err(e))),
-            Ok(Some(answer)) => return self.replay(answer),
-            Ok(None) => {}
+        if let Some(answered) = self.start(&req) {
+            return answered;
         }
         let before = self.state.clone();
         let answer = self.charge(msg.amount);
@@ -339,10 +346,8 @@ impl Wallet {
         hold: HoldSeats,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Answer, WalletError>> {
-        match self.begin(&req) {
-            Err(e) => return Box::pin(ready(Err(e))),
-            Ok(Some(answer)) => return self.replay(answer),
-            Ok(None) => {}
+        if let Some(answered) = self.start(&req) {
+            return answered;
         }
         let me = ctx.address();
         let store = self.store.clone();
@@ -383,10 +388,8 @@ impl Handler<Execute> for Wallet {
     type Result = ResponseFuture<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
         let req = self.request(msg.key, msg.fingerprint);
-        match self.begin(&req) {
-            Err(e) => return Box::pin(ready(Err(e))),
-            Ok(Some(answer)) => return self.replay(answer),
-            Ok(None) => {}
+        if let Some(answered) = self.start(&req) {
+            return answered;
         }
         let me = ctx.address();
         let key = req.key.clone();
@@ -426,10 +429,8 @@ impl Handler<Pay> for Wallet {
     type Result = ResponseFuture<Result<Answer, WalletError>>;
     fn handle(&mut self, msg: Pay, ctx: &mut Context<Self>) -> Self::Result {
         let req = self.request(msg.key.clone(), msg.fingerprint);
-        match self.begin(&req) {
-            Err(e) => return Box::pin(ready(Err(e))),
-            Ok(Some(answer)) => return self.replay(answer),
-            Ok(None) => {}
+        if let Some(answered) = self.start(&req) {
+            return answered;
         }
         let payment = match self.store.next_id() {
             Ok(p) => p,

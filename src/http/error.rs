@@ -144,7 +144,6 @@ impl From<SeatError> for QError {
             SeatError::AlreadyConfirmed => QError::new(StatusCode::CONFLICT, "ALREADY_CONFIRMED", msg),
             SeatError::PaymentInProgress => QError::new(StatusCode::CONFLICT, "PAYMENT_IN_PROGRESS", msg),
             SeatError::NotPending => QError::new(StatusCode::CONFLICT, "NOT_PENDING", msg),
-            SeatError::KeyReused => QError::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", msg),
             SeatError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
         }
     }
@@ -277,9 +276,6 @@ impl From<SeatError> for BError {
             }
             SeatError::PaymentInProgress => {
                 BError::new(StatusCode::CONFLICT, "A payment for this booking is already in progress.")
-            }
-            SeatError::KeyReused => {
-                BError::new(StatusCode::UNPROCESSABLE_ENTITY, "This Idempotency-Key was used with a different request.")
             }
             SeatError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
         }

@@ -142,8 +142,6 @@ pub enum SeatError {
     AlreadyConfirmed,
     #[error("a payment for this reservation is in progress")]
     PaymentInProgress,
-    #[error("this idempotency key was used with a different request")]
-    KeyReused,
     #[error("the booking is not pending")]
     NotPending,
     #[error("storage failure: {0}")]
