@@ -3,21 +3,14 @@
 //! answer. The extractors here are shared by every contract; each is generic over the
 //! contract's error type, so a bad token or body is answered in that contract's shape.
 
-pub mod bookings;
+pub mod booking;
 pub mod chat;
-pub mod chat_ws;
-pub mod concerts;
 pub mod error;
 pub mod health;
 pub mod openapi;
-pub mod payments;
-pub mod performances;
 pub mod queue;
-pub mod reservations;
-pub mod signalr;
 pub mod signed;
 pub mod trade;
-pub mod users;
 
 use crate::actors::directory::{GetProfiles, NoteUser, Profiles};
 use crate::actors::ledger::Fingerprint;
@@ -194,14 +187,7 @@ pub fn fingerprint<T: Serialize>(route: &str, body: &T) -> Fingerprint {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     health::routes(cfg);
     queue::routes(cfg);
-    concerts::routes(cfg);
-    reservations::routes(cfg);
-    users::routes(cfg);
-    payments::routes(cfg);
-    bookings::routes(cfg);
-    performances::routes(cfg);
+    booking::routes(cfg);
     chat::routes(cfg);
-    chat_ws::routes(cfg);
-    signalr::routes(cfg);
     trade::routes(cfg);
 }

@@ -1,6 +1,9 @@
 //! The OpenAPI document served at `/openapi.json`, gathered from the handlers' annotations.
 
-use super::{bookings, chat, concerts, health, payments, performances, queue, reservations, signalr, trade, users};
+use super::booking::{bookings, performances};
+use super::queue::{concerts, payments, reservations, users, waiting};
+use super::trade::signalr;
+use super::{chat, health, trade};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -9,7 +12,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`; contract C's are `{detail}` (its WebSocket protocol is in the README); contract T answers in the envelope `{message, data, statusCode}`. `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
     paths(
         health::healthz,
-        queue::issue, queue::check,
+        waiting::issue, waiting::check,
         concerts::list_concerts, concerts::list_schedules, concerts::seats, concerts::create_concert, concerts::create_schedule,
         reservations::reserve, reservations::get,
         users::amount, users::charge,

@@ -1,12 +1,12 @@
 //! Contract B: performances, their seats and the seed's `occupiedSeats` lock documents;
 //! admin creation of performances; the test gateway's ledger for operators.
 
-use super::error::{BError, BErrorBody};
-use super::{AppState, Caller, JsonBody};
 use crate::actors::catalog::{CreatePerformance, ListPerformances, Performance, PerformanceSeats, PerformanceView};
 use crate::actors::gateway::ListCharges;
 use crate::actors::seat_map::SeatError;
 use crate::actors::seat_map::{GetSeats, SeatState};
+use crate::http::error::{BError, BErrorBody};
+use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};

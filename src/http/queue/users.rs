@@ -1,11 +1,11 @@
 //! Contract Q: the wallet (`/users/{userId}/amount`, `/users/{userId}/charge`).
 
-use super::error::{QError, QErrorBody};
 use super::reservations::mismatch;
-use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use crate::actors::ledger::Answer;
 use crate::actors::wallet::{Charge, GetBalance, WalletError};
 use crate::auth::parse_user_id_str;
+use crate::http::error::{QError, QErrorBody};
+use crate::http::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -66,7 +66,7 @@ pub async fn amount(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let user = own_user(&path, &me)?;
-    super::queue::require_active(&state, &req, user).await?;
+    super::waiting::require_active(&state, &req, user).await?;
     let balance = state.registry.wallet(user).map_err(WalletError::from)?.send(GetBalance).await?;
     Ok(HttpResponse::Ok().json(BalanceResponse { user_id: user, amount: balance, balance }))
 }
@@ -95,7 +95,7 @@ pub async fn charge(
         _ => None,
     }
     .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
-    super::queue::require_active(&state, &req, user).await?;
+    super::waiting::require_active(&state, &req, user).await?;
     let wallet = state.registry.wallet(user).map_err(WalletError::from)?;
     let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };
     match wallet.send(msg).await?? {

@@ -2,8 +2,8 @@
 //! search, settings, online status, and the files messages carry. Every path works with
 //! and without its trailing slash. Errors are `{"detail": "..."}` (see [`CError`]).
 
-use super::error::{CError, CErrorBody};
-use super::{profiles_of, AppState, Caller, JsonBody};
+pub mod ws;
+
 use crate::actors::directory::CreateRoom;
 use crate::actors::directory::Profiles;
 use crate::actors::room::{
@@ -12,6 +12,8 @@ use crate::actors::room::{
     UpdateSettings,
 };
 use crate::auth::Identity;
+use crate::http::error::{CError, CErrorBody};
+use crate::http::{profiles_of, AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix::Addr;
 use actix_web::http::header;
@@ -43,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(&format!("/chat/rooms/{{room_id}}/online-status{slash}"), web::get().to(online_status));
     }
     cfg.route("/chat/files/{room_id}/{name}", web::get().to(file));
+    ws::routes(cfg);
 }
 
 pub fn author(id: &Identity) -> Author {
@@ -854,7 +857,7 @@ pub async fn file(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, CError> {
-    let me = super::identify_with_query(&req).map_err(CError::from)?;
+    let me = crate::http::identify_with_query(&req).map_err(CError::from)?;
     let (id, addr) = room_of(&state, &path.0)?;
     let not_found = || CError::not_found("File not found.");
     let disk = state.registry.files().path(id, &path.1).ok_or_else(not_found)?;

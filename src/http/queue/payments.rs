@@ -1,10 +1,10 @@
 //! Contract Q: paying a held reservation from the wallet (`POST /payments`).
 
-use super::error::{QError, QErrorBody};
 use super::reservations::{mismatch, ReservationResponse};
-use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use crate::actors::ledger::Answer;
 use crate::actors::wallet::{Pay, Recorded, WalletError};
+use crate::http::error::{QError, QErrorBody};
+use crate::http::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,7 @@ pub async fn pay(
     };
     let fingerprint = fingerprint("POST /payments", &p);
     let wallet = state.registry.wallet(me.user_id).map_err(WalletError::from)?;
-    let answer = match super::queue::require_active(&state, &req, me.user_id).await {
+    let answer = match super::waiting::require_active(&state, &req, me.user_id).await {
         Ok(queue_token) => {
             wallet
                 .send(Pay { key: key.0, fingerprint, reservation: p.reservation, amount: p.amount, queue_token })

@@ -3,9 +3,8 @@
 //! requests that reserve stock, paying them by card, confirming and cancelling. Every
 //! answer is the envelope `{"message", "data", "statusCode"}`; see [`TError`].
 
-use super::chat::{author, Upload};
-use super::error::{TEnvelope, TError};
-use super::{profiles_of, AppState, Caller, JsonBody};
+pub mod signalr;
+
 use crate::actors::directory::OpenTradeRoom;
 use crate::actors::directory::Profiles;
 use crate::actors::room::{
@@ -17,6 +16,9 @@ use crate::actors::ticket_listing::{
     CancelTransaction, ConfirmPurchase, GetListing, Listing, PayOutcome, PayTransaction, RoomTransactions,
     TicketListing, Transaction,
 };
+use crate::http::chat::{author, Upload};
+use crate::http::error::{TEnvelope, TError};
+use crate::http::{profiles_of, AppState, Caller, JsonBody};
 use crate::time::{now_ms, rfc3339};
 use actix::Addr;
 use actix_web::http::{header, StatusCode};
@@ -30,6 +32,7 @@ use utoipa::{IntoParams, ToSchema};
 const MAX_IMAGES: usize = 3;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    signalr::routes(cfg);
     cfg.route("/api/tickets", web::post().to(create_listing))
         .route("/api/tickets", web::get().to(list_listings))
         .route("/api/tickets/{ticket_id}", web::get().to(get_listing))
@@ -454,7 +457,7 @@ fn image_links(state: &AppState, m: &StoredMessage) -> Option<Vec<ImageLink>> {
     if m.images.is_empty() {
         return None;
     }
-    let expires = now_ms() + crate::time::ms(super::signed::IMAGE_LINK_TTL);
+    let expires = now_ms() + crate::time::ms(crate::http::signed::IMAGE_LINK_TTL);
     Some(
         m.images
             .iter()
@@ -684,7 +687,9 @@ pub async fn send_message(
     }
     let mut images: Vec<StoredFile> = Vec::new();
     for up in uploads {
-        let f = super::chat::store_upload(&state, id, "image", up).await.map_err(|e| TError::bad_request(e.detail))?;
+        let f = crate::http::chat::store_upload(&state, id, "image", up)
+            .await
+            .map_err(|e| TError::bad_request(e.detail))?;
         images.push(f);
     }
     let kind = if text.is_none() { "image" } else { "text" };
@@ -764,7 +769,7 @@ pub async fn request_payment(
 ) -> Result<HttpResponse, TError> {
     let id = positive(&body.0.room_id, "roomId")?;
     let quantity = positive(&body.0.quantity, "quantity")?;
-    let quantity = u32::try_from(quantity).map_err(|_| TError::bad_request(super::error::NOT_ENOUGH))?;
+    let quantity = u32::try_from(quantity).map_err(|_| TError::bad_request(crate::http::error::NOT_ENOUGH))?;
     let room = room_actor(&state, id)?;
     let msg = RequestTradePayment { user: me.user_id, quantity, listings: state.registry.listing_book() };
     let tx = room.send(msg).await???;

@@ -1,13 +1,13 @@
 //! Contract Q: seat holds (`POST /reservations`) and reading them back.
 
 use super::concerts::path_id;
-use super::error::{QError, QErrorBody};
-use super::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use crate::actors::ledger::Answer;
 use crate::actors::seat_map::{GetReservation, Reservation, ReservationStatus};
 use crate::actors::wallet::Reserve;
 use crate::actors::Registry;
 use crate::auth::parse_user_id;
+use crate::http::error::{QError, QErrorBody};
+use crate::http::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,7 @@ pub async fn reserve(
     if hold.user != me.user_id {
         return Err(QError::forbidden("userId must be the authenticated user"));
     }
-    super::queue::require_active(&state, &req, me.user_id).await?;
+    super::waiting::require_active(&state, &req, me.user_id).await?;
     let seat_map = state
         .registry
         .seat_map_of_schedule(hold.concert, hold.schedule)

@@ -1,14 +1,14 @@
 //! Contract B: bookings (`/bookings`) and paying them by card (`POST /payments/execute`).
 //! Errors are `{"error": "..."}` with the seed's texts; see [`BError`].
 
-use super::error::{BError, BErrorBody};
-use super::{fingerprint, AppState, Caller, JsonBody, MaybeIdempotencyKey};
 use crate::actors::ledger::Answer;
 use crate::actors::registry::BookingRoute;
 use crate::actors::seat_map::booking::{BookSeats, CancelBooking, ExecuteBooking, ExecuteOutcome};
 use crate::actors::seat_map::{BookingSpec, GetReservation, Reservation, ReservationStatus, SeatError, SeatMap};
 use crate::actors::wallet::{Book, Execute as PayByCard, WalletError};
 use crate::auth::parse_user_id;
+use crate::http::error::{BError, BErrorBody};
+use crate::http::{fingerprint, AppState, Caller, JsonBody, MaybeIdempotencyKey};
 use crate::store::StoreError;
 use crate::time::rfc3339;
 use actix::Addr;

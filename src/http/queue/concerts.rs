@@ -1,9 +1,9 @@
 //! Contract Q: concerts, their schedules and seats; admin creation of catalog data.
 
-use super::error::{QError, QErrorBody};
-use super::{AppState, Caller, JsonBody};
 use crate::actors::catalog::{Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView};
 use crate::actors::seat_map::{GetSeatStates, SeatState, SeatStates};
+use crate::http::error::{QError, QErrorBody};
+use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,7 @@ pub async fn seats(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let (concert, schedule) = (path_id(&path.0, "concertId")?, path_id(&path.1, "scheduleId")?);
-    super::queue::require_active(&state, &req, me.user_id).await?;
+    super::waiting::require_active(&state, &req, me.user_id).await?;
     let seat_map = state
         .registry
         .seat_map_of_schedule(concert, schedule)

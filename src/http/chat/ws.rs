@@ -8,12 +8,12 @@
 //! outgoing queue: when a client stops reading, the socket stops draining, the mailbox
 //! fills, the hub evicts the session, and it closes with code 1008.
 
-use super::chat::{author, room_of};
-use super::error::CError;
-use super::AppState;
+use super::{author, room_of};
 use crate::actors::hub::{user_group, ChatEvent, Deliver, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, Join, MarkRead, PostMessage, Room, StoredMessage, Typing};
 use crate::actors::Registry;
+use crate::http::error::CError;
+use crate::http::AppState;
 use crate::time::rfc3339;
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -43,7 +43,7 @@ pub async fn connect(
     path: web::Path<String>,
     stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let me = super::identify_with_query(&req).map_err(CError::from)?;
+    let me = crate::http::identify_with_query(&req).map_err(CError::from)?;
     let (room_id, room) = room_of(&state, &path)?;
     room.send(crate::actors::room::GetRoom { user: me.user_id }).await.map_err(CError::from)?.map_err(CError::from)?;
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string())

@@ -1,10 +1,10 @@
 //! Contract Q: the waiting queue (`/waiting/issue`, `/waiting/check`), and the gate that
 //! seat, reservation, wallet and payment endpoints pass through.
 
-use super::error::{QError, QErrorBody};
-use super::{AppState, Caller, JsonBody};
 use crate::actors::waiting_queue::{Check, Issue, QueueError, RequireActive, TokenView};
 use crate::auth::parse_user_id;
+use crate::http::error::{QError, QErrorBody};
+use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};

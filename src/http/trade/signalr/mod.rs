@@ -25,12 +25,12 @@
 //! through the room (participants only). A message reaching it through both groups is
 //! sent once.
 
-use super::chat::author;
-use super::signed::{LinkSigner, IMAGE_LINK_TTL};
-use super::AppState;
 use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, Join};
 use crate::actors::Registry;
+use crate::http::chat::author;
+use crate::http::signed::{LinkSigner, IMAGE_LINK_TTL};
+use crate::http::AppState;
 use crate::time::{ms, now_ms, rfc3339};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
@@ -162,7 +162,7 @@ pub struct NegotiateResponse {
         (status = 401, description = "No valid token; `{message, data: null, statusCode}`")),
     security(("bearer" = [])))]
 pub async fn negotiate(req: HttpRequest) -> HttpResponse {
-    let me = match super::identify_with_query(&req) {
+    let me = match crate::http::identify_with_query(&req) {
         Ok(me) => me,
         Err(e) => return refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}")),
     };
@@ -196,7 +196,7 @@ pub async fn connect(
     req: HttpRequest,
     stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let me = match super::identify_with_query(&req) {
+    let me = match crate::http::identify_with_query(&req) {
         Ok(me) => me,
         Err(e) => return Ok(refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}"))),
     };
