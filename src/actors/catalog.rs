@@ -3,8 +3,7 @@
 //! [`SeatMap`](super::seat_map) it creates. A performance may also be another name for a
 //! schedule's seat map: then both contracts sell the same seats.
 
-use super::registry::Registry;
-use super::seat_map::{Availability, SeatMapSnapshot};
+use super::seat_map::{Availability, SeatMapSnapshot, SeatMapStarter};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
@@ -87,12 +86,13 @@ impl From<StoreError> for CatalogError {
 pub struct Catalog {
     state: CatalogSnapshot,
     store: Store,
-    registry: Registry,
+    /// Starts the seat maps of new schedules and performances, and routes to them.
+    seat_maps: SeatMapStarter,
 }
 
 impl Catalog {
-    pub fn new(state: CatalogSnapshot, store: Store, registry: Registry) -> Self {
-        Catalog { state, store, registry }
+    pub fn new(state: CatalogSnapshot, store: Store, seat_maps: SeatMapStarter) -> Self {
+        Catalog { state, store, seat_maps }
     }
 }
 
@@ -169,8 +169,8 @@ impl Catalog {
         batch.put(&Key::SeatMap(seat_map.id.clone()), &seat_map)?;
         self.store.apply(batch)?;
         self.state = next;
-        self.registry.start_seat_map(seat_map)?;
-        self.registry.route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
+        self.seat_maps.start(seat_map, Vec::new())?;
+        self.seat_maps.book.route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
         Ok(schedule)
     }
 }
@@ -212,7 +212,7 @@ impl Handler<ListSchedules> for Catalog {
             .schedules
             .values()
             .filter(|s| s.concert == msg.concert)
-            .map(|s| (s.clone(), self.registry.seat_map(&s.seat_map_id())))
+            .map(|s| (s.clone(), self.seat_maps.book.get(&s.seat_map_id())))
             .collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(schedules.len());
@@ -299,9 +299,9 @@ impl Catalog {
         self.store.apply(batch)?;
         self.state = next;
         if let Some(seat_map) = seat_map {
-            self.registry.start_seat_map(seat_map)?;
+            self.seat_maps.start(seat_map, Vec::new())?;
         }
-        self.registry.route_performance(&performance.id, &performance.seat_map);
+        self.seat_maps.book.route_performance(&performance.id, &performance.seat_map);
         Ok(performance)
     }
 }
@@ -322,7 +322,7 @@ impl Handler<ListPerformances> for Catalog {
     type Result = ResponseFuture<Vec<PerformanceView>>;
     fn handle(&mut self, _: ListPerformances, _: &mut Context<Self>) -> Self::Result {
         let all: Vec<(Performance, Option<Addr<super::seat_map::SeatMap>>)> =
-            self.state.performances.values().map(|p| (p.clone(), self.registry.seat_map(&p.seat_map))).collect();
+            self.state.performances.values().map(|p| (p.clone(), self.seat_maps.book.get(&p.seat_map))).collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(all.len());
             for (performance, addr) in all {

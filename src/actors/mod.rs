@@ -1,6 +1,7 @@
 //! The actors that own all business state. Each serializes its own mutations through its
 //! mailbox; that is the only lock. See each module for its invariants.
 
+pub mod book;
 pub mod catalog;
 pub mod directory;
 pub mod gateway;

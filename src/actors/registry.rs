@@ -1,31 +1,26 @@
-//! `Registry`: finds (and starts) the actor that owns an id. It holds addresses and
-//! routing tables (which seat map a reservation or schedule lives on), never business
-//! state. Domain actors run on a small pool of arbiters (threads), spread by id.
+//! `Registry`: the address book. It starts the actors and finds the one that owns an id;
+//! it holds addresses and routing lookups only, never business state, and takes no
+//! decision. Actors never hold it: each gets the narrow handles it needs (see
+//! [`book`](super::book)). Domain actors run on a small pool of arbiters, spread by id.
 
+use super::book::{Arbiters, Lookup};
 use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance, CreateSchedule, PerformanceSeats};
 use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::Hub;
-use super::room::{Room, RoomSnapshot};
+use super::room::{Room, Rooms};
 use super::seat_map::booking::reservation_of_public_id;
-use super::seat_map::{Booking, Reservation, SeatMap, SeatMapSnapshot};
-use super::ticket_listing::{Listing, ListingBook, ListingSnapshot, TicketListing, Transaction};
+use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMapStarter, SeatMaps};
+use super::ticket_listing::{Listing, ListingBook, ListingEnv, ListingSnapshot, TicketListing, Transaction};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
-use super::wallet::{ChargeLimits, Wallet};
+use super::wallet::{ChargeLimits, Wallet, WalletEnv, Wallets};
 use crate::config::Settings;
 use crate::store::files::FileStore;
 use crate::store::{Key, Store, StoreError};
 use actix::prelude::*;
-use dashmap::DashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// Where a booking lives: its seat map and its reservation there.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BookingRoute {
-    pub seat_map: String,
-    pub reservation: u64,
-}
+pub use super::seat_map::BookingRoute;
 
 #[derive(Clone)]
 pub struct Registry {
@@ -35,66 +30,65 @@ pub struct Registry {
 struct Inner {
     store: Store,
     settings: Settings,
-    arbiters: Vec<ArbiterHandle>,
-    seat_maps: DashMap<String, Addr<SeatMap>>,
-    wallets: DashMap<u64, Addr<Wallet>>,
-    /// schedule id -> (concert id, seat map id).
-    schedules: DashMap<u64, (u64, String)>,
-    /// performance id -> seat map id.
-    performances: DashMap<String, String>,
+    arbiters: Arbiters,
+    seat_maps: SeatMapStarter,
+    wallets: Wallets,
     /// Chat rooms started so far (others start on first use).
-    rooms: DashMap<u64, Addr<Room>>,
+    rooms: Rooms,
     /// Ticket listings (all started at start: their timers run expiries).
     listings: ListingBook,
+    listing_env: ListingEnv,
     hub: Hub,
     files: FileStore,
-    gateway: OnceLock<Arc<dyn PaymentGateway>>,
-    test_gateway: OnceLock<Addr<TestGateway>>,
-    queue: OnceLock<Addr<WaitingQueue>>,
-    directory: OnceLock<Addr<Directory>>,
-    catalog: OnceLock<Addr<Catalog>>,
+    gateway: Arc<dyn PaymentGateway>,
+    test_gateway: Addr<TestGateway>,
+    queue: Addr<WaitingQueue>,
+    directory: Addr<Directory>,
+    catalog: Addr<Catalog>,
 }
 
 impl Registry {
-    /// Bring every actor with timers back from the store (seat maps, the queue), build
-    /// the routing tables, and load the demo catalog into an empty store.
+    /// Bring every actor with timers back from the store (seat maps, listings, the
+    /// queue), build the routing tables, and load the demo catalog into an empty store.
     pub async fn start(store: Store, settings: Settings) -> anyhow::Result<Registry> {
         let fresh = store.is_empty();
-        let arbiters = (0..settings.workers.max(1)).map(|_| Arbiter::new().handle()).collect();
-        let registry = Registry {
-            inner: Arc::new(Inner {
-                store: store.clone(),
-                settings: settings.clone(),
-                arbiters,
-                seat_maps: DashMap::new(),
-                wallets: DashMap::new(),
-                schedules: DashMap::new(),
-                performances: DashMap::new(),
-                rooms: DashMap::new(),
-                listings: ListingBook::default(),
-                hub: Hub::default(),
-                files: FileStore::open(&settings.data_dir)?,
-                gateway: OnceLock::new(),
-                test_gateway: OnceLock::new(),
-                queue: OnceLock::new(),
-                directory: OnceLock::new(),
-                catalog: OnceLock::new(),
-            }),
-        };
+        let arbiters = Arbiters::new(settings.workers);
+        let hub = Hub::default();
         // The gateway comes first: seat maps settle unfinished refunds as they start.
-        let gateway = TestGateway::load(store.clone())?;
-        let gateway = TestGateway::start_in_arbiter(&registry.arbiter_for(&"gateway"), |_| gateway);
-        let client = TestGatewayClient {
-            addr: gateway.clone(),
+        let test_gateway = TestGateway::load(store.clone())?;
+        let test_gateway = TestGateway::start_in_arbiter(&arbiters.for_key(&"gateway"), |_| test_gateway);
+        let gateway: Arc<dyn PaymentGateway> = Arc::new(TestGatewayClient {
+            addr: test_gateway.clone(),
             slow: settings.test_gateway_delay,
             stall: settings.gateway_timeout * 2,
-        };
-        let _ = registry.inner.gateway.set(Arc::new(client));
-        let _ = registry.inner.test_gateway.set(gateway);
+        });
         // The directory before the rooms and listings, which reach it.
         let directory = Directory::load(store.clone(), settings.chat_max_participants)?;
-        let directory = Directory::start_in_arbiter(&registry.arbiter_for(&"directory"), |_| directory);
-        let _ = registry.inner.directory.set(directory);
+        let directory = Directory::start_in_arbiter(&arbiters.for_key(&"directory"), |_| directory);
+        // The queue before the wallets, whose payments retire its tokens.
+        let policy = QueuePolicy {
+            admit_rate: settings.queue_admit_rate,
+            max_active: settings.queue_max_active,
+            active_ttl: settings.queue_active_ttl,
+            wait_ttl: settings.queue_wait_ttl,
+        };
+        let queue = WaitingQueue::load(store.clone(), policy)?;
+        let queue = WaitingQueue::start_in_arbiter(&arbiters.for_key(&"queue"), |_| queue);
+        // Wallets pay at seat maps (found through the book), and seat maps ask wallets
+        // about payments left unfinished: the book is made first, filled as maps start.
+        let book = SeatMaps::default();
+        let limits = ChargeLimits { max_single: settings.charge_max_single, max_monthly: settings.charge_max_monthly };
+        let wallet_env = WalletEnv { seat_maps: book.clone(), queue: queue.clone().recipient() };
+        let wallets = Wallets::new(store.clone(), limits, wallet_env, arbiters.clone());
+        let seat_map_env = SeatMapEnv {
+            gateway: gateway.clone(),
+            gateway_timeout: settings.gateway_timeout,
+            wallets: {
+                let wallets = wallets.clone();
+                Lookup::new(move |user| wallets.get(user).map(|w| Some(w.recipient())))
+            },
+        };
+        let seat_maps = SeatMapStarter::new(book.clone(), store.clone(), seat_map_env, arbiters.clone());
         // Seat states are rebuilt from the reservations that still hold seats (or money):
         // those with a live entry. Finished ones stay on disk, read when asked for.
         let mut live = Vec::new();
@@ -112,32 +106,51 @@ impl Registry {
         }
         for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
             let live = by_seat_map.remove(&snapshot.id).unwrap_or_default();
-            registry.restore_seat_map(snapshot, live)?;
-        }
-        for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
-            registry.start_listing(listing)?;
+            seat_maps.start(snapshot, live)?;
         }
         let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
-            registry.route_schedule(s.id, s.concert, s.seat_map_id());
+            book.route_schedule(s.id, s.concert, s.seat_map_id());
         }
         for p in catalog_state.performances.values() {
-            registry.route_performance(&p.id, &p.seat_map);
+            book.route_performance(&p.id, &p.seat_map);
         }
-        let policy = QueuePolicy {
-            admit_rate: settings.queue_admit_rate,
-            max_active: settings.queue_max_active,
-            active_ttl: settings.queue_active_ttl,
-            wait_ttl: settings.queue_wait_ttl,
+        let rooms = Rooms::new(store.clone(), hub.clone(), directory.clone().recipient(), arbiters.clone());
+        let listing_env = ListingEnv {
+            rooms: {
+                let rooms = rooms.clone();
+                Lookup::new(move |id| rooms.get(id).map(|r| r.map(Addr::recipient)))
+            },
+            gateway: gateway.clone(),
+            gateway_timeout: settings.gateway_timeout,
+            ttl: settings.trade_reservation_ttl,
         };
-        let queue = WaitingQueue::load(store.clone(), policy)?;
-        let queue = WaitingQueue::start_in_arbiter(&registry.arbiter_for(&"queue"), |_| queue);
-        let _ = registry.inner.queue.set(queue);
         let janitor = super::ledger::Janitor { store: store.clone() };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
-        let catalog = Catalog::new(catalog_state, store.clone(), registry.clone());
-        let catalog = Catalog::start_in_arbiter(&registry.arbiter_for(&"catalog"), |_| catalog);
-        let _ = registry.inner.catalog.set(catalog);
+        let catalog = Catalog::new(catalog_state, store.clone(), seat_maps.clone());
+        let catalog = Catalog::start_in_arbiter(&arbiters.for_key(&"catalog"), |_| catalog);
+        let registry = Registry {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                files: FileStore::open(&settings.data_dir)?,
+                settings: settings.clone(),
+                arbiters,
+                seat_maps,
+                wallets,
+                rooms,
+                listings: ListingBook::default(),
+                listing_env,
+                hub,
+                gateway,
+                test_gateway,
+                queue,
+                directory,
+                catalog,
+            }),
+        };
+        for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
+            registry.start_listing(listing)?;
+        }
         if fresh && !settings.no_demo {
             registry.load_demo().await?;
         }
@@ -174,13 +187,6 @@ impl Registry {
         Ok(())
     }
 
-    fn arbiter_for<K: Hash + ?Sized>(&self, key: &K) -> ArbiterHandle {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let i = (h.finish() as usize) % self.inner.arbiters.len();
-        self.inner.arbiters[i].clone()
-    }
-
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -190,14 +196,12 @@ impl Registry {
     }
 
     pub fn queue(&self) -> &Addr<WaitingQueue> {
-        // unwrap: set in `start` before the registry is handed out.
-        self.inner.queue.get().expect("queue started")
+        &self.inner.queue
     }
 
     /// The owner of which rooms exist between whom.
     pub fn directory(&self) -> &Addr<Directory> {
-        // unwrap: set in `start` before the registry is handed out.
-        self.inner.directory.get().expect("directory started")
+        &self.inner.directory
     }
 
     /// The rooms `user` is in (read from the directory's records).
@@ -206,30 +210,16 @@ impl Registry {
     }
 
     pub fn catalog(&self) -> &Addr<Catalog> {
-        // unwrap: set in `start` before the registry is handed out.
-        self.inner.catalog.get().expect("catalog started")
+        &self.inner.catalog
     }
 
     /// Start the actor for a new seat map.
     pub fn start_seat_map(&self, snapshot: SeatMapSnapshot) -> Result<Addr<SeatMap>, StoreError> {
-        self.restore_seat_map(snapshot, Vec::new())
-    }
-
-    /// Start the actor for a seat map with its live reservations (at restore).
-    pub fn restore_seat_map(
-        &self,
-        snapshot: SeatMapSnapshot,
-        live: Vec<Reservation>,
-    ) -> Result<Addr<SeatMap>, StoreError> {
-        let id = snapshot.id.clone();
-        let seat_map = SeatMap::restore(snapshot, live, self.inner.store.clone(), self.clone())?;
-        let addr = SeatMap::start_in_arbiter(&self.arbiter_for(&id), |_| seat_map);
-        self.inner.seat_maps.insert(id, addr.clone());
-        Ok(addr)
+        self.inner.seat_maps.start(snapshot, Vec::new())
     }
 
     pub fn seat_map(&self, id: &str) -> Option<Addr<SeatMap>> {
-        self.inner.seat_maps.get(id).map(|a| a.clone())
+        self.inner.seat_maps.book.get(id)
     }
 
     /// Where booking `id` lives: its id names its reservation (see `Booking`), whose record
@@ -254,13 +244,8 @@ impl Registry {
         Ok(self.inner.store.scan_under::<BookingRoute>(&Key::BookingsOf(user))?.into_iter().map(|(_, r)| r).collect())
     }
 
-    pub fn route_performance(&self, performance: &str, seat_map: &str) {
-        self.inner.performances.insert(performance.to_string(), seat_map.to_string());
-    }
-
     pub fn seat_map_of_performance(&self, performance: &str) -> Option<Addr<SeatMap>> {
-        let id = self.inner.performances.get(performance)?.clone();
-        self.seat_map(&id)
+        self.inner.seat_maps.book.of_performance(performance)
     }
 
     pub fn hub(&self) -> &Hub {
@@ -274,23 +259,13 @@ impl Registry {
     /// The actor of room `id`, started from its snapshot on first use; `None` if there is
     /// no such room.
     pub fn room(&self, id: u64) -> Result<Option<Addr<Room>>, StoreError> {
-        if let Some(a) = self.inner.rooms.get(&id) {
-            return Ok(Some(a.clone()));
-        }
-        let Some(snapshot) = self.inner.store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
-        let entry = self.inner.rooms.entry(id);
-        let addr = entry.or_try_insert_with(|| {
-            let directory = self.directory().clone().recipient();
-            let room = Room::restore(snapshot, self.inner.store.clone(), self.inner.hub.clone(), directory)?;
-            Ok::<_, StoreError>(Room::start_in_arbiter(&self.arbiter_for(&("room", id)), |_| room))
-        })?;
-        Ok(Some(addr.clone()))
+        self.inner.rooms.get(id)
     }
 
     fn start_listing(&self, snapshot: ListingSnapshot) -> Result<Addr<TicketListing>, StoreError> {
         let id = snapshot.listing.id;
-        let actor = TicketListing::load(snapshot, self.inner.store.clone(), self.clone())?;
-        let addr = TicketListing::start_in_arbiter(&self.arbiter_for(&("listing", id)), |_| actor);
+        let actor = TicketListing::load(snapshot, self.inner.store.clone(), self.inner.listing_env.clone())?;
+        let addr = TicketListing::start_in_arbiter(&self.inner.arbiters.for_key(&("listing", id)), |_| actor);
         self.inner.listings.insert(id, addr.clone());
         Ok(addr)
     }
@@ -344,54 +319,31 @@ impl Registry {
 
     /// The payment gateway bookings are charged through.
     pub fn gateway(&self) -> Arc<dyn PaymentGateway> {
-        // unwrap: set in `start` before any seat map starts.
-        self.inner.gateway.get().expect("gateway started").clone()
+        self.inner.gateway.clone()
     }
 
     /// The test gateway, when it is the one in use.
     pub fn test_gateway(&self) -> Option<&Addr<TestGateway>> {
-        self.inner.test_gateway.get()
+        Some(&self.inner.test_gateway)
     }
 
     /// The seat map of `reservation`, read from its record.
     pub fn seat_map_of_reservation(&self, reservation: u64) -> Result<Option<Addr<SeatMap>>, StoreError> {
-        let r = self.inner.store.get::<Reservation>(&Key::Reservation(reservation))?;
-        Ok(r.and_then(|r| self.seat_map(&r.seat_map)))
-    }
-
-    pub fn route_schedule(&self, schedule: u64, concert: u64, seat_map: String) {
-        self.inner.schedules.insert(schedule, (concert, seat_map));
+        self.inner.seat_maps.book.of_reservation(&self.inner.store, reservation)
     }
 
     /// The seat map of `schedule`, if it is a schedule of `concert`.
     pub fn seat_map_of_schedule(&self, concert: u64, schedule: u64) -> Option<Addr<SeatMap>> {
-        let entry = self.inner.schedules.get(&schedule)?;
-        let (c, id) = entry.value();
-        if *c != concert {
-            return None;
-        }
-        self.seat_map(id)
+        self.inner.seat_maps.book.of_schedule(concert, schedule)
     }
 
     /// The concert a schedule belongs to.
     pub fn concert_of_schedule(&self, schedule: u64) -> Option<u64> {
-        self.inner.schedules.get(&schedule).map(|e| e.value().0)
+        self.inner.seat_maps.book.concert_of_schedule(schedule)
     }
 
-    /// The wallet of `user`, started from its snapshot on first use.
+    /// The wallet of `user`, started from its record on first use.
     pub fn wallet(&self, user: u64) -> Result<Addr<Wallet>, StoreError> {
-        if let Some(a) = self.inner.wallets.get(&user) {
-            return Ok(a.clone());
-        }
-        let entry = self.inner.wallets.entry(user);
-        let addr = entry.or_try_insert_with(|| {
-            let limits = ChargeLimits {
-                max_single: self.inner.settings.charge_max_single,
-                max_monthly: self.inner.settings.charge_max_monthly,
-            };
-            let wallet = Wallet::load(user, self.inner.store.clone(), self.clone(), limits)?;
-            Ok::<_, StoreError>(Wallet::start_in_arbiter(&self.arbiter_for(&user), |_| wallet))
-        })?;
-        Ok(addr.clone())
+        self.inner.wallets.get(user)
     }
 }

@@ -16,6 +16,7 @@
 //! reaches it through its mailbox, anything before is in the catch-up, and nothing is in
 //! both.
 
+use super::book::Arbiters;
 use super::directory::RoomClosed;
 use super::hub::{room_group, ChatEvent, Event, FileRef, Hub, MessageEvent, Subscriber};
 use super::ticket_listing::{ListingBook, RequestPayment, TradeError, Transaction};
@@ -908,6 +909,39 @@ impl Handler<RequestTradePayment> for Room {
         AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(listing.send(request)).map(|answer, _, _| {
             Ok(answer.unwrap_or_else(|e| Err(TradeError::Storage(format!("listing unavailable: {e}")))))
         })))
+    }
+}
+
+/// The rooms' address book: a room's actor, started from its record on first use (rooms
+/// are many and mostly idle, so none starts before it is asked for).
+#[derive(Clone)]
+pub struct Rooms(std::sync::Arc<RoomsInner>);
+
+struct RoomsInner {
+    by_id: dashmap::DashMap<u64, Addr<Room>>,
+    store: Store,
+    hub: Hub,
+    directory: Recipient<RoomClosed>,
+    arbiters: Arbiters,
+}
+
+impl Rooms {
+    pub fn new(store: Store, hub: Hub, directory: Recipient<RoomClosed>, arbiters: Arbiters) -> Rooms {
+        Rooms(std::sync::Arc::new(RoomsInner { by_id: Default::default(), store, hub, directory, arbiters }))
+    }
+
+    /// The actor of room `id`; `None` if there is no such room.
+    pub fn get(&self, id: u64) -> Result<Option<Addr<Room>>, StoreError> {
+        if let Some(a) = self.0.by_id.get(&id) {
+            return Ok(Some(a.clone()));
+        }
+        let Some(snapshot) = self.0.store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
+        let entry = self.0.by_id.entry(id);
+        let addr = entry.or_try_insert_with(|| {
+            let room = Room::restore(snapshot, self.0.store.clone(), self.0.hub.clone(), self.0.directory.clone())?;
+            Ok::<_, StoreError>(Room::start_in_arbiter(&self.0.arbiters.for_key(&("room", id)), |_| room))
+        })?;
+        Ok(Some(addr.clone()))
     }
 }
 

@@ -16,8 +16,8 @@
 //! cancelled meanwhile is refunded. An expiry racing a payment ends in one state: the
 //! charge is kept only by a request that was still pending when it was captured.
 
-use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError};
-use super::registry::Registry;
+use super::book::Lookup;
+use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
 use crate::store::{Batch, Key, Store, StoreError};
@@ -187,11 +187,20 @@ pub enum PayOutcome {
     Failed(CardFailure),
 }
 
+/// What a listing reaches besides its own state: its rooms (to post notices in), the card
+/// gateway, and how long a payment request reserves stock.
+#[derive(Clone)]
+pub struct ListingEnv {
+    pub rooms: Lookup<u64, PostMessage>,
+    pub gateway: std::sync::Arc<dyn PaymentGateway>,
+    pub gateway_timeout: Duration,
+    pub ttl: Duration,
+}
+
 pub struct TicketListing {
     state: ListingState,
     store: Store,
-    registry: Registry,
-    ttl: Duration,
+    env: ListingEnv,
     timer: Option<(u64, SpawnHandle)>,
     charging: HashSet<u64>,
     refunding: HashSet<u64>,
@@ -200,7 +209,7 @@ pub struct TicketListing {
 
 impl TicketListing {
     /// Bring a listing back from its record and its open payment requests.
-    pub fn load(snapshot: ListingSnapshot, store: Store, registry: Registry) -> Result<TicketListing, StoreError> {
+    pub fn load(snapshot: ListingSnapshot, store: Store, env: ListingEnv) -> Result<TicketListing, StoreError> {
         let mut transactions = BTreeMap::new();
         for id in snapshot.open {
             let Some(mut tx) = store.get::<Transaction>(&Key::Transaction(id))? else {
@@ -214,12 +223,10 @@ impl TicketListing {
             transactions.insert(id, tx);
         }
         let state = ListingState { listing: snapshot.listing, transactions };
-        let ttl = registry.settings().trade_reservation_ttl;
         Ok(TicketListing {
             state,
             store,
-            registry,
-            ttl,
+            env,
             timer: None,
             charging: HashSet::new(),
             refunding: HashSet::new(),
@@ -332,7 +339,7 @@ impl TicketListing {
             .map(|t| (t.id, t.room, t.buyer, t.notice_owed))
             .collect();
         for (id, room, buyer, expired) in owed {
-            let Ok(Some(addr)) = self.registry.room(room) else { continue };
+            let Ok(Some(addr)) = self.env.rooms.get(room) else { continue };
             self.notifying.insert(id);
             let (from, content, kind) = if expired {
                 (Author { id: 0, name: "system".into(), picture: None }, Some(EXPIRED.to_string()), "system")
@@ -380,7 +387,7 @@ impl TicketListing {
             .filter(|t| t.needs_refund() && !self.charging.contains(&t.id) && !self.refunding.contains(&t.id))
             .map(|t| (t.id, t.gateway_key()))
             .collect();
-        let gateway = self.registry.gateway();
+        let gateway = self.env.gateway.clone();
         for (id, key) in due {
             self.refunding.insert(id);
             ctx.spawn(fut::wrap_future::<_, Self>(gateway.refund(key)).map(move |answer, act, ctx| {
@@ -524,7 +531,7 @@ pub struct RequestPayment {
 impl Handler<RequestPayment> for TicketListing {
     type Result = ResponseFuture<Result<Transaction, TradeError>>;
     fn handle(&mut self, msg: RequestPayment, ctx: &mut Context<Self>) -> Self::Result {
-        let ttl = crate::time::ms(self.ttl);
+        let ttl = crate::time::ms(self.env.ttl);
         let id = self.store.next_id().map_err(TradeError::from);
         let r = id.and_then(|id| {
             self.update(|s| {
@@ -621,8 +628,8 @@ impl Handler<PayTransaction> for TicketListing {
             }
         };
         let store = self.store.clone();
-        let gateway = self.registry.gateway();
-        let timeout = self.registry.settings().gateway_timeout;
+        let gateway = self.env.gateway.clone();
+        let timeout = self.env.gateway_timeout;
         let call = charge_after_flush(store, gateway, timeout, req);
         let id = msg.tx;
         Box::pin(

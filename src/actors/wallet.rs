@@ -30,10 +30,13 @@
 //! So a debit (durable in step 2) always ends in a confirmed seat, and a confirmed seat
 //! always has a durable debit behind it, whatever crashes or expiries come in between.
 
+use super::book::Arbiters;
 use super::ledger::{self, Answer, Fingerprint, KeyError, KeyedRequest};
-use super::registry::Registry;
 use super::seat_map::booking::ExecuteBooking;
-use super::seat_map::{BeginPayment, BookingSpec, FinishPayment, HoldSeats, Reservation, SeatError, SeatMap};
+use super::seat_map::{
+    BeginPayment, BookingSpec, FinishPayment, HoldSeats, PaymentDecision, Reservation, ResolvePayment, SeatError,
+    SeatMap, SeatMaps,
+};
 use super::waiting_queue::Retire;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{month_of, now_ms};
@@ -139,14 +142,22 @@ pub struct Wallet {
     paying: HashSet<u64>,
     limits: ChargeLimits,
     store: Store,
-    registry: Registry,
+    env: WalletEnv,
+}
+
+/// What a wallet reaches besides its own state: the seat maps it pays at, and the queue
+/// whose token a payment retires.
+#[derive(Clone)]
+pub struct WalletEnv {
+    pub seat_maps: SeatMaps,
+    pub queue: Recipient<Retire>,
 }
 
 impl Wallet {
-    pub fn load(user: u64, store: Store, registry: Registry, limits: ChargeLimits) -> Result<Wallet, StoreError> {
+    pub fn load(user: u64, store: Store, env: WalletEnv, limits: ChargeLimits) -> Result<Wallet, StoreError> {
         let state =
             store.get::<WalletSnapshot>(&Key::Wallet(user))?.unwrap_or(WalletSnapshot { user, ..Default::default() });
-        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, registry })
+        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, env })
     }
 
     fn request(&self, key: String, fingerprint: Fingerprint) -> KeyedRequest {
@@ -443,7 +454,7 @@ impl Handler<Pay> for Wallet {
         let flow = PayFlow {
             me: ctx.address(),
             store: self.store.clone(),
-            registry: self.registry.clone(),
+            env: self.env.clone(),
             user: self.state.user,
             payment,
         };
@@ -463,7 +474,7 @@ impl Handler<Pay> for Wallet {
 struct PayFlow {
     me: Addr<Wallet>,
     store: Store,
-    registry: Registry,
+    env: WalletEnv,
     user: u64,
     payment: u64,
 }
@@ -471,7 +482,7 @@ struct PayFlow {
 impl PayFlow {
     async fn run(&self, msg: Pay) -> Result<Answer, WalletError> {
         let refuse = |e: SeatError| Answer::PayRefused(PayRefusal::Seat(e));
-        let Some(seat_map) = self.registry.seat_map_of_reservation(msg.reservation)? else {
+        let Some(seat_map) = self.env.seat_maps.of_reservation(&self.store, msg.reservation)? else {
             return self.refuse(msg.key, msg.fingerprint, refuse(SeatError::NotFound)).await;
         };
         let begin = BeginPayment { reservation: msg.reservation, user: self.user, payment: self.payment };
@@ -508,7 +519,7 @@ impl PayFlow {
             tracing::warn!(payment = self.payment, error = %e, "seat map did not finish the payment; it will resolve it");
         }
         if paid {
-            let retired = self.registry.queue().send(Retire { token: msg.queue_token }).await;
+            let retired = self.env.queue.send(Retire { token: msg.queue_token }).await;
             if !matches!(retired, Ok(Ok(()))) {
                 tracing::warn!(payment = self.payment, ?retired, "could not retire the queue token");
             }
@@ -633,20 +644,6 @@ impl Handler<Release> for Wallet {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentDecision {
-    Committed,
-    Aborted,
-    InProgress,
-}
-
-/// A seat map asks what became of a payment it was left `Paying` for.
-#[derive(Message)]
-#[rtype(result = "PaymentDecision")]
-pub struct ResolvePayment {
-    pub payment: u64,
-}
-
 impl Handler<ResolvePayment> for Wallet {
     type Result = MessageResult<ResolvePayment>;
     fn handle(&mut self, msg: ResolvePayment, _: &mut Context<Self>) -> Self::Result {
@@ -666,6 +663,37 @@ impl Handler<ResolvePayment> for Wallet {
     }
 }
 
+/// The wallets' address book: a user's wallet, started from its record on first use.
+#[derive(Clone)]
+pub struct Wallets(std::sync::Arc<WalletsInner>);
+
+struct WalletsInner {
+    by_user: dashmap::DashMap<u64, Addr<Wallet>>,
+    store: Store,
+    limits: ChargeLimits,
+    env: WalletEnv,
+    arbiters: Arbiters,
+}
+
+impl Wallets {
+    pub fn new(store: Store, limits: ChargeLimits, env: WalletEnv, arbiters: Arbiters) -> Wallets {
+        Wallets(std::sync::Arc::new(WalletsInner { by_user: Default::default(), store, limits, env, arbiters }))
+    }
+
+    /// The wallet of `user`.
+    pub fn get(&self, user: u64) -> Result<Addr<Wallet>, StoreError> {
+        if let Some(a) = self.0.by_user.get(&user) {
+            return Ok(a.clone());
+        }
+        let entry = self.0.by_user.entry(user);
+        let addr = entry.or_try_insert_with(|| {
+            let wallet = Wallet::load(user, self.0.store.clone(), self.0.env.clone(), self.0.limits)?;
+            Ok::<_, StoreError>(Wallet::start_in_arbiter(&self.0.arbiters.for_key(&user), |_| wallet))
+        })?;
+        Ok(addr.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The payment protocol interrupted between its steps: fresh actors restored from
@@ -673,6 +701,7 @@ mod tests {
 
     use super::*;
     use crate::actors::seat_map::{GetReservation, ReservationStatus, SeatMapSnapshot};
+    use crate::actors::Registry;
     use crate::config::Cli;
     use clap::Parser;
 

@@ -302,7 +302,7 @@ impl SeatMap {
         if due.is_empty() {
             return;
         }
-        let gateway = self.registry.gateway();
+        let gateway = self.env.gateway.clone();
         for (id, key) in due {
             self.refunding.insert(id);
             let call = gateway.refund(key);
@@ -381,8 +381,8 @@ impl Handler<ExecuteBooking> for SeatMap {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let store = self.store.clone();
-        let gateway = self.registry.gateway();
-        let timeout = self.registry.settings().gateway_timeout;
+        let gateway = self.env.gateway.clone();
+        let timeout = self.env.gateway_timeout;
         // The gateway hears of the charge only once `Charging` is on disk.
         let call = charge_after_flush(store, gateway, timeout, req);
         let id = msg.reservation;

@@ -26,9 +26,9 @@ pub mod booking;
 
 pub use booking::{Booking, BookingSpec, ChargeState};
 
+use super::book::{Arbiters, Lookup};
+use super::gateway::PaymentGateway;
 use super::ledger::{self, Answer, KeyedRequest};
-use super::registry::{BookingRoute, Registry};
-use super::wallet::{PaymentDecision, ResolvePayment};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{now_ms, until};
 use actix::prelude::*;
@@ -193,7 +193,7 @@ pub struct SeatMap {
     /// Held, paying and confirmed reservations. Finished ones live only in the store.
     live: HashMap<u64, Reservation>,
     store: Store,
-    registry: Registry,
+    env: SeatMapEnv,
     /// The armed expiry timer and the deadline it is for.
     timer: Option<(u64, SpawnHandle)>,
     /// After a failed write, no timer fires before this (no busy retry loop).
@@ -207,6 +207,117 @@ pub struct SeatMap {
     refunding: HashSet<u64>,
 }
 
+/// Where a booking lives: its seat map and its reservation there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingRoute {
+    pub seat_map: String,
+    pub reservation: u64,
+}
+
+/// What became of a payment, as its payer's wallet knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentDecision {
+    Committed,
+    Aborted,
+    InProgress,
+}
+
+/// A seat map asks the payer what became of a payment it was left `Paying` for (the
+/// wallet answers from its durable record).
+#[derive(Message)]
+#[rtype(result = "PaymentDecision")]
+pub struct ResolvePayment {
+    pub payment: u64,
+}
+
+/// What a seat map reaches besides its own state: the card gateway (contract B) and the
+/// payers' wallets, for one question.
+#[derive(Clone)]
+pub struct SeatMapEnv {
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub gateway_timeout: Duration,
+    pub wallets: Lookup<u64, ResolvePayment>,
+}
+
+/// The seat maps' address book: by id, and the routes to them from schedules (contract
+/// Q) and performances (contract B). It decides nothing.
+#[derive(Clone, Default)]
+pub struct SeatMaps(Arc<SeatMapsInner>);
+
+#[derive(Default)]
+struct SeatMapsInner {
+    by_id: dashmap::DashMap<String, Addr<SeatMap>>,
+    /// schedule id -> (concert id, seat map id).
+    schedules: dashmap::DashMap<u64, (u64, String)>,
+    /// performance id -> seat map id.
+    performances: dashmap::DashMap<String, String>,
+}
+
+impl SeatMaps {
+    pub fn get(&self, id: &str) -> Option<Addr<SeatMap>> {
+        self.0.by_id.get(id).map(|a| a.clone())
+    }
+
+    /// The seat map of `reservation`, read from its record.
+    pub fn of_reservation(&self, store: &Store, reservation: u64) -> Result<Option<Addr<SeatMap>>, StoreError> {
+        let r = store.get::<Reservation>(&Key::Reservation(reservation))?;
+        Ok(r.and_then(|r| self.get(&r.seat_map)))
+    }
+
+    pub fn route_schedule(&self, schedule: u64, concert: u64, seat_map: String) {
+        self.0.schedules.insert(schedule, (concert, seat_map));
+    }
+
+    /// The seat map of `schedule`, if it is a schedule of `concert`.
+    pub fn of_schedule(&self, concert: u64, schedule: u64) -> Option<Addr<SeatMap>> {
+        let entry = self.0.schedules.get(&schedule)?;
+        let (c, id) = entry.value();
+        if *c != concert {
+            return None;
+        }
+        self.get(id)
+    }
+
+    /// The concert a schedule belongs to.
+    pub fn concert_of_schedule(&self, schedule: u64) -> Option<u64> {
+        self.0.schedules.get(&schedule).map(|e| e.value().0)
+    }
+
+    pub fn route_performance(&self, performance: &str, seat_map: &str) {
+        self.0.performances.insert(performance.to_string(), seat_map.to_string());
+    }
+
+    pub fn of_performance(&self, performance: &str) -> Option<Addr<SeatMap>> {
+        let id = self.0.performances.get(performance)?.clone();
+        self.get(&id)
+    }
+}
+
+/// Starts seat map actors and enters them in the [`SeatMaps`] book: the handle the
+/// catalog (which creates seat maps) and start-up hold.
+#[derive(Clone)]
+pub struct SeatMapStarter {
+    pub book: SeatMaps,
+    store: Store,
+    env: SeatMapEnv,
+    arbiters: Arbiters,
+}
+
+impl SeatMapStarter {
+    pub fn new(book: SeatMaps, store: Store, env: SeatMapEnv, arbiters: Arbiters) -> Self {
+        SeatMapStarter { book, store, env, arbiters }
+    }
+
+    /// Start the actor for a seat map with its live reservations (none for a new one).
+    pub fn start(&self, snapshot: SeatMapSnapshot, live: Vec<Reservation>) -> Result<Addr<SeatMap>, StoreError> {
+        let id = snapshot.id.clone();
+        let seat_map = SeatMap::restore(snapshot, live, self.store.clone(), self.env.clone())?;
+        let addr = SeatMap::start_in_arbiter(&self.arbiters.for_key(&id), |_| seat_map);
+        self.book.0.by_id.insert(id, addr.clone());
+        Ok(addr)
+    }
+}
+
 impl SeatMap {
     /// Bring a seat map back from its definition and its reservations: the live ones take
     /// their seats again, and finished bookings still owed a refund are kept to settle.
@@ -214,7 +325,7 @@ impl SeatMap {
         snapshot: SeatMapSnapshot,
         reservations: Vec<Reservation>,
         store: Store,
-        registry: Registry,
+        env: SeatMapEnv,
     ) -> Result<SeatMap, StoreError> {
         let mut seats = snapshot.seats;
         for s in seats.iter_mut() {
@@ -255,7 +366,7 @@ impl SeatMap {
             index,
             live,
             store,
-            registry,
+            env,
             timer: None,
             backoff_until: 0,
             earliest_added: None,
@@ -448,8 +559,9 @@ impl SeatMap {
         if let Some(r) = self.live.get_mut(&reservation) {
             r.paying_since = Some(now_ms());
         }
-        let wallet = match self.registry.wallet(user) {
-            Ok(w) => w,
+        let wallet = match self.env.wallets.get(user) {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
             Err(e) => {
                 tracing::error!(error = %e, user, "wallet unavailable while resolving a payment");
                 return;
