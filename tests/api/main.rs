@@ -13,7 +13,6 @@ mod directory;
 mod expiry;
 mod idempotency;
 mod ledger;
-mod load_smoke;
 mod queue_and_catalog;
 mod reservations_and_payments;
 mod restart;

@@ -1,10 +1,50 @@
 //! The load tool (`boxoffice-load`) against a real server, each scenario with tiny
 //! parameters: it exits 0, its invariant checks pass, and its counts add up.
+//!
+//! The server runs in this test process (its library's `Application`, on a thread of its
+//! own, on `127.0.0.1:0` with a temporary data dir); the load tool is the real binary.
 
-use crate::helpers::*;
+use boxoffice::app::Application;
+use boxoffice::config::{Cli, Command as ServerCommand};
+use clap::Parser;
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+const SECRET: &str = "load-smoke-secret";
+
+/// A server for one test; it stops with the test process.
+struct TestServer {
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn spawn(flags: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8 temp path").to_string();
+        let mut args = vec!["boxoffice", "serve", "--bind", "127.0.0.1:0", "--data-dir", &data];
+        args.extend(["--jwt-secret", SECRET, "--workers", "2"]);
+        args.extend(flags);
+        let settings = match Cli::parse_from(args).command {
+            Some(ServerCommand::Serve(settings)) => settings,
+            _ => unreachable!("the arguments name `serve`"),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let served = actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(settings).await?;
+                let _ = tx.send(app.addr());
+                app.run_until_stopped().await
+            });
+            if let Err(e) = served {
+                eprintln!("the test server stopped: {e:#}");
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server started");
+        TestServer { base: format!("http://{addr}"), _dir: dir }
+    }
+}
 
 /// Run `boxoffice-load SCENARIO ARGS --json` against `server`; the parsed JSON report.
 fn load(server: &TestServer, scenario: &str, args: &[&str]) -> Value {
@@ -42,7 +82,7 @@ fn fig(report: &Value, key: &str) -> u64 {
 }
 
 fn server() -> TestServer {
-    TestServer::spawn(&[("BOXOFFICE_QUEUE_ADMIT_RATE", "1000000"), ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1000000")])
+    TestServer::spawn(&["--queue-admit-rate", "1000000", "--queue-max-active", "1000000"])
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! What every scenario shares: the common flags, the loopback-only target, the HTTP
 //! client (awc, on the main thread's actix runtime), JWT minting and small helpers.
 
-use actix_web::web::Bytes;
 use anyhow::{anyhow, bail, Context as _};
 use awc::http::Method;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
