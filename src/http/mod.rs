@@ -14,6 +14,7 @@ pub mod trade;
 
 use crate::actors::directory::{GetProfiles, NoteUser, Profiles};
 use crate::actors::ledger::Fingerprint;
+use crate::actors::room::Author;
 use crate::actors::Registry;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::config::Settings;
@@ -84,6 +85,11 @@ fn note_user(state: &AppState, id: &Identity) {
     state.noted.insert(id.user_id, hash);
     let profile = (id.name.clone(), id.picture.clone());
     state.registry.directory().do_send(NoteUser { user: id.user_id, profile });
+}
+
+/// The caller as the author of what they post to a room (contracts C and T alike).
+pub fn author(id: &Identity) -> Author {
+    Author { id: id.user_id, name: id.name.clone(), picture: id.picture.clone() }
 }
 
 /// The names and pictures of `users`, as far as the server has seen them.

@@ -8,10 +8,11 @@
 //! outgoing queue: when a client stops reading, the socket stops draining, the mailbox
 //! fills, the hub evicts the session, and it closes with code 1008.
 
-use super::{author, room_of};
+use super::room_of;
 use crate::actors::hub::{user_group, ChatEvent, Deliver, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, Join, MarkRead, PostMessage, Room, StoredMessage, Typing};
 use crate::actors::Registry;
+use crate::http::author;
 use crate::http::error::CError;
 use crate::http::AppState;
 use crate::time::rfc3339;

@@ -5,9 +5,9 @@
 use super::images::{image_links, ImageLink};
 use super::{ok, positive, trade_room};
 use crate::actors::room::{ListMessages, PostMessage, StoredFile, StoredMessage};
-use crate::http::chat::{author, Upload};
+use crate::http::chat::files::{store_upload, Upload};
 use crate::http::error::{TEnvelope, TError};
-use crate::http::{AppState, Caller};
+use crate::http::{author, AppState, Caller};
 use crate::time::rfc3339;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -197,9 +197,7 @@ pub async fn send_message(
     }
     let mut images: Vec<StoredFile> = Vec::new();
     for up in uploads {
-        let f = crate::http::chat::store_upload(&state, id, "image", up)
-            .await
-            .map_err(|e| TError::bad_request(e.detail))?;
+        let f = store_upload(&state, id, "image", up).await.map_err(|e| TError::bad_request(e.detail))?;
         images.push(f);
     }
     let kind = if text.is_none() { "image" } else { "text" };

@@ -28,7 +28,7 @@
 use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, Join};
 use crate::actors::Registry;
-use crate::http::chat::author;
+use crate::http::author;
 use crate::http::signed::{LinkSigner, IMAGE_LINK_TTL};
 use crate::http::AppState;
 use crate::time::{ms, now_ms, rfc3339};
