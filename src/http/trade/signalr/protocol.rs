@@ -1,0 +1,201 @@
+//! The SignalR JSON hub protocol, version 1, as this hub speaks it: records are JSON
+//! ended by `0x1E`; the server writes the handshake answer, Pings, Completions, Closes and
+//! events as Invocations without `invocationId`. The domain's events are rendered here,
+//! once per event for every session (the hub's render slot of this protocol), in contract
+//! T's camelCase payloads.
+
+use crate::actors::hub::{ChatEvent, MessageEvent};
+use crate::http::signed::{LinkSigner, IMAGE_LINK_TTL};
+use crate::time::{ms, rfc3339};
+use serde_json::{json, Value};
+
+/// The record separator.
+pub(super) const RS: u8 = 0x1e;
+pub(super) const PING: &str = "{\"type\":6}\u{1e}";
+pub(super) const HANDSHAKE_OK: &str = "{}\u{1e}";
+
+/// A room id argument: a number, or a string of digits.
+pub(super) fn room_argument(args: &[Value]) -> Result<u64, String> {
+    let [arg] = args else {
+        return Err(format!("it takes 1 argument (roomId), not {}.", args.len()));
+    };
+    let id = match arg {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    id.filter(|&id| id > 0).ok_or_else(|| format!("roomId must be a room id, not {arg}."))
+}
+
+/// A value as one record: its JSON and the separator.
+pub(super) fn record(v: &Value) -> String {
+    let mut s = v.to_string();
+    s.push(RS as char);
+    s
+}
+
+/// A message kind as contract T names it: `TEXT`, `IMAGE`, `FILE`, `SYSTEM`,
+/// `PURCHASE_CONFIRMED`, ...
+pub fn message_type(kind: &str) -> String {
+    kind.to_ascii_uppercase()
+}
+
+/// A message as contract T's `ReceiveMessage` payload. Image links are signed to work
+/// until `now` + [`IMAGE_LINK_TTL`].
+pub fn message_payload(m: &MessageEvent, links: &LinkSigner, now: u64) -> Value {
+    let images = if m.images.is_empty() {
+        Value::Null
+    } else {
+        let expires = now + ms(IMAGE_LINK_TTL);
+        m.images.iter().map(|i| json!({ "url": links.sign(&i.url, expires), "expiresAt": rfc3339(expires) })).collect()
+    };
+    json!({
+        "messageId": m.id,
+        "roomId": m.room,
+        "senderId": m.sender,
+        "senderNickname": m.sender_name,
+        "senderProfileImage": m.sender_picture,
+        "message": m.content,
+        "images": images,
+        "createdAt": rfc3339(m.created_at),
+        "type": message_type(&m.kind),
+        "replyToMessageId": m.reply_to,
+        "file": m.file.as_ref().map(|f| json!({ "url": f.url, "name": f.name, "size": f.size })),
+    })
+}
+
+/// An event as this protocol's record: an Invocation without `invocationId`.
+pub fn render(e: &ChatEvent, links: &LinkSigner, now: u64) -> String {
+    let (target, payload) = match e {
+        ChatEvent::Message(m) => ("ReceiveMessage", message_payload(m, links, now)),
+        ChatEvent::MessageUpdated(m) => {
+            let mut p = message_payload(m, links, now);
+            p["isEdited"] = json!(m.edited_at.is_some());
+            p["editedAt"] = json!(m.edited_at.map(rfc3339));
+            p["updatedAt"] = json!(rfc3339(m.updated_at));
+            p["isDeleted"] = json!(m.deleted);
+            ("MessageUpdated", p)
+        }
+        ChatEvent::MessageDeleted { room, message } => {
+            ("MessageDeleted", json!({ "roomId": room, "messageId": message }))
+        }
+        ChatEvent::Typing { room, user, user_name, is_typing } => {
+            ("UserTyping", json!({ "roomId": room, "userId": user, "userName": user_name, "isTyping": is_typing }))
+        }
+        ChatEvent::UserStatus { user, user_name, online } => (
+            "UserStatus",
+            json!({
+                "userId": user, "userName": user_name, "isOnline": online,
+                "status": if *online { "online" } else { "offline" },
+            }),
+        ),
+        ChatEvent::MessageRead { room, user, user_name, last_read, read_at } => (
+            "MessageRead",
+            json!({
+                "roomId": room, "userId": user, "userName": user_name,
+                "lastReadMessageId": last_read, "readAt": rfc3339(*read_at),
+            }),
+        ),
+        ChatEvent::RoomUpdated { room, event, status, message } => {
+            ("RoomUpdated", json!({ "roomId": room, "event": event, "statusCode": status, "message": message }))
+        }
+    };
+    record(&json!({ "type": 1, "target": target, "arguments": [payload] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::hub::FileRef;
+
+    fn message(kind: &str, images: Vec<FileRef>, content: Option<&str>) -> MessageEvent {
+        MessageEvent {
+            room: 1,
+            id: 123,
+            sender: 20,
+            sender_name: "판매자".into(),
+            sender_picture: Some("https://example.test/p.png".into()),
+            content: content.map(str::to_string),
+            kind: kind.into(),
+            file: None,
+            images,
+            reply_to: None,
+            created_at: 1_769_162_400_000,
+            edited_at: None,
+            updated_at: 1_769_162_400_000,
+            deleted: false,
+        }
+    }
+
+    fn parse(rec: &str) -> Value {
+        assert!(rec.ends_with('\u{1e}'), "a record ends with 0x1E: {rec:?}");
+        assert_eq!(rec.matches('\u{1e}').count(), 1, "one record: {rec:?}");
+        serde_json::from_str(&rec[..rec.len() - 1]).expect("json")
+    }
+
+    #[test]
+    fn messages_render_as_receive_message_invocations() {
+        let links = LinkSigner::new(b"k");
+        let img = FileRef { url: "/api/chat/images/1/a.png".into(), name: "a.png".into(), size: 3 };
+        let v = parse(&render(&ChatEvent::Message(message("text", vec![img], Some("안녕하세요"))), &links, 1_000));
+        assert_eq!(v["type"], 1);
+        assert_eq!(v["target"], "ReceiveMessage");
+        assert!(v.get("invocationId").is_none(), "{v}");
+        let p = &v["arguments"][0];
+        assert_eq!(
+            (&p["messageId"], &p["roomId"], &p["senderId"], &p["senderNickname"], &p["message"], &p["type"]),
+            (&json!(123), &json!(1), &json!(20), &json!("판매자"), &json!("안녕하세요"), &json!("TEXT"))
+        );
+        assert_eq!(p["senderProfileImage"], "https://example.test/p.png");
+        assert_eq!(p["createdAt"], "2026-01-23T10:00:00.000Z");
+        let expires = 1_000 + ms(IMAGE_LINK_TTL);
+        assert_eq!(p["images"][0]["url"], links.sign("/api/chat/images/1/a.png", expires));
+        assert_eq!(p["images"][0]["expiresAt"], rfc3339(expires));
+
+        let v = parse(&render(&ChatEvent::Message(message("PURCHASE_CONFIRMED", vec![], None)), &links, 1_000));
+        let p = &v["arguments"][0];
+        assert_eq!(
+            (&p["type"], &p["message"], &p["images"]),
+            (&json!("PURCHASE_CONFIRMED"), &Value::Null, &Value::Null)
+        );
+        for (kind, shown) in [("image", "IMAGE"), ("file", "FILE"), ("system", "SYSTEM")] {
+            assert_eq!(message_type(kind), shown);
+        }
+    }
+
+    #[test]
+    fn room_updates_and_other_events_have_their_targets() {
+        let links = LinkSigner::new(b"k");
+        let e = ChatEvent::RoomUpdated {
+            room: 1,
+            event: "RoomClosed".into(),
+            status: "closed".into(),
+            message: "채팅방이 종료되었습니다.".into(),
+        };
+        let v = parse(&render(&e, &links, 0));
+        assert_eq!(v["target"], "RoomUpdated");
+        assert_eq!(
+            v["arguments"][0],
+            json!({ "roomId": 1, "event": "RoomClosed", "statusCode": "closed", "message": "채팅방이 종료되었습니다." })
+        );
+        let typing = ChatEvent::Typing { room: 1, user: 2, user_name: "a".into(), is_typing: true };
+        assert_eq!(parse(&render(&typing, &links, 0))["target"], "UserTyping");
+        let status = ChatEvent::UserStatus { user: 2, user_name: "a".into(), online: false };
+        assert_eq!(parse(&render(&status, &links, 0))["arguments"][0]["status"], "offline");
+        let read = ChatEvent::MessageRead { room: 1, user: 2, user_name: "a".into(), last_read: 5, read_at: 0 };
+        assert_eq!(parse(&render(&read, &links, 0))["arguments"][0]["lastReadMessageId"], 5);
+        let deleted = ChatEvent::MessageDeleted { room: 1, message: 5 };
+        assert_eq!(parse(&render(&deleted, &links, 0))["target"], "MessageDeleted");
+    }
+
+    #[test]
+    fn room_arguments_are_numbers_or_numeric_strings() {
+        assert_eq!(room_argument(&[json!(7)]), Ok(7));
+        assert_eq!(room_argument(&[json!("7")]), Ok(7));
+        assert!(room_argument(&[]).is_err());
+        assert!(room_argument(&[json!(1), json!(2)]).is_err());
+        for bad in [json!(-1), json!(0), json!(1.5), json!("x"), json!(null), json!({})] {
+            assert!(room_argument(std::slice::from_ref(&bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The SignalR transport protocol for the hub: `negotiate` hands out one-time connection
+//! tokens (each used once, within [`TOKEN_TTL`]), and the WebSocket upgrade checks the
+//! caller and the token before it starts a [`SignalRSession`]. Refusals are in contract
+//! T's envelope.
+
+use super::session::SignalRSession;
+use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
+use crate::http::author;
+use crate::http::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use dashmap::DashMap;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Instant;
+use utoipa::ToSchema;
+
+/// A connection token from negotiate, waiting for its WebSocket.
+struct Pending {
+    user: u64,
+    issued: Instant,
+}
+
+/// Connection tokens handed out and not yet used: each is used once, within [`TOKEN_TTL`],
+/// and at most [`MAX_PENDING_TOKENS`] wait at once (the oldest give way).
+fn pending() -> &'static DashMap<String, Pending> {
+    static PENDING: OnceLock<DashMap<String, Pending>> = OnceLock::new();
+    PENDING.get_or_init(DashMap::new)
+}
+
+fn remember(token: &str, user: u64) {
+    let map = pending();
+    if map.len() >= 1024 {
+        map.retain(|_, p| p.issued.elapsed() < TOKEN_TTL);
+    }
+    while map.len() >= MAX_PENDING_TOKENS {
+        let oldest = map.iter().min_by_key(|e| e.value().issued).map(|e| e.key().clone());
+        match oldest {
+            Some(k) => map.remove(&k),
+            None => break,
+        };
+    }
+    map.insert(token.to_string(), Pending { user, issued: Instant::now() });
+}
+
+/// The user a connection token was issued to, if it is known and fresh; it is spent.
+fn redeem(token: &str) -> Option<u64> {
+    pending().remove(token).filter(|(_, p)| p.issued.elapsed() < TOKEN_TTL).map(|(_, p)| p.user)
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A refusal in contract T's envelope: `{"message", "data": null, "statusCode"}`.
+fn refusal(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        res.insert_header(("WWW-Authenticate", "Bearer"));
+    }
+    res.json(json!({ "message": message.into(), "data": null, "statusCode": status.as_u16() }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailableTransport {
+    #[schema(example = "WebSockets")]
+    pub transport: String,
+    pub transfer_formats: Vec<String>,
+}
+
+/// The negotiate answer of the SignalR transport protocol.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NegotiateResponse {
+    /// 1, or 0 for a client that asked for version 0.
+    pub negotiate_version: u32,
+    pub connection_id: String,
+    /// The `id` of the WebSocket request (version 1; version 0 uses `connectionId`). Used once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_token: Option<String>,
+    pub available_transports: Vec<AvailableTransport>,
+}
+
+/// SignalR negotiation for the chat hub. Then open the WebSocket
+/// `GET /hubs/chat?id={connectionToken}&access_token={JWT}` and speak the SignalR JSON hub
+/// protocol, version 1: methods `JoinRoom(roomId)` and `LeaveRoom(roomId)`; events
+/// `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`,
+/// `MessageUpdated`, `MessageDeleted`. A connection token works once, for two minutes;
+/// clients may also skip negotiation and open the WebSocket without `id`.
+#[utoipa::path(post, path = "/hubs/chat/negotiate", tag = "T: SignalR",
+    params(("negotiateVersion" = Option<u32>, Query, description = "The client's negotiate protocol version (0 if absent)")),
+    responses((status = 200, body = NegotiateResponse),
+        (status = 400, description = "`negotiateVersion` is not a number; `{message, data: null, statusCode}`"),
+        (status = 401, description = "No valid token; `{message, data: null, statusCode}`")),
+    security(("bearer" = [])))]
+pub async fn negotiate(req: HttpRequest) -> HttpResponse {
+    let me = match crate::http::identify_with_query(&req) {
+        Ok(me) => me,
+        Err(e) => return refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}")),
+    };
+    let q = web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner());
+    let asked = match q.as_ref().ok().and_then(|q| q.get("negotiateVersion")) {
+        None => 0,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(v) => v,
+            Err(_) => return refusal(StatusCode::BAD_REQUEST, format!("Invalid negotiateVersion '{v}'.")),
+        },
+    };
+    let version = asked.min(1);
+    let token = random_id();
+    remember(&token, me.user_id);
+    let (connection_id, connection_token) = if version == 0 { (token, None) } else { (random_id(), Some(token)) };
+    HttpResponse::Ok().json(NegotiateResponse {
+        negotiate_version: version,
+        connection_id,
+        connection_token,
+        available_transports: vec![AvailableTransport {
+            transport: "WebSockets".into(),
+            transfer_formats: vec!["Text".into(), "Binary".into()],
+        }],
+    })
+}
+
+/// The WebSocket: refused before the upgrade with 401 (no valid token), 404 (an `id` that
+/// negotiate did not hand out, or that was used) or 403 (another user's `id`).
+pub async fn connect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    stream: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let me = match crate::http::identify_with_query(&req) {
+        Ok(me) => me,
+        Err(e) => return Ok(refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}"))),
+    };
+    if let Err(e) = ws::handshake(&req) {
+        return Ok(refusal(StatusCode::BAD_REQUEST, format!("This endpoint takes WebSocket requests only: {e}")));
+    }
+    let q = web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner());
+    if let Some(id) = q.as_ref().ok().and_then(|q| q.get("id")) {
+        match redeem(id) {
+            None => return Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
+            Some(user) if user != me.user_id => {
+                return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
+            }
+            Some(_) => {}
+        }
+    }
+    let session = SignalRSession::new(
+        state.registry.hub().session_id(),
+        author(&me),
+        state.registry.clone(),
+        state.links.clone(),
+        state.settings.ws_outbox.max(1),
+    );
+    ws::WsResponseBuilder::new(session, &req, stream).frame_size(MAX_RECORD).start()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_work_once() {
+        remember("t-once", 5);
+        assert_eq!(redeem("t-once"), Some(5));
+        assert_eq!(redeem("t-once"), None);
+        assert_eq!(redeem("never-issued"), None);
+    }
+}
