@@ -13,7 +13,11 @@
 //!   the waiting queue, the catalog and the directory (which rooms exist between whom);
 //!   [`actors::ledger`] keeps the first answer of every keyed request; the
 //!   [`actors::Registry`] finds or starts actors by id and holds no business state.
-//! - [`http`]: thin handlers per contract: authenticate, parse, send one message, render.
+//! - [`http`]: thin handlers, one folder per contract: authenticate, parse, send one
+//!   message, render. [`http::trade`] (contract T, with its SignalR hub),
+//!   [`http::chat`] (contract C, with its WebSocket), [`http::queue`] (contract Q) and
+//!   [`http::booking`] (contract B); beside them what every contract shares: the
+//!   extractors, one error type per contract, health, the OpenAPI document, signed links.
 //! - [`app`]: build, bind, run until a signal, flush, exit.
 //! - [`time`]: wall-clock milliseconds and RFC 3339.
 

@@ -1,7 +1,21 @@
-//! The HTTP edge: one file per contract resource, each handler a few lines that
+//! The HTTP edge: one folder per client contract, each handler a few lines that
 //! authenticate, parse into domain types, send one message and render the contract's
-//! answer. The extractors here are shared by every contract; each is generic over the
-//! contract's error type, so a bad token or body is answered in that contract's shape.
+//! answer.
+//!
+//! # Layout
+//! - [`trade`]: contract T, ticket-trade chat: listings, trade rooms, messages with
+//!   images, payment requests; [`trade::signalr`] is its SignalR hub.
+//! - [`chat`]: contract C, general chat: rooms, messages, files, search, settings;
+//!   [`chat::ws`] is its WebSocket.
+//! - [`queue`]: contract Q, concert seats behind a waiting queue, paid from a wallet.
+//! - [`booking`]: contract B, seat bookings paid by card through a payment gateway.
+//! - Shared by every contract: [`error`] (one error type per contract, each rendering
+//!   its contract's shape and statuses), [`health`] (health, the OpenAPI route, unknown
+//!   routes), [`openapi`] (the document, gathered from the handlers), [`signed`]
+//!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors.
+//!
+//! The extractors are generic over the contract's error type, so a bad token or body is
+//! answered in that contract's shape.
 
 pub mod booking;
 pub mod chat;
