@@ -13,6 +13,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Who is calling, once the token checked out.
+/// What a user is called when nothing names them: a token without a `name` claim, or a
+/// room participant the server has never seen a token of.
+pub fn default_name(user: u64) -> String {
+    format!("user_{user}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: u64,
@@ -127,7 +133,7 @@ impl Verifier {
         let user_id = parse_user_id(&claims.sub).ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
         let id = Identity {
             user_id,
-            name: claims.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("user_{user_id}")),
+            name: claims.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| default_name(user_id)),
             picture: claims.picture,
             admin: claims.role.as_deref() == Some("admin"),
         };

@@ -47,13 +47,15 @@ impl Directory {
         Ok(Directory { store, max_participants, profiles })
     }
 
-    /// A participant record for `user` as the server last saw them (their latest token).
-    /// One never seen is recorded as `user_{id}` until their first request names them
-    /// (the room lists show their latest name); see the closing note of issue 11.
+    /// A participant record for `user` as the server last saw them (their latest token);
+    /// one never seen has no name until their first request names them.
     fn participant(&self, id: u32, user: u64, author: Option<&Author>, now: u64) -> Participant {
         let (name, picture) = match author {
-            Some(a) => (a.name.clone(), a.picture.clone()),
-            None => self.profiles.get(&user).cloned().unwrap_or_else(|| (format!("user_{user}"), None)),
+            Some(a) => (Some(a.name.clone()), a.picture.clone()),
+            None => match self.profiles.get(&user) {
+                Some((name, picture)) => (Some(name.clone()), picture.clone()),
+                None => (None, None),
+            },
         };
         Participant { id, user, name, picture, joined_at: now, last_read: 0, last_read_at: None, active: true }
     }

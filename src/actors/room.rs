@@ -73,7 +73,9 @@ pub struct Participant {
     /// The participant's number in the room (1, 2, ...).
     pub id: u32,
     pub user: u64,
-    pub name: String,
+    /// As their latest token said; `None` while the server has never seen a token of
+    /// theirs (the HTTP edge names them then).
+    pub name: Option<String>,
     pub picture: Option<String>,
     pub joined_at: u64,
     /// The newest message id this participant has read.
@@ -133,16 +135,6 @@ pub struct RoomSnapshot {
 impl RoomSnapshot {
     pub fn participant(&self, user: u64) -> Option<&Participant> {
         self.participants.iter().find(|p| p.user == user && p.active)
-    }
-
-    /// The room's name as `user` sees it: a direct room without a name is named after the
-    /// other participant.
-    pub fn name_for(&self, user: u64) -> String {
-        if let Some(n) = &self.name {
-            return n.clone();
-        }
-        let other = self.participants.iter().find(|p| p.user != user);
-        other.map(|p| p.name.clone()).unwrap_or_default()
     }
 }
 
@@ -331,8 +323,8 @@ impl Room {
     /// Keep a participant's name and picture as their latest token says.
     fn refresh_identity(state: &mut RoomSnapshot, who: &Author) -> bool {
         match state.participants.iter_mut().find(|p| p.user == who.id) {
-            Some(p) if p.name != who.name || p.picture != who.picture => {
-                p.name = who.name.clone();
+            Some(p) if p.name.as_ref() != Some(&who.name) || p.picture != who.picture => {
+                p.name = Some(who.name.clone());
                 p.picture = who.picture.clone();
                 true
             }
@@ -478,7 +470,7 @@ impl Room {
         // A notice posted on a participant's behalf without a name (a purchase card) is
         // signed with the name the room knows them by.
         let (sender_name, sender_picture) = match (msg.from.name.is_empty(), self.state.participant(msg.from.id)) {
-            (true, Some(p)) => (p.name.clone(), p.picture.clone()),
+            (true, Some(p)) => (p.name.clone().unwrap_or_default(), p.picture.clone()),
             _ => (msg.from.name.clone(), msg.from.picture.clone()),
         };
         let m = StoredMessage {

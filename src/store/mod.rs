@@ -54,8 +54,8 @@ pub enum StoreError {
 
 /// The version of the key layout and record encodings. Layout 1 kept idempotency keys,
 /// payments and payment requests inside growing snapshots; layout 2 keeps each as its
-/// own record.
-pub const FORMAT: u32 = 2;
+/// own record; layout 3 leaves a room participant never seen unnamed (`None`).
+pub const FORMAT: u32 = 3;
 
 /// sled's page cache when nothing else is said (sled's own default is 1 GiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;

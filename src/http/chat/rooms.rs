@@ -5,6 +5,7 @@
 use super::room_of;
 use crate::actors::directory::{CreateRoom, Profiles};
 use crate::actors::room::{GetRoom, RoomKind, RoomSnapshot, RoomSummary, Summary};
+use crate::auth::default_name;
 use crate::http::error::{CError, CErrorBody};
 use crate::http::{author, profiles_of, AppState, Caller, JsonBody};
 use crate::time::rfc3339;
@@ -29,11 +30,12 @@ pub struct RoomSummaryView {
 }
 
 /// A participant's name: their latest token's, once the server has seen one, else the
-/// name the room has for them.
-fn display_name(names: &Profiles, user: u64, stored: &str) -> String {
-    match names.get(&user) {
-        Some((name, _)) => name.clone(),
-        None => stored.to_string(),
+/// name the room has for them, else the default one.
+fn display_name(names: &Profiles, user: u64, stored: &Option<String>) -> String {
+    match (names.get(&user), stored) {
+        (Some((name, _)), _) => name.clone(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => default_name(user),
     }
 }
 
@@ -42,7 +44,7 @@ fn room_name(names: &Profiles, r: &RoomSnapshot, user: u64) -> String {
     match (&r.name, r.participants.iter().find(|p| p.user != user)) {
         (Some(n), _) => n.clone(),
         (None, Some(other)) => display_name(names, other.user, &other.name),
-        (None, None) => r.name_for(user),
+        (None, None) => String::new(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::{listing_of, ok, positive, room_actor, trade_room};
 use crate::actors::directory::{OpenTradeRoom, Profiles};
 use crate::actors::room::{Leave, MarkRead, RoomSnapshot, StoredMessage, Summary};
 use crate::actors::ticket_listing::{GetListing, RoomTransactions};
+use crate::auth::default_name;
 use crate::http::error::{TEnvelope, TError};
 use crate::http::{author, profiles_of, AppState, Caller, JsonBody};
 use crate::time::rfc3339;
@@ -56,6 +57,7 @@ fn room_item(
         .find(|p| p.user == other)
         .map(|p| (p.name.clone(), p.picture.clone()))
         .unwrap_or_default();
+    let stored_name = stored_name.unwrap_or_else(|| default_name(other));
     let (name, profile_picture) = match names.get(&other) {
         Some((name, latest)) => (name.clone(), latest.clone()),
         None => (stored_name, None),
@@ -188,7 +190,12 @@ pub async fn room_detail(
     let names = profiles_of(&state, [t.buyer, t.seller]).await?;
     let name = |user: u64| match names.get(&user) {
         Some((n, _)) => n.clone(),
-        None => r.participants.iter().find(|p| p.user == user).map(|p| p.name.clone()).unwrap_or_default(),
+        None => r
+            .participants
+            .iter()
+            .find(|p| p.user == user)
+            .and_then(|p| p.name.clone())
+            .unwrap_or_else(|| default_name(user)),
     };
     Ok(ok(
         StatusCode::OK,
