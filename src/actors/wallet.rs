@@ -31,7 +31,7 @@
 //! always has a durable debit behind it, whatever crashes or expiries come in between.
 
 use super::book::Arbiters;
-use super::ledger::{self, Answer, Fingerprint, KeyError, KeyFilter, KeyedRequest};
+use super::ledger::{self, Answer, Fingerprint, KeyError, KeyedRequest};
 use super::seat_map::booking::ExecuteBooking;
 use super::seat_map::{
     BeginPayment, BookingSpec, FinishPayment, HoldSeats, PaymentDecision, Reservation, ResolvePayment, SeatError,
@@ -138,9 +138,6 @@ pub struct Wallet {
     /// Keys whose first request is running, with its fingerprint (memory only: after a
     /// crash nothing is running, and the ledger answers for what was recorded).
     in_flight: HashMap<String, Fingerprint>,
-    /// The user's keys that may have a ledger entry (every keyed request of the user
-    /// passes here first, so a key it does not know is new without a store read).
-    keys: KeyFilter,
     /// Payments between `BeginPayment` and their decision.
     paying: HashSet<u64>,
     limits: ChargeLimits,
@@ -160,8 +157,7 @@ impl Wallet {
     pub fn load(user: u64, store: Store, env: WalletEnv, limits: ChargeLimits) -> Result<Wallet, StoreError> {
         let state =
             store.get::<WalletSnapshot>(&Key::Wallet(user))?.unwrap_or(WalletSnapshot { user, ..Default::default() });
-        let keys = KeyFilter::load(&store, user)?;
-        Ok(Wallet { state, in_flight: HashMap::new(), keys, paying: HashSet::new(), limits, store, env })
+        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, env })
     }
 
     fn request(&self, key: String, fingerprint: Fingerprint) -> KeyedRequest {
@@ -174,14 +170,11 @@ impl Wallet {
         if let Some(fp) = self.in_flight.get(&req.key) {
             return Err(if *fp == req.fingerprint { WalletError::KeyInProgress } else { WalletError::KeyReused });
         }
-        if self.keys.may_contain(&req.key) {
-            match ledger::lookup(&self.store, req)? {
-                Ok(Some(answer)) => return Ok(Some(answer)),
-                Ok(None) => {}
-                Err(KeyError::Reused) => return Err(WalletError::KeyReused),
-            }
+        match ledger::lookup(&self.store, req)? {
+            Ok(Some(answer)) => return Ok(Some(answer)),
+            Ok(None) => {}
+            Err(KeyError::Reused) => return Err(WalletError::KeyReused),
         }
-        self.keys.insert(&self.store, self.state.user, &req.key, self.in_flight.keys().map(String::as_str))?;
         self.in_flight.insert(req.key.clone(), req.fingerprint);
         Ok(None)
     }

@@ -56,8 +56,6 @@ pub enum Key {
     TransactionsOf(u64),
     /// Not a record: the prefix of every room of one user.
     RoomsOf(u64),
-    /// Not a record: the prefix of every ledger entry of one user.
-    LedgerOf(u64),
 }
 
 impl Key {
@@ -71,7 +69,6 @@ impl Key {
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
             Key::Ledger(user, k) => format!("idem/{user:020}/{k}").into_bytes(),
-            Key::LedgerOf(user) => format!("idem/{user:020}/").into_bytes(),
             Key::Payment(id) => format!("pay/{id:020}").into_bytes(),
             Key::LiveReservation(id) => format!("live/{id:020}").into_bytes(),
             Key::UserBooking(user, r) => format!("ubook/{user:020}/{r:020}").into_bytes(),
@@ -102,7 +99,7 @@ impl Key {
             Key::QueueToken(_) => b"qtoken/".to_vec(),
             Key::QueueMeta => b"qmeta".to_vec(),
             Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
-            Key::Ledger(..) | Key::LedgerOf(_) => b"idem/".to_vec(),
+            Key::Ledger(..) => b"idem/".to_vec(),
             Key::Payment(_) => b"pay/".to_vec(),
             Key::LiveReservation(_) => b"live/".to_vec(),
             Key::UserBooking(..) | Key::BookingsOf(_) => b"ubook/".to_vec(),
