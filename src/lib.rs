@@ -12,7 +12,9 @@
 //!   user's balance and running idempotency keys), room, ticket listing, and one each for
 //!   the waiting queue, the catalog and the directory (which rooms exist between whom);
 //!   [`actors::ledger`] keeps the first answer of every keyed request; the
-//!   [`actors::Registry`] finds or starts actors by id and holds no business state.
+//!   [`actors::Registry`] finds or starts actors by id and holds no business state; actors
+//!   hold the narrow handles of [`actors::book`] (and address books such as
+//!   [`actors::seat_map::SeatMaps`]) instead of the registry.
 //! - [`http`]: thin handlers, one folder per contract: authenticate, parse, send one
 //!   message, render. [`http::trade`] (contract T, with its SignalR hub),
 //!   [`http::chat`] (contract C, with its WebSocket), [`http::queue`] (contract Q) and
@@ -20,6 +22,8 @@
 //!   extractors, one error type per contract, health, the OpenAPI document, signed links.
 //! - [`app`]: build, bind, run until a signal, flush, exit.
 //! - [`time`]: wall-clock milliseconds and RFC 3339.
+//!
+//! The load tool, `boxoffice-load`, is its own workspace member under `load/`.
 
 pub mod actors;
 pub mod app;
