@@ -14,7 +14,9 @@
 //! rooms. A trade room that closes tells the directory ([`RoomClosed`]) before its leave
 //! is answered, so the buyer's next request opens a new room.
 
-use super::room::{Author, ChatError, Participant, RoomKind, RoomSettings, RoomSnapshot, TradeInfo};
+use super::room::{
+    Author, ChatError, Participant, RoomKind, RoomSettings, RoomSnapshot, RoomSummary, StoredMessage, TradeInfo,
+};
 use super::ticket_listing::Listing;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
@@ -123,6 +125,32 @@ pub fn rooms_of(store: &Store, user: u64) -> Result<Vec<u64>, StoreError> {
             _ => None,
         })
         .collect())
+}
+
+/// The open rooms `user` is in, each with its newest message and `user`'s unread count,
+/// read from the records the rooms write (no room actor is asked or started), once
+/// everything read is on disk. A room list costs reads of the user's rooms, not one
+/// message to each room.
+pub async fn summaries_of(store: &Store, user: u64) -> Result<Vec<RoomSummary>, StoreError> {
+    let mut out = Vec::new();
+    for id in rooms_of(store, user)? {
+        let Some(room) = store.get::<RoomSnapshot>(&Key::Room(id))? else { continue };
+        // A closed (left) trade room is out of every room list.
+        if room.closed_at.is_some() {
+            continue;
+        }
+        let Some(last_read) = room.participant(user).map(|p| p.last_read) else { continue };
+        let last_message = store.last_under(&Key::MessagesOf(id), |m: &StoredMessage| !m.deleted)?;
+        let unread = store.count_under_from(
+            &Key::MessagesOf(id),
+            &Key::Message(id, last_read.saturating_add(1)),
+            |m: &StoredMessage| m.sender != user && !m.deleted,
+        )?;
+        out.push(RoomSummary { room, last_message, unread });
+    }
+    // What was read may include writes whose flush is still running: answer after it.
+    store.durable().await?;
+    Ok(out)
 }
 
 /// Create a room of `creator` with `others`; a direct room between two users is created

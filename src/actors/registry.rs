@@ -209,6 +209,12 @@ impl Registry {
         super::directory::rooms_of(&self.inner.store, user)
     }
 
+    /// The open rooms `user` is in with their newest message and unread count (read from
+    /// the directory's and rooms' records; see [`super::directory::summaries_of`]).
+    pub async fn room_summaries(&self, user: u64) -> Result<Vec<super::room::RoomSummary>, StoreError> {
+        super::directory::summaries_of(&self.inner.store, user).await
+    }
+
     pub fn catalog(&self) -> &Addr<Catalog> {
         &self.inner.catalog
     }

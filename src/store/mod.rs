@@ -291,6 +291,45 @@ impl Store {
         Ok(out)
     }
 
+    /// The last value under `prefix` (in key order) that `wanted` accepts, read from the
+    /// end: e.g. a room's newest message that is not deleted.
+    pub fn last_under<T: DeserializeOwned>(
+        &self,
+        prefix: &Key,
+        wanted: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, StoreError> {
+        for item in self.state.scan_prefix(prefix.bytes()).rev() {
+            let (k, v) = item?;
+            let value = decode(&v, &parse_key(&k)?)?;
+            if wanted(&value) {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many values under `prefix`, from the key `from` on, `counted` accepts: e.g. a
+    /// reader's unread messages, from the first after their read position.
+    pub fn count_under_from<T: DeserializeOwned>(
+        &self,
+        prefix: &Key,
+        from: &Key,
+        counted: impl Fn(&T) -> bool,
+    ) -> Result<u64, StoreError> {
+        let prefix = prefix.bytes();
+        let mut n = 0;
+        for item in self.state.range(from.bytes()..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if counted(&decode(&v, &parse_key(&k)?)?) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// A fresh, never reused, monotonically increasing id (crash-safe).
     pub fn next_id(&self) -> Result<u64, StoreError> {
         // sled ids start at 0; ours start at 1.

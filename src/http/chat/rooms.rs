@@ -82,16 +82,7 @@ pub struct RoomList {
 #[utoipa::path(get, path = "/chat/rooms/", tag = "C: chat",
     responses((status = 200, body = RoomList), (status = 401, body = CErrorBody)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Result<HttpResponse, CError> {
-    let mut summaries = Vec::new();
-    for id in state.registry.rooms_of(me.user_id)? {
-        let Some(addr) = state.registry.room(id)? else { continue };
-        if let Ok(s) = addr.send(Summary { user: me.user_id }).await? {
-            // A closed (left) trade room is out of every room list.
-            if s.room.closed_at.is_none() {
-                summaries.push(s);
-            }
-        }
-    }
+    let summaries = state.registry.room_summaries(me.user_id).await?;
     let names = names_in(&state, summaries.iter().map(|s| &s.room)).await?;
     let mut rooms: Vec<(u64, RoomSummaryView)> = summaries
         .iter()

@@ -117,14 +117,7 @@ pub async fn open_room(
 #[utoipa::path(get, path = "/api/chat/rooms", tag = "T: ticket trade",
     responses((status = 200, body = [RoomItem]), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<TError>) -> Result<HttpResponse, TError> {
-    let mut summaries = Vec::new();
-    for id in state.registry.rooms_of(me.user_id)? {
-        let Some(addr) = state.registry.room(id)? else { continue };
-        let Ok(s) = addr.send(Summary { user: me.user_id }).await? else { continue };
-        if s.room.closed_at.is_none() {
-            summaries.push(s);
-        }
-    }
+    let summaries = state.registry.room_summaries(me.user_id).await?;
     let users = summaries.iter().flat_map(|s| s.room.participants.iter().map(|p| p.user));
     let names = profiles_of(&state, users.collect::<Vec<u64>>()).await?;
     let mut rooms = Vec::new();

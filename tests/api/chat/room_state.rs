@@ -160,3 +160,33 @@ async fn reading_search_settings_and_online_status() {
         assert_eq!((&u["is_online"], &u["last_seen"]), (&json!(false), &Value::Null), "{u}");
     }
 }
+
+/// A room list is read from the rooms' records: its newest message skips a deleted one,
+/// its unread count leaves deleted and own messages out, and both hold after `kill -9`
+/// (when no room actor has started yet).
+#[actix_rt::test]
+async fn room_lists_skip_deleted_messages_and_survive_kill9() {
+    let mut server = TestServer::spawn(&[]);
+    let chat = Chat::new(&server);
+    let (kim, lee) = (1u64, 2u64);
+    chat.touch(&[kim, lee]).await;
+    let room = chat.direct(kim, lee).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(num(&chat.post(lee, room, &format!("lee {i}")).await, "message_id"));
+    }
+    chat.post(kim, room, "kim's own").await;
+    let last = num(&chat.post(lee, room, "lee last").await, "message_id");
+    assert_eq!(chat.delete(lee, room, last).await.status, 200);
+    assert_eq!(chat.delete(lee, room, ids[1]).await.status, 200);
+    let check = |s: Value| {
+        assert_eq!(s["last_message"], "kim's own", "the newest message not deleted: {s}");
+        assert_eq!(num(&s, "unread_count"), 3, "lee 0, 2 and 3: {s}");
+    };
+    check(chat.summary(kim, room).await);
+    server.kill9();
+    server.restart();
+    let chat = Chat::new(&server);
+    check(chat.summary(kim, room).await);
+    assert_eq!(num(&chat.summary(lee, room).await, "unread_count"), 1, "kim's message");
+}
