@@ -28,6 +28,11 @@ use serde::{Deserialize, Serialize};
 /// Most messages a reconnecting session catches up on; older ones are paged over REST.
 pub const MAX_CATCH_UP: usize = 10_000;
 
+/// How many of a room's newest published messages stay in memory (up to twice as many
+/// between trims); older ones are read from the store when asked for, so a room's memory
+/// does not grow with its history.
+pub const MESSAGES_KEPT: usize = 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RoomKind {
     Direct,
@@ -241,9 +246,14 @@ pub struct Author {
 
 pub struct Room {
     state: RoomSnapshot,
-    /// Every message, ascending id; those above `published` are waiting for their flush.
+    /// The newest messages, ascending id: the last published ones (at most twice
+    /// [`MESSAGES_KEPT`]) and, above `published`, those waiting for their flush. The
+    /// store has them all.
     messages: Vec<StoredMessage>,
+    /// The newest published message's id (0: none); readers see messages up to it.
     published: u64,
+    /// How many messages are published.
+    count: usize,
     store: Store,
     hub: Hub,
     /// Told when a trade room closes, before the leave is answered.
@@ -257,31 +267,66 @@ impl Room {
         hub: Hub,
         directory: Recipient<RoomClosed>,
     ) -> Result<Room, StoreError> {
-        let mut messages: Vec<StoredMessage> =
-            store.scan_under(&Key::MessagesOf(state.id))?.into_iter().map(|(_, m)| m).collect();
-        messages.sort_by_key(|m| m.id);
+        let all = Key::MessagesOf(state.id);
+        let count = store.count_under(&all)?;
+        let mut messages = store
+            .iter_under_before::<StoredMessage>(&all, &Key::Message(state.id, u64::MAX))
+            .take(MESSAGES_KEPT)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
         let published = messages.last().map(|m| m.id).unwrap_or(0);
-        Ok(Room { state, messages, published, store, hub, directory })
+        Ok(Room { state, messages, published, count, store, hub, directory })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
         self.state.participant(user).ok_or(ChatError::NotParticipant)
     }
 
-    /// Published messages (what readers may see).
+    /// The published messages kept in memory (the newest ones).
     fn visible(&self) -> &[StoredMessage] {
         let n = self.messages.partition_point(|m| m.id <= self.published);
         &self.messages[..n]
     }
 
+    /// Every published message, newest first: those in memory, then older ones read
+    /// from the store as the caller goes on.
+    fn newest_first(&self) -> impl Iterator<Item = Result<StoredMessage, StoreError>> + '_ {
+        let kept = self.visible();
+        let older = (kept.len() < self.count).then(|| {
+            let before = kept.first().map_or(self.published.saturating_add(1), |m| m.id);
+            self.store.iter_under_before(&Key::MessagesOf(self.state.id), &Key::Message(self.state.id, before))
+        });
+        kept.iter().rev().cloned().map(Ok).chain(older.into_iter().flatten())
+    }
+
+    /// The index in memory of published message `id`, if it is kept there.
     fn position(&self, id: u64) -> Option<usize> {
         self.visible().binary_search_by_key(&id, |m| m.id).ok()
     }
 
-    fn unread(&self, p: &Participant) -> u64 {
-        let v = self.visible();
-        let from = v.partition_point(|m| m.id <= p.last_read);
-        v[from..].iter().filter(|m| m.sender != p.user && !m.deleted).count() as u64
+    /// Published message `id`, from memory or the store.
+    fn message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        if id > self.published {
+            return Ok(None);
+        }
+        match self.position(id) {
+            Some(i) => Ok(Some(self.visible()[i].clone())),
+            None => self.store.get(&Key::Message(self.state.id, id)),
+        }
+    }
+
+    fn unread(&self, p: &Participant) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for m in self.newest_first() {
+            let m = m?;
+            if m.id <= p.last_read {
+                break;
+            }
+            if m.sender != p.user && !m.deleted {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Publish, in id order, every message up to `upto` not yet published.
@@ -313,7 +358,14 @@ impl Room {
                 }
             }
         }
+        let published = self.messages[from..].iter().take_while(|m| m.id <= upto).count();
         self.published = upto;
+        self.count += published;
+        // Keep the newest published messages only; the store has the rest.
+        let kept = self.visible().len();
+        if kept > 2 * MESSAGES_KEPT {
+            self.messages.drain(..kept - MESSAGES_KEPT);
+        }
     }
 
     fn write_snapshot(&self, state: &RoomSnapshot) -> Result<(), StoreError> {
@@ -395,8 +447,15 @@ impl Handler<Summary> for Room {
     type Result = Result<RoomSummary, ChatError>;
     fn handle(&mut self, msg: Summary, _: &mut Context<Self>) -> Self::Result {
         let p = self.member(msg.user)?;
-        let unread = self.unread(p);
-        let last_message = self.visible().iter().rev().find(|m| !m.deleted).cloned();
+        let unread = self.unread(p)?;
+        let mut last_message = None;
+        for m in self.newest_first() {
+            let m = m?;
+            if !m.deleted {
+                last_message = Some(m);
+                break;
+            }
+        }
         Ok(RoomSummary { room: self.state.clone(), last_message, unread })
     }
 }
@@ -423,17 +482,31 @@ impl Handler<ListMessages> for Room {
     type Result = Result<MessagePage, ChatError>;
     fn handle(&mut self, msg: ListMessages, _: &mut Context<Self>) -> Self::Result {
         self.member(msg.user)?;
-        let v = self.visible();
-        let total = v.len();
+        let total = self.count;
         if let Some(since) = msg.since {
-            let from = v.partition_point(|m| m.id <= since);
-            let page: Vec<_> = v[from..].iter().take(msg.size).cloned().collect();
-            let has_more = from + page.len() < total;
+            let kept = self.visible();
+            let page: Vec<StoredMessage> = if kept.len() == total || kept.first().is_some_and(|m| m.id <= since) {
+                let from = kept.partition_point(|m| m.id <= since);
+                kept[from..].iter().take(msg.size).cloned().collect()
+            } else {
+                let (all, from) =
+                    (Key::MessagesOf(self.state.id), Key::Message(self.state.id, since.saturating_add(1)));
+                let published = self.published;
+                self.store
+                    .iter_under_from::<StoredMessage>(&all, &from)
+                    .take_while(|m| m.as_ref().map_or(true, |m| m.id <= published))
+                    .take(msg.size)
+                    .collect::<Result<_, _>>()?
+            };
+            // The page runs to the newest published message, or there is more after it.
+            let has_more = page.last().is_some_and(|m| m.id < self.published);
             return Ok(MessagePage { messages: page, total, has_more });
         }
-        let end = total.saturating_sub((msg.page - 1).saturating_mul(msg.size));
-        let start = end.saturating_sub(msg.size);
-        Ok(MessagePage { messages: v[start..end].to_vec(), total, has_more: start > 0 })
+        let skip = (msg.page - 1).saturating_mul(msg.size);
+        let start = total.saturating_sub(skip).saturating_sub(msg.size);
+        let mut page = self.newest_first().skip(skip).take(msg.size).collect::<Result<Vec<_>, _>>()?;
+        page.reverse();
+        Ok(MessagePage { messages: page, total, has_more: start > 0 })
     }
 }
 
@@ -461,7 +534,7 @@ impl Room {
             }
         }
         if let Some(r) = msg.reply_to {
-            let target = self.position(r).map(|i| &self.visible()[i]);
+            let target = self.message(r)?;
             if target.is_none_or(|m| m.deleted) {
                 return Err(ChatError::NotInRoom(r));
             }
@@ -549,8 +622,7 @@ impl Room {
         event: impl FnOnce(&StoredMessage) -> ChatEvent,
     ) -> Result<(StoredMessage, ChatEvent), ChatError> {
         self.member(user)?;
-        let i = self.position(id).ok_or(ChatError::MessageNotFound)?;
-        let mut m = self.messages[i].clone();
+        let mut m = self.message(id)?.ok_or(ChatError::MessageNotFound)?;
         if m.deleted {
             return Err(ChatError::MessageNotFound);
         }
@@ -560,7 +632,9 @@ impl Room {
         f(&mut m);
         m.updated_at = now_ms();
         self.store.put(&Key::Message(m.room, m.id), &m)?;
-        self.messages[i] = m.clone();
+        if let Some(i) = self.position(id) {
+            self.messages[i] = m.clone();
+        }
         let event = event(&m);
         Ok((m, event))
     }
@@ -674,16 +748,20 @@ impl Handler<Search> for Room {
     fn handle(&mut self, msg: Search, _: &mut Context<Self>) -> Self::Result {
         self.member(msg.user)?;
         let needle = msg.query.to_lowercase();
-        let hits: Vec<(&StoredMessage, String)> = self
-            .visible()
-            .iter()
-            .rev()
-            .filter(|m| !m.deleted)
-            .filter_map(|m| m.content.as_deref().and_then(|c| find_ignoring_case(c, &needle)).map(|h| (m, h)))
-            .collect();
-        let total = hits.len();
+        // Every hit is counted (the answer has the total); only the page's are kept.
         let from = (msg.page - 1).saturating_mul(msg.size);
-        let page: Vec<_> = hits.into_iter().skip(from).take(msg.size).map(|(m, h)| (m.clone(), h)).collect();
+        let (mut total, mut page) = (0, Vec::new());
+        for m in self.newest_first() {
+            let m = m?;
+            if m.deleted {
+                continue;
+            }
+            let Some(hit) = m.content.as_deref().and_then(|c| find_ignoring_case(c, &needle)) else { continue };
+            if total >= from && page.len() < msg.size {
+                page.push((m, hit));
+            }
+            total += 1;
+        }
         let has_more = from + page.len() < total;
         Ok((page, total, has_more))
     }
@@ -753,9 +831,17 @@ impl Handler<Join> for Room {
         self.member(msg.subscriber.user)?;
         self.hub.join(&room_group(self.state.id), msg.subscriber);
         let Some(since) = msg.since else { return Ok(Vec::new()) };
-        let v = self.visible();
-        let from = v.partition_point(|m| m.id <= since).max(v.len().saturating_sub(MAX_CATCH_UP));
-        Ok(v[from..].to_vec())
+        // The newest MAX_CATCH_UP messages after `since` at most.
+        let mut missed = Vec::new();
+        for m in self.newest_first().take(MAX_CATCH_UP) {
+            let m = m?;
+            if m.id <= since {
+                break;
+            }
+            missed.push(m);
+        }
+        missed.reverse();
+        Ok(missed)
     }
 }
 
@@ -798,13 +884,16 @@ impl Handler<FindFile> for Room {
         if let Some(user) = msg.user {
             self.member(user)?;
         }
-        self.visible()
-            .iter()
-            .filter(|m| !m.deleted)
-            .flat_map(|m| m.file.iter().chain(m.images.iter()))
-            .find(|f| f.stored == msg.stored)
-            .cloned()
-            .ok_or(ChatError::MessageNotFound)
+        for m in self.newest_first() {
+            let m = m?;
+            if m.deleted {
+                continue;
+            }
+            if let Some(f) = m.file.iter().chain(m.images.iter()).find(|f| f.stored == msg.stored) {
+                return Ok(f.clone());
+            }
+        }
+        Err(ChatError::MessageNotFound)
     }
 }
 
@@ -939,7 +1028,122 @@ impl Rooms {
 
 #[cfg(test)]
 mod tests {
-    use super::find_ignoring_case;
+    use super::*;
+    use crate::actors::directory::Directory;
+
+    fn person(id: u32, user: u64) -> Participant {
+        let name = Some(format!("u{user}"));
+        Participant { id, user, name, picture: None, joined_at: 1, last_read: 0, last_read_at: None, active: true }
+    }
+
+    fn start(store: &Store, snapshot: &RoomSnapshot) -> Addr<Room> {
+        let directory = Directory::load(store.clone(), 100).expect("directory").start().recipient();
+        let room = Room::restore(snapshot.clone(), store.clone(), Hub::default(), directory).expect("restore");
+        room.start()
+    }
+
+    fn ids(ms: &[StoredMessage]) -> Vec<u64> {
+        ms.iter().map(|m| m.id).collect()
+    }
+
+    /// A room with far more messages than it keeps in memory answers every read as if
+    /// it kept them all (pages, `since`, search, edits and deletes of old messages, files,
+    /// unread counts), before and after a restart.
+    #[actix_rt::test]
+    async fn a_long_room_reads_old_messages_from_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let snapshot = RoomSnapshot {
+            id: 9,
+            name: Some("long".into()),
+            kind: RoomKind::Group,
+            description: None,
+            max_participants: 2,
+            created_by: 1,
+            active: true,
+            created_at: 1,
+            updated_at: 1,
+            participants: vec![person(1, 1), person(2, 2)],
+            settings: RoomSettings::default(),
+            trade: None,
+            closed_at: None,
+        };
+        let room = start(&store, &snapshot);
+        let n = 3 * MESSAGES_KEPT + 7;
+        let posts = (0..n).map(|i| {
+            let file = (i == 5).then(|| StoredFile {
+                stored: "f5.png".into(),
+                name: "f5.png".into(),
+                size: 1,
+                content_type: "image/png".into(),
+            });
+            let content = Some(if i % 7 == 0 { format!("Needle {i}") } else { format!("hay {i}") });
+            room.send(PostMessage {
+                from: Author { id: 1, name: "u1".into(), picture: None },
+                content,
+                kind: "text".into(),
+                reply_to: None,
+                file,
+                images: Vec::new(),
+                system: false,
+            })
+        });
+        let mut all = Vec::new();
+        for m in futures_util::future::join_all(posts).await {
+            all.push(m.expect("mailbox").expect("posted"));
+        }
+        all.sort_by_key(|m| m.id);
+        let first: Vec<u64> = all.iter().take(10).map(|m| m.id).collect();
+        let id = |i: usize| first[i];
+        let edited = room.send(EditMessage { user: 1, message: id(3), content: "edited".into() }).await;
+        assert_eq!(edited.expect("mailbox").expect("an old message is edited").content.as_deref(), Some("edited"));
+        let reply = PostMessage {
+            from: Author { id: 2, name: "u2".into(), picture: None },
+            content: Some("re".into()),
+            kind: "text".into(),
+            reply_to: Some(id(4)),
+            file: None,
+            images: Vec::new(),
+            system: false,
+        };
+        all.push(room.send(reply).await.expect("mailbox").expect("a reply to an old message"));
+        room.send(DeleteMessage { user: 1, message: id(4) }).await.expect("mailbox").expect("deleted");
+        let total = all.len();
+
+        for room in [room.clone(), start(&store, &snapshot)] {
+            let list = |page, size, since| room.send(ListMessages { user: 2, page, size, since });
+            let p = list(1, 50, None).await.expect("mailbox").expect("page");
+            assert_eq!((p.total, p.has_more), (total, true));
+            assert_eq!(ids(&p.messages), ids(&all[total - 50..]));
+            let p = list(30, 50, None).await.expect("mailbox").expect("page");
+            assert_eq!(ids(&p.messages), ids(&all[total - 1500..total - 1450]));
+            let p = list(1, 20, Some(id(2))).await.expect("mailbox").expect("since");
+            assert_eq!(ids(&p.messages), ids(&all[3..23]));
+            assert_eq!(p.messages[0].content.as_deref(), Some("edited"));
+            assert!(p.messages[1].deleted, "the deleted one keeps its place, emptied");
+            assert!(p.has_more);
+            let p = list(1, 20, Some(all[total - 5].id)).await.expect("mailbox").expect("since");
+            assert_eq!((ids(&p.messages), p.has_more), (ids(&all[total - 4..]), false));
+
+            let found = room.send(Search { user: 2, query: "needle".into(), page: 2, size: 10 }).await;
+            let (hits, hits_total, more) = found.expect("mailbox").expect("search");
+            let expected: Vec<u64> = all
+                .iter()
+                .rev()
+                .filter(|m| m.content.as_deref().is_some_and(|c| c.starts_with("Needle")))
+                .map(|m| m.id)
+                .collect();
+            assert_eq!((hits_total, more), (expected.len(), true));
+            assert_eq!(hits.iter().map(|(m, _)| m.id).collect::<Vec<_>>(), expected[10..20]);
+            assert_eq!(hits[0].1, "Needle");
+
+            let file = room.send(FindFile { user: Some(2), stored: "f5.png".into() }).await.expect("mailbox");
+            assert_eq!(file.expect("an old message's file").name, "f5.png");
+            let summary = room.send(Summary { user: 2 }).await.expect("mailbox").expect("summary");
+            assert_eq!(summary.unread, total as u64 - 2, "everything but the deleted one and user 2's own");
+            assert_eq!(summary.last_message.map(|m| m.content), Some(Some("re".into())));
+        }
+    }
 
     #[test]
     fn highlights_keep_the_original_case() {

@@ -330,6 +330,45 @@ impl Store {
         Ok(n)
     }
 
+    /// The values under `prefix` whose keys come before `before`, newest key first, read
+    /// lazily (e.g. a room's messages older than those it keeps in memory).
+    pub fn iter_under_before<T: DeserializeOwned>(
+        &self,
+        prefix: &Key,
+        before: &Key,
+    ) -> impl Iterator<Item = Result<T, StoreError>> {
+        self.state.range(prefix.bytes()..before.bytes()).rev().map(|item| {
+            let (k, v) = item?;
+            decode(&v, &parse_key(&k)?)
+        })
+    }
+
+    /// The values under `prefix` from the key `from` on, in key order, read lazily.
+    pub fn iter_under_from<T: DeserializeOwned>(
+        &self,
+        prefix: &Key,
+        from: &Key,
+    ) -> impl Iterator<Item = Result<T, StoreError>> {
+        let prefix = prefix.bytes();
+        self.state
+            .range(from.bytes()..)
+            .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&v, &parse_key(&k)?)
+            })
+    }
+
+    /// How many records are under `prefix` (keys only, nothing decoded).
+    pub fn count_under(&self, prefix: &Key) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.state.scan_prefix(prefix.bytes()).keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// A fresh, never reused, monotonically increasing id (crash-safe).
     pub fn next_id(&self) -> Result<u64, StoreError> {
         // sled ids start at 0; ours start at 1.
