@@ -24,6 +24,7 @@ use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Most messages a reconnecting session catches up on; older ones are paged over REST.
 pub const MAX_CATCH_UP: usize = 10_000;
@@ -254,6 +255,9 @@ pub struct Room {
     published: u64,
     /// How many messages are published.
     count: usize,
+    /// How many messages each participant has not read (pending ones included), kept
+    /// with every change under [`Key::Unread`]: a room list reads one record.
+    unread: BTreeMap<u64, u64>,
     store: Store,
     hub: Hub,
     /// Told when a trade room closes, before the leave is answered.
@@ -275,7 +279,21 @@ impl Room {
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         let published = messages.last().map(|m| m.id).unwrap_or(0);
-        Ok(Room { state, messages, published, count, store, hub, directory })
+        let unread = match store.get::<BTreeMap<u64, u64>>(&Key::Unread(state.id))? {
+            Some(unread) => unread,
+            // No message yet (or a room older than the counts): count once.
+            None => {
+                let mut unread = BTreeMap::new();
+                for p in state.participants.iter().filter(|p| p.active) {
+                    let from = Key::Message(state.id, p.last_read.saturating_add(1));
+                    let n =
+                        store.count_under_from(&all, &from, |m: &StoredMessage| m.sender != p.user && !m.deleted)?;
+                    unread.insert(p.user, n);
+                }
+                unread
+            }
+        };
+        Ok(Room { state, messages, published, count, unread, store, hub, directory })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
@@ -315,18 +333,10 @@ impl Room {
         }
     }
 
-    fn unread(&self, p: &Participant) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for m in self.newest_first() {
-            let m = m?;
-            if m.id <= p.last_read {
-                break;
-            }
-            if m.sender != p.user && !m.deleted {
-                n += 1;
-            }
-        }
-        Ok(n)
+    /// How many messages `user` has not read among the published ones.
+    fn unread(&self, user: u64) -> u64 {
+        let pending = self.messages.iter().filter(|m| m.id > self.published && m.sender != user).count();
+        self.unread.get(&user).copied().unwrap_or(0).saturating_sub(pending as u64)
     }
 
     /// Publish, in id order, every message up to `upto` not yet published.
@@ -446,8 +456,8 @@ pub struct Summary {
 impl Handler<Summary> for Room {
     type Result = Result<RoomSummary, ChatError>;
     fn handle(&mut self, msg: Summary, _: &mut Context<Self>) -> Self::Result {
-        let p = self.member(msg.user)?;
-        let unread = self.unread(p)?;
+        self.member(msg.user)?;
+        let unread = self.unread(msg.user);
         let mut last_message = None;
         for m in self.newest_first() {
             let m = m?;
@@ -564,6 +574,11 @@ impl Room {
         };
         let mut batch = Batch::default();
         batch.put(&Key::Message(m.room, m.id), &m)?;
+        let mut unread = self.unread.clone();
+        for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender) {
+            *unread.entry(p.user).or_default() += 1;
+        }
+        batch.put(&Key::Unread(m.room), &unread)?;
         // The room's snapshot is rewritten only when the sender's name or picture changed;
         // its last activity is its newest message.
         let mut next = self.state.clone();
@@ -573,6 +588,7 @@ impl Room {
         }
         self.store.apply(batch)?;
         self.state = next;
+        self.unread = unread;
         self.messages.push(m.clone());
         Ok(m)
     }
@@ -631,7 +647,20 @@ impl Room {
         }
         f(&mut m);
         m.updated_at = now_ms();
-        self.store.put(&Key::Message(m.room, m.id), &m)?;
+        let mut batch = Batch::default();
+        batch.put(&Key::Message(m.room, m.id), &m)?;
+        // A deleted message is no longer unread for those who had not read it.
+        let mut unread = self.unread.clone();
+        if m.deleted {
+            for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender && p.last_read < m.id) {
+                if let Some(n) = unread.get_mut(&p.user) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            batch.put(&Key::Unread(m.room), &unread)?;
+        }
+        self.store.apply(batch)?;
+        self.unread = unread;
         if let Some(i) = self.position(id) {
             self.messages[i] = m.clone();
         }
@@ -695,8 +724,16 @@ impl Handler<MarkRead> for Room {
                 p.last_read_at = Some(now);
             }
             Self::refresh_identity(&mut next, &msg.from);
-            self.write_snapshot(&next)?;
+            // What is left unread: messages still waiting for their flush.
+            let mut unread = self.unread.clone();
+            let pending = self.messages.iter().filter(|m| m.id > last && m.sender != msg.from.id).count();
+            unread.insert(msg.from.id, pending as u64);
+            let mut batch = Batch::default();
+            batch.put(&Key::Room(next.id), &next)?;
+            batch.put(&Key::Unread(next.id), &unread)?;
+            self.store.apply(batch)?;
             self.state = next;
+            self.unread = unread;
             let read = ChatEvent::MessageRead {
                 room: self.state.id,
                 user: msg.from.id,
