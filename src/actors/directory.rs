@@ -15,7 +15,8 @@
 //! is answered, so the buyer's next request opens a new room.
 
 use super::room::{
-    Author, ChatError, Participant, RoomKind, RoomSettings, RoomSnapshot, RoomSummary, StoredMessage, TradeInfo,
+    Author, ChatError, Participant, RoomCounts, RoomKind, RoomSettings, RoomSnapshot, RoomSummary, StoredMessage,
+    TradeInfo,
 };
 use super::ticket_listing::Listing;
 use crate::store::{Batch, Key, Store, StoreError};
@@ -143,8 +144,8 @@ pub async fn summaries_of(store: &Store, user: u64) -> Result<Vec<RoomSummary>, 
             continue;
         }
         let last_message = store.last_under(&Key::MessagesOf(id), |m: &StoredMessage| !m.deleted)?;
-        let counts = store.get::<std::collections::BTreeMap<u64, u64>>(&Key::Unread(id))?;
-        let unread = counts.and_then(|c| c.get(&user).copied()).unwrap_or(0);
+        let counts = store.get::<RoomCounts>(&Key::RoomCounts(id))?;
+        let unread = counts.and_then(|c| c.unread.get(&user).copied()).unwrap_or(0);
         out.push(RoomSummary { room, last_message, unread });
     }
     // What was read may include writes whose flush is still running: answer after it.

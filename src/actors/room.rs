@@ -237,6 +237,15 @@ impl From<StoreError> for ChatError {
     }
 }
 
+/// A room's counts, kept with every change (see [`Key::RoomCounts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCounts {
+    /// Messages written (deleted ones keep their place and count).
+    pub messages: u64,
+    /// Per participant, the messages of others they have not read (deleted ones not).
+    pub unread: BTreeMap<u64, u64>,
+}
+
 /// Who is acting, as the token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Author {
@@ -255,9 +264,9 @@ pub struct Room {
     published: u64,
     /// How many messages are published.
     count: usize,
-    /// How many messages each participant has not read (pending ones included), kept
-    /// with every change under [`Key::Unread`]: a room list reads one record.
-    unread: BTreeMap<u64, u64>,
+    /// The room's messages and each participant's unread ones (pending ones included),
+    /// written with every change under [`Key::RoomCounts`]: a room list reads one record.
+    counts: RoomCounts,
     store: Store,
     hub: Hub,
     /// Told when a trade room closes, before the leave is answered.
@@ -272,15 +281,14 @@ impl Room {
         directory: Recipient<RoomClosed>,
     ) -> Result<Room, StoreError> {
         let all = Key::MessagesOf(state.id);
-        let count = store.count_under(&all)?;
         let mut messages = store
             .iter_under_before::<StoredMessage>(&all, &Key::Message(state.id, u64::MAX))
             .take(MESSAGES_KEPT)
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         let published = messages.last().map(|m| m.id).unwrap_or(0);
-        let unread = match store.get::<BTreeMap<u64, u64>>(&Key::Unread(state.id))? {
-            Some(unread) => unread,
+        let counts = match store.get::<RoomCounts>(&Key::RoomCounts(state.id))? {
+            Some(counts) => counts,
             // No message yet (or a room older than the counts): count once.
             None => {
                 let mut unread = BTreeMap::new();
@@ -290,10 +298,12 @@ impl Room {
                         store.count_under_from(&all, &from, |m: &StoredMessage| m.sender != p.user && !m.deleted)?;
                     unread.insert(p.user, n);
                 }
-                unread
+                RoomCounts { messages: store.count_under(&all)? as u64, unread }
             }
         };
-        Ok(Room { state, messages, published, count, unread, store, hub, directory })
+        // Everything on disk is published now.
+        let count = counts.messages as usize;
+        Ok(Room { state, messages, published, count, counts, store, hub, directory })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
@@ -336,7 +346,7 @@ impl Room {
     /// How many messages `user` has not read among the published ones.
     fn unread(&self, user: u64) -> u64 {
         let pending = self.messages.iter().filter(|m| m.id > self.published && m.sender != user).count();
-        self.unread.get(&user).copied().unwrap_or(0).saturating_sub(pending as u64)
+        self.counts.unread.get(&user).copied().unwrap_or(0).saturating_sub(pending as u64)
     }
 
     /// Publish, in id order, every message up to `upto` not yet published.
@@ -574,11 +584,12 @@ impl Room {
         };
         let mut batch = Batch::default();
         batch.put(&Key::Message(m.room, m.id), &m)?;
-        let mut unread = self.unread.clone();
+        let mut counts = self.counts.clone();
+        counts.messages += 1;
         for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender) {
-            *unread.entry(p.user).or_default() += 1;
+            *counts.unread.entry(p.user).or_default() += 1;
         }
-        batch.put(&Key::Unread(m.room), &unread)?;
+        batch.put(&Key::RoomCounts(m.room), &counts)?;
         // The room's snapshot is rewritten only when the sender's name or picture changed;
         // its last activity is its newest message.
         let mut next = self.state.clone();
@@ -588,7 +599,7 @@ impl Room {
         }
         self.store.apply(batch)?;
         self.state = next;
-        self.unread = unread;
+        self.counts = counts;
         self.messages.push(m.clone());
         Ok(m)
     }
@@ -650,17 +661,17 @@ impl Room {
         let mut batch = Batch::default();
         batch.put(&Key::Message(m.room, m.id), &m)?;
         // A deleted message is no longer unread for those who had not read it.
-        let mut unread = self.unread.clone();
+        let mut counts = self.counts.clone();
         if m.deleted {
             for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender && p.last_read < m.id) {
-                if let Some(n) = unread.get_mut(&p.user) {
+                if let Some(n) = counts.unread.get_mut(&p.user) {
                     *n = n.saturating_sub(1);
                 }
             }
-            batch.put(&Key::Unread(m.room), &unread)?;
+            batch.put(&Key::RoomCounts(m.room), &counts)?;
         }
         self.store.apply(batch)?;
-        self.unread = unread;
+        self.counts = counts;
         if let Some(i) = self.position(id) {
             self.messages[i] = m.clone();
         }
@@ -725,15 +736,15 @@ impl Handler<MarkRead> for Room {
             }
             Self::refresh_identity(&mut next, &msg.from);
             // What is left unread: messages still waiting for their flush.
-            let mut unread = self.unread.clone();
+            let mut counts = self.counts.clone();
             let pending = self.messages.iter().filter(|m| m.id > last && m.sender != msg.from.id).count();
-            unread.insert(msg.from.id, pending as u64);
+            counts.unread.insert(msg.from.id, pending as u64);
             let mut batch = Batch::default();
             batch.put(&Key::Room(next.id), &next)?;
-            batch.put(&Key::Unread(next.id), &unread)?;
+            batch.put(&Key::RoomCounts(next.id), &counts)?;
             self.store.apply(batch)?;
             self.state = next;
-            self.unread = unread;
+            self.counts = counts;
             let read = ChatEvent::MessageRead {
                 room: self.state.id,
                 user: msg.from.id,

@@ -46,9 +46,9 @@ pub enum Key {
     Profile(u64),
     /// A ticket listing: its stock and the ids of its open payment requests.
     Listing(u64),
-    /// A room's unread counts: how many published-or-pending messages each participant
-    /// has not read (kept by the room with every message, so a list reads one record).
-    Unread(u64),
+    /// A room's counts: its messages, and how many each participant has not read (kept
+    /// by the room with every message, so that neither a list nor a start counts them).
+    RoomCounts(u64),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
@@ -85,7 +85,7 @@ impl Key {
             Key::Membership(u, r) => format!("member/{u:020}/{r:020}").into_bytes(),
             Key::RoomsOf(u) => format!("member/{u:020}/").into_bytes(),
             Key::Room(id) => format!("room/{id:020}").into_bytes(),
-            Key::Unread(id) => format!("unread/{id:020}").into_bytes(),
+            Key::RoomCounts(id) => format!("counts/{id:020}").into_bytes(),
             Key::Profile(id) => format!("profile/{id:020}").into_bytes(),
             Key::Listing(id) => format!("listing/{id:020}").into_bytes(),
             Key::Message(room, id) => format!("msg/{room:020}/{id:020}").into_bytes(),
@@ -114,7 +114,7 @@ impl Key {
             Key::TradeRoom(..) => b"traderoom/".to_vec(),
             Key::Membership(..) | Key::RoomsOf(_) => b"member/".to_vec(),
             Key::Room(_) => b"room/".to_vec(),
-            Key::Unread(_) => b"unread/".to_vec(),
+            Key::RoomCounts(_) => b"counts/".to_vec(),
             Key::Profile(_) => b"profile/".to_vec(),
             Key::Listing(_) => b"listing/".to_vec(),
             Key::Message(..) | Key::MessagesOf(_) => b"msg/".to_vec(),
@@ -133,7 +133,7 @@ impl Key {
             "qtoken" => Key::QueueToken(id.to_string()),
             "gwcharge" => Key::GatewayCharge(id.to_string()),
             "room" => Key::Room(id.parse().ok()?),
-            "unread" => Key::Unread(id.parse().ok()?),
+            "counts" => Key::RoomCounts(id.parse().ok()?),
             "profile" => Key::Profile(id.parse().ok()?),
             "listing" => Key::Listing(id.parse().ok()?),
             "msg" => {
@@ -195,7 +195,7 @@ mod tests {
             Key::RoomTransaction(12, 13),
             Key::Format,
             Key::Room(8),
-            Key::Unread(8),
+            Key::RoomCounts(8),
             Key::Profile(8),
             Key::Listing(3),
             Key::Message(8, 123),
