@@ -1,0 +1,85 @@
+//! What a live session asks of a room: subscribing with a gap-free catch-up, typing
+//! notices, and the files it may download.
+
+use super::*;
+
+/// Subscribe a session to the room: it joins `room_{id}` and gets back every published
+/// message after `since` (none without `since`), with no gap before the live stream.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<StoredMessage>, ChatError>")]
+pub struct Join {
+    pub subscriber: Subscriber,
+    pub since: Option<u64>,
+}
+
+impl Handler<Join> for Room {
+    type Result = Result<Vec<StoredMessage>, ChatError>;
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        self.member(msg.subscriber.user)?;
+        self.hub.join(&room_group(self.state.id), msg.subscriber);
+        let Some(since) = msg.since else { return Ok(Vec::new()) };
+        // The newest MAX_CATCH_UP messages after `since` at most.
+        let mut missed = Vec::new();
+        for m in self.newest_first().take(MAX_CATCH_UP) {
+            let m = m?;
+            if m.id <= since {
+                break;
+            }
+            missed.push(m);
+        }
+        missed.reverse();
+        Ok(missed)
+    }
+}
+
+/// Tell the room's other sessions that `from` is (not) typing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Typing {
+    pub from: Author,
+    pub is_typing: bool,
+}
+
+impl Handler<Typing> for Room {
+    type Result = ();
+    fn handle(&mut self, msg: Typing, _: &mut Context<Self>) {
+        if self.member(msg.from.id).is_err() {
+            return;
+        }
+        let event = ChatEvent::Typing {
+            room: self.state.id,
+            user: msg.from.id,
+            user_name: msg.from.name,
+            is_typing: msg.is_typing,
+        };
+        self.hub.publish(&room_group(self.state.id), &Event::skipping(event, msg.from.id));
+    }
+}
+
+/// A stored file of the room, for a participant.
+#[derive(Message)]
+#[rtype(result = "Result<StoredFile, ChatError>")]
+pub struct FindFile {
+    /// The participant asking (`None`: the caller holds a signed link).
+    pub user: Option<u64>,
+    pub stored: String,
+}
+
+impl Handler<FindFile> for Room {
+    type Result = Result<StoredFile, ChatError>;
+    fn handle(&mut self, msg: FindFile, _: &mut Context<Self>) -> Self::Result {
+        if let Some(user) = msg.user {
+            self.member(user)?;
+        }
+        for m in self.newest_first() {
+            let m = m?;
+            if m.deleted {
+                continue;
+            }
+            if let Some(f) = m.file.iter().chain(m.images.iter()).find(|f| f.stored == msg.stored) {
+                return Ok(f.clone());
+            }
+        }
+        Err(ChatError::MessageNotFound)
+    }
+}
