@@ -30,14 +30,14 @@ pub struct Registry {
 struct Inner {
     store: Store,
     settings: Settings,
-    arbiters: Arbiters,
     seat_maps: SeatMapStarter,
     wallets: Wallets,
     /// Chat rooms started so far (others start on first use).
     rooms: Rooms,
     /// Ticket listings (all started at start: their timers run expiries).
+    /// Ticket listings (those with open payment requests start with the server: their
+    /// timers run expiries; others on first use).
     listings: ListingBook,
-    listing_env: ListingEnv,
     hub: Hub,
     files: FileStore,
     gateway: Arc<dyn PaymentGateway>,
@@ -134,12 +134,10 @@ impl Registry {
                 store: store.clone(),
                 files: FileStore::open(&settings.data_dir)?,
                 settings: settings.clone(),
-                arbiters,
                 seat_maps,
                 wallets,
                 rooms,
-                listings: ListingBook::default(),
-                listing_env,
+                listings: ListingBook::new(store.clone(), listing_env, arbiters.clone()),
                 hub,
                 gateway,
                 test_gateway,
@@ -149,7 +147,9 @@ impl Registry {
             }),
         };
         for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
-            registry.start_listing(listing)?;
+            if !listing.open.is_empty() {
+                registry.inner.listings.start(listing)?;
+            }
         }
         if fresh && !settings.no_demo {
             registry.load_demo().await?;
@@ -268,27 +268,25 @@ impl Registry {
         self.inner.rooms.get(id)
     }
 
-    fn start_listing(&self, snapshot: ListingSnapshot) -> Result<Addr<TicketListing>, StoreError> {
-        let id = snapshot.listing.id;
-        let actor = TicketListing::load(snapshot, self.inner.store.clone(), self.inner.listing_env.clone())?;
-        let addr = TicketListing::start_in_arbiter(&self.inner.arbiters.for_key(&("listing", id)), |_| actor);
-        self.inner.listings.insert(id, addr.clone());
-        Ok(addr)
-    }
-
     /// The listing that holds payment request `tx`, read from the request's record.
     pub fn listing_of_transaction(&self, tx: u64) -> Result<Option<Addr<TicketListing>>, StoreError> {
-        let t = self.inner.store.get::<Transaction>(&Key::Transaction(tx))?;
-        Ok(t.and_then(|t| self.listing(t.listing)))
+        match self.inner.store.get::<Transaction>(&Key::Transaction(tx))? {
+            Some(t) => self.listing(t.listing),
+            None => Ok(None),
+        }
     }
 
-    pub fn listing(&self, id: u64) -> Option<Addr<TicketListing>> {
+    /// The actor of listing `id`, started from its record on first use.
+    pub fn listing(&self, id: u64) -> Result<Option<Addr<TicketListing>>, StoreError> {
         self.inner.listings.get(id)
     }
 
-    /// Every listing id, ascending.
-    pub fn listing_ids(&self) -> Vec<u64> {
-        self.inner.listings.ids()
+    /// Every listing as its record says, ascending id (each listing writes its record
+    /// before it answers a change), once what was read is on disk: no actor is asked.
+    pub async fn listings(&self) -> Result<Vec<Listing>, StoreError> {
+        let all = self.inner.store.scan::<ListingSnapshot>(&Key::Listing(0))?;
+        self.inner.store.durable().await?;
+        Ok(all.into_iter().map(|(_, s)| s.listing).collect())
     }
 
     /// The listing actors' address book (for actors that reach listings).
@@ -319,7 +317,7 @@ impl Registry {
         let snapshot = ListingSnapshot { listing: listing.clone(), open: Vec::new() };
         store.put(&Key::Listing(listing.id), &snapshot)?;
         store.durable().await?;
-        self.start_listing(snapshot)?;
+        self.inner.listings.start(snapshot)?;
         Ok(listing)
     }
 

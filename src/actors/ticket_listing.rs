@@ -16,7 +16,7 @@
 //! cancelled meanwhile is refunded. An expiry racing a payment ends in one state: the
 //! charge is kept only by a request that was still pending when it was captured.
 
-use super::book::Lookup;
+use super::book::{Arbiters, Lookup};
 use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
@@ -161,22 +161,44 @@ impl From<StoreError> for TradeError {
 }
 
 /// The address book of the listing actors, by listing id: a narrow handle for actors that
-/// must reach a listing (a trade room asking for payment) without the whole registry.
-#[derive(Clone, Default)]
-pub struct ListingBook(std::sync::Arc<dashmap::DashMap<u64, Addr<TicketListing>>>);
+/// must reach a listing (a trade room asking for payment) without the whole registry. A
+/// listing's actor starts with the server only if it has open payment requests (their
+/// timers run there); any other starts from its record on first use.
+#[derive(Clone)]
+pub struct ListingBook(std::sync::Arc<ListingBookInner>);
+
+struct ListingBookInner {
+    by_id: dashmap::DashMap<u64, Addr<TicketListing>>,
+    store: Store,
+    env: ListingEnv,
+    arbiters: Arbiters,
+}
 
 impl ListingBook {
-    pub fn get(&self, id: u64) -> Option<Addr<TicketListing>> {
-        self.0.get(&id).map(|a| a.clone())
+    pub fn new(store: Store, env: ListingEnv, arbiters: Arbiters) -> ListingBook {
+        ListingBook(std::sync::Arc::new(ListingBookInner { by_id: Default::default(), store, env, arbiters }))
     }
-    pub(super) fn insert(&self, id: u64, addr: Addr<TicketListing>) {
-        self.0.insert(id, addr);
+
+    /// The actor of listing `id`; `None` if there is no such listing.
+    pub fn get(&self, id: u64) -> Result<Option<Addr<TicketListing>>, StoreError> {
+        if let Some(a) = self.0.by_id.get(&id) {
+            return Ok(Some(a.clone()));
+        }
+        match self.0.store.get::<ListingSnapshot>(&Key::Listing(id))? {
+            Some(snapshot) => self.start(snapshot).map(Some),
+            None => Ok(None),
+        }
     }
-    /// Every listing id, ascending.
-    pub fn ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.0.iter().map(|e| *e.key()).collect();
-        ids.sort_unstable();
-        ids
+
+    /// The actor of the listing `snapshot` is the record of, started from it unless it
+    /// runs already (one actor per listing, whoever asks first).
+    pub fn start(&self, snapshot: ListingSnapshot) -> Result<Addr<TicketListing>, StoreError> {
+        let id = snapshot.listing.id;
+        let addr = self.0.by_id.entry(id).or_try_insert_with(|| {
+            let actor = TicketListing::load(snapshot, self.0.store.clone(), self.0.env.clone())?;
+            Ok::<_, StoreError>(TicketListing::start_in_arbiter(&self.0.arbiters.for_key(&("listing", id)), |_| actor))
+        })?;
+        Ok(addr.clone())
     }
 }
 

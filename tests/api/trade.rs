@@ -435,3 +435,33 @@ async fn a_leave_racing_payment_requests_never_leaves_a_request_in_a_closed_room
     }
     eprintln!("{accepted} of {} requests were accepted before their room closed", asked.len());
 }
+
+/// Listings without open requests do not start with the server, but every listing is
+/// listed, read and sold after `kill -9` as before it: the list comes from the records,
+/// and a listing starts on first use.
+#[actix_rt::test]
+async fn idle_listings_come_back_on_first_use_after_kill9() {
+    let mut server = TestServer::spawn(&[]);
+    let t = Trade::new(&server);
+    let idle = t.list(3).await;
+    let busy = t.list(5).await;
+    let room = t.room(BUYER, busy).await;
+    envelope(&t.request(SELLER, room, 2).await, 200);
+    let all = |r: &Reply| envelope(r, 200).as_array().expect("listings").clone();
+    let before = all(&t.call(BUYER, "GET", "/api/tickets", None).await);
+    server.kill9();
+    server.restart();
+    let t = Trade::new(&server);
+    let after = all(&t.call(BUYER, "GET", "/api/tickets", None).await);
+    assert_eq!(after, before, "the list after kill -9 is the list before it");
+    let stock = |v: &[Value], id: u64| v.iter().find(|l| n(l, "ticketId") == id).map(|l| n(l, "remainingQuantity"));
+    assert_eq!((stock(&after, idle), stock(&after, busy)), (Some(3), Some(3)));
+    let one = t.call(BUYER, "GET", &format!("/api/tickets/{idle}"), None).await;
+    assert_eq!(n(envelope(&one, 200), "remainingQuantity"), 3);
+    let idle_room = t.room(BUYER, idle).await;
+    envelope(&t.request(SELLER, idle_room, 3).await, 200);
+    let one = t.call(BUYER, "GET", &format!("/api/tickets/{idle}"), None).await;
+    assert_eq!(n(envelope(&one, 200), "remainingQuantity"), 0, "the idle listing started and sold");
+    let list = all(&t.call(BUYER, "GET", "/api/tickets", None).await);
+    assert_eq!(stock(&list, idle), Some(0), "the list reads the listing's new record");
+}

@@ -90,8 +90,10 @@ impl Handler<RequestTradePayment> for Room {
             Ok(t) => t,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
-        let Some(listing) = msg.listings.get(trade.listing) else {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(Err(TradeError::ListingNotFound)))));
+        let listing = match msg.listings.get(trade.listing) {
+            Ok(Some(listing)) => listing,
+            Ok(None) => return AtomicResponse::new(Box::pin(fut::ready(Ok(Err(TradeError::ListingNotFound))))),
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Ok(Err(TradeError::Storage(e.to_string())))))),
         };
         let request = RequestPayment { room: self.state.id, buyer: trade.buyer, quantity: msg.quantity };
         AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(listing.send(request)).map(|answer, _, _| {

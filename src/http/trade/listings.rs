@@ -75,11 +75,7 @@ pub async fn create_listing(
 #[utoipa::path(get, path = "/api/tickets", tag = "T: ticket trade",
     responses((status = 200, body = [ListingView]), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
 pub async fn list_listings(state: web::Data<AppState>, _me: Caller<TError>) -> Result<HttpResponse, TError> {
-    let mut out = Vec::new();
-    for id in state.registry.listing_ids() {
-        let l = listing_of(&state, id)?.send(GetListing).await?;
-        out.push(ListingView::from(&l));
-    }
+    let out: Vec<ListingView> = state.registry.listings().await?.iter().map(ListingView::from).collect();
     Ok(ok(StatusCode::OK, "티켓 목록 조회 성공", out))
 }
 

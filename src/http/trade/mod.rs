@@ -72,7 +72,7 @@ fn positive(v: &Option<serde_json::Value>, what: &str) -> Result<u64, TError> {
 
 /// The listing's actor, or 404.
 fn listing_of(state: &AppState, id: u64) -> Result<Addr<TicketListing>, TError> {
-    state.registry.listing(id).ok_or_else(|| TError::not_found("티켓을 찾을 수 없습니다."))
+    state.registry.listing(id)?.ok_or_else(|| TError::not_found("티켓을 찾을 수 없습니다."))
 }
 
 /// The room's actor, or 404 (any room: [`trade_room`] also checks that it is a trade
