@@ -135,22 +135,31 @@ pub fn rooms_of(store: &Store, user: u64) -> Result<Vec<u64>, StoreError> {
 pub async fn summaries_of(store: &Store, user: u64) -> Result<Vec<RoomSummary>, StoreError> {
     let mut out = Vec::new();
     for id in rooms_of(store, user)? {
-        let Some(room) = store.get::<RoomSnapshot>(&Key::Room(id))? else { continue };
-        // A closed (left) trade room is out of every room list.
-        if room.closed_at.is_some() {
-            continue;
+        match summary(store, id, user) {
+            Ok(Some(s)) => out.push(s),
+            Ok(None) => {}
+            // One unreadable room does not take the others' list down.
+            Err(e) => tracing::error!(room = id, error = %e, "a room left out of a room list"),
         }
-        if room.participant(user).is_none() {
-            continue;
-        }
-        let last_message = store.last_under(&Key::MessagesOf(id), |m: &StoredMessage| !m.deleted)?;
-        let counts = store.get::<RoomCounts>(&Key::RoomCounts(id))?;
-        let unread = counts.and_then(|c| c.unread.get(&user).copied()).unwrap_or(0);
-        out.push(RoomSummary { room, last_message, unread });
     }
     // What was read may include writes whose flush is still running: answer after it.
     store.durable().await?;
     Ok(out)
+}
+
+/// One open room of `user` for a list. The counts are read before the newest message (a
+/// post writes its message, then the counts), so a count never includes a message the
+/// summary does not show.
+fn summary(store: &Store, id: u64, user: u64) -> Result<Option<RoomSummary>, StoreError> {
+    let Some(room) = store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
+    // A closed (left) trade room is out of every room list.
+    if room.closed_at.is_some() || room.participant(user).is_none() {
+        return Ok(None);
+    }
+    let counts = store.get::<RoomCounts>(&Key::RoomCounts(id))?;
+    let unread = counts.and_then(|c| c.unread.get(&user).copied()).unwrap_or(0);
+    let last_message = store.last_under(&Key::MessagesOf(id), |m: &StoredMessage| !m.deleted)?;
+    Ok(Some(RoomSummary { room, last_message, unread }))
 }
 
 /// Create a room of `creator` with `others`; a direct room between two users is created

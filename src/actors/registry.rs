@@ -11,7 +11,9 @@ use super::hub::Hub;
 use super::room::{Room, Rooms};
 use super::seat_map::booking::reservation_of_public_id;
 use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMapStarter, SeatMaps};
-use super::ticket_listing::{Listing, ListingBook, ListingEnv, ListingSnapshot, TicketListing, Transaction};
+use super::ticket_listing::{
+    GetListing, Listing, ListingBook, ListingEnv, ListingSnapshot, TicketListing, Transaction,
+};
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet, WalletEnv, Wallets};
 use crate::config::Settings;
@@ -146,10 +148,16 @@ impl Registry {
                 catalog,
             }),
         };
+        let mut busy = Vec::new();
         for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
             if !listing.open.is_empty() {
-                registry.inner.listings.start(listing)?;
+                busy.push(registry.inner.listings.start(listing)?);
             }
+        }
+        // A listing cancels what ran out while the server was down as it starts: once each
+        // has answered, the listing records the HTTP edge reads are current.
+        for listing in busy {
+            let _ = listing.send(GetListing).await;
         }
         if fresh && !settings.no_demo {
             registry.load_demo().await?;

@@ -49,6 +49,8 @@ pub enum Key {
     /// A room's counts: its messages, and how many each participant has not read (kept
     /// by the room with every message, so that neither a list nor a start counts them).
     RoomCounts(u64),
+    /// Which message of a room holds the file stored under this name.
+    RoomFile(u64, String),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
@@ -86,6 +88,7 @@ impl Key {
             Key::RoomsOf(u) => format!("member/{u:020}/").into_bytes(),
             Key::Room(id) => format!("room/{id:020}").into_bytes(),
             Key::RoomCounts(id) => format!("counts/{id:020}").into_bytes(),
+            Key::RoomFile(room, name) => format!("file/{room:020}/{name}").into_bytes(),
             Key::Profile(id) => format!("profile/{id:020}").into_bytes(),
             Key::Listing(id) => format!("listing/{id:020}").into_bytes(),
             Key::Message(room, id) => format!("msg/{room:020}/{id:020}").into_bytes(),
@@ -115,6 +118,7 @@ impl Key {
             Key::Membership(..) | Key::RoomsOf(_) => b"member/".to_vec(),
             Key::Room(_) => b"room/".to_vec(),
             Key::RoomCounts(_) => b"counts/".to_vec(),
+            Key::RoomFile(..) => b"file/".to_vec(),
             Key::Profile(_) => b"profile/".to_vec(),
             Key::Listing(_) => b"listing/".to_vec(),
             Key::Message(..) | Key::MessagesOf(_) => b"msg/".to_vec(),
@@ -134,6 +138,10 @@ impl Key {
             "gwcharge" => Key::GatewayCharge(id.to_string()),
             "room" => Key::Room(id.parse().ok()?),
             "counts" => Key::RoomCounts(id.parse().ok()?),
+            "file" => {
+                let (room, name) = id.split_once('/')?;
+                Key::RoomFile(room.parse().ok()?, name.to_string())
+            }
             "profile" => Key::Profile(id.parse().ok()?),
             "listing" => Key::Listing(id.parse().ok()?),
             "msg" => {
@@ -196,6 +204,7 @@ mod tests {
             Key::Format,
             Key::Room(8),
             Key::RoomCounts(8),
+            Key::RoomFile(8, "a/b.png".into()),
             Key::Profile(8),
             Key::Listing(3),
             Key::Message(8, 123),

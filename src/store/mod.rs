@@ -54,8 +54,9 @@ pub enum StoreError {
 
 /// The version of the key layout and record encodings. Layout 1 kept idempotency keys,
 /// payments and payment requests inside growing snapshots; layout 2 keeps each as its
-/// own record; layout 3 leaves a room participant never seen unnamed (`None`).
-pub const FORMAT: u32 = 3;
+/// own record; layout 3 leaves a room participant never seen unnamed (`None`); layout 4
+/// adds each room's counts record and its index of stored files.
+pub const FORMAT: u32 = 4;
 
 /// sled's page cache when nothing else is said (sled's own default is 1 GiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
@@ -337,7 +338,19 @@ impl Store {
         prefix: &Key,
         before: &Key,
     ) -> impl Iterator<Item = Result<T, StoreError>> {
-        self.state.range(prefix.bytes()..before.bytes()).rev().map(|item| {
+        self.iter_under_before_skipping(prefix, before, 0)
+    }
+
+    /// [`Store::iter_under_before`] past the first `skip` records, which are not decoded.
+    pub fn iter_under_before_skipping<T: DeserializeOwned>(
+        &self,
+        prefix: &Key,
+        before: &Key,
+        skip: usize,
+    ) -> impl Iterator<Item = Result<T, StoreError>> {
+        let (prefix, before) = (prefix.bytes(), before.bytes());
+        debug_assert!(before.starts_with(&prefix), "the bound lies under the prefix");
+        self.state.range(prefix..before).rev().skip(skip).map(|item| {
             let (k, v) = item?;
             decode(&v, &parse_key(&k)?)
         })

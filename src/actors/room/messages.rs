@@ -48,7 +48,20 @@ impl Handler<ListMessages> for Room {
         }
         let skip = (msg.page - 1).saturating_mul(msg.size);
         let start = total.saturating_sub(skip).saturating_sub(msg.size);
-        let mut page = self.newest_first().skip(skip).take(msg.size).collect::<Result<Vec<_>, _>>()?;
+        let kept = self.visible();
+        let mut page: Vec<StoredMessage> = if skip >= total {
+            Vec::new()
+        } else if skip + msg.size <= kept.len() || kept.len() == total {
+            kept.iter().rev().skip(skip).take(msg.size).cloned().collect()
+        } else {
+            // Deeper than memory: skip in the store without decoding what is skipped.
+            let (before, skip) = match kept.first() {
+                Some(first) if skip >= kept.len() => (first.id, skip - kept.len()),
+                _ => (self.published.saturating_add(1), skip),
+            };
+            let (all, before) = (Key::MessagesOf(self.state.id), Key::Message(self.state.id, before));
+            self.store.iter_under_before_skipping(&all, &before, skip).take(msg.size).collect::<Result<_, _>>()?
+        };
         page.reverse();
         Ok(MessagePage { messages: page, total, has_more: start > 0 })
     }
@@ -108,6 +121,9 @@ impl Room {
         };
         let mut batch = Batch::default();
         batch.put(&Key::Message(m.room, m.id), &m)?;
+        for f in m.file.iter().chain(m.images.iter()) {
+            batch.put(&Key::RoomFile(m.room, f.stored.clone()), &m.id)?;
+        }
         let mut counts = self.counts.clone();
         counts.messages += 1;
         for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender) {

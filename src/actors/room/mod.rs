@@ -94,7 +94,9 @@ impl Room {
                         store.count_under_from(&all, &from, |m: &StoredMessage| m.sender != p.user && !m.deleted)?;
                     unread.insert(p.user, n);
                 }
-                RoomCounts { messages: store.count_under(&all)? as u64, unread }
+                let counts = RoomCounts { messages: store.count_under(&all)? as u64, unread };
+                store.put(&Key::RoomCounts(state.id), &counts)?;
+                counts
             }
         };
         // Everything on disk is published now.
@@ -447,8 +449,15 @@ mod tests {
             let p = list(1, 50, None).await.expect("mailbox").expect("page");
             assert_eq!((p.total, p.has_more), (total, true));
             assert_eq!(ids(&p.messages), ids(&all[total - 50..]));
-            let p = list(30, 50, None).await.expect("mailbox").expect("page");
-            assert_eq!(ids(&p.messages), ids(&all[total - 1500..total - 1450]));
+            // Every page of 50 (in memory, straddling, from the store), and one past the end.
+            for page in 1..=total.div_ceil(50) + 1 {
+                let p = list(page, 50, None).await.expect("mailbox").expect("page");
+                let end = total.saturating_sub((page - 1) * 50);
+                assert_eq!(ids(&p.messages), ids(&all[end.saturating_sub(50)..end]), "page {page}");
+                assert_eq!(p.has_more, end > 50, "page {page}");
+            }
+            let p = list(usize::MAX, 50, None).await.expect("mailbox").expect("a page far past the end");
+            assert!(p.messages.is_empty() && !p.has_more);
             let p = list(1, 20, Some(id(2))).await.expect("mailbox").expect("since");
             assert_eq!(ids(&p.messages), ids(&all[3..23]));
             assert_eq!(p.messages[0].content.as_deref(), Some("edited"));

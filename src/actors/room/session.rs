@@ -71,15 +71,11 @@ impl Handler<FindFile> for Room {
         if let Some(user) = msg.user {
             self.member(user)?;
         }
-        for m in self.newest_first() {
-            let m = m?;
-            if m.deleted {
-                continue;
-            }
-            if let Some(f) = m.file.iter().chain(m.images.iter()).find(|f| f.stored == msg.stored) {
-                return Ok(f.clone());
-            }
-        }
-        Err(ChatError::MessageNotFound)
+        // The message that holds it, through the room's file index.
+        let Some(id) = self.store.get::<u64>(&Key::RoomFile(self.state.id, msg.stored.clone()))? else {
+            return Err(ChatError::MessageNotFound);
+        };
+        let m = self.message(id)?.filter(|m| !m.deleted).ok_or(ChatError::MessageNotFound)?;
+        m.file.iter().chain(m.images.iter()).find(|f| f.stored == msg.stored).cloned().ok_or(ChatError::MessageNotFound)
     }
 }
