@@ -548,3 +548,35 @@ async fn ws_since_after_kill9_gets_exactly_the_missed_messages() {
     assert_event_is(&ws.messages(1, T).await[0], &live);
     ws.close().await;
 }
+
+/// A direct room's message reaches the other party's sockets wherever they are connected
+/// (their `user_` group), once per socket: a socket on another room gets it once, and a
+/// socket on the direct room itself still gets it once, not twice. A group room's message
+/// reaches only that room's sockets.
+#[actix_rt::test]
+async fn direct_room_messages_reach_the_other_party_once_per_socket() {
+    let server = TestServer::spawn(&[]);
+    let chat = Chat::new(&server);
+    let (kim, lee, park) = (1u64, 2u64, 3u64);
+    chat.touch(&[kim, lee, park]).await;
+    let direct = chat.direct(kim, lee).await;
+    let group = chat.group(kim, "g", &[lee, park]).await;
+    let elsewhere = chat.group(park, "other", &[lee]).await;
+    let mut on_other = WsClient::connect(&server.base, elsewhere, &jwt(lee), None).await;
+    let mut on_direct = WsClient::connect(&server.base, direct, &jwt(lee), None).await;
+
+    let first = chat.post(kim, direct, "direct 1").await;
+    chat.post(kim, group, "group 1").await;
+    let second = chat.post(kim, direct, "direct 2").await;
+    let ids_of = |ms: &[Value]| ms.iter().map(|m| num(m, "message_id")).collect::<Vec<_>>();
+    let want = vec![num(&first, "message_id"), num(&second, "message_id")];
+    for socket in [&mut on_other, &mut on_direct] {
+        let got = socket.messages(2, Duration::from_secs(10)).await;
+        assert_eq!(ids_of(&got), want, "{got:?}");
+        assert!(got.iter().all(|m| num(m, "room_id") == direct), "{got:?}");
+        let more: Vec<Value> = socket.quiet(Duration::from_millis(500)).await;
+        assert!(more.iter().all(|e| e["type"] != "message"), "no copy and no group message: {more:?}");
+    }
+    on_other.close().await;
+    on_direct.close().await;
+}

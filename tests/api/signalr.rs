@@ -286,7 +286,9 @@ async fn signalr_each_message_reaches_a_joined_connection_exactly_once() {
     let server = TestServer::spawn(&[]);
     let chat = Chat::new(&server);
     chat.touch(&[BUYER, SELLER]).await;
-    let room = chat.direct(SELLER, BUYER).await;
+    // A group room: only joined connections hear it (a direct room's messages also reach
+    // the receiver's user_ group; see the test of the protocol by hand).
+    let room = chat.group(SELLER, "둘", &[BUYER]).await;
 
     // The buyer's connection joins twice (a repeated JoinRoom is harmless), by number and
     // by string; a second connection of the buyer's (negotiation skipped) joins nothing;
@@ -612,16 +614,18 @@ async fn signalr_protocol_by_hand_negotiate_handshake_records_pings_and_close() 
     assert_completion_error(&hub.expect_record("completion 2").await, "2", "Nope");
 
     // JoinRoom then LeaveRoom in one frame: the leave comes after the join, so the room's
-    // next message does not arrive.
+    // next message does not arrive. (A group room: a direct room's message reaches the
+    // other party's user_ group whatever rooms they joined.)
+    let group = chat.group(SELLER, "g", &[BUYER]).await;
     hub.frame(&format!(
         "{}{}",
-        invocation(Some("3"), "JoinRoom", json!([room])),
-        invocation(Some("4"), "LeaveRoom", json!([room.to_string()]))
+        invocation(Some("3"), "JoinRoom", json!([group])),
+        invocation(Some("4"), "LeaveRoom", json!([group.to_string()]))
     ))
     .await;
     assert_completion_ok(&hub.expect_record("completion 3").await, "3");
     assert_completion_ok(&hub.expect_record("completion 4").await, "4");
-    chat.post(SELLER, room, "after leaving").await;
+    chat.post(SELLER, group, "after leaving").await;
 
     // A record split inside a string across two frames; a ping; an invocation without an
     // id (no answer); a Completion from the client (ignored); then an answered one.
@@ -638,7 +642,8 @@ async fn signalr_protocol_by_hand_negotiate_handshake_records_pings_and_close() 
     hub.frame(&invocation(Some("6"), "LeaveRoom", json!([NO_ROOM]))).await;
     assert_completion_ok(&hub.expect_record("completion 6 (nothing before it)").await, "6");
 
-    // A message sent over REST: an Invocation without invocationId.
+    // A message sent over REST: an Invocation without invocationId, once, though the
+    // connection is in both the direct room's group and the receiver's user_ group.
     let m = chat.post(SELLER, room, "by hand").await;
     let e = hub.expect_record("ReceiveMessage").await;
     assert_eq!((&e["type"], &e["target"]), (&json!(1), &json!("ReceiveMessage")), "{e}");
@@ -672,6 +677,18 @@ async fn signalr_protocol_by_hand_negotiate_handshake_records_pings_and_close() 
     let m = chat.post(BUYER, room, "both").await;
     let e = direct.expect_record("ReceiveMessage").await;
     assert_receive_message_is(&e["arguments"][0], &m);
+
+    // The other party's message in a direct room reaches every connection of the receiver
+    // once: one that joined nothing (through user_), one that joined the room (through both
+    // groups, the second copy dropped).
+    let m = chat.post(SELLER, room, "to the buyer").await;
+    for (conn, what) in [(&mut hub, "joined nothing"), (&mut direct, "joined the room")] {
+        let e = conn.expect_record(what).await;
+        assert_eq!(e["target"], "ReceiveMessage", "{what}: {e}");
+        assert_receive_message_is(&e["arguments"][0], &m);
+        let more = conn.record(Duration::from_millis(500)).await;
+        assert!(more.as_ref().is_none_or(|r| r["type"] == 6), "{what}: once, not twice: {more:?}");
+    }
 }
 
 #[actix_rt::test]

@@ -174,6 +174,13 @@ impl Room {
                 for user in [t.buyer, t.seller] {
                     self.hub.publish(&super::hub::user_group(user), &event);
                 }
+            } else if self.state.kind == RoomKind::Direct {
+                // A direct room is one room whichever dialect reads it: like a trade room's,
+                // its message reaches the other party wherever they are connected (each
+                // session drops a second copy by message id).
+                for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender) {
+                    self.hub.publish(&super::hub::user_group(p.user), &event);
+                }
             }
         }
         let published = self.messages[from..].iter().take_while(|m| m.id <= upto).count();
