@@ -106,6 +106,10 @@ pub struct Settings {
     /// (it stopped reading) is disconnected with close code 1008.
     #[arg(long, env = "BOXOFFICE_WS_OUTBOX", default_value_t = 1024)]
     pub ws_outbox: usize,
+    /// Largest WebSocket frame a client may send, in bytes; a bigger one closes the socket
+    /// with 1009 (Message Too Big).
+    #[arg(long, env = "BOXOFFICE_WS_MAX_FRAME", default_value_t = 64 << 10)]
+    pub ws_max_frame: usize,
     /// Shortest time between two store flushes (fsyncs). Writes acknowledged in one window
     /// share one fsync: less CPU per write under load, at most this much more latency.
     #[arg(long, env = "BOXOFFICE_COMMIT_WINDOW", default_value = "2ms", value_parser = duration)]

@@ -20,6 +20,7 @@
 pub mod booking;
 pub mod chat;
 pub mod error;
+pub mod frame_guard;
 pub mod health;
 pub mod openapi;
 pub mod queue;
@@ -52,6 +53,22 @@ pub struct AppState {
     /// with an unchanged name sends nothing (a memo of messages sent, not state: the
     /// directory decides). Bounded by the users.
     pub noted: dashmap::DashMap<u64, u64>,
+}
+
+/// How a WebSocket ends when its client breaks the protocol, as RFC 6455 §7.4.1 says: 1009
+/// for a frame over the size limit (`BOXOFFICE_WS_MAX_FRAME`), 1007 for text that is not
+/// UTF-8, 1002 for any other violation (an unmasked frame, a reserved bit or opcode, a bad
+/// close code).
+pub fn ws_violation(e: &actix_web_actors::ws::ProtocolError) -> actix_web_actors::ws::CloseReason {
+    use actix_web_actors::ws::{CloseCode, ProtocolError};
+    let code = match e {
+        ProtocolError::Overflow => CloseCode::Size,
+        ProtocolError::Io(io) if io.to_string().contains(frame_guard::OVERSIZED) => CloseCode::Size,
+        ProtocolError::Io(io) if io.to_string().to_ascii_lowercase().contains("utf-8") => CloseCode::Invalid,
+        _ => CloseCode::Protocol,
+    };
+    tracing::debug!(error = %e, ?code, "a WebSocket client broke the protocol");
+    actix_web_actors::ws::CloseReason { code, description: Some(e.to_string()) }
 }
 
 /// A request a contract refuses before any actor sees it (400 in every contract).

@@ -18,3 +18,4 @@ mod reservations_and_payments;
 mod restart;
 mod signalr;
 mod trade;
+mod ws_violations;

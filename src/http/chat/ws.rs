@@ -65,7 +65,9 @@ pub async fn connect(
         heard: Instant::now(),
         last_message: 0,
     };
-    ws::start(session, &req, stream)
+    let max = state.settings.ws_max_frame.max(1);
+    let stream = crate::http::frame_guard::FrameGuard::new(stream, max);
+    ws::WsResponseBuilder::new(session, &req, stream).frame_size(max).start()
 }
 
 pub struct ChatSession {
@@ -157,9 +159,10 @@ impl ChatSession {
                     Err(_) => Self::error(ctx, "the room is busy; try again"),
                 }));
             }
-            ClientFrame::Typing { is_typing } => {
-                self.room.do_send(Typing { from: self.me.clone(), is_typing: is_typing.unwrap_or(true) });
+            ClientFrame::Typing { is_typing: Some(is_typing) } => {
+                self.room.do_send(Typing { from: self.me.clone(), is_typing });
             }
+            ClientFrame::Typing { is_typing: None } => Self::error(ctx, "typing needs is_typing: true or false"),
             ClientFrame::Read {} => {
                 let reply = self.room.send(MarkRead { from: self.me.clone() });
                 ctx.spawn(reply.into_actor(self).map(|r, _, ctx| {
@@ -315,7 +318,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ChatSession {
                 ctx.stop();
             }
             Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
-            Err(_) => ctx.stop(),
+            Err(e) => {
+                ctx.close(Some(crate::http::ws_violation(&e)));
+                ctx.stop();
+            }
         }
     }
 }

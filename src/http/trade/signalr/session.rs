@@ -382,7 +382,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SignalRSession {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(_) => ctx.stop(),
+            Err(e) => {
+                self.closing = true;
+                ctx.close(Some(crate::http::ws_violation(&e)));
+                ctx.stop();
+            }
         }
     }
 }

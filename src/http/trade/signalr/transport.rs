@@ -158,7 +158,10 @@ pub async fn connect(
         state.links.clone(),
         state.settings.ws_outbox.max(1),
     );
-    ws::WsResponseBuilder::new(session, &req, stream).frame_size(MAX_RECORD).start()
+    // A record may span frames up to MAX_RECORD; one frame is bounded like the plain socket's.
+    let frame = state.settings.ws_max_frame.clamp(1, MAX_RECORD);
+    let stream = crate::http::frame_guard::FrameGuard::new(stream, frame);
+    ws::WsResponseBuilder::new(session, &req, stream).frame_size(frame).start()
 }
 
 #[cfg(test)]
