@@ -4,6 +4,10 @@
 //! protocol (an event keeps one rendered copy per protocol, so a fan-out to a thousand
 //! sessions of one protocol renders it once).
 //!
+//! Rooms publish through the [`Fanout`] trait, of which `Hub` is the in-process
+//! implementation; events ([`ChatEvent`]) and groups ([`Group`]) are plain serializable
+//! data, so another implementation can carry them between processes over a broker.
+//!
 //! The group tables are lookup tables (group -> sessions), not business state. A publish
 //! never waits: it offers the event to each session's bounded mailbox (its outgoing
 //! queue). A full mailbox is not yet a slow reader: the room's thread can outpace a
@@ -14,19 +18,62 @@
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+/// A group of sessions an event goes to: SignalR's `room_{roomId}` and `user_{userId}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Group {
+    /// The sessions subscribed to a room.
+    Room(u64),
+    /// All of a user's connections.
+    User(u64),
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Group::Room(id) => write!(f, "room_{id}"),
+            Group::User(id) => write!(f, "user_{id}"),
+        }
+    }
+}
+
 /// The group of a room's subscribers.
-pub fn room_group(room: u64) -> String {
-    format!("room_{room}")
+pub fn room_group(room: u64) -> Group {
+    Group::Room(room)
 }
 
 /// The group of all of a user's connections.
-pub fn user_group(user: u64) -> String {
-    format!("user_{user}")
+pub fn user_group(user: u64) -> Group {
+    Group::User(user)
+}
+
+/// The seam between the actors that publish events (rooms) and the sessions that hear
+/// them. [`Hub`] is the in-process implementation: it offers each event to the group's
+/// sessions, which render it once per wire protocol. Another implementation can carry
+/// the same events (plain serializable data with ids) to other processes over a broker.
+pub trait Fanout: Send + Sync + 'static {
+    /// Offer `event` to every session of `group`, in the caller's order; never waits.
+    fn publish(&self, group: Group, event: &Arc<Event>);
+    /// Add a session to `group`.
+    fn join(&self, group: Group, sub: Subscriber);
+    /// Remove a session from `group`.
+    fn leave(&self, group: Group, session: u64);
+}
+
+impl Fanout for Hub {
+    fn publish(&self, group: Group, event: &Arc<Event>) {
+        Hub::publish(self, group, event)
+    }
+    fn join(&self, group: Group, sub: Subscriber) {
+        Hub::join(self, group, sub)
+    }
+    fn leave(&self, group: Group, session: u64) {
+        Hub::leave(self, group, session)
+    }
 }
 
 /// How many wire protocols render events (contract C's JSON, SignalR).
@@ -40,7 +87,7 @@ pub const OVERFLOW_FACTOR: usize = 64;
 pub const MAX_OVERFLOW: usize = 8192;
 
 /// A chat message as every protocol sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEvent {
     pub room: u64,
     pub id: u64,
@@ -62,7 +109,7 @@ pub struct MessageEvent {
     pub deleted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRef {
     /// The server's path to the file (unsigned).
     pub url: String,
@@ -70,8 +117,9 @@ pub struct FileRef {
     pub size: u64,
 }
 
-/// What happened, in domain terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What happened, in domain terms: plain data, with the ids a receiver needs to order
+/// and deduplicate it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatEvent {
     Message(MessageEvent),
     MessageUpdated(MessageEvent),
@@ -183,7 +231,7 @@ pub struct Hub {
 
 #[derive(Default)]
 struct Inner {
-    groups: DashMap<String, HashMap<u64, Subscriber>>,
+    groups: DashMap<Group, HashMap<u64, Subscriber>>,
     presence: DashMap<u64, Presence>,
     next_session: AtomicU64,
     /// Deliveries offered and sessions evicted, for logs and the load tool.
@@ -197,12 +245,12 @@ impl Hub {
         self.inner.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn join(&self, group: &str, sub: Subscriber) {
-        self.inner.groups.entry(group.to_string()).or_default().insert(sub.session, sub);
+    pub fn join(&self, group: Group, sub: Subscriber) {
+        self.inner.groups.entry(group).or_default().insert(sub.session, sub);
     }
 
-    pub fn leave(&self, group: &str, session: u64) {
-        let empty = match self.inner.groups.get_mut(group) {
+    pub fn leave(&self, group: Group, session: u64) {
+        let empty = match self.inner.groups.get_mut(&group) {
             Some(mut members) => {
                 members.remove(&session);
                 members.is_empty()
@@ -210,14 +258,14 @@ impl Hub {
             None => false,
         };
         if empty {
-            self.inner.groups.remove_if(group, |_, members| members.is_empty());
+            self.inner.groups.remove_if(&group, |_, members| members.is_empty());
         }
     }
 
     /// Offer `event` to every session of `group`, in the caller's order. Never waits.
-    pub fn publish(&self, group: &str, event: &Arc<Event>) {
+    pub fn publish(&self, group: Group, event: &Arc<Event>) {
         let mut full = Vec::new();
-        if let Some(members) = self.inner.groups.get(group) {
+        if let Some(members) = self.inner.groups.get(&group) {
             for sub in members.values() {
                 if event.skip_user == Some(sub.user) || sub.evicted.load(Ordering::Relaxed) {
                     continue;
@@ -291,7 +339,7 @@ impl Hub {
     pub fn announce_presence(&self, rooms: &[u64], user: u64, user_name: &str, online: bool) {
         let event = Event::new(ChatEvent::UserStatus { user, user_name: user_name.to_string(), online });
         for room in rooms {
-            self.publish(&room_group(*room), &event);
+            self.publish(room_group(*room), &event);
         }
     }
 
@@ -303,5 +351,53 @@ impl Hub {
     /// (deliveries offered, sessions evicted) since start.
     pub fn stats(&self) -> (u64, u64) {
         (self.inner.delivered.load(Ordering::Relaxed), self.inner.evicted.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events cross the fan-out seam as plain data: each survives a serialization round
+    /// trip whole, and groups keep SignalR's names.
+    #[test]
+    fn events_and_groups_are_plain_data() {
+        let m = MessageEvent {
+            room: 3,
+            id: 42,
+            sender: 7,
+            sender_name: "kim".into(),
+            sender_picture: None,
+            content: Some("안녕".into()),
+            kind: "text".into(),
+            file: Some(FileRef { url: "/chat/files/3/a.png".into(), name: "a.png".into(), size: 9 }),
+            images: Vec::new(),
+            reply_to: Some(41),
+            created_at: 1,
+            edited_at: None,
+            updated_at: 1,
+            deleted: false,
+        };
+        let events = [
+            ChatEvent::Message(m.clone()),
+            ChatEvent::MessageUpdated(m),
+            ChatEvent::MessageDeleted { room: 3, message: 42 },
+            ChatEvent::Typing { room: 3, user: 7, user_name: "kim".into(), is_typing: true },
+            ChatEvent::UserStatus { user: 7, user_name: "kim".into(), online: false },
+            ChatEvent::MessageRead { room: 3, user: 7, user_name: "kim".into(), last_read: 42, read_at: 5 },
+            ChatEvent::RoomUpdated {
+                room: 3,
+                event: "RoomClosed".into(),
+                status: "CLOSED".into(),
+                message: "x".into(),
+            },
+        ];
+        for e in events {
+            let json = serde_json::to_string(&e).expect("serialize");
+            assert_eq!(serde_json::from_str::<ChatEvent>(&json).expect("deserialize"), e);
+        }
+        assert_eq!((room_group(3).to_string(), user_group(15).to_string()), ("room_3".into(), "user_15".into()));
+        let g: Group = serde_json::from_str(&serde_json::to_string(&Group::User(15)).expect("ser")).expect("de");
+        assert_eq!(g, user_group(15));
     }
 }

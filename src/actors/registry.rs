@@ -117,7 +117,7 @@ impl Registry {
         for p in catalog_state.performances.values() {
             book.route_performance(&p.id, &p.seat_map);
         }
-        let rooms = Rooms::new(store.clone(), hub.clone(), directory.clone().recipient(), arbiters.clone());
+        let rooms = Rooms::new(store.clone(), Arc::new(hub.clone()), directory.clone().recipient(), arbiters.clone());
         let listing_env = ListingEnv {
             rooms: {
                 let rooms = rooms.clone();

@@ -24,13 +24,14 @@
 
 use super::book::Arbiters;
 use super::directory::RoomClosed;
-use super::hub::{room_group, ChatEvent, Event, FileRef, Hub, MessageEvent, Subscriber};
+use super::hub::{room_group, ChatEvent, Event, Fanout, FileRef, MessageEvent, Subscriber};
 use super::ticket_listing::{ListingBook, RequestPayment, TradeError, Transaction};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 mod messages;
 mod records;
@@ -64,7 +65,8 @@ pub struct Room {
     /// written with every change under [`Key::RoomCounts`]: a room list reads one record.
     counts: RoomCounts,
     store: Store,
-    hub: Hub,
+    /// Where the room publishes its events (the in-process [`Hub`], or another process's).
+    fanout: Arc<dyn Fanout>,
     /// Told when a trade room closes, before the leave is answered.
     directory: Recipient<RoomClosed>,
 }
@@ -73,7 +75,7 @@ impl Room {
     pub fn restore(
         state: RoomSnapshot,
         store: Store,
-        hub: Hub,
+        fanout: Arc<dyn Fanout>,
         directory: Recipient<RoomClosed>,
     ) -> Result<Room, StoreError> {
         let all = Key::MessagesOf(state.id);
@@ -101,7 +103,7 @@ impl Room {
         };
         // Everything on disk is published now.
         let count = counts.messages as usize;
-        Ok(Room { state, messages, published, count, counts, store, hub, directory })
+        Ok(Room { state, messages, published, count, counts, store, fanout, directory })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
@@ -156,7 +158,7 @@ impl Room {
         let group = room_group(self.state.id);
         for m in self.messages[from..].iter().take_while(|m| m.id <= upto) {
             let event = Event::new(ChatEvent::Message(m.event()));
-            self.hub.publish(&group, &event);
+            self.fanout.publish(group, &event);
             // A trade room also tells the receiver wherever they are in the app.
             if let Some(t) = self.state.trade.filter(|_| m.sender != 0) {
                 let receiver = t.other(m.sender);
@@ -165,21 +167,21 @@ impl Room {
                     m.id,
                     m.sender
                 );
-                self.hub.publish(&super::hub::user_group(receiver), &event);
+                self.fanout.publish(super::hub::user_group(receiver), &event);
                 tracing::info!(
                     "[ChatController.SendMessage] ✅ SignalR broadcast completed: {group} and user_{receiver}"
                 );
             } else if let Some(t) = self.state.trade {
                 // A system message goes to both parties.
                 for user in [t.buyer, t.seller] {
-                    self.hub.publish(&super::hub::user_group(user), &event);
+                    self.fanout.publish(super::hub::user_group(user), &event);
                 }
             } else if self.state.kind == RoomKind::Direct {
                 // A direct room is one room whichever dialect reads it: like a trade room's,
                 // its message reaches the other party wherever they are connected (each
                 // session drops a second copy by message id).
                 for p in self.state.participants.iter().filter(|p| p.active && p.user != m.sender) {
-                    self.hub.publish(&super::hub::user_group(p.user), &event);
+                    self.fanout.publish(super::hub::user_group(p.user), &event);
                 }
             }
         }
@@ -226,7 +228,7 @@ impl Room {
         let store = self.store.clone();
         Box::pin(fut::wrap_future::<_, Self>(async move { store.durable().await }).map(move |flushed, act, _| {
             flushed?;
-            act.hub.publish(&room_group(act.state.id), &Event::new(event));
+            act.fanout.publish(room_group(act.state.id), &Event::new(event));
             Ok(v)
         }))
     }
@@ -342,14 +344,14 @@ pub struct Rooms(std::sync::Arc<RoomsInner>);
 struct RoomsInner {
     by_id: dashmap::DashMap<u64, Addr<Room>>,
     store: Store,
-    hub: Hub,
+    fanout: Arc<dyn Fanout>,
     directory: Recipient<RoomClosed>,
     arbiters: Arbiters,
 }
 
 impl Rooms {
-    pub fn new(store: Store, hub: Hub, directory: Recipient<RoomClosed>, arbiters: Arbiters) -> Rooms {
-        Rooms(std::sync::Arc::new(RoomsInner { by_id: Default::default(), store, hub, directory, arbiters }))
+    pub fn new(store: Store, fanout: Arc<dyn Fanout>, directory: Recipient<RoomClosed>, arbiters: Arbiters) -> Rooms {
+        Rooms(std::sync::Arc::new(RoomsInner { by_id: Default::default(), store, fanout, directory, arbiters }))
     }
 
     /// The actor of room `id`; `None` if there is no such room.
@@ -360,7 +362,7 @@ impl Rooms {
         let Some(snapshot) = self.0.store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
         let entry = self.0.by_id.entry(id);
         let addr = entry.or_try_insert_with(|| {
-            let room = Room::restore(snapshot, self.0.store.clone(), self.0.hub.clone(), self.0.directory.clone())?;
+            let room = Room::restore(snapshot, self.0.store.clone(), self.0.fanout.clone(), self.0.directory.clone())?;
             Ok::<_, StoreError>(Room::start_in_arbiter(&self.0.arbiters.for_key(&("room", id)), |_| room))
         })?;
         Ok(Some(addr.clone()))
@@ -379,7 +381,9 @@ mod tests {
 
     fn start(store: &Store, snapshot: &RoomSnapshot) -> Addr<Room> {
         let directory = Directory::load(store.clone(), 100).expect("directory").start().recipient();
-        let room = Room::restore(snapshot.clone(), store.clone(), Hub::default(), directory).expect("restore");
+        let room =
+            Room::restore(snapshot.clone(), store.clone(), Arc::new(crate::actors::hub::Hub::default()), directory)
+                .expect("restore");
         room.start()
     }
 

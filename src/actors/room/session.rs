@@ -16,7 +16,7 @@ impl Handler<Join> for Room {
     type Result = Result<Vec<StoredMessage>, ChatError>;
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
         self.member(msg.subscriber.user)?;
-        self.hub.join(&room_group(self.state.id), msg.subscriber);
+        self.fanout.join(room_group(self.state.id), msg.subscriber);
         let Some(since) = msg.since else { return Ok(Vec::new()) };
         // The newest MAX_CATCH_UP messages after `since` at most.
         let mut missed = Vec::new();
@@ -52,7 +52,7 @@ impl Handler<Typing> for Room {
             user_name: msg.from.name,
             is_typing: msg.is_typing,
         };
-        self.hub.publish(&room_group(self.state.id), &Event::skipping(event, msg.from.id));
+        self.fanout.publish(room_group(self.state.id), &Event::skipping(event, msg.from.id));
     }
 }
 

@@ -53,9 +53,9 @@ impl Handler<Leave> for Room {
                 status: "closed".into(),
                 message: ROOM_CLOSED.into(),
             });
-            act.hub.publish(&room_group(r.id), &event);
+            act.fanout.publish(room_group(r.id), &event);
             for p in &r.participants {
-                act.hub.publish(&crate::actors::hub::user_group(p.user), &event);
+                act.fanout.publish(crate::actors::hub::user_group(p.user), &event);
             }
             Ok(r)
         }))

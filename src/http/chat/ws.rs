@@ -247,7 +247,7 @@ impl Actor for ChatSession {
             self.announce(true);
         }
         let sub = self.subscriber(ctx);
-        self.hub().join(&user_group(self.me.id), sub.clone());
+        self.hub().join(user_group(self.me.id), sub.clone());
         // Nothing else is handled until the room has answered: the catch-up goes out
         // before any live event that queued meanwhile.
         let join = self.room.send(Join { subscriber: sub, since: self.since });
@@ -277,8 +277,8 @@ impl Actor for ChatSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let hub = self.registry.hub().clone();
-        hub.leave(&user_group(self.me.id), self.id);
-        hub.leave(&crate::actors::hub::room_group(self.room_id), self.id);
+        hub.leave(user_group(self.me.id), self.id);
+        hub.leave(crate::actors::hub::room_group(self.room_id), self.id);
         if hub.disconnected(self.me.id) {
             self.announce(false);
         }

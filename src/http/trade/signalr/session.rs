@@ -217,7 +217,7 @@ impl SignalRSession {
             self.announce(true);
         }
         let sub = self.subscriber(ctx);
-        self.hub().join(&user_group(self.me.id), sub);
+        self.hub().join(user_group(self.me.id), sub);
     }
 
     fn on_invocation(&mut self, v: &Value, id: Option<String>, ctx: &mut ws::WebsocketContext<Self>) {
@@ -243,7 +243,7 @@ impl SignalRSession {
         if join {
             self.join_room(room, id, ctx);
         } else {
-            self.hub().leave(&room_group(room), self.id);
+            self.hub().leave(room_group(room), self.id);
             self.rooms.remove(&room);
             self.complete(ctx, id, Ok(()));
         }
@@ -337,9 +337,9 @@ impl Actor for SignalRSession {
             return;
         }
         let hub = self.registry.hub().clone();
-        hub.leave(&user_group(self.me.id), self.id);
+        hub.leave(user_group(self.me.id), self.id);
         for room in self.rooms.drain() {
-            hub.leave(&room_group(room), self.id);
+            hub.leave(room_group(room), self.id);
         }
         if hub.disconnected(self.me.id) {
             self.announce(false);
