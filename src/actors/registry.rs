@@ -223,6 +223,16 @@ impl Registry {
         super::directory::summaries_of(&self.inner.store, user).await
     }
 
+    /// Tell `user`'s rooms that they came online or went offline (both wire protocols'
+    /// sessions call this when a user's first connection opens or last one closes).
+    pub fn announce_presence(&self, user: u64, name: &str, online: bool) {
+        let rooms = self.rooms_of(user).unwrap_or_else(|e| {
+            tracing::warn!(user, error = %e, "could not read a user's rooms to announce presence");
+            Vec::new()
+        });
+        self.inner.hub.announce_presence(&rooms, user, name, online);
+    }
+
     pub fn catalog(&self) -> &Addr<Catalog> {
         &self.inner.catalog
     }

@@ -97,11 +97,7 @@ impl ChatSession {
 
     /// Tell the rooms of the user that they came online or went offline.
     fn announce(&self, online: bool) {
-        let rooms = self.registry.rooms_of(self.me.id).unwrap_or_else(|e| {
-            tracing::warn!(user = self.me.id, error = %e, "could not read a user's rooms to announce presence");
-            Vec::new()
-        });
-        self.hub().announce_presence(&rooms, self.me.id, &self.me.name, online);
+        self.registry.announce_presence(self.me.id, &self.me.name, online);
     }
 
     /// Whether `m` is new to this client (and remember it as sent).
