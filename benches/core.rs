@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 use boxoffice::actors::directory::CreateRoom;
-use boxoffice::actors::hub::{Deliver, Subscriber};
+use boxoffice::actors::hub::{Deliver, Outbox, Subscriber};
 use boxoffice::actors::ledger::Answer;
 use boxoffice::actors::room::{Author, Join, PostMessage, RoomKind};
 use boxoffice::actors::seat_map::{CancelReservation, HoldSeats, SeatMapSnapshot};
@@ -17,7 +17,7 @@ use boxoffice::store::{Key, Store};
 use clap::Parser;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -209,9 +209,9 @@ fn room_append_fanout(c: &mut Criterion) {
                     session: registry.hub().session_id(),
                     user: (i % 10) as u64 + 1,
                     recipient: counter.recipient(),
-                    evicted: Arc::new(AtomicBool::new(false)),
-                    outbox: 1 << 16,
-                    congestion: Default::default(),
+                    wire: Arc::new(boxoffice::http::chat::ws::ChatJson),
+                    // The counter never drains the byte count: no byte bound here.
+                    outbox: Outbox::new(1 << 16, usize::MAX / 2),
                 };
                 room.send(Join { subscriber: sub, since: None }).await.expect("mailbox").expect("join");
             }

@@ -106,6 +106,11 @@ pub struct Settings {
     /// (it stopped reading) is disconnected with close code 1008.
     #[arg(long, env = "BOXOFFICE_WS_OUTBOX", default_value_t = 1024)]
     pub ws_outbox: usize,
+    /// How many bytes of events may wait for one WebSocket client (at least 64 KiB); a
+    /// client over it (it stopped reading, or a burst outran it) is disconnected with
+    /// close code 1008 at once.
+    #[arg(long, env = "BOXOFFICE_WS_OUTBOX_BYTES", default_value_t = 256 << 10)]
+    pub ws_outbox_bytes: usize,
     /// Largest WebSocket frame a client may send, in bytes; a bigger one closes the socket
     /// with 1009 (Message Too Big).
     #[arg(long, env = "BOXOFFICE_WS_MAX_FRAME", default_value_t = 64 << 10)]

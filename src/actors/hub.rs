@@ -9,18 +9,24 @@
 //! data, so another implementation can carry them between processes over a broker.
 //!
 //! The group tables are lookup tables (group -> sessions), not business state. A publish
-//! never waits: it offers the event to each session's bounded mailbox (its outgoing
-//! queue). A full mailbox is not yet a slow reader: the room's thread can outpace a
-//! session's thread for a burst. The event is queued past the bound, and the session is
-//! evicted from every group and told to close only when its queue has stayed full for
-//! [`CONGESTION_GRACE`] or has grown [`OVERFLOW_FACTOR`] times past its bound. So one
+//! never waits: it renders the event in the session's protocol (once per protocol, cached
+//! in the event), counts the frame's bytes into the session's [`Outbox`], and offers it to
+//! the session's mailbox. Two bounds apply to an outbox:
+//! - **bytes**: a frame that would take the bytes queued for a session past its byte bound
+//!   evicts the session at once, whatever the burst;
+//! - **events**: a full mailbox is not yet a slow reader (the room's thread can outpace a
+//!   session's thread for a burst of small events). The event is queued past the bound,
+//!   and the session is evicted only when its queue has stayed full for
+//!   [`CONGESTION_GRACE`] or has grown [`OVERFLOW_FACTOR`] times past its bound.
+//!
+//! An evicted session leaves every group and closes with 1008 as soon as it runs. So one
 //! client that stops reading never slows a room, and its memory stays bounded.
 
 use actix::prelude::*;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// A group of sessions an event goes to: SignalR's `room_{roomId}` and `user_{userId}`.
@@ -76,8 +82,38 @@ impl Fanout for Hub {
     }
 }
 
-/// How many wire protocols render events (contract C's JSON, SignalR).
-pub const PROTOCOLS: usize = 2;
+/// How many wire protocols render events (contract C's JSON, SignalR's JSON and
+/// MessagePack hub protocols): the size of an event's cache of rendered frames.
+pub const PROTOCOLS: usize = 3;
+
+/// A frame as a wire protocol sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(bytestring::ByteString),
+    Binary(bytes::Bytes),
+}
+
+impl Frame {
+    /// Its payload's size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How one wire protocol renders domain events. Sessions of one protocol share one.
+pub trait Render: Send + Sync + 'static {
+    /// The protocol's slot in an event's cache of rendered frames (below [`PROTOCOLS`]).
+    fn slot(&self) -> usize;
+    /// `event` as this protocol's frame.
+    fn render(&self, event: &ChatEvent) -> Frame;
+}
 
 /// How long a session's outgoing queue may stay full before it is evicted.
 pub const CONGESTION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -157,61 +193,104 @@ pub enum ChatEvent {
 /// An event on its way to sessions.
 #[derive(Debug)]
 pub struct Event {
+    /// Unique in this process: one event published to several groups of a session is
+    /// recognised by it.
+    pub seq: u64,
     pub kind: ChatEvent,
     /// Not delivered to this user's sessions (a typer does not hear their own typing).
     pub skip_user: Option<u64>,
-    /// One rendered copy per wire protocol, filled by the first session that needs it.
-    pub rendered: [OnceLock<bytestring::ByteString>; PROTOCOLS],
+    /// One rendered frame per wire protocol, filled by the first session that needs it.
+    rendered: [OnceLock<Frame>; PROTOCOLS],
 }
+
+static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
 
 impl Event {
     pub fn new(kind: ChatEvent) -> Arc<Event> {
-        Arc::new(Event { kind, skip_user: None, rendered: Default::default() })
+        Self::make(kind, None)
     }
 
     pub fn skipping(kind: ChatEvent, user: u64) -> Arc<Event> {
-        Arc::new(Event { kind, skip_user: Some(user), rendered: Default::default() })
+        Self::make(kind, Some(user))
     }
 
-    /// This event in protocol `slot`, rendered once.
-    pub fn render(&self, slot: usize, f: impl FnOnce(&ChatEvent) -> String) -> bytestring::ByteString {
-        self.rendered[slot].get_or_init(|| f(&self.kind).into()).clone()
+    fn make(kind: ChatEvent, skip_user: Option<u64>) -> Arc<Event> {
+        let seq = NEXT_EVENT.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Event { seq, kind, skip_user, rendered: Default::default() })
+    }
+
+    /// This event in `wire`'s protocol, rendered once.
+    pub fn frame(&self, wire: &dyn Render) -> Frame {
+        self.rendered[wire.slot()].get_or_init(|| wire.render(&self.kind)).clone()
     }
 }
 
-/// An event delivered to a session.
-#[derive(Message, Clone)]
+/// An event delivered to a session, with its frame in the session's protocol.
+#[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Arc<Event>);
+pub struct Deliver {
+    pub event: Arc<Event>,
+    pub frame: Frame,
+}
 
-/// A session as the hub knows it.
+/// A session as the hub knows it: where to deliver, in which protocol, and its outbox.
 #[derive(Clone)]
 pub struct Subscriber {
     pub session: u64,
     pub user: u64,
     pub recipient: Recipient<Deliver>,
-    /// Set when the hub gave up on the session (its mailbox was full): it must close.
-    pub evicted: Arc<AtomicBool>,
-    /// The session's outgoing queue bound, and how it is keeping up.
-    pub outbox: usize,
-    pub congestion: Arc<Congestion>,
+    pub wire: Arc<dyn Render>,
+    pub outbox: Arc<Outbox>,
 }
 
-impl Subscriber {
-    pub fn new(
-        session: u64,
-        user: u64,
-        recipient: Recipient<Deliver>,
-        evicted: Arc<AtomicBool>,
-        outbox: usize,
-    ) -> Self {
-        Subscriber { session, user, recipient, evicted, outbox, congestion: Default::default() }
+/// A session's outgoing queue as the hub sees it: the bytes offered and not yet written
+/// to the socket, its bounds, and whether the hub gave up on it. Shared by every group
+/// the session is in.
+#[derive(Debug)]
+pub struct Outbox {
+    evicted: AtomicBool,
+    /// Bytes of frames offered to the session and not yet handed to its socket.
+    queued: AtomicUsize,
+    max_bytes: usize,
+    /// The mailbox's bound, in events.
+    max_events: usize,
+    congestion: Congestion,
+}
+
+impl Outbox {
+    pub fn new(max_events: usize, max_bytes: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            evicted: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            max_bytes,
+            max_events: max_events.max(1),
+            congestion: Congestion::default(),
+        })
+    }
+
+    /// The hub gave up on the session: it must close (1008).
+    pub fn evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// `bytes` offered to the session left its outbox (written to the socket, or dropped).
+    pub fn taken(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes offered and not yet taken.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn max_events(&self) -> usize {
+        self.max_events
     }
 }
 
 /// How far behind a session is.
 #[derive(Debug, Default)]
-pub struct Congestion {
+struct Congestion {
     /// When its queue was first found full (0: it is keeping up).
     since: AtomicU64,
     /// Events queued past the bound since then.
@@ -267,20 +346,29 @@ impl Hub {
         let mut full = Vec::new();
         if let Some(members) = self.inner.groups.get(&group) {
             for sub in members.values() {
-                if event.skip_user == Some(sub.user) || sub.evicted.load(Ordering::Relaxed) {
+                let outbox = &sub.outbox;
+                if event.skip_user == Some(sub.user) || outbox.evicted() {
                     continue;
                 }
-                match sub.recipient.try_send(Deliver(event.clone())) {
+                let frame = event.frame(&*sub.wire);
+                let bytes = frame.len();
+                if outbox.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > outbox.max_bytes {
+                    // Over the byte bound: evicted at once, whatever the burst.
+                    full.push(sub.clone());
+                    continue;
+                }
+                match sub.recipient.try_send(Deliver { event: event.clone(), frame }) {
                     Ok(()) => {
                         self.inner.delivered.fetch_add(1, Ordering::Relaxed);
-                        if sub.congestion.since.load(Ordering::Relaxed) != 0 {
-                            sub.congestion.since.store(0, Ordering::Relaxed);
-                            sub.congestion.overflow.store(0, Ordering::Relaxed);
+                        let c = &outbox.congestion;
+                        if c.since.load(Ordering::Relaxed) != 0 {
+                            c.since.store(0, Ordering::Relaxed);
+                            c.overflow.store(0, Ordering::Relaxed);
                         }
                     }
                     Err(SendError::Full(deliver)) => {
                         let now = crate::time::now_ms();
-                        let c = &sub.congestion;
+                        let c = &outbox.congestion;
                         let since = match c.since.load(Ordering::Relaxed) {
                             0 => {
                                 c.since.store(now, Ordering::Relaxed);
@@ -289,7 +377,7 @@ impl Hub {
                             t => t,
                         };
                         let overflow = c.overflow.fetch_add(1, Ordering::Relaxed) as usize;
-                        let cap = (sub.outbox * OVERFLOW_FACTOR).min(MAX_OVERFLOW);
+                        let cap = (outbox.max_events * OVERFLOW_FACTOR).min(MAX_OVERFLOW);
                         if now - since > crate::time::ms(CONGESTION_GRACE) || overflow >= cap {
                             full.push(sub.clone());
                         } else {
@@ -298,7 +386,7 @@ impl Hub {
                             self.inner.delivered.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Err(SendError::Closed(_)) => {}
+                    Err(SendError::Closed(_)) => outbox.taken(bytes),
                 }
             }
         }
@@ -310,7 +398,7 @@ impl Hub {
     /// Give up on a session that does not keep up: it stops receiving, and closes as soon
     /// as it runs (its mailbox still holds what it was offered).
     fn evict(&self, sub: &Subscriber) {
-        if sub.evicted.swap(true, Ordering::Relaxed) {
+        if sub.outbox.evicted.swap(true, Ordering::Relaxed) {
             return;
         }
         self.inner.evicted.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,7 @@ pub mod frame_guard;
 pub mod health;
 pub mod openapi;
 pub mod queue;
+pub mod session;
 pub mod signed;
 pub mod trade;
 

@@ -698,7 +698,8 @@ async fn signalr_handshake_and_protocol_errors_close_the_connection() {
     let token = jwt(BUYER);
 
     for (handshake, needle) in [
-        (json!({ "protocol": "messagepack", "version": 1 }), "messagepack"),
+        (json!({ "protocol": "protobuf", "version": 1 }), "protobuf"),
+        (json!({ "protocol": "messagepack", "version": 2 }), "version 2"),
         (json!({ "protocol": "json", "version": 2 }), "version 2"),
         (json!({ "protocol": "json" }), "invalid"),
     ] {

@@ -1,19 +1,17 @@
-//! Contract C's WebSocket, `GET /chat/ws/{room_id}?token=JWT[&since=ID]`: one
-//! [`ChatSession`] actor per socket speaks the plain JSON protocol (see the README).
+//! Contract C's WebSocket, `GET /chat/ws/{room_id}?token=JWT[&since=ID]`: the plain JSON
+//! protocol (see the README) as a [`Wire`] of the shared [`Session`] actor.
 //!
-//! The session joins `user_{id}` on connect and `room_{id}` through the room (which hands
-//! it the messages after `since` in the same step, so the catch-up and the live stream
-//! neither overlap nor leave a gap). It renders the hub's domain events as JSON frames;
-//! a room or the hub never sees this format. The session's mailbox is its bounded
-//! outgoing queue: when a client stops reading, the socket stops draining, the mailbox
-//! fills, the hub evicts the session, and it closes with code 1008.
+//! The session goes online on connect (`user_{id}`) and joins `room_{id}` through the room
+//! (which hands it the messages after `since` in the same step, so the catch-up and the
+//! live stream neither overlap nor leave a gap). [`ChatJson`] renders the hub's domain
+//! events as this protocol's JSON frames; a room or the hub never sees this format.
 
 use super::room_of;
-use crate::actors::hub::{user_group, ChatEvent, Deliver, Hub, MessageEvent, Subscriber};
-use crate::actors::room::{Author, Join, MarkRead, PostMessage, Room, StoredMessage, Typing};
-use crate::actors::Registry;
+use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
+use crate::actors::room::{MarkRead, PostMessage, Room, Typing};
 use crate::http::author;
 use crate::http::error::CError;
+use crate::http::session::{Ctx, Data, Session, Wire};
 use crate::http::AppState;
 use crate::time::rfc3339;
 use actix::prelude::*;
@@ -22,16 +20,10 @@ use actix_web_actors::ws;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the server pings.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
-/// A socket silent this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The hub's render slot of this protocol.
-const SLOT: usize = 0;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/ws/{room_id}", web::get().to(connect));
@@ -53,92 +45,71 @@ pub async fn connect(
         Some(s) => Some(s.trim().parse::<u64>().map_err(|_| CError::invalid("since must be a message id"))?),
         None => None,
     };
-    let session = ChatSession {
-        id: state.registry.hub().session_id(),
-        me: author(&me),
-        room_id,
-        room,
-        since,
-        registry: state.registry.clone(),
-        outbox: state.settings.ws_outbox.max(1),
-        evicted: Arc::new(AtomicBool::new(false)),
-        heard: Instant::now(),
-        last_message: 0,
-    };
-    let max = state.settings.ws_max_frame.max(1);
-    let stream = crate::http::frame_guard::FrameGuard::new(stream, max);
-    ws::WsResponseBuilder::new(session, &req, stream).frame_size(max).start()
+    let wire = ChatWire { room_id, room, since };
+    Session::new(&state, author(&me), wire).start(&req, stream, state.settings.ws_max_frame.max(1))
 }
 
-pub struct ChatSession {
-    id: u64,
-    me: Author,
+/// Contract C's JSON over one socket: the room it was opened on.
+pub struct ChatWire {
     room_id: u64,
     room: Addr<Room>,
     since: Option<u64>,
-    registry: Registry,
-    outbox: usize,
-    /// Set by the hub when it gave up on this session.
-    evicted: Arc<AtomicBool>,
-    /// When the client was last heard from.
-    heard: Instant,
-    /// The newest message id sent to the client: nothing at or below it is sent again.
-    last_message: u64,
 }
 
-impl ChatSession {
-    fn hub(&self) -> &Hub {
-        self.registry.hub()
+/// Contract C's rendering of the hub's events.
+pub struct ChatJson;
+
+/// The one [`ChatJson`] every session shares.
+static CHAT_JSON: std::sync::LazyLock<std::sync::Arc<dyn Render>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(ChatJson));
+
+impl Render for ChatJson {
+    fn slot(&self) -> usize {
+        0
+    }
+    fn render(&self, event: &ChatEvent) -> Frame {
+        Frame::Text(render(event).into())
+    }
+}
+
+fn error(s: &mut Session<ChatWire>, ctx: &mut Ctx<ChatWire>, detail: impl Into<String>) {
+    let frame = json!({ "type": "error", "detail": detail.into() }).to_string();
+    s.write(ctx, Frame::Text(frame.into()));
+}
+
+impl Wire for ChatWire {
+    const PING_INTERVAL: Duration = HEARTBEAT;
+
+    fn opened(s: &mut Session<Self>, ctx: &mut Ctx<Self>) {
+        s.go_online(ctx, CHAT_JSON.clone());
+        let (room, addr, since) = (s.wire.room_id, s.wire.room.clone(), s.wire.since);
+        s.join_room(ctx, room, addr, since, |s, ctx, answer| match answer {
+            Ok(Ok(backlog)) => s.send_messages(ctx, &backlog),
+            _ => s.close_quietly(
+                ctx,
+                Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("cannot join".into()) }),
+            ),
+        });
     }
 
-    fn subscriber(&self, ctx: &mut ws::WebsocketContext<Self>) -> Subscriber {
-        Subscriber::new(self.id, self.me.id, ctx.address().recipient(), self.evicted.clone(), self.outbox)
-    }
-
-    /// Tell the rooms of the user that they came online or went offline.
-    fn announce(&self, online: bool) {
-        self.registry.announce_presence(self.me.id, &self.me.name, online);
-    }
-
-    /// Whether `m` is new to this client (and remember it as sent).
-    fn fresh(&mut self, m: &MessageEvent) -> bool {
-        if m.room != self.room_id {
-            return true;
-        }
-        if m.id <= self.last_message {
-            return false;
-        }
-        self.last_message = m.id;
-        true
-    }
-
-    fn send_message(&mut self, m: &MessageEvent, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.fresh(m) {
-            ctx.text(render(&ChatEvent::Message(m.clone())));
-        }
-    }
-
-    fn error(ctx: &mut ws::WebsocketContext<Self>, detail: impl Into<String>) {
-        ctx.text(json!({ "type": "error", "detail": detail.into() }).to_string());
-    }
-
-    fn on_frame(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn received(s: &mut Session<Self>, ctx: &mut Ctx<Self>, data: Data<'_>) {
+        let Data::Text(text) = data else { return error(s, ctx, "frames are JSON text") };
         let frame: ClientFrame = match serde_json::from_str(text) {
             Ok(f) => f,
-            Err(e) => return Self::error(ctx, format!("invalid frame: {e}")),
+            Err(e) => return error(s, ctx, format!("invalid frame: {e}")),
         };
         match frame {
             ClientFrame::Message { content, message_type, reply_to_message_id } => {
                 let kind = message_type.unwrap_or_else(|| "text".into());
                 let text = content.unwrap_or_default();
                 if !["text", "voice", "location"].contains(&kind.as_str()) {
-                    return Self::error(ctx, "message_type over the socket must be text, voice or location");
+                    return error(s, ctx, "message_type over the socket must be text, voice or location");
                 }
                 if text.trim().is_empty() || text.chars().count() > 5000 {
-                    return Self::error(ctx, "content must be 1 to 5000 characters");
+                    return error(s, ctx, "content must be 1 to 5000 characters");
                 }
                 let msg = PostMessage {
-                    from: self.me.clone(),
+                    from: s.me.clone(),
                     content: Some(text),
                     kind,
                     reply_to: reply_to_message_id,
@@ -148,26 +119,26 @@ impl ChatSession {
                 };
                 // Sent in order through the room's mailbox; the room echoes it to every
                 // subscriber (this one too) once it is durable.
-                let reply = self.room.send(msg);
-                ctx.spawn(reply.into_actor(self).map(|r, _, ctx| match r {
+                let reply = s.wire.room.send(msg);
+                ctx.spawn(reply.into_actor(s).map(|r, s, ctx| match r {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => Self::error(ctx, e.to_string()),
-                    Err(_) => Self::error(ctx, "the room is busy; try again"),
+                    Ok(Err(e)) => error(s, ctx, e.to_string()),
+                    Err(_) => error(s, ctx, "the room is busy; try again"),
                 }));
             }
             ClientFrame::Typing { is_typing: Some(is_typing) } => {
-                self.room.do_send(Typing { from: self.me.clone(), is_typing });
+                s.wire.room.do_send(Typing { from: s.me.clone(), is_typing });
             }
-            ClientFrame::Typing { is_typing: None } => Self::error(ctx, "typing needs is_typing: true or false"),
+            ClientFrame::Typing { is_typing: None } => error(s, ctx, "typing needs is_typing: true or false"),
             ClientFrame::Read {} => {
-                let reply = self.room.send(MarkRead { from: self.me.clone() });
-                ctx.spawn(reply.into_actor(self).map(|r, _, ctx| {
+                let reply = s.wire.room.send(MarkRead { from: s.me.clone() });
+                ctx.spawn(reply.into_actor(s).map(|r, s, ctx| {
                     if let Ok(Err(e)) = r {
-                        Self::error(ctx, e.to_string());
+                        error(s, ctx, e.to_string());
                     }
                 }));
             }
-            ClientFrame::Ping {} => ctx.text(r#"{"type":"pong"}"#),
+            ClientFrame::Ping {} => s.write(ctx, Frame::Text(r#"{"type":"pong"}"#.into())),
         }
     }
 }
@@ -232,92 +203,4 @@ pub fn render(e: &ChatEvent) -> String {
         }),
     };
     v.to_string()
-}
-
-impl Actor for ChatSession {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.outbox);
-        if self.hub().connected(self.me.id) {
-            self.announce(true);
-        }
-        let sub = self.subscriber(ctx);
-        self.hub().join(user_group(self.me.id), sub.clone());
-        // Nothing else is handled until the room has answered: the catch-up goes out
-        // before any live event that queued meanwhile.
-        let join = self.room.send(Join { subscriber: sub, since: self.since });
-        ctx.wait(join.into_actor(self).map(|answer, act, ctx| match answer {
-            Ok(Ok(backlog)) => {
-                for m in backlog.iter().map(StoredMessage::event) {
-                    act.send_message(&m, ctx);
-                }
-            }
-            _ => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some("cannot join".into()),
-                }));
-                ctx.stop();
-            }
-        }));
-        ctx.run_interval(HEARTBEAT, |act, ctx| {
-            if act.heard.elapsed() > IDLE_TIMEOUT {
-                ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("idle".into()) }));
-                ctx.stop();
-                return;
-            }
-            ctx.ping(b"");
-        });
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        let hub = self.registry.hub().clone();
-        hub.leave(user_group(self.me.id), self.id);
-        hub.leave(crate::actors::hub::room_group(self.room_id), self.id);
-        if hub.disconnected(self.me.id) {
-            self.announce(false);
-        }
-    }
-}
-
-impl Handler<Deliver> for ChatSession {
-    type Result = ();
-    fn handle(&mut self, Deliver(event): Deliver, ctx: &mut Self::Context) {
-        if self.evicted.load(Ordering::Relaxed) {
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Policy,
-                description: Some("too slow: the outgoing queue is full".into()),
-            }));
-            ctx.stop();
-            return;
-        }
-        if let ChatEvent::Message(m) = &event.kind {
-            if !self.fresh(m) {
-                return;
-            }
-        }
-        ctx.text(event.render(SLOT, render));
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ChatSession {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.heard = Instant::now();
-        match msg {
-            Ok(ws::Message::Text(text)) => self.on_frame(&text, ctx),
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
-            Ok(ws::Message::Pong(_)) => {}
-            Ok(ws::Message::Binary(_)) => Self::error(ctx, "frames are JSON text"),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
-            Err(e) => {
-                ctx.close(Some(crate::http::ws_violation(&e)));
-                ctx.stop();
-            }
-        }
-    }
 }

@@ -1,8 +1,10 @@
 //! Contract T's SignalR hub at [`HUB_PATH`] (`/hubs/chat`): the ASP.NET Core SignalR JSON
 //! hub protocol, version 1, over WebSockets, so that the official clients
-//! (`@microsoft/signalr`, `signalr_netcore`) connect unchanged. One [`SignalRSession`]
-//! actor per socket; it is the sibling of contract C's [`ws`](crate::http::chat::ws)
-//! session: the same [`Hub`](crate::actors::hub::Hub), the same room `Join`, the same eviction of slow readers, another wire format.
+//! (`@microsoft/signalr`, `signalr_netcore`) connect unchanged, with the JSON or the
+//! MessagePack hub protocol. Each socket is a shared
+//! [`Session`](crate::http::session::Session) whose wire is a [`SignalRWire`]: the same
+//! [`Hub`](crate::actors::hub::Hub), room `Join`, outbox and eviction of slow readers as
+//! contract C's [`ws`](crate::http::chat::ws), another wire format.
 //!
 //! # The protocol in brief
 //! - `POST /hubs/chat/negotiate?negotiateVersion=1` (bearer token) answers a one-time
@@ -16,7 +18,7 @@
 //!   answered by a Completion (3) `{"type":3,"invocationId":"7","result":null}` or
 //!   `{..."error":"..."}` (no Completion without `invocationId`); Ping (6) both ways,
 //!   the server's every [`PING_INTERVAL`]; Close (7) both ways, the server's when the
-//!   client was silent for [`IDLE_TIMEOUT`], broke the protocol, or stopped reading.
+//!   client was silent for [`IDLE_TIMEOUT`](crate::http::session::IDLE_TIMEOUT), broke the protocol, or stopped reading.
 //! - Hub methods: `JoinRoom(roomId)`, `LeaveRoom(roomId)`. Server events are Invocations
 //!   without `invocationId`: `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`,
 //!   `MessageRead`, `MessageUpdated`, `MessageDeleted`, each with one camelCase payload.
@@ -27,16 +29,22 @@
 //!
 //! # Files
 //! - [`transport`]: `negotiate`, its one-time connection tokens, and the WebSocket upgrade.
-//! - [`protocol`]: the JSON hub protocol's records: `0x1E` framing, the records the
-//!   server writes, hub method arguments, and the domain's events rendered as Invocations.
-//! - [`session`]: the [`SignalRSession`] actor: the handshake, invocations, groups, pings,
-//!   timeouts, and sending each event once.
+//! - [`protocol`]: what the hub protocols share: messages, the [`HubProtocol`] trait, hub
+//!   method arguments, and the domain's events as Invocations.
+//! - [`json`], [`msgpack`]: the two encodings.
+//! - [`session`]: [`SignalRWire`]: the handshake, invocations, `JoinRoom`/`LeaveRoom`.
 
+pub mod json;
+pub mod msgpack;
 pub mod protocol;
 pub mod session;
 pub mod transport;
 
-pub use session::SignalRSession;
+pub use protocol::HubProtocol;
+pub use session::SignalRWire;
+
+/// The hub protocols a handshake may choose.
+pub const PROTOCOLS: &[&dyn HubProtocol] = &[&json::Json, &msgpack::MessagePack];
 
 use actix_web::web;
 use std::time::Duration;
@@ -45,10 +53,6 @@ use std::time::Duration;
 pub const HUB_PATH: &str = "/hubs/chat";
 /// How often the server sends a Ping record (the clients' server timeout is 30 s).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// A connection the client has been silent on for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connection without a handshake after this long is closed.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a connection token from negotiate may wait for its WebSocket.
 pub const TOKEN_TTL: Duration = Duration::from_secs(120);
 /// Most connection tokens waiting for their WebSocket at once.

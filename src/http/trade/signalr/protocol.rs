@@ -1,18 +1,91 @@
-//! The SignalR JSON hub protocol, version 1, as this hub speaks it: records are JSON
-//! ended by `0x1E`; the server writes the handshake answer, Pings, Completions, Closes and
-//! events as Invocations without `invocationId`. The domain's events are rendered here,
-//! once per event for every session (the hub's render slot of this protocol), in contract
-//! T's camelCase payloads.
+//! What every SignalR hub protocol shares: the messages a client sends and the server
+//! writes, as the session sees them ([`HubMessage`], [`Outgoing`]), the [`HubProtocol`]
+//! trait that each encoding implements ([`json`](super::json), [`msgpack`](super::msgpack)),
+//! hub method arguments, and the domain's events as Invocations in contract T's camelCase
+//! payloads ([`invocation`]), rendered once per event for every session of a protocol
+//! ([`HubRender`]).
 
-use crate::actors::hub::{ChatEvent, MessageEvent};
+use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
 use crate::http::signed::{LinkSigner, IMAGE_LINK_TTL};
-use crate::time::{ms, rfc3339};
+use crate::time::{ms, now_ms, rfc3339};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 
-/// The record separator.
+/// The record separator that ends the handshake (and every JSON record).
 pub(super) const RS: u8 = 0x1e;
-pub(super) const PING: &str = "{\"type\":6}\u{1e}";
 pub(super) const HANDSHAKE_OK: &str = "{}\u{1e}";
+
+/// A message from the client, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubMessage {
+    /// Invocation (1): `call` is the target and arguments, or why they cannot be read.
+    Invocation { id: Option<String>, call: Result<(String, Vec<Value>), String>, streams: bool },
+    /// StreamInvocation (4).
+    StreamInvocation { id: Option<String> },
+    /// Close (7).
+    Close,
+    /// StreamItem, Completion (the server invokes nothing with an id), CancelInvocation,
+    /// Ping, Ack and Sequence (no stateful reconnect), and types of later versions.
+    Ignored,
+}
+
+/// A message the server writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Outgoing<'a> {
+    /// An event: an Invocation without `invocationId`, with one argument.
+    Invocation {
+        target: &'a str,
+        argument: &'a Value,
+    },
+    Completion {
+        id: &'a str,
+        error: Option<&'a str>,
+    },
+    Ping,
+    Close {
+        error: &'a str,
+        allow_reconnect: bool,
+    },
+}
+
+/// Why a client's bytes cannot be read: the connection closes (1009, 1007).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broken {
+    TooLarge,
+    Invalid(String),
+}
+
+/// One encoding of the hub protocol. Adding one is a file implementing this trait and an
+/// entry in [`PROTOCOLS`](super::PROTOCOLS).
+pub trait HubProtocol: Send + Sync + 'static {
+    /// Its name in the handshake (`json`, `messagepack`).
+    fn name(&self) -> &'static str;
+    /// The hub's render slot of this protocol.
+    fn slot(&self) -> usize;
+    /// Whether its messages travel in binary WebSocket frames.
+    fn binary(&self) -> bool;
+    /// Take the complete messages from the front of `buf` into `out`, leaving the start of
+    /// one still arriving (at most `max` bytes).
+    fn read(&self, buf: &mut Vec<u8>, max: usize, out: &mut VecDeque<HubMessage>) -> Result<(), Broken>;
+    /// A message as one frame, its framing included.
+    fn write(&self, msg: &Outgoing<'_>) -> Frame;
+}
+
+/// How sessions of one hub protocol render the domain's events.
+pub struct HubRender {
+    pub protocol: &'static dyn HubProtocol,
+    pub links: LinkSigner,
+}
+
+impl Render for HubRender {
+    fn slot(&self) -> usize {
+        self.protocol.slot()
+    }
+    fn render(&self, event: &ChatEvent) -> Frame {
+        let (target, argument) = invocation(event, &self.links, now_ms());
+        self.protocol.write(&Outgoing::Invocation { target, argument: &argument })
+    }
+}
 
 /// A room id argument: a number, or a string of digits.
 pub(super) fn room_argument(args: &[Value]) -> Result<u64, String> {
@@ -25,13 +98,6 @@ pub(super) fn room_argument(args: &[Value]) -> Result<u64, String> {
         _ => None,
     };
     id.filter(|&id| id > 0).ok_or_else(|| format!("roomId must be a room id, not {arg}."))
-}
-
-/// A value as one record: its JSON and the separator.
-pub(super) fn record(v: &Value) -> String {
-    let mut s = v.to_string();
-    s.push(RS as char);
-    s
 }
 
 /// A message kind as contract T names it: `TEXT`, `IMAGE`, `FILE`, `SYSTEM`,
@@ -64,9 +130,9 @@ pub fn message_payload(m: &MessageEvent, links: &LinkSigner, now: u64) -> Value 
     })
 }
 
-/// An event as this protocol's record: an Invocation without `invocationId`.
-pub fn render(e: &ChatEvent, links: &LinkSigner, now: u64) -> String {
-    let (target, payload) = match e {
+/// An event as an Invocation: its target and its one argument.
+pub fn invocation(e: &ChatEvent, links: &LinkSigner, now: u64) -> (&'static str, Value) {
+    match e {
         ChatEvent::Message(m) => ("ReceiveMessage", message_payload(m, links, now)),
         ChatEvent::MessageUpdated(m) => {
             let mut p = message_payload(m, links, now);
@@ -99,8 +165,7 @@ pub fn render(e: &ChatEvent, links: &LinkSigner, now: u64) -> String {
         ChatEvent::RoomUpdated { room, event, status, message } => {
             ("RoomUpdated", json!({ "roomId": room, "event": event, "statusCode": status, "message": message }))
         }
-    };
-    record(&json!({ "type": 1, "target": target, "arguments": [payload] }))
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +189,15 @@ mod tests {
             edited_at: None,
             updated_at: 1_769_162_400_000,
             deleted: false,
+        }
+    }
+
+    /// An event as the JSON protocol writes it.
+    fn render(e: &ChatEvent, links: &LinkSigner, now: u64) -> String {
+        let (target, argument) = invocation(e, links, now);
+        match super::super::json::Json.write(&Outgoing::Invocation { target, argument: &argument }) {
+            Frame::Text(t) => t.to_string(),
+            Frame::Binary(_) => panic!("the JSON protocol writes text"),
         }
     }
 

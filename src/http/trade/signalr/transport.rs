@@ -3,9 +3,10 @@
 //! caller and the token before it starts a [`SignalRSession`]. Refusals are in contract
 //! T's envelope.
 
-use super::session::SignalRSession;
+use super::session::SignalRWire;
 use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
+use crate::http::session::Session;
 use crate::http::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -151,17 +152,9 @@ pub async fn connect(
             Some(_) => {}
         }
     }
-    let session = SignalRSession::new(
-        state.registry.hub().session_id(),
-        author(&me),
-        state.registry.clone(),
-        state.links.clone(),
-        state.settings.ws_outbox.max(1),
-    );
+    let session = Session::new(&state, author(&me), SignalRWire::new(state.links.clone()));
     // A record may span frames up to MAX_RECORD; one frame is bounded like the plain socket's.
-    let frame = state.settings.ws_max_frame.clamp(1, MAX_RECORD);
-    let stream = crate::http::frame_guard::FrameGuard::new(stream, frame);
-    ws::WsResponseBuilder::new(session, &req, stream).frame_size(frame).start()
+    session.start(&req, stream, state.settings.ws_max_frame.clamp(1, MAX_RECORD))
 }
 
 #[cfg(test)]
