@@ -18,4 +18,5 @@ mod reservations_and_payments;
 mod restart;
 mod signalr;
 mod trade;
+mod ws_outbox;
 mod ws_violations;

@@ -32,9 +32,24 @@ fn client_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("signalr")
 }
 
-/// A plan for `client.js` (see its header): connect as `user` to the server.
-fn plan(server: &TestServer, user: u64) -> Value {
-    json!({ "url": server.base, "token": jwt(user), "timeoutMs": 20_000, "quietMs": 600 })
+/// A plan for `client.js` (see its header): connect as `user` to the server with the hub
+/// `protocol` (`json` or `messagepack`).
+fn plan(server: &TestServer, user: u64, protocol: &str) -> Value {
+    json!({ "url": server.base, "token": jwt(user), "timeoutMs": 20_000, "quietMs": 600, "protocol": protocol })
+}
+
+/// A scenario of the official client, run with each hub protocol.
+macro_rules! with_each_protocol {
+    ($scenario:ident, $json:ident, $messagepack:ident) => {
+        #[actix_rt::test]
+        async fn $json() {
+            $scenario("json").await
+        }
+        #[actix_rt::test]
+        async fn $messagepack() {
+            $scenario("messagepack").await
+        }
+    };
 }
 
 /// Install the official client (`npm ci`) once per test run if it is not there, so that
@@ -42,7 +57,8 @@ fn plan(server: &TestServer, user: u64) -> Value {
 fn install_client(dir: &std::path::Path) {
     static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let result = INSTALLED.get_or_init(|| {
-        if dir.join("node_modules").join("@microsoft").join("signalr").is_dir() {
+        let modules = dir.join("node_modules").join("@microsoft");
+        if modules.join("signalr").is_dir() && modules.join("signalr-protocol-msgpack").is_dir() {
             return Ok(());
         }
         let status = Command::new("npm")
@@ -235,14 +251,19 @@ fn message_ids(payloads: &[Value]) -> Vec<u64> {
 // ---------------------------------------------------------------------------------------
 // The official client
 
-#[actix_rt::test]
-async fn signalr_official_client_negotiates_joins_a_room_and_receives_messages() {
+with_each_protocol!(
+    scenario_official_client_negotiates_joins_a_room_and_receives_messages,
+    signalr_official_client_negotiates_joins_a_room_and_receives_messages,
+    signalr_official_client_negotiates_joins_a_room_and_receives_messages_messagepack
+);
+
+async fn scenario_official_client_negotiates_joins_a_room_and_receives_messages(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let chat = Chat::new(&server);
     chat.touch(&[BUYER, SELLER]).await;
     let room = chat.direct(SELLER, BUYER).await;
 
-    let mut p = plan(&server, BUYER);
+    let mut p = plan(&server, BUYER, protocol);
     p["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
     p["expect"] = json!({ "ReceiveMessage": 1 });
     let mut client = NodeClient::start(p);
@@ -281,8 +302,13 @@ async fn signalr_official_client_negotiates_joins_a_room_and_receives_messages()
     }
 }
 
-#[actix_rt::test]
-async fn signalr_each_message_reaches_a_joined_connection_exactly_once() {
+with_each_protocol!(
+    scenario_each_message_reaches_a_joined_connection_exactly_once,
+    signalr_each_message_reaches_a_joined_connection_exactly_once,
+    signalr_each_message_reaches_a_joined_connection_exactly_once_messagepack
+);
+
+async fn scenario_each_message_reaches_a_joined_connection_exactly_once(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let chat = Chat::new(&server);
     chat.touch(&[BUYER, SELLER]).await;
@@ -293,14 +319,14 @@ async fn signalr_each_message_reaches_a_joined_connection_exactly_once() {
     // The buyer's connection joins twice (a repeated JoinRoom is harmless), by number and
     // by string; a second connection of the buyer's (negotiation skipped) joins nothing;
     // the seller's (negotiation skipped) joins once.
-    let mut a = plan(&server, BUYER);
+    let mut a = plan(&server, BUYER, protocol);
     a["steps"] =
         json!([{ "invoke": "JoinRoom", "args": [room] }, { "invoke": "JoinRoom", "args": [room.to_string()] }]);
     a["stdin"] = json!(true);
-    let mut b = plan(&server, BUYER);
+    let mut b = plan(&server, BUYER, protocol);
     b["skipNegotiation"] = json!(true);
     b["stdin"] = json!(true);
-    let mut c = plan(&server, SELLER);
+    let mut c = plan(&server, SELLER, protocol);
     c["skipNegotiation"] = json!(true);
     c["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
     c["stdin"] = json!(true);
@@ -346,8 +372,13 @@ fn message_ids_of(ms: &[&Value]) -> Vec<u64> {
     ms.iter().map(|m| num(m, "message_id")).collect()
 }
 
-#[actix_rt::test]
-async fn signalr_join_room_refusals_complete_with_errors_and_the_connection_stays_usable() {
+with_each_protocol!(
+    scenario_join_room_refusals_complete_with_errors_and_the_connection_stays_usable,
+    signalr_join_room_refusals_complete_with_errors_and_the_connection_stays_usable,
+    signalr_join_room_refusals_complete_with_errors_and_the_connection_stays_usable_messagepack
+);
+
+async fn scenario_join_room_refusals_complete_with_errors_and_the_connection_stays_usable(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let chat = Chat::new(&server);
     let outsider = 33u64;
@@ -355,7 +386,7 @@ async fn signalr_join_room_refusals_complete_with_errors_and_the_connection_stay
     let theirs = chat.direct(SELLER, BUYER).await;
     let mine = chat.direct(outsider, BUYER).await;
 
-    let mut p = plan(&server, outsider);
+    let mut p = plan(&server, outsider, protocol);
     p["steps"] = json!([
         { "invoke": "JoinRoom", "args": [theirs] },
         { "invoke": "JoinRoom", "args": [NO_ROOM] },
@@ -385,8 +416,13 @@ async fn signalr_join_room_refusals_complete_with_errors_and_the_connection_stay
     assert_receive_message_is(&got[0], &m);
 }
 
-#[actix_rt::test]
-async fn signalr_refuses_missing_and_bad_tokens_with_401() {
+with_each_protocol!(
+    scenario_refuses_missing_and_bad_tokens_with_401,
+    signalr_refuses_missing_and_bad_tokens_with_401,
+    signalr_refuses_missing_and_bad_tokens_with_401_messagepack
+);
+
+async fn scenario_refuses_missing_and_bad_tokens_with_401(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let api = server.api();
 
@@ -402,7 +438,7 @@ async fn signalr_refuses_missing_and_bad_tokens_with_401() {
 
     // The official client reports the refusal, by negotiation and without it.
     for skip in [false, true] {
-        let mut p = plan(&server, BUYER);
+        let mut p = plan(&server, BUYER, protocol);
         p["token"] = json!("not.a.jwt");
         p["skipNegotiation"] = json!(skip);
         let run = NodeClient::start(p).finish().await;
@@ -838,18 +874,23 @@ async fn trade_room(server: &TestServer, seller: u64, buyer: u64) -> u64 {
 /// `user_` group), a connection in the room and the user group hears it once, and the
 /// receiver is the other party whichever of the two sends. Then the room closes:
 /// `RoomUpdated` reaches the room.
-#[actix_rt::test]
-async fn signalr_contract_t_messages_reach_the_receivers_user_group_once() {
+with_each_protocol!(
+    scenario_contract_t_messages_reach_the_receivers_user_group_once,
+    signalr_contract_t_messages_reach_the_receivers_user_group_once,
+    signalr_contract_t_messages_reach_the_receivers_user_group_once_messagepack
+);
+
+async fn scenario_contract_t_messages_reach_the_receivers_user_group_once(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let room = trade_room(&server, SELLER, BUYER).await;
 
     // The buyer on the home screen (no room), the buyer in the room, the seller at home.
-    let mut home = plan(&server, BUYER);
+    let mut home = plan(&server, BUYER, protocol);
     home["stdin"] = json!(true);
-    let mut inside = plan(&server, BUYER);
+    let mut inside = plan(&server, BUYER, protocol);
     inside["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
     inside["stdin"] = json!(true);
-    let mut seller = plan(&server, SELLER);
+    let mut seller = plan(&server, SELLER, protocol);
     seller["skipNegotiation"] = json!(true);
     seller["stdin"] = json!(true);
     let (mut home, mut inside, mut seller) =
@@ -928,11 +969,16 @@ async fn signalr_contract_t_messages_reach_the_receivers_user_group_once() {
 /// One room, two protocols: messages sent by contract T's REST, contract C's REST and
 /// contract C's WebSocket reach a SignalR connection as `ReceiveMessage` and a plain
 /// WebSocket as `message`, each once and in the same order.
-#[actix_rt::test]
-async fn a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike() {
+with_each_protocol!(
+    scenario_a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike,
+    a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike,
+    a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike_messagepack
+);
+
+async fn scenario_a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let room = trade_room(&server, SELLER, BUYER).await;
-    let mut p = plan(&server, BUYER);
+    let mut p = plan(&server, BUYER, protocol);
     p["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
     p["stdin"] = json!(true);
     let mut signalr = NodeClient::start(p);

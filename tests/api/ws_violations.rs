@@ -37,7 +37,7 @@ fn frame(head: u8, payload: &[u8], unmasked: bool, announce: Option<u64>) -> Vec
 }
 
 /// An upgraded socket on `path` (with its query).
-fn open(server: &TestServer, path: &str) -> TcpStream {
+pub fn open(server: &TestServer, path: &str) -> TcpStream {
     let addr = server.base.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -60,7 +60,26 @@ fn open(server: &TestServer, path: &str) -> TcpStream {
 /// Read server frames until a close frame: its code. `None` if the connection ended (or
 /// went silent) without one.
 fn close_code(s: &mut TcpStream) -> Option<u16> {
+    read_until_close(s).1
+}
+
+/// Read server frames until a close frame: how many text or binary frames came before it,
+/// and its code (`None` if the connection ended or went silent without one).
+pub fn read_until_close(s: &mut TcpStream) -> (usize, Option<u16>) {
+    let mut data = 0;
     loop {
+        let Some((opcode, payload)) = read_frame(s) else { return (data, None) };
+        match opcode {
+            0x8 => return (data, (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
+            0x1 | 0x2 => data += 1,
+            _ => {}
+        }
+    }
+}
+
+/// One server frame: its opcode and payload.
+fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    {
         let mut h = [0u8; 2];
         s.read_exact(&mut h).ok()?;
         let mut len = (h[1] & 0x7f) as u64;
@@ -75,9 +94,7 @@ fn close_code(s: &mut TcpStream) -> Option<u16> {
         }
         let mut payload = vec![0u8; len as usize];
         s.read_exact(&mut payload).ok()?;
-        if h[0] & 0x0f == 0x8 {
-            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-        }
+        Some((h[0] & 0x0f, payload))
     }
 }
 

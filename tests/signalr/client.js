@@ -10,6 +10,7 @@
 //   hub              the hub's path (default "/hubs/chat")
 //   token            the JWT, given by accessTokenFactory (none if absent)
 //   skipNegotiation  connect straight to the WebSocket (default false: negotiate first)
+//   protocol         "json" (default) or "messagepack" (@microsoft/signalr-protocol-msgpack)
 //   steps            run in order after connecting: {"invoke": "JoinRoom", "args": [1]}
 //                    (waits for the Completion), {"send": "JoinRoom", "args": [1]} (no
 //                    invocationId), {"sleepMs": 100}
@@ -76,10 +77,17 @@ const logger = {
 const options = { transport: signalR.HttpTransportType.WebSockets, skipNegotiation: !!plan.skipNegotiation };
 if (plan.token) options.accessTokenFactory = () => plan.token;
 
-const connection = new signalR.HubConnectionBuilder()
+const builder = new signalR.HubConnectionBuilder()
   .withUrl(plan.url + (plan.hub || "/hubs/chat"), options)
-  .configureLogging(logger)
-  .build();
+  .configureLogging(logger);
+if (plan.protocol === "messagepack") {
+  const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
+  builder.withHubProtocol(new MessagePackHubProtocol());
+} else if (plan.protocol && plan.protocol !== "json") {
+  print({ kind: "summary", ok: false, counts: {}, timeout: false, error: `bad plan: protocol ${plan.protocol}` });
+  process.exit(64);
+}
+const connection = builder.build();
 
 function reached(want) {
   return Object.entries(want).every(([t, n]) => (counts[t] || 0) >= n);

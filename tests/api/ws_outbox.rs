@@ -1,0 +1,66 @@
+//! Each socket's outgoing queue is bounded in bytes (`BOXOFFICE_WS_OUTBOX_BYTES`): sockets
+//! that stop reading while a burst of large messages goes to their room are closed with
+//! 1008, however fast the burst, and the server's memory stays bounded. The event bound is
+//! set out of reach here, so only the byte bound can close them.
+
+use crate::chat::*;
+use crate::helpers::*;
+use crate::ws_violations::{open, read_until_close};
+use futures_util::future::{join, join_all};
+use std::time::Duration;
+
+#[actix_rt::test]
+async fn a_burst_to_sockets_that_stopped_reading_closes_them_1008_and_memory_stays_bounded() {
+    // The README's measurement runs it bigger (BURST_STALLED=20 BURST_N=4000), and with no
+    // stalled socket for the baseline.
+    let count = |var: &str, default: usize| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (stalled_sockets, n) = (count("BURST_STALLED", 10), count("BURST_N", 2000));
+    const BATCH: usize = 50;
+    let server = TestServer::spawn(&[("BOXOFFICE_WS_OUTBOX", "1000000"), ("BOXOFFICE_WS_OUTBOX_BYTES", "1048576")]);
+    let chat = Chat::new(&server);
+    let (me, other) = (1u64, 2u64);
+    chat.touch(&[me, other]).await;
+    let room = chat.group(me, "burst", &[other]).await;
+    // Sockets of `me` that never read, and a reader.
+    let path = format!("/chat/ws/{room}?token={}", jwt(me));
+    let mut stalled: Vec<_> = (0..stalled_sockets).map(|_| open(&server, &path)).collect();
+    let mut reader = WsClient::connect(&server.base, room, &jwt(other), None).await;
+    let before = server.rss();
+
+    // ~5 KB messages, 50 at a time: 10 MB for each socket.
+    let filler = "x".repeat(4994);
+    let (chat_ref, filler_ref) = (&chat, &filler);
+    let sending = async move {
+        for batch in 0..n / BATCH {
+            let replies = join_all((0..BATCH).map(move |j| async move {
+                chat_ref.say(me, room, &format!("{:05} {filler_ref}", batch * BATCH + j)).await
+            }))
+            .await;
+            for r in replies {
+                assert_eq!(r.status, 201, "a send in batch {batch}: {} {}", r.status, r.body["detail"]);
+            }
+        }
+    };
+    let (_, got) = join(sending, reader.messages(n, Duration::from_secs(120))).await;
+    let grown = server.rss().saturating_sub(before);
+    eprintln!("server RSS grew {} KiB over a burst of {n} x 5 KB to {stalled_sockets} stalled sockets", grown >> 10);
+
+    // The reader got everything, in order; it was never closed.
+    assert_eq!(got.len(), n, "the reader got every message");
+    assert_ascending(&ids(&got), "the reader's messages");
+    assert_eq!(reader.closed, None, "the reader is still connected");
+    // Bounded, a stalled socket holds 1 MiB and the writer's buffer; the rest of the growth
+    // is the store and the room (the same burst with no stalled socket grows ~30 MiB).
+    // Unbounded, each would hold what the kernel's socket buffers did not take of its 10 MB.
+    assert!(grown < 64 << 20, "the server grew {} MiB for {stalled_sockets} stalled sockets", grown >> 20);
+
+    // Read at last: what the kernel buffered, then 1008.
+    for (i, s) in stalled.iter_mut().enumerate() {
+        let (frames, code) = read_until_close(s);
+        assert_eq!(code, Some(1008), "stalled socket {i}: closed with 1008 after {frames} frames");
+        assert!(frames < n, "stalled socket {i} was cut off, so it cannot have every message");
+    }
+    let h = chat.api.raw("GET", "/healthz", None, &[], None).await;
+    assert_eq!(h.status, 200, "{h:?}");
+    reader.close().await;
+}
