@@ -870,16 +870,16 @@ async fn trade_room(server: &TestServer, seller: u64, buyer: u64) -> u64 {
     num(&r.body["data"], "roomId")
 }
 
-/// Scenarios 1, 3 and 4 of seed 001: the receiver hears a message wherever they are (their
-/// `user_` group), a connection in the room and the user group hears it once, and the
-/// receiver is the other party whichever of the two sends. Then the room closes:
-/// `RoomUpdated` reaches the room.
 with_each_protocol!(
     scenario_contract_t_messages_reach_the_receivers_user_group_once,
     signalr_contract_t_messages_reach_the_receivers_user_group_once,
     signalr_contract_t_messages_reach_the_receivers_user_group_once_messagepack
 );
 
+/// Scenarios 1, 3 and 4 of seed 001: the receiver hears a message wherever they are (their
+/// `user_` group), a connection in the room and the user group hears it once, and the
+/// receiver is the other party whichever of the two sends. Then the room closes:
+/// `RoomUpdated` reaches the room.
 async fn scenario_contract_t_messages_reach_the_receivers_user_group_once(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let room = trade_room(&server, SELLER, BUYER).await;
@@ -966,15 +966,15 @@ async fn scenario_contract_t_messages_reach_the_receivers_user_group_once(protoc
     );
 }
 
-/// One room, two protocols: messages sent by contract T's REST, contract C's REST and
-/// contract C's WebSocket reach a SignalR connection as `ReceiveMessage` and a plain
-/// WebSocket as `message`, each once and in the same order.
 with_each_protocol!(
     scenario_a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike,
     a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike,
     a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike_messagepack
 );
 
+/// One room, two protocols: messages sent by contract T's REST, contract C's REST and
+/// contract C's WebSocket reach a SignalR connection as `ReceiveMessage` and a plain
+/// WebSocket as `message`, each once and in the same order.
 async fn scenario_a_message_of_any_contract_reaches_signalr_and_plain_websockets_alike(protocol: &str) {
     let server = TestServer::spawn(&[]);
     let room = trade_room(&server, SELLER, BUYER).await;
