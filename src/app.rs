@@ -6,11 +6,11 @@ use crate::auth::{load_secret, Verifier};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::store::Store;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use std::net::{SocketAddr, TcpListener};
 
 pub struct Application {
-    server: actix_web::dev::Server,
+    server: actix_server::Server,
     addr: SocketAddr,
     store: Store,
 }
@@ -38,19 +38,37 @@ impl Application {
         });
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(1 << 20))
                 .configure(http::routes)
                 .default_service(web::to(http::health::not_found))
-        })
-        .workers(settings.workers)
-        .backlog(4096)
-        .max_connection_rate(4096)
-        .shutdown_timeout(5)
-        .listen(listener)?
-        .run();
+        };
+        // actix-web's HttpServer, plus actix-http's upgrade hook: WebSockets leave the
+        // HTTP/1 dispatcher once their handshake is answered (see `http::upgrade`).
+        let server = actix_server::Server::build()
+            .workers(settings.workers)
+            .backlog(4096)
+            .shutdown_timeout(5)
+            .listen("boxoffice", listener, move || {
+                let app = app.clone();
+                actix_http::HttpService::build()
+                    .keep_alive(actix_http::KeepAlive::default())
+                    .client_request_timeout(std::time::Duration::from_secs(5))
+                    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                    .local_addr(addr)
+                    .upgrade(http::upgrade::upgrades(app.clone()))
+                    .finish(actix_service::map_config(
+                        actix_service::ServiceFactoryExt::map_err(
+                            actix_service::IntoServiceFactory::into_factory(app()),
+                            |e: actix_web::Error| e.error_response(),
+                        ),
+                        |()| actix_web::dev::AppConfig::default(),
+                    ))
+                    .tcp()
+            })?
+            .run();
         Ok(Application { server, addr, store })
     }
 

@@ -225,12 +225,14 @@ impl Event {
     }
 }
 
-/// An event delivered to a session, with its frame in the session's protocol.
+/// What the hub tells a session.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver {
-    pub event: Arc<Event>,
-    pub frame: Frame,
+pub enum Deliver {
+    /// An event, with its frame in the session's protocol.
+    Event { event: Arc<Event>, frame: Frame },
+    /// The hub gave up on the session (it is out of its groups): it must close (1008).
+    Evicted,
 }
 
 /// A session as the hub knows it: where to deliver, in which protocol, and its outbox.
@@ -276,6 +278,16 @@ impl Outbox {
     /// `bytes` offered to the session left its outbox (written to the socket, or dropped).
     pub fn taken(&self, bytes: usize) {
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// `bytes` more wait in the session's own queue (for the socket).
+    pub fn queue(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether more bytes wait than the bound allows.
+    pub fn over(&self) -> bool {
+        self.queued() > self.max_bytes
     }
 
     /// Bytes offered and not yet taken.
@@ -357,7 +369,7 @@ impl Hub {
                     full.push(sub.clone());
                     continue;
                 }
-                match sub.recipient.try_send(Deliver { event: event.clone(), frame }) {
+                match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame }) {
                     Ok(()) => {
                         self.inner.delivered.fetch_add(1, Ordering::Relaxed);
                         let c = &outbox.congestion;
@@ -395,17 +407,25 @@ impl Hub {
         }
     }
 
-    /// Give up on a session that does not keep up: it stops receiving, and closes as soon
-    /// as it runs (its mailbox still holds what it was offered).
+    /// Give up on a session that does not keep up: it stops receiving, and is told to
+    /// close (after what its mailbox holds).
     fn evict(&self, sub: &Subscriber) {
-        if sub.outbox.evicted.swap(true, Ordering::Relaxed) {
-            return;
+        if self.give_up(sub.session, sub.user, &sub.outbox) {
+            sub.recipient.do_send(Deliver::Evicted);
+        }
+    }
+
+    /// Take a session that does not keep up out of every group; false if it already was.
+    pub fn give_up(&self, session: u64, user: u64, outbox: &Outbox) -> bool {
+        if outbox.evicted.swap(true, Ordering::Relaxed) {
+            return false;
         }
         self.inner.evicted.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(session = sub.session, user = sub.user, "evicting a session that stopped reading");
+        tracing::warn!(session, user, queued = outbox.queued(), "evicting a session that stopped reading");
         for mut members in self.inner.groups.iter_mut() {
-            members.remove(&sub.session);
+            members.remove(&session);
         }
+        true
     }
 
     /// A connection of `user` opened; true if it is their first (they came online).

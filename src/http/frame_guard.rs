@@ -39,7 +39,7 @@ impl<S> FrameGuard<S> {
 
     /// Follow frame boundaries through `chunk`; `false` when a header announces a payload
     /// over the limit.
-    fn scan(&mut self, mut chunk: &[u8]) -> bool {
+    pub fn scan(&mut self, mut chunk: &[u8]) -> bool {
         while !chunk.is_empty() {
             match &mut self.state {
                 State::Done => return false,

@@ -27,6 +27,7 @@ pub mod queue;
 pub mod session;
 pub mod signed;
 pub mod trade;
+pub mod upgrade;
 
 use crate::actors::directory::{GetProfiles, NoteUser, Profiles};
 use crate::actors::ledger::Fingerprint;

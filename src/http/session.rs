@@ -9,16 +9,22 @@
 //! ([`chat::ws`](crate::http::chat::ws)) and SignalR's hub protocols
 //! ([`trade::signalr`](crate::http::trade::signalr)) are its wires.
 //!
+//! # The socket
+//! The session owns its socket (taken over from the HTTP dispatcher once the 101 is
+//! written, see [`crate::http::upgrade`]). It writes each frame straight to the socket:
+//! one `writev` of the frame's header and the event's payload, which is rendered once per
+//! protocol and shared by every session; nothing is copied. A frame the socket does not
+//! take at once waits in the session's queue, and the session writes it when the socket
+//! is writable. Client frames are read when the socket is readable, through a scratch
+//! buffer of the thread: an idle socket holds no buffer at all.
+//!
 //! # The outbox
-//! The hub counts the bytes of each frame it offers into the session's [`Outbox`], and
-//! evicts a session whose queued bytes would pass `BOXOFFICE_WS_OUTBOX_BYTES` (or whose
-//! mailbox stays over `BOXOFFICE_WS_OUTBOX` events); an evicted session closes with 1008 as
-//! soon as it runs. A frame leaves the count when the session hands it to the socket.
-//! Past that point the bytes are bounded too: the socket's writer pulls frames only while
-//! its own buffer is under 32 KiB, and the session stops taking frames from its mailbox
-//! after [`WRITE_BURST`] bytes until the writer pulls again. So a client that stops
-//! reading holds at most its outbox bound plus ~50 KiB of the server's memory, whatever
-//! the burst.
+//! The hub counts the bytes of each frame it offers into the session's [`Outbox`]; the
+//! bytes waiting in the session's queue stay counted until the socket takes them. A
+//! session whose count would pass `BOXOFFICE_WS_OUTBOX_BYTES` (or whose mailbox stays over
+//! `BOXOFFICE_WS_OUTBOX` events) is evicted at once: it drops what it had not started to
+//! write, sends 1008, and is gone when the close is written or after [`CLOSE_GRACE`]. So a
+//! client that stops reading holds at most its outbox bound, whatever the burst.
 //!
 //! # Sending each event once
 //! A session may hear one event through several groups (a direct room's message reaches
@@ -29,17 +35,24 @@
 use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Frame, Hub, Outbox, Render, Subscriber};
 use crate::actors::room::{Author, ChatError, Join, Room, StoredMessage};
 use crate::actors::Registry;
+use crate::http::frame_guard::{FrameGuard, OVERSIZED};
+use crate::http::upgrade::Takeover;
 use actix::prelude::*;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame as WireFrame, Item};
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use bytestring::ByteString;
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
+use std::io::IoSlice;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 
-pub type Ctx<W> = ws::WebsocketContext<Session<W>>;
+pub type Ctx<W> = Context<Session<W>>;
 
 /// How often timeouts and keep-alives are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -47,8 +60,10 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A client silent this long is closed (1001).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes a session writes to its socket before it lets the socket's writer catch up.
-pub const WRITE_BURST: usize = 16 << 10;
+/// How long a closing session waits for its close frame to be written.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// Queued frames written by one `writev` at most.
+const WRITE_BATCH: usize = 32;
 /// Rooms whose newest sent message id a session remembers.
 const ROOMS_REMEMBERED: usize = 64;
 /// Non-message events a session remembers by id (one event reaches a session through at
@@ -101,11 +116,70 @@ pub struct Session<W: Wire> {
     sent_messages: VecDeque<(u64, u64)>,
     /// Ids of the latest other events sent.
     sent_events: VecDeque<u64>,
-    /// Bytes written since the socket's writer last caught up, and whether the session is
-    /// waiting for it.
-    burst: usize,
-    paused: bool,
+    /// The socket, once taken over.
+    io: Option<Rc<TcpStream>>,
+    /// Frames the socket has not taken yet, oldest first, and whether the session waits
+    /// for the socket to be writable.
+    queue: VecDeque<Pending>,
+    flushing: bool,
 }
+
+/// A frame waiting for the socket: its header, its payload, and how much of both is
+/// written.
+struct Pending {
+    head: [u8; 10],
+    head_len: u8,
+    payload: Bytes,
+    written: usize,
+}
+
+impl Pending {
+    fn new(opcode: u8, payload: Bytes) -> Pending {
+        let mut head = [0u8; 10];
+        head[0] = 0x80 | opcode;
+        let n = payload.len();
+        let head_len = if n < 126 {
+            head[1] = n as u8;
+            2
+        } else if n <= u16::MAX as usize {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+            10
+        };
+        Pending { head, head_len, payload, written: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.head_len as usize + self.payload.len()
+    }
+
+    fn left(&self) -> usize {
+        self.len() - self.written
+    }
+
+    /// The unwritten rest as (at most) two slices.
+    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        let h = self.head_len as usize;
+        if self.written < h {
+            out.push(IoSlice::new(&self.head[self.written..h]));
+            if !self.payload.is_empty() {
+                out.push(IoSlice::new(&self.payload));
+            }
+        } else if self.written < self.len() {
+            out.push(IoSlice::new(&self.payload[self.written - h..]));
+        }
+    }
+}
+
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
 
 impl<W: Wire> Session<W> {
     pub fn new(state: &crate::http::AppState, me: Author, wire: W) -> Self {
@@ -125,21 +199,28 @@ impl<W: Wire> Session<W> {
             rooms: Vec::new(),
             sent_messages: VecDeque::new(),
             sent_events: VecDeque::new(),
-            burst: 0,
-            paused: false,
+            io: None,
+            queue: VecDeque::new(),
+            flushing: false,
         }
     }
 
-    /// Upgrade `req` to a WebSocket run by this session. Client frames are bounded by
+    /// Accept the WebSocket handshake of `req` (400 if it is not one): a 101 whose socket
+    /// this session runs once the 101 is written. Client frames are bounded by
     /// `max_frame` bytes (1009 past it).
-    pub fn start(
-        self,
-        req: &HttpRequest,
-        stream: web::Payload,
-        max_frame: usize,
-    ) -> Result<HttpResponse, actix_web::Error> {
-        let stream = crate::http::frame_guard::FrameGuard::new(stream, max_frame);
-        ws::WsResponseBuilder::new(self, req, stream).frame_size(max_frame).start()
+    pub fn start(mut self, req: &HttpRequest, max_frame: usize) -> Result<HttpResponse, actix_web::Error> {
+        let mut res = ws::handshake(req)?.finish();
+        let takeover = move |io: TcpStream, read: BytesMut| {
+            let _ = io.set_nodelay(true);
+            let io = Rc::new(io);
+            self.io = Some(io.clone());
+            Session::create(move |ctx| {
+                ctx.add_stream(reader(io, read, max_frame));
+                self
+            });
+        };
+        res.extensions_mut().insert(Takeover(Box::new(takeover)));
+        Ok(res)
     }
 
     pub fn hub(&self) -> &Hub {
@@ -223,24 +304,94 @@ impl<W: Wire> Session<W> {
         }
     }
 
-    /// Write a frame to the socket. After [`WRITE_BURST`] bytes the session takes nothing
-    /// more from its mailbox until the socket's writer has pulled what it wrote.
+    /// Send a frame to the client (nothing once the session is closing).
     pub fn write(&mut self, ctx: &mut Ctx<W>, frame: Frame) {
         if self.closing {
             return;
         }
-        self.burst += frame.len();
         match frame {
-            Frame::Text(t) => ctx.text(t),
-            Frame::Binary(b) => ctx.binary(b),
+            Frame::Text(t) => self.send(ctx, OP_TEXT, t.into_bytes()),
+            Frame::Binary(b) => self.send(ctx, OP_BINARY, b),
         }
-        if self.burst >= WRITE_BURST && !self.paused {
-            self.paused = true;
-            ctx.wait(YieldOnce(false).into_actor(self).map(|(), act, _| {
-                act.burst = 0;
-                act.paused = false;
-            }));
+    }
+
+    /// Write a frame, or queue what the socket does not take at once.
+    fn send(&mut self, ctx: &mut Ctx<W>, opcode: u8, payload: Bytes) {
+        let Some(io) = self.io.clone() else { return };
+        let mut frame = Pending::new(opcode, payload);
+        if self.queue.is_empty() {
+            let mut slices = Vec::with_capacity(2);
+            frame.slices(&mut slices);
+            match io.try_write_vectored(&slices) {
+                Ok(n) if n == frame.len() => return,
+                Ok(n) => frame.written = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return ctx.stop(),
+            }
         }
+        self.outbox.queue(frame.left());
+        self.queue.push_back(frame);
+        self.wait_writable(ctx);
+        if self.outbox.over() && !self.outbox.evicted() {
+            self.hub().give_up(self.id, self.me.id, &self.outbox);
+            self.evicted(ctx);
+        }
+    }
+
+    /// Write queued frames once the socket can take them.
+    fn wait_writable(&mut self, ctx: &mut Ctx<W>) {
+        let Some(io) = self.io.clone() else { return };
+        if self.flushing {
+            return;
+        }
+        self.flushing = true;
+        ctx.spawn(async move { io.writable().await }.into_actor(self).map(|ready, act, ctx| {
+            act.flushing = false;
+            match ready {
+                Ok(()) => act.flush(ctx),
+                Err(_) => ctx.stop(),
+            }
+        }));
+    }
+
+    /// Write what the socket takes of the queue.
+    fn flush(&mut self, ctx: &mut Ctx<W>) {
+        let Some(io) = self.io.clone() else { return };
+        while !self.queue.is_empty() {
+            let mut slices = Vec::with_capacity(2 * WRITE_BATCH);
+            for frame in self.queue.iter().take(WRITE_BATCH) {
+                frame.slices(&mut slices);
+            }
+            let mut n = match io.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return self.wait_writable(ctx),
+                Err(_) => return ctx.stop(),
+            };
+            drop(slices);
+            self.outbox.taken(n);
+            while n > 0 {
+                let Some(front) = self.queue.front_mut() else { break };
+                let step = n.min(front.left());
+                front.written += step;
+                n -= step;
+                if front.left() == 0 {
+                    self.queue.pop_front();
+                }
+            }
+        }
+        if self.closing {
+            ctx.stop();
+        }
+    }
+
+    /// The hub gave up on this session: drop the frames not started, and close with 1008
+    /// (after the one being written).
+    fn evicted(&mut self, ctx: &mut Ctx<W>) {
+        let keep = usize::from(self.queue.front().is_some_and(|f| f.written > 0));
+        let dropped: usize = self.queue.iter().skip(keep).map(Pending::left).sum();
+        self.queue.truncate(keep);
+        self.outbox.taken(dropped);
+        self.close(ctx, ws::CloseCode::Policy, "too slow: the outgoing queue is full");
     }
 
     /// Say the protocol's farewell, close the socket with `code` and stop.
@@ -254,14 +405,24 @@ impl<W: Wire> Session<W> {
         self.close_quietly(ctx, Some(ws::CloseReason { code, description: Some(shorten(reason)) }));
     }
 
-    /// Close the socket without the protocol's farewell.
+    /// Close the socket without the protocol's farewell: a close frame, then the session
+    /// stops once it is written (or after [`CLOSE_GRACE`]).
     pub fn close_quietly(&mut self, ctx: &mut Ctx<W>, reason: Option<ws::CloseReason>) {
         if self.closing {
             return;
         }
         self.closing = true;
-        ctx.close(reason);
-        ctx.stop();
+        let mut payload = Vec::new();
+        if let Some(r) = reason {
+            payload.extend_from_slice(&u16::from(r.code).to_be_bytes());
+            payload.extend_from_slice(r.description.as_deref().map(shorten).unwrap_or_default().as_bytes());
+        }
+        self.send(ctx, OP_CLOSE, payload.into());
+        if self.queue.is_empty() {
+            ctx.stop();
+        } else {
+            ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+        }
     }
 
     /// Whether message `id` of `room` is new to this client (remembering it).
@@ -312,22 +473,6 @@ fn shorten(reason: &str) -> String {
     reason[..end].to_string()
 }
 
-/// Ready on its second poll: lets the task that runs the session (the socket's writer)
-/// take what was written before the session goes on.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 impl<W: Wire> Actor for Session<W> {
     type Context = Ctx<W>;
 
@@ -353,7 +498,7 @@ impl<W: Wire> Actor for Session<W> {
                 act.pinged = Instant::now();
                 match act.wire.keepalive() {
                     Some(frame) => act.write(ctx, frame),
-                    None => ctx.ping(b""),
+                    None => act.send(ctx, OP_PING, Bytes::new()),
                 }
             }
         });
@@ -376,13 +521,13 @@ impl<W: Wire> Actor for Session<W> {
 
 impl<W: Wire> Handler<Deliver> for Session<W> {
     type Result = ();
-    fn handle(&mut self, Deliver { event, frame }: Deliver, ctx: &mut Self::Context) {
+    fn handle(&mut self, deliver: Deliver, ctx: &mut Self::Context) {
+        let Deliver::Event { event, frame } = deliver else {
+            return self.evicted(ctx);
+        };
         self.outbox.taken(frame.len());
         if self.closing {
             return;
-        }
-        if self.outbox.evicted() {
-            return self.close(ctx, ws::CloseCode::Policy, "too slow: the outgoing queue is full");
         }
         if self.fresh(&event) {
             self.write(ctx, frame);
@@ -399,15 +544,145 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
         match msg {
             Ok(ws::Message::Text(text)) => W::received(self, ctx, Data::Text(&text)),
             Ok(ws::Message::Binary(bytes)) => W::received(self, ctx, Data::Binary(&bytes)),
-            // Clients send each message in one frame (`actix_http::ws::Item` is not
-            // reachable from this crate to reassemble fragments).
-            Ok(ws::Message::Continuation(_)) => {
-                self.close(ctx, ws::CloseCode::Unsupported, "Fragmented WebSocket messages are not supported.")
-            }
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Ping(p)) => self.send(ctx, OP_PONG, p),
+            // The reader hands over whole messages.
+            Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => self.close_quietly(ctx, reason),
             Err(e) => self.close_quietly(ctx, Some(crate::http::ws_violation(&e))),
         }
     }
+}
+
+/// A client's frames, read when the socket is readable: whole messages (fragments are put
+/// together, up to `max` bytes), pings, pongs and closes; an error for a protocol
+/// violation (the session closes with 1002, 1007 or 1009).
+fn reader(
+    io: Rc<TcpStream>,
+    read: BytesMut,
+    max: usize,
+) -> impl futures_util::Stream<Item = Result<ws::Message, ws::ProtocolError>> {
+    let mut guard = FrameGuard::new((), max);
+    let oversized = !guard.scan(&read);
+    let r = Reader { io, buf: read, codec: Codec::new().max_size(max), guard, fragments: None, max, done: false };
+    futures_util::stream::unfold(r, move |mut r| async move {
+        if oversized && !r.done {
+            r.done = true;
+            return Some((Err(oversize()), r));
+        }
+        loop {
+            if r.done {
+                return None;
+            }
+            match r.decode() {
+                Ok(Some(m)) => return Some((Ok(m), r)),
+                Ok(None) => {}
+                Err(e) => {
+                    r.done = true;
+                    return Some((Err(e), r));
+                }
+            }
+            if r.buf.is_empty() && r.buf.capacity() > 0 {
+                // Idle: hold no buffer.
+                r.buf = BytesMut::new();
+            }
+            if let Err(e) = r.io.readable().await {
+                r.done = true;
+                return Some((Err(ws::ProtocolError::Io(e)), r));
+            }
+            match r.fill() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    r.done = true;
+                    return Some((Err(ws::ProtocolError::Io(e)), r));
+                }
+            }
+        }
+    })
+}
+
+fn oversize() -> ws::ProtocolError {
+    ws::ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, OVERSIZED))
+}
+
+struct Reader {
+    io: Rc<TcpStream>,
+    /// Bytes read and not yet decoded (the start of a frame still arriving).
+    buf: BytesMut,
+    codec: Codec,
+    guard: FrameGuard<()>,
+    /// A fragmented message being put together: whether it is text, and its bytes.
+    fragments: Option<(bool, BytesMut)>,
+    max: usize,
+    done: bool,
+}
+
+thread_local! {
+    /// Where a thread's sessions read their sockets into, before the bytes are decoded.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; 16 << 10].into_boxed_slice());
+}
+
+impl Reader {
+    /// Read what the socket has: the number of bytes (0: the client closed it).
+    fn fill(&mut self) -> std::io::Result<usize> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let n = self.io.try_read(&mut scratch)?;
+            if !self.guard.scan(&scratch[..n]) {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, OVERSIZED));
+            }
+            self.buf.extend_from_slice(&scratch[..n]);
+            Ok(n)
+        })
+    }
+
+    /// The next whole message in the buffer, if there is one.
+    fn decode(&mut self) -> Result<Option<ws::Message>, ws::ProtocolError> {
+        loop {
+            let Some(frame) = self.codec.decode(&mut self.buf)? else { return Ok(None) };
+            return Ok(Some(match frame {
+                WireFrame::Text(b) => ws::Message::Text(text(b)?),
+                WireFrame::Binary(b) => ws::Message::Binary(b),
+                WireFrame::Ping(b) => ws::Message::Ping(b),
+                WireFrame::Pong(b) => ws::Message::Pong(b),
+                WireFrame::Close(r) => ws::Message::Close(r),
+                WireFrame::Continuation(item) => {
+                    let (first, bytes, last) = match item {
+                        Item::FirstText(b) => (Some(true), b, false),
+                        Item::FirstBinary(b) => (Some(false), b, false),
+                        Item::Continue(b) => (None, b, false),
+                        Item::Last(b) => (None, b, true),
+                    };
+                    if let Some(is_text) = first {
+                        self.fragments = Some((is_text, BytesMut::new()));
+                    }
+                    let Some((_, whole)) = self.fragments.as_mut() else {
+                        return Err(ws::ProtocolError::ContinuationNotStarted);
+                    };
+                    if whole.len() + bytes.len() > self.max {
+                        return Err(ws::ProtocolError::Overflow);
+                    }
+                    whole.extend_from_slice(&bytes);
+                    if !last {
+                        continue;
+                    }
+                    let Some((is_text, whole)) = self.fragments.take() else { continue };
+                    let whole = whole.freeze();
+                    if is_text {
+                        ws::Message::Text(text(whole)?)
+                    } else {
+                        ws::Message::Binary(whole)
+                    }
+                }
+            }));
+        }
+    }
+}
+
+/// A text frame's payload, which must be UTF-8 (1007 otherwise).
+fn text(b: Bytes) -> Result<ByteString, ws::ProtocolError> {
+    ByteString::try_from(b).map_err(|_| {
+        ws::ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid UTF-8 in a text frame"))
+    })
 }

@@ -34,7 +34,6 @@ pub async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let me = crate::http::identify_with_query(&req).map_err(CError::from)?;
     let (room_id, room) = room_of(&state, &path)?;
@@ -46,7 +45,7 @@ pub async fn connect(
         None => None,
     };
     let wire = ChatWire { room_id, room, since };
-    Session::new(&state, author(&me), wire).start(&req, stream, state.settings.ws_max_frame.max(1))
+    Session::new(&state, author(&me), wire).start(&req, state.settings.ws_max_frame.max(1))
 }
 
 /// Contract C's JSON over one socket: the room it was opened on.

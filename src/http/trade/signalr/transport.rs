@@ -130,11 +130,7 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
 
 /// The WebSocket: refused before the upgrade with 401 (no valid token), 404 (an `id` that
 /// negotiate did not hand out, or that was used) or 403 (another user's `id`).
-pub async fn connect(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    stream: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
+pub async fn connect(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
     let me = match crate::http::identify_with_query(&req) {
         Ok(me) => me,
         Err(e) => return Ok(refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}"))),
@@ -154,7 +150,7 @@ pub async fn connect(
     }
     let session = Session::new(&state, author(&me), SignalRWire::new(state.links.clone()));
     // A record may span frames up to MAX_RECORD; one frame is bounded like the plain socket's.
-    session.start(&req, stream, state.settings.ws_max_frame.clamp(1, MAX_RECORD))
+    session.start(&req, state.settings.ws_max_frame.clamp(1, MAX_RECORD))
 }
 
 #[cfg(test)]
