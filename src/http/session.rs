@@ -124,62 +124,17 @@ pub struct Session<W: Wire> {
     flushing: bool,
 }
 
-/// A frame waiting for the socket: its header, its payload, and how much of both is
-/// written.
+/// A frame waiting for the socket, and how much of it is written.
 struct Pending {
-    head: [u8; 10],
-    head_len: u8,
-    payload: Bytes,
+    wire: Bytes,
     written: usize,
 }
 
 impl Pending {
-    fn new(opcode: u8, payload: Bytes) -> Pending {
-        let mut head = [0u8; 10];
-        head[0] = 0x80 | opcode;
-        let n = payload.len();
-        let head_len = if n < 126 {
-            head[1] = n as u8;
-            2
-        } else if n <= u16::MAX as usize {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(n as u64).to_be_bytes());
-            10
-        };
-        Pending { head, head_len, payload, written: 0 }
-    }
-
-    fn len(&self) -> usize {
-        self.head_len as usize + self.payload.len()
-    }
-
     fn left(&self) -> usize {
-        self.len() - self.written
-    }
-
-    /// The unwritten rest as (at most) two slices.
-    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
-        let h = self.head_len as usize;
-        if self.written < h {
-            out.push(IoSlice::new(&self.head[self.written..h]));
-            if !self.payload.is_empty() {
-                out.push(IoSlice::new(&self.payload));
-            }
-        } else if self.written < self.len() {
-            out.push(IoSlice::new(&self.payload[self.written - h..]));
-        }
+        self.wire.len() - self.written
     }
 }
-
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 impl<W: Wire> Session<W> {
     pub fn new(state: &crate::http::AppState, me: Author, wire: W) -> Self {
@@ -309,21 +264,16 @@ impl<W: Wire> Session<W> {
         if self.closing {
             return;
         }
-        match frame {
-            Frame::Text(t) => self.send(ctx, OP_TEXT, t.into_bytes()),
-            Frame::Binary(b) => self.send(ctx, OP_BINARY, b),
-        }
+        self.send(ctx, frame);
     }
 
     /// Write a frame, or queue what the socket does not take at once.
-    fn send(&mut self, ctx: &mut Ctx<W>, opcode: u8, payload: Bytes) {
-        let Some(io) = self.io.clone() else { return };
-        let mut frame = Pending::new(opcode, payload);
+    fn send(&mut self, ctx: &mut Ctx<W>, frame: Frame) {
+        let Some(io) = self.io.as_ref() else { return };
+        let mut frame = Pending { wire: frame.wire().clone(), written: 0 };
         if self.queue.is_empty() {
-            let mut slices = Vec::with_capacity(2);
-            frame.slices(&mut slices);
-            match io.try_write_vectored(&slices) {
-                Ok(n) if n == frame.len() => return,
+            match io.try_write(&frame.wire) {
+                Ok(n) if n == frame.wire.len() => return,
                 Ok(n) => frame.written = n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return ctx.stop(),
@@ -358,10 +308,8 @@ impl<W: Wire> Session<W> {
     fn flush(&mut self, ctx: &mut Ctx<W>) {
         let Some(io) = self.io.clone() else { return };
         while !self.queue.is_empty() {
-            let mut slices = Vec::with_capacity(2 * WRITE_BATCH);
-            for frame in self.queue.iter().take(WRITE_BATCH) {
-                frame.slices(&mut slices);
-            }
+            let slices: Vec<IoSlice<'_>> =
+                self.queue.iter().take(WRITE_BATCH).map(|f| IoSlice::new(&f.wire[f.written..])).collect();
             let mut n = match io.try_write_vectored(&slices) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return self.wait_writable(ctx),
@@ -417,7 +365,7 @@ impl<W: Wire> Session<W> {
             payload.extend_from_slice(&u16::from(r.code).to_be_bytes());
             payload.extend_from_slice(r.description.as_deref().map(shorten).unwrap_or_default().as_bytes());
         }
-        self.send(ctx, OP_CLOSE, payload.into());
+        self.send(ctx, Frame::new(Frame::CLOSE, &payload));
         if self.queue.is_empty() {
             ctx.stop();
         } else {
@@ -498,7 +446,7 @@ impl<W: Wire> Actor for Session<W> {
                 act.pinged = Instant::now();
                 match act.wire.keepalive() {
                     Some(frame) => act.write(ctx, frame),
-                    None => act.send(ctx, OP_PING, Bytes::new()),
+                    None => act.send(ctx, Frame::new(Frame::PING, b"")),
                 }
             }
         });
@@ -544,7 +492,7 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
         match msg {
             Ok(ws::Message::Text(text)) => W::received(self, ctx, Data::Text(&text)),
             Ok(ws::Message::Binary(bytes)) => W::received(self, ctx, Data::Binary(&bytes)),
-            Ok(ws::Message::Ping(p)) => self.send(ctx, OP_PONG, p),
+            Ok(ws::Message::Ping(p)) => self.send(ctx, Frame::new(Frame::PONG, &p)),
             // The reader hands over whole messages.
             Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => self.close_quietly(ctx, reason),

@@ -67,13 +67,13 @@ impl Render for ChatJson {
         0
     }
     fn render(&self, event: &ChatEvent) -> Frame {
-        Frame::Text(render(event).into())
+        Frame::text(render(event))
     }
 }
 
 fn error(s: &mut Session<ChatWire>, ctx: &mut Ctx<ChatWire>, detail: impl Into<String>) {
     let frame = json!({ "type": "error", "detail": detail.into() }).to_string();
-    s.write(ctx, Frame::Text(frame.into()));
+    s.write(ctx, Frame::text(frame));
 }
 
 impl Wire for ChatWire {
@@ -137,7 +137,7 @@ impl Wire for ChatWire {
                     }
                 }));
             }
-            ClientFrame::Ping {} => s.write(ctx, Frame::Text(r#"{"type":"pong"}"#.into())),
+            ClientFrame::Ping {} => s.write(ctx, Frame::text(r#"{"type":"pong"}"#)),
         }
     }
 }

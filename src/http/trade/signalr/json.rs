@@ -51,7 +51,7 @@ impl HubProtocol for Json {
         };
         let mut s = v.to_string();
         s.push(RS as char);
-        Frame::Text(s.into())
+        Frame::text(s)
     }
 }
 

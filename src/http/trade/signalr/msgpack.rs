@@ -73,7 +73,7 @@ impl HubProtocol for MessagePack {
             framed.push(b | 0x80);
         }
         framed.extend_from_slice(&body);
-        Frame::Binary(framed.into())
+        Frame::binary(&framed)
     }
 }
 
@@ -211,19 +211,17 @@ mod tests {
 
     #[test]
     fn the_server_writes_what_the_clients_read() {
-        let Frame::Binary(b) = MessagePack.write(&Outgoing::Completion { id: "3", error: None }) else {
-            panic!("binary")
-        };
+        let frame = MessagePack.write(&Outgoing::Completion { id: "3", error: None });
+        assert_eq!(frame.opcode(), Frame::BINARY);
+        let b = frame.payload();
         assert_eq!(b[0] as usize, b.len() - 1);
         let v = rmpv::decode::read_value(&mut &b[1..]).expect("decode");
         assert_eq!(v, Mp::Array(vec![3.into(), Mp::Map(vec![]), "3".into(), 2.into()]));
 
         let payload = json!({ "roomId": 1, "message": "안녕", "images": null, "n": -2 });
-        let Frame::Binary(b) =
-            MessagePack.write(&Outgoing::Invocation { target: "ReceiveMessage", argument: &payload })
-        else {
-            panic!("binary")
-        };
+        let frame = MessagePack.write(&Outgoing::Invocation { target: "ReceiveMessage", argument: &payload });
+        assert_eq!(frame.opcode(), Frame::BINARY);
+        let b = frame.payload();
         let v = rmpv::decode::read_value(&mut &b[1..]).expect("decode");
         let Mp::Array(items) = v else { panic!("array") };
         assert_eq!((items[0].as_u64(), &items[2], items[3].as_str()), (Some(1), &Mp::Nil, Some("ReceiveMessage")));
@@ -231,9 +229,9 @@ mod tests {
 
         // A 200-byte message takes a two-byte prefix.
         let long = "x".repeat(200);
-        let Frame::Binary(b) = MessagePack.write(&Outgoing::Close { error: &long, allow_reconnect: false }) else {
-            panic!("binary")
-        };
-        assert_eq!((length(&b).expect("prefix")), Some((b.len() - 2, 2)));
+        let frame = MessagePack.write(&Outgoing::Close { error: &long, allow_reconnect: false });
+        assert_eq!(frame.opcode(), Frame::BINARY);
+        let b = frame.payload();
+        assert_eq!((length(b).expect("prefix")), Some((b.len() - 2, 2)));
     }
 }

@@ -195,10 +195,9 @@ mod tests {
     /// An event as the JSON protocol writes it.
     fn render(e: &ChatEvent, links: &LinkSigner, now: u64) -> String {
         let (target, argument) = invocation(e, links, now);
-        match super::super::json::Json.write(&Outgoing::Invocation { target, argument: &argument }) {
-            Frame::Text(t) => t.to_string(),
-            Frame::Binary(_) => panic!("the JSON protocol writes text"),
-        }
+        let frame = super::super::json::Json.write(&Outgoing::Invocation { target, argument: &argument });
+        assert_eq!(frame.opcode(), Frame::TEXT, "the JSON protocol writes text");
+        String::from_utf8(frame.payload().to_vec()).expect("UTF-8")
     }
 
     fn parse(rec: &str) -> Value {

@@ -94,11 +94,7 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
             Some(&p) => {
                 s.write(
                     ctx,
-                    if p.binary() {
-                        Frame::Binary(HANDSHAKE_OK.as_bytes().into())
-                    } else {
-                        Frame::Text(HANDSHAKE_OK.into())
-                    },
+                    if p.binary() { Frame::binary(HANDSHAKE_OK.as_bytes()) } else { Frame::text(HANDSHAKE_OK) },
                 );
                 s.wire.protocol = Some(p);
                 let render = Arc::new(HubRender { protocol: p, links: s.wire.links.clone() });
@@ -109,7 +105,7 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
     };
     let mut answer = json!({ "error": refused }).to_string();
     answer.push(RS as char);
-    s.write(ctx, Frame::Text(answer.into()));
+    s.write(ctx, Frame::text(answer));
     s.close_quietly(
         ctx,
         Some(ws::CloseReason { code: ws::CloseCode::Protocol, description: Some("handshake".into()) }),
