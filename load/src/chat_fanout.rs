@@ -1,8 +1,15 @@
 //! `chat-fanout`: R group rooms of M members, every member on its own WebSocket (plain or
-//! SignalR), S senders per room posting over REST at a fixed total rate. Each message
-//! reaches the M members of its room, so deliveries per second = rate x M. Measures
-//! deliveries per second and send-to-receive latency from the timestamp embedded in each
-//! message, and counts lost and duplicated deliveries.
+//! SignalR), S senders per room posting over REST (or, with `--send ws`, sending
+//! `{"type":"message"}` frames on their own member socket) at a fixed total rate. Each
+//! message reaches the M members of its room, so deliveries per second = rate x M.
+//! Measures deliveries per second and send-to-receive latency from the timestamp embedded
+//! in each message, and counts lost and duplicated deliveries.
+//!
+//! With `--peer` the target is a bare WebSocket fan-out server with no REST (the Node.js
+//! one in `benches/node-peer`): no room is created, the rooms are 1..=R and room r's
+//! members are users `user_base + r * M + i`, as they are against boxoffice. Either way a
+//! message counts as sent once it was acknowledged (201 over REST) or written to its
+//! socket (`--send ws`), and the same per-socket accounting finds what was lost or doubled.
 
 use crate::common::{jwt, unix_micros, Common, ErrorTally, Http, Target};
 use crate::metrics::{bar, histogram, Report, ServerProbe, ToolProbe};
@@ -10,8 +17,9 @@ use crate::queue_rush::first;
 use crate::ws::{start_shards, wait_opened, Live, Mode, Protocol, ShardCfg, SockSpec};
 use anyhow::{anyhow, bail};
 use awc::http::Method;
+use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -29,9 +37,20 @@ pub struct Args {
     /// BOXOFFICE_CHAT_MAX_PARTICIPANTS (100 by default) per room.
     #[arg(long, default_value_t = 5)]
     pub members: u64,
-    /// Senders per room (its first members), posting over REST.
+    /// Senders per room (its first members), posting over REST or, with `--send ws`,
+    /// sending on their own member socket.
     #[arg(long, default_value_t = 1)]
     pub senders: u64,
+    /// How the senders send: `rest` posts each message (`POST /chat/rooms/{id}/messages/`,
+    /// sent once answered 201), `ws` writes `{"type":"message","content":...}` on the
+    /// sender's member socket (sent once written). Default: `rest`, or `ws` with `--peer`.
+    #[arg(long, value_enum)]
+    pub send: Option<SendVia>,
+    /// The target is a bare WebSocket peer without REST (benches/node-peer): create no
+    /// rooms and skip /healthz; the rooms are 1..=--rooms and the members' user ids are
+    /// assigned as usual from --user-base. Needs `--send ws` and `--protocol plain`.
+    #[arg(long)]
+    pub peer: bool,
     /// Messages per second, in total over all senders (token-bucket pacing).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
@@ -48,6 +67,17 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub sockets_per_task: usize,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendVia {
+    /// `POST /chat/rooms/{id}/messages/`.
+    Rest,
+    /// A `{"type":"message"}` frame on the sender's own plain WebSocket.
+    Ws,
+}
+
+/// A send's outcome: the room, the message key, `Err` with what went wrong, and its time.
+type Sent = (u64, u64, Result<(), String>, Duration);
 
 struct SenderSpec {
     room: u64,
@@ -74,39 +104,27 @@ pub async fn run(
     if a.rate.is_nan() || a.rate <= 0.0 {
         bail!("--rate must be positive");
     }
+    let send = a.send.unwrap_or(if a.peer { SendVia::Ws } else { SendVia::Rest });
+    if a.peer && send == SendVia::Rest {
+        bail!("--peer has no REST to post to: use --send ws");
+    }
+    if send == SendVia::Ws && a.protocol != Protocol::Plain {
+        bail!("--send ws sends contract C's plain frames: use --protocol plain");
+    }
     let m = a.members;
     let user = |room: u64, i: u64| c.user_base + room * m + i;
 
-    // Rooms.
-    let mut rooms = Vec::new();
-    for r in 0..a.rooms {
-        let creator = user(r, 0);
-        let others: Vec<u64> = (1..m).map(|i| user(r, i)).collect();
-        let body =
-            json!({ "room_name": format!("load {run_id} {r}"), "room_type": "group", "participant_ids": others });
-        let token = jwt(&secret, creator, false);
-        let res =
-            http.req(Method::POST, "/chat/rooms/", Some(&token), &[], Some(&body)).await.map_err(|e| anyhow!(e))?;
-        match res.status {
-            201 | 200 => {
-                rooms.push(res.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?)
-            }
-            422 if m > 100 => bail!(
-                "the server refused a room of {m} members ({}): a group room holds at most \
-                 BOXOFFICE_CHAT_MAX_PARTICIPANTS participants (100 unless the server was started with more); \
-                 use --members 100 or fewer, more rooms, or start the server with a higher limit",
-                res.snippet()
-            ),
-            _ => bail!("POST /chat/rooms/: {}", res.snippet()),
-        }
-    }
+    // Rooms: the peer's are there for the asking; boxoffice's are created over REST.
+    let rooms =
+        if a.peer { (1..=a.rooms).collect() } else { create_rooms(&http, &secret, &run_id, a.rooms, m, user).await? };
 
     // Sockets: every member of every room.
     let mut specs = Vec::new();
     for (r, &room) in rooms.iter().enumerate() {
         for i in 0..m {
             let u = user(r as u64, i);
-            specs.push(SockSpec { room, user: u, jwt: jwt(&secret, u, false), src: None });
+            let sends = send == SendVia::Ws && i < a.senders;
+            specs.push(SockSpec { room, user: u, jwt: jwt(&secret, u, false), src: None, sends });
         }
     }
     let total = specs.len() as u64;
@@ -120,7 +138,7 @@ pub async fn run(
     let live = Arc::new(Live::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connect_bar = bar(!c.no_progress, total, "connect");
-    let handles = start_shards(&ws_rt, cfg, specs, a.sockets_per_task, live.clone(), c.concurrency, stop_rx);
+    let (handles, outlets) = start_shards(&ws_rt, cfg, specs, a.sockets_per_task, live.clone(), c.concurrency, stop_rx);
     let all_opened = wait_opened(&live, total, Instant::now() + c.timeout, &connect_bar).await;
     connect_bar.finish_and_clear();
     let opened = live.opened.load(Ordering::Relaxed);
@@ -132,6 +150,7 @@ pub async fn run(
             "rooms": a.rooms, "members": m, "senders_per_room": a.senders, "rate": a.rate,
             "duration_s": a.duration.as_secs_f64(), "protocol": format!("{:?}", a.protocol).to_lowercase(),
             "grace_s": a.grace.as_secs_f64(), "user_base": c.user_base, "run_id": run_id, "ws_threads": c.ws_threads,
+            "send": format!("{send:?}").to_lowercase(), "peer": a.peer,
         }),
     );
 
@@ -159,18 +178,17 @@ pub async fn run(
     let mut lagged = 0u64;
     let t0 = Instant::now();
     let deadline = t0 + c.timeout;
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: FuturesUnordered<LocalBoxFuture<'_, Sent>> = FuturesUnordered::new();
     let mut k = 0u64;
     let mut last_ui = Instant::now();
-    let mut handle = |r: (u64, u64, Result<u16, String>, Duration), acked: &mut HashMap<u64, HashSet<u64>>| {
+    let mut handle = |r: Sent, acked: &mut HashMap<u64, HashSet<u64>>| {
         let (room, key, res, took) = r;
         send_lat.saturating_record(took.as_micros().max(1) as u64);
         match res {
-            Ok(201) => {
+            Ok(()) => {
                 acked.entry(room).or_default().insert(key);
             }
-            Ok(s) => send_errors.add(format!("POST messages: HTTP {s}")),
-            Err(e) => send_errors.add(format!("POST messages: {e}")),
+            Err(e) => send_errors.add(e),
         }
     };
     while k < planned && Instant::now() < deadline {
@@ -190,12 +208,30 @@ pub async fn run(
                 seqs[si] += 1;
                 let (s, seq, http) = (&senders[si], seqs[si], &http);
                 let key = ((s.user - c.user_base) << 32) | seq;
-                inflight.push(async move {
-                    let body = json!({ "message_content": format!("{}:{seq}:{}", s.user, unix_micros()), "message_type": "text" });
-                    let path = format!("/chat/rooms/{}/messages/", s.room);
-                    let t = Instant::now();
-                    let r = http.req(Method::POST, &path, Some(&s.jwt), &[], Some(&body)).await.map(|r| r.status);
-                    (s.room, key, r, t.elapsed())
+                inflight.push(match send {
+                    SendVia::Rest => async move {
+                        let body = json!({ "message_content": format!("{}:{seq}:{}", s.user, unix_micros()), "message_type": "text" });
+                        let path = format!("/chat/rooms/{}/messages/", s.room);
+                        let t = Instant::now();
+                        let r = match http.req(Method::POST, &path, Some(&s.jwt), &[], Some(&body)).await {
+                            Ok(r) if r.status == 201 => Ok(()),
+                            Ok(r) => Err(format!("POST messages: HTTP {}", r.status)),
+                            Err(e) => Err(format!("POST messages: {e}")),
+                        };
+                        (s.room, key, r, t.elapsed())
+                    }
+                    .boxed_local(),
+                    SendVia::Ws => {
+                        let content = format!("{}:{seq}:{}", s.user, unix_micros());
+                        let frame = json!({ "type": "message", "content": content, "message_type": "text" });
+                        let t = Instant::now();
+                        let written = outlets.send(s.user, frame.to_string());
+                        async move {
+                            let r = written.await.map_err(|e| format!("WebSocket send: {e}"));
+                            (s.room, key, r, t.elapsed())
+                        }
+                        .boxed_local()
+                    }
                 });
                 k += 1;
                 if last_ui.elapsed() > Duration::from_millis(200) {
@@ -211,6 +247,7 @@ pub async fn run(
     }
     let send_wall = t0.elapsed();
     send_bar.finish_and_clear();
+    drop(outlets);
 
     // Grace: until every expected delivery arrived, or the grace ran out.
     let expected: u64 = acked.values().map(|s| s.len() as u64).sum::<u64>() * m;
@@ -282,10 +319,15 @@ pub async fn run(
     report.fig("duplicates", duplicates);
     report.fig("unacknowledged_messages_delivered", unexpected);
     report.fig("frames_not_messages", unparsed);
+    report.fig("error_frames", live.error_frames.load(Ordering::Relaxed));
     report.server_cpu_per("delivery", delivered);
     report.server_cpu_per("message", sent_ok);
     report.latencies.merge("connect+setup", &connect);
-    report.latencies.merge("send (REST)", &send_lat);
+    let send_op = match send {
+        SendVia::Rest => "send (REST)",
+        SendVia::Ws => "send (WebSocket write)",
+    };
+    report.latencies.merge(send_op, &send_lat);
     report.latencies.merge("delivery (send->receive)", &delivery);
     report.notes.extend(send_errors.notes("send error"));
     if let Ok(e) = live.errors.lock() {
@@ -316,4 +358,39 @@ pub async fn run(
     report.check("no duplicate deliveries", duplicates == 0, format!("{duplicates} duplicates"));
     report.total_wall = started.elapsed();
     Ok(report)
+}
+
+/// Create `count` group rooms of `m` members over REST, room r's creator `user(r, 0)` and
+/// its other members `user(r, 1..m)`; their ids in order.
+async fn create_rooms(
+    http: &Http,
+    secret: &[u8],
+    run_id: &str,
+    count: u64,
+    m: u64,
+    user: impl Fn(u64, u64) -> u64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut rooms = Vec::new();
+    for r in 0..count {
+        let creator = user(r, 0);
+        let others: Vec<u64> = (1..m).map(|i| user(r, i)).collect();
+        let body =
+            json!({ "room_name": format!("load {run_id} {r}"), "room_type": "group", "participant_ids": others });
+        let token = jwt(secret, creator, false);
+        let res =
+            http.req(Method::POST, "/chat/rooms/", Some(&token), &[], Some(&body)).await.map_err(|e| anyhow!(e))?;
+        match res.status {
+            201 | 200 => {
+                rooms.push(res.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?)
+            }
+            422 if m > 100 => bail!(
+                "the server refused a room of {m} members ({}): a group room holds at most \
+                 BOXOFFICE_CHAT_MAX_PARTICIPANTS participants (100 unless the server was started with more); \
+                 use --members 100 or fewer, more rooms, or start the server with a higher limit",
+                res.snippet()
+            ),
+            _ => bail!("POST /chat/rooms/: {}", res.snippet()),
+        }
+    }
+    Ok(rooms)
 }

@@ -1,7 +1,9 @@
 //! `connections`: open N idle plain WebSockets to one room, holding them for `--hold`
 //! (answering the server's pings), spreading the sockets' source addresses over several
 //! 127.0.0.x when N is more than one address's ephemeral ports. Reports how many opened
-//! and failed, and the server's RSS growth per connection.
+//! and failed, and the server's RSS growth per connection. With `--peer` the target is a
+//! bare WebSocket peer without REST (benches/node-peer): no room is created and the
+//! sockets join room `--room` (default 1).
 
 use crate::common::{jwt, source_addresses, Common, Http, Target};
 use crate::metrics::{bar, cpu_time, histogram, Report, ServerProbe, ToolProbe};
@@ -32,7 +34,7 @@ pub struct Args {
     /// How long to hold the sockets open once they are all open.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub hold: Duration,
-    /// An existing room to connect to (default: the tool creates one).
+    /// An existing room to connect to (default: the tool creates one; with --peer, 1).
     #[arg(long)]
     pub room: Option<u64>,
     /// A participant of --room whose JWT the sockets use (default: --user-base).
@@ -41,6 +43,11 @@ pub struct Args {
     /// Sockets read by one task.
     #[arg(long, default_value_t = 512)]
     pub sockets_per_task: usize,
+    /// The target is a bare WebSocket peer without REST (benches/node-peer): create no
+    /// room and skip /healthz; the sockets join --room (default 1) as --room-user, or as
+    /// --user-base and --user-base + 1 alternately.
+    #[arg(long)]
+    pub peer: bool,
 }
 
 pub async fn run(
@@ -55,6 +62,7 @@ pub async fn run(
     let c = &a.common;
     let (room, users) = match a.room {
         Some(room) => (room, vec![a.room_user.unwrap_or(c.user_base)]),
+        None if a.peer => (1, a.room_user.map_or_else(|| vec![c.user_base, c.user_base + 1], |u| vec![u])),
         None => {
             let (u0, u1) = (c.user_base, c.user_base + 1);
             let body = json!({ "room_name": format!("load {run_id} connections"), "room_type": "group", "participant_ids": [u1] });
@@ -75,6 +83,7 @@ pub async fn run(
             user: users[i % users.len()],
             jwt: tokens[i % users.len()].clone(),
             src: if addrs.is_empty() { None } else { Some(addrs[i % addrs.len()]) },
+            sends: false,
         })
         .collect();
     let cfg = Arc::new(ShardCfg {
@@ -89,7 +98,7 @@ pub async fn run(
         json!({
             "count": a.count, "room": room, "hold_s": a.hold.as_secs_f64(), "concurrency": c.concurrency,
             "source_addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "run_id": run_id,
-            "ws_threads": c.ws_threads,
+            "ws_threads": c.ws_threads, "peer": a.peer,
         }),
     );
 
@@ -100,7 +109,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let open_bar = bar(!c.no_progress, a.count as u64, "open");
     let t0 = Instant::now();
-    let handles = start_shards(&ws_rt, cfg, specs, a.sockets_per_task, live.clone(), c.concurrency, stop_rx);
+    let (handles, _) = start_shards(&ws_rt, cfg, specs, a.sockets_per_task, live.clone(), c.concurrency, stop_rx);
     let all = wait_opened(&live, a.count as u64, t0 + c.timeout, &open_bar).await;
     let open_wall = t0.elapsed();
     open_bar.finish_and_clear();

@@ -31,17 +31,29 @@
 //!   200 execute's booking is confirmed, and the test gateway's kept charges for this run's
 //!   intents equal the paid bookings' amounts exactly.
 //! - `chat-fanout --rooms R --members M --senders S --rate X --duration D
-//!   [--protocol plain|signalr]`: R group rooms of M members, one WebSocket per member;
-//!   S senders per room post over REST at X messages per second in total (token-bucket
-//!   pacing), each message `sender:seq:send_unix_micros`. Deliveries per second = X x M.
-//!   Measures deliveries/s and send-to-receive latency, counts lost and duplicated
-//!   deliveries. A group room holds at most `BOXOFFICE_CHAT_MAX_PARTICIPANTS` (100 by
-//!   default) participants: M above that is refused by the server, and the tool says so.
+//!   [--protocol plain|signalr] [--send rest|ws] [--peer]`: R group rooms of M members, one
+//!   WebSocket per member; S senders per room post over REST (`--send ws`: send
+//!   `{"type":"message"}` frames on their own member socket) at X messages per second in
+//!   total (token-bucket pacing), each message `sender:seq:send_unix_micros`. Deliveries
+//!   per second = X x M. Measures deliveries/s and send-to-receive latency, counts lost
+//!   and duplicated deliveries. A group room holds at most
+//!   `BOXOFFICE_CHAT_MAX_PARTICIPANTS` (100 by default) participants: M above that is
+//!   refused by the server, and the tool says so.
 //! - `connections --count N [--addresses 127.0.0.1,127.0.0.2] --hold 10s`: N idle plain
 //!   WebSockets to one room (the tool's, or `--room`), source addresses spread over
 //!   127.0.0.x past 25,000 sockets; reports opened, failed and the server's RSS per
 //!   connection. The tool raises its own RLIMIT_NOFILE to the hard limit; the server needs
 //!   enough descriptors too.
+//!
+//! ## Against a bare WebSocket peer
+//!
+//! `chat-fanout --peer` and `connections --peer` drive a server that has contract C's
+//! plain WebSocket and nothing else (`benches/node-peer/server.js`, a Node.js `ws` server,
+//! the yardstick of issue 12): no REST setup and no `/healthz` (only a TCP connect), rooms
+//! 1..=R, user ids from `--user-base` as usual, and senders on their sockets (`--send ws`).
+//! Run the same `--send ws` flags without `--peer` against boxoffice for the other half of
+//! the comparison; `--server-pid` takes either server's pid. See
+//! `benches/node-peer/README.md`.
 //!
 //! ## Examples
 //!
@@ -55,6 +67,10 @@
 //! target/release/boxoffice-load chat-fanout --rooms 10 --members 100 --senders 2 --rate 100 --duration 10s \
 //!     --protocol signalr --user-base 3000000 --server-pid $PID
 //! target/release/boxoffice-load connections --count 10000 --hold 10s --user-base 4000000 --server-pid $PID --json
+//! target/release/boxoffice-load chat-fanout --rooms 10 --members 100 --rate 100 --send ws --user-base 5000000 --server-pid $PID
+//! node benches/node-peer/server.js 9100 & NODE=$!
+//! target/release/boxoffice-load chat-fanout --url http://127.0.0.1:9100 --peer --rooms 10 --members 100 --rate 100 \
+//!     --server-pid $NODE
 //! ```
 
 mod booking_rush;
@@ -83,7 +99,7 @@ enum Cmd {
     QueueRush(queue_rush::Args),
     /// Contract B: overlapping bookings paid by card; then check seats and the gateway.
     BookingRush(booking_rush::Args),
-    /// Contract C/T chat: REST senders, WebSocket receivers (plain or SignalR).
+    /// Contract C/T chat: REST or WebSocket senders, WebSocket receivers (plain or SignalR).
     ChatFanout(chat_fanout::Args),
     /// Many idle plain WebSockets held open.
     Connections(connections::Args),
@@ -96,6 +112,15 @@ impl Cmd {
             Cmd::BookingRush(a) => &a.common,
             Cmd::ChatFanout(a) => &a.common,
             Cmd::Connections(a) => &a.common,
+        }
+    }
+
+    /// Whether the target is a bare WebSocket peer with no REST (`--peer`).
+    fn peer(&self) -> bool {
+        match self {
+            Cmd::ChatFanout(a) => a.peer,
+            Cmd::Connections(a) => a.peer,
+            Cmd::QueueRush(_) | Cmd::BookingRush(_) => false,
         }
     }
 
@@ -150,13 +175,24 @@ fn main() -> ExitCode {
     let handle = ws_rt.handle().clone();
     let secret = common.secret.as_bytes().to_vec();
     let run_id = common::run_id();
+    let peer = cli.cmd.peer();
     let result = actix_rt::System::new().block_on(async move {
         let http = Http::new(&target, common.concurrency);
-        let reachable = http.req(awc::http::Method::GET, "/healthz", None, &[], None).await;
-        match reachable {
-            Ok(r) if r.status == 200 => {}
-            Ok(r) => anyhow::bail!("GET {}/healthz answered {}", target.base, r.snippet()),
-            Err(e) => anyhow::bail!("cannot reach the server at {}: {e}", target.base),
+        if peer {
+            // No REST on a peer: a TCP connect is all there is to check.
+            let connect = tokio::net::TcpStream::connect(target.addr);
+            match tokio::time::timeout(Duration::from_secs(10), connect).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => anyhow::bail!("cannot reach the peer at {}: {e}", target.base),
+                Err(_) => anyhow::bail!("cannot reach the peer at {}: connect timed out", target.base),
+            }
+        } else {
+            let reachable = http.req(awc::http::Method::GET, "/healthz", None, &[], None).await;
+            match reachable {
+                Ok(r) if r.status == 200 => {}
+                Ok(r) => anyhow::bail!("GET {}/healthz answered {}", target.base, r.snippet()),
+                Err(e) => anyhow::bail!("cannot reach the server at {}: {e}", target.base),
+            }
         }
         match cli.cmd {
             Cmd::QueueRush(a) => queue_rush::run(a, http, secret, run_id).await,

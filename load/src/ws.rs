@@ -3,13 +3,18 @@
 //! loopback source address, then the WebSocket handshake and the protocol's setup), then
 //! reads all of them through one `SelectAll`. Received chat messages are not parsed as
 //! JSON: a byte scan finds the content `sender:seq:send_micros` and that is all.
+//!
+//! Sockets that also send (`chat-fanout --send ws`) go to shards of their own, which take
+//! [`SendCmd`]s from the main thread through [`Outlets`] and write them on the named
+//! member's socket: that socket keeps receiving like every other.
 
 use crate::common::{unix_micros, ErrorTally};
 use crate::metrics::histogram;
 use futures_util::stream::SelectAll;
 use futures_util::{SinkExt, Stream, StreamExt};
 use hdrhistogram::Histogram;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -29,6 +34,10 @@ pub type Ws = WebSocketStream<TcpStream>;
 const RS: u8 = 0x1e;
 /// How often a SignalR client pings (the server closes a connection silent for 30 s).
 const SIGNALR_PING_EVERY: Duration = Duration::from_secs(10);
+/// Sending sockets per shard at most: a send finds its socket by a scan of the shard's.
+const SENDERS_PER_SHARD: usize = 32;
+/// How long writing one frame of a [`SendCmd`] may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -64,6 +73,38 @@ pub struct SockSpec {
     pub user: u64,
     pub jwt: String,
     pub src: Option<IpAddr>,
+    /// This socket also sends: its shard takes [`SendCmd`]s for `user` (plain protocol).
+    pub sends: bool,
+}
+
+/// A text frame to write on the socket of `user` (a [`SockSpec`] with `sends`), and where
+/// to say whether it was written.
+pub struct SendCmd {
+    pub user: u64,
+    pub text: String,
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The way to the sending sockets' shards, by user.
+#[derive(Default)]
+pub struct Outlets {
+    by_user: HashMap<u64, mpsc::UnboundedSender<SendCmd>>,
+}
+
+impl Outlets {
+    /// Hand `text` to `user`'s socket now; the future resolves once it was written (or
+    /// could not be).
+    pub fn send(&self, user: u64, text: String) -> impl Future<Output = Result<(), String>> + 'static {
+        let (done, rx) = oneshot::channel();
+        let handed = match self.by_user.get(&user) {
+            Some(tx) => tx.send(SendCmd { user, text, done }).map_err(|_| "the socket's shard has stopped".to_string()),
+            None => Err(format!("user {user} has no sending socket")),
+        };
+        async move {
+            handed?;
+            rx.await.unwrap_or_else(|_| Err("the socket's shard dropped the frame".into()))
+        }
+    }
 }
 
 /// Live counters, shared with the main thread (progress and early stop).
@@ -74,6 +115,8 @@ pub struct Live {
     pub delivered: AtomicU64,
     pub duplicates: AtomicU64,
     pub closed: AtomicU64,
+    /// `{"type":"error"}` frames the server sent (plain protocol), e.g. a refused message.
+    pub error_frames: AtomicU64,
     pub errors: Mutex<ErrorTally>,
 }
 
@@ -313,13 +356,20 @@ pub fn scan(protocol: Protocol, rec: &[u8]) -> Option<(u64, u64, u64)> {
     }
 }
 
-/// A shard: open `specs`, report them opened, then read until `stop` turns true.
+/// The next command of a sending shard.
+async fn next_cmd(cmds: &mut Option<mpsc::UnboundedReceiver<SendCmd>>) -> Option<SendCmd> {
+    cmds.as_mut()?.recv().await
+}
+
+/// A shard: open `specs`, report them opened, then read until `stop` turns true; a
+/// sending shard (`cmds`) also writes the frames it is handed on the named sockets.
 pub async fn shard(
     cfg: Arc<ShardCfg>,
     specs: Vec<SockSpec>,
     live: Arc<Live>,
     gate: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
+    mut cmds: Option<mpsc::UnboundedReceiver<SendCmd>>,
 ) -> ShardOut {
     let mut out = ShardOut {
         connect: histogram(),
@@ -329,6 +379,8 @@ pub async fn shard(
         unparsed: 0,
     };
     let mut set = SelectAll::new();
+    // Sending sockets: user -> index.
+    let mut by_user = HashMap::new();
     {
         // Open the shard's sockets, as many at once as the gate lets through.
         let mut opening = futures_util::stream::FuturesUnordered::new();
@@ -347,6 +399,9 @@ pub async fn shard(
                 Ok(ws) => {
                     out.connect.saturating_record(took.as_micros().max(1) as u64);
                     let idx = out.sockets.len();
+                    if spec.sends {
+                        by_user.insert(spec.user, idx);
+                    }
                     out.sockets.push(SockOut { room: spec.room, user: spec.user, seen: HashSet::new(), closed: false });
                     set.push(Tagged { idx, ws, done: false });
                     live.opened.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +411,7 @@ pub async fn shard(
         }
     }
     let signalr = cfg.protocol == Protocol::Signalr;
+    let mut sending = cmds.is_some();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + SIGNALR_PING_EVERY, SIGNALR_PING_EVERY);
     loop {
         tokio::select! {
@@ -371,6 +427,22 @@ pub async fn shard(
                     }
                     Some(Ok(_)) => {}
                 }
+            }
+            cmd = next_cmd(&mut cmds), if sending => {
+                let Some(cmd) = cmd else {
+                    sending = false;
+                    continue;
+                };
+                let socket = by_user.get(&cmd.user).and_then(|i| set.iter_mut().find(|t| t.idx == *i && !t.done));
+                let r = match socket {
+                    Some(t) => match tokio::time::timeout(SEND_TIMEOUT, t.ws.send(Message::text(cmd.text))).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(format!("write: {e}")),
+                        Err(_) => Err("write timed out".into()),
+                    },
+                    None => Err("the sender's socket is not open".into()),
+                };
+                let _ = cmd.done.send(r);
             }
             _ = ping.tick(), if signalr => {
                 for t in set.iter_mut() {
@@ -402,6 +474,11 @@ fn on_text(cfg: &ShardCfg, live: &Live, out: &mut ShardOut, idx: usize, bytes: &
             if !out.sockets[idx].seen.insert(key) {
                 live.duplicates.fetch_add(1, Ordering::Relaxed);
             }
+        } else if cfg.protocol == Protocol::Plain && find(rec, br#""type":"error""#).is_some() {
+            live.error_frames.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut e) = live.errors.lock() {
+                e.add(format!("server error frame: {}", String::from_utf8_lossy(&rec[..rec.len().min(160)])));
+            }
         } else if cfg.protocol == Protocol::Signalr && find(rec, br#""type":7"#).is_some() {
             if !out.sockets[idx].closed {
                 out.sockets[idx].closed = true;
@@ -417,7 +494,9 @@ fn on_text(cfg: &ShardCfg, live: &Live, out: &mut ShardOut, idx: usize, bytes: &
     }
 }
 
-/// Split `specs` into shards of `per_shard` and start them on `rt`.
+/// Split `specs` into shards of `per_shard` and start them on `rt`; the sending sockets
+/// (`sends`) go to sending shards of at most [`SENDERS_PER_SHARD`], reached through the
+/// [`Outlets`] returned.
 pub fn start_shards(
     rt: &tokio::runtime::Handle,
     cfg: Arc<ShardCfg>,
@@ -426,15 +505,26 @@ pub fn start_shards(
     live: Arc<Live>,
     concurrency: usize,
     stop: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<ShardOut>> {
+) -> (Vec<tokio::task::JoinHandle<ShardOut>>, Outlets) {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::new();
-    let mut specs = specs.into_iter().peekable();
-    while specs.peek().is_some() {
-        let chunk: Vec<SockSpec> = specs.by_ref().take(per_shard.max(1)).collect();
-        handles.push(rt.spawn(shard(cfg.clone(), chunk, live.clone(), gate.clone(), stop.clone())));
+    let mut outlets = Outlets::default();
+    let (senders, receivers): (Vec<SockSpec>, Vec<SockSpec>) = specs.into_iter().partition(|s| s.sends);
+    for (specs, size, sending) in
+        [(senders, per_shard.clamp(1, SENDERS_PER_SHARD), true), (receivers, per_shard.max(1), false)]
+    {
+        let mut specs = specs.into_iter().peekable();
+        while specs.peek().is_some() {
+            let chunk: Vec<SockSpec> = specs.by_ref().take(size).collect();
+            let cmds = sending.then(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                outlets.by_user.extend(chunk.iter().map(|s| (s.user, tx.clone())));
+                rx
+            });
+            handles.push(rt.spawn(shard(cfg.clone(), chunk, live.clone(), gate.clone(), stop.clone(), cmds)));
+        }
     }
-    handles
+    (handles, outlets)
 }
 
 /// Wait until every socket opened or failed, or the deadline; updates `progress`.
@@ -474,6 +564,12 @@ mod tests {
         assert_eq!(scan(Protocol::Signalr, br#"{"type":6}"#), None);
         let status = br#"{"arguments":[{"message":"1:2:3"}],"target":"RoomUpdated","type":1}"#;
         assert_eq!(scan(Protocol::Signalr, status), None);
+    }
+
+    #[tokio::test]
+    async fn a_send_for_a_user_without_a_sending_socket_fails() {
+        let r = Outlets::default().send(7, r#"{"type":"ping"}"#.into()).await;
+        assert_eq!(r, Err("user 7 has no sending socket".into()));
     }
 
     #[test]

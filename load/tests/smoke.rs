@@ -3,12 +3,16 @@
 //!
 //! The server runs in this test process (its library's `Application`, on a thread of its
 //! own, on `127.0.0.1:0` with a temporary data dir); the load tool is the real binary.
+//! The `--peer` runs drive `benches/node-peer/server.js` in Node.js (its `ws` package is
+//! installed with `npm ci --prefix benches/node-peer` on first use).
 
 use boxoffice::app::Application;
 use boxoffice::config::{Cli, Command as ServerCommand};
 use clap::Parser;
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "load-smoke-secret";
@@ -46,12 +50,57 @@ impl TestServer {
     }
 }
 
-/// Run `boxoffice-load SCENARIO ARGS --json` against `server`; the parsed JSON report.
-fn load(server: &TestServer, scenario: &str, args: &[&str]) -> Value {
+/// The Node.js peer of `benches/node-peer` on an ephemeral port; killed when dropped.
+struct NodePeer {
+    base: String,
+    pid: u32,
+    child: Child,
+}
+
+impl NodePeer {
+    fn spawn() -> NodePeer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/node-peer");
+        if !dir.join("node_modules").join("ws").is_dir() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .status()
+                .expect("npm is needed for the node-peer runs (Node.js 18+)");
+            assert!(status.success(), "`npm ci --prefix benches/node-peer` failed: {status}");
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("server.js"))
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("Node.js (`node`) is needed for the node-peer runs");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        if !line.contains("listening on 127.0.0.1:") {
+            let _ = child.kill();
+            panic!("the node peer did not start: {line:?}");
+        }
+        NodePeer { base: format!("http://{addr}"), pid: child.id(), child }
+    }
+}
+
+impl Drop for NodePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `boxoffice-load SCENARIO ARGS --json` against the server at `base`; the parsed
+/// JSON report.
+fn load(base: &str, scenario: &str, args: &[&str]) -> Value {
     let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"));
     cmd.arg(scenario)
-        .args(["--url", &server.base, "--json", "--no-progress", "--timeout", "20s", "--verify-timeout", "20s"])
+        .args(["--url", base, "--json", "--no-progress", "--timeout", "20s", "--verify-timeout", "20s"])
         .args(args)
         .env("BOXOFFICE_JWT_SECRET", SECRET)
         .stdin(Stdio::null());
@@ -88,7 +137,7 @@ fn server() -> TestServer {
 #[test]
 fn load_queue_rush_sells_each_seat_once_and_balances_wallets() {
     let server = server();
-    let r = load(&server, "queue-rush", &["--users", "40", "--concurrency", "16"]);
+    let r = load(&server.base, "queue-rush", &["--users", "40", "--concurrency", "16"]);
     assert_eq!(fig(&r, "users_admitted"), 40, "{r}");
     // 150 demo seats for 40 users: everyone gets one, some after a 409.
     assert_eq!(fig(&r, "holds_ok"), 40, "{r}");
@@ -100,7 +149,7 @@ fn load_queue_rush_sells_each_seat_once_and_balances_wallets() {
 
     // Its own small catalog, more users than seats: the rest are sold out, nothing oversold.
     let r = load(
-        &server,
+        &server.base,
         "queue-rush",
         &[
             "--users",
@@ -123,39 +172,28 @@ fn load_queue_rush_sells_each_seat_once_and_balances_wallets() {
 #[test]
 fn load_booking_rush_confirms_paid_bookings_and_reconciles_the_gateway() {
     let server = server();
-    let r = load(&server, "booking-rush", &["--users", "40", "--concurrency", "16"]);
+    let r = load(&server.base, "booking-rush", &["--users", "40", "--concurrency", "16"]);
     assert!(fig(&r, "bookings_ok") > 0, "{r}");
     assert_eq!(fig(&r, "bookings_ok"), fig(&r, "payments_ok"), "{r}");
     assert_eq!(fig(&r, "booking_attempts"), fig(&r, "bookings_ok") + fig(&r, "bookings_seat_taken"), "{r}");
     assert!(fig(&r, "seats_sold") <= 100, "{r}");
     assert_eq!(fig(&r, "errors"), 0, "{r}");
 
-    let r = load(&server, "booking-rush", &["--users", "30", "--create-performance", "2x10", "--user-base", "2000000"]);
+    let r = load(
+        &server.base,
+        "booking-rush",
+        &["--users", "30", "--create-performance", "2x10", "--user-base", "2000000"],
+    );
     assert!(fig(&r, "seats_sold") <= 20 && fig(&r, "payments_ok") > 0, "{r}");
 }
 
-fn chat(protocol: &str) {
-    let server = server();
-    let r = load(
-        &server,
-        "chat-fanout",
-        &[
-            "--rooms",
-            "2",
-            "--members",
-            "5",
-            "--senders",
-            "2",
-            "--rate",
-            "50",
-            "--duration",
-            "2s",
-            "--protocol",
-            protocol,
-            "--grace",
-            "5s",
-        ],
-    );
+/// Two rooms of five, two senders each, 50 messages/s for 2 s, with `extra` flags: every
+/// count adds up and nothing is lost or duplicated.
+fn chat(base: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--rooms", "2", "--members", "5", "--senders", "2", "--rate", "50", "--duration", "2s"];
+    args.extend(["--grace", "5s"]);
+    args.extend(extra);
+    let r = load(base, "chat-fanout", &args);
     assert_eq!(fig(&r, "sockets_opened"), 10, "{r}");
     assert_eq!(fig(&r, "messages_planned"), 100, "{r}");
     assert_eq!(fig(&r, "messages_sent_ok"), 100, "{r}");
@@ -163,23 +201,56 @@ fn chat(protocol: &str) {
     assert_eq!(fig(&r, "deliveries"), 500, "{r}");
     assert_eq!(fig(&r, "lost"), 0, "{r}");
     assert_eq!(fig(&r, "duplicates"), 0, "{r}");
+    assert_eq!(fig(&r, "error_frames"), 0, "{r}");
     assert_eq!(r["latency_ms"]["delivery (send->receive)"]["count"], 500, "{r}");
+    r
 }
 
 #[test]
 fn load_chat_fanout_plain_loses_and_duplicates_nothing() {
-    chat("plain");
+    let r = chat(&server().base, &["--protocol", "plain"]);
+    assert_eq!(r["latency_ms"]["send (REST)"]["count"], 100, "{r}");
 }
 
 #[test]
 fn load_chat_fanout_signalr_loses_and_duplicates_nothing() {
-    chat("signalr");
+    chat(&server().base, &["--protocol", "signalr"]);
+}
+
+#[test]
+fn load_chat_fanout_sending_on_the_sockets_loses_and_duplicates_nothing() {
+    let r = chat(&server().base, &["--send", "ws"]);
+    assert_eq!(r["params"]["send"], "ws", "{r}");
+    assert_eq!(r["latency_ms"]["send (WebSocket write)"]["count"], 100, "{r}");
+}
+
+#[test]
+fn load_drives_the_node_peer_without_rest() {
+    let peer = NodePeer::spawn();
+    let pid = peer.pid.to_string();
+    let r = chat(&peer.base, &["--peer", "--server-pid", &pid]);
+    assert_eq!(r["params"]["send"], "ws", "{r}");
+    assert_eq!(r["server"]["pid"].as_u64(), Some(u64::from(peer.pid)), "{r}");
+    assert!(r["figures"]["server_cpu_us_per_delivery"].is_number(), "{r}");
+    let r = load(&peer.base, "connections", &["--peer", "--count", "50", "--hold", "1s"]);
+    assert_eq!(fig(&r, "opened"), 50, "{r}");
+    assert_eq!(fig(&r, "closed_by_server_while_held"), 0, "{r}");
+
+    // The peer has no REST to post to.
+    let out = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        .args(["chat-fanout", "--url", &peer.base, "--json", "--no-progress", "--peer", "--send", "rest"])
+        .env("BOXOFFICE_JWT_SECRET", SECRET)
+        .output()
+        .expect("run boxoffice-load");
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["error"].as_str().unwrap_or("").contains("--send ws"), "{v}");
 }
 
 #[test]
 fn load_connections_opens_and_holds_every_socket() {
     let server = server();
-    let r = load(&server, "connections", &["--count", "200", "--hold", "1s"]);
+    let r = load(&server.base, "connections", &["--count", "200", "--hold", "1s"]);
     assert_eq!(fig(&r, "opened"), 200, "{r}");
     assert_eq!(fig(&r, "failed"), 0, "{r}");
     assert_eq!(fig(&r, "closed_by_server_while_held"), 0, "{r}");
