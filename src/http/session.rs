@@ -118,10 +118,11 @@ pub struct Session<W: Wire> {
     sent_events: VecDeque<u64>,
     /// The socket, once taken over.
     io: Option<Rc<TcpStream>>,
-    /// Frames the socket has not taken yet, oldest first, and whether the session waits
-    /// for the socket to be writable.
+    /// Frames the socket has not taken yet, oldest first; whether the session waits for
+    /// the socket to be writable, and whether a flush is due at the end of this turn.
     queue: VecDeque<Pending>,
     flushing: bool,
+    flush_scheduled: bool,
 }
 
 /// A frame waiting for the socket, and how much of it is written.
@@ -157,6 +158,7 @@ impl<W: Wire> Session<W> {
             io: None,
             queue: VecDeque::new(),
             flushing: false,
+            flush_scheduled: false,
         }
     }
 
@@ -267,24 +269,29 @@ impl<W: Wire> Session<W> {
         self.send(ctx, frame);
     }
 
-    /// Write a frame, or queue what the socket does not take at once.
+    /// Queue a frame of the session's own (not counted by the hub yet).
     fn send(&mut self, ctx: &mut Ctx<W>, frame: Frame) {
-        let Some(io) = self.io.as_ref() else { return };
-        let mut frame = Pending { wire: frame.wire().clone(), written: 0 };
-        if self.queue.is_empty() {
-            match io.try_write(&frame.wire) {
-                Ok(n) if n == frame.wire.len() => return,
-                Ok(n) => frame.written = n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return ctx.stop(),
-            }
+        self.outbox.queue(frame.len());
+        self.push(ctx, frame);
+    }
+
+    /// Queue a counted frame; it is written when this turn of the session ends, with
+    /// whatever else the turn queued (one `write` for several events under load).
+    fn push(&mut self, ctx: &mut Ctx<W>, frame: Frame) {
+        if self.io.is_none() {
+            return self.outbox.taken(frame.len());
         }
-        self.outbox.queue(frame.left());
-        self.queue.push_back(frame);
-        self.wait_writable(ctx);
+        self.queue.push_back(Pending { wire: frame.wire().clone(), written: 0 });
         if self.outbox.over() && !self.outbox.evicted() {
             self.hub().give_up(self.id, self.me.id, &self.outbox);
-            self.evicted(ctx);
+            return self.evicted(ctx);
+        }
+        if !self.flushing && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| {
+                act.flush_scheduled = false;
+                act.flush(ctx);
+            }));
         }
     }
 
@@ -366,11 +373,8 @@ impl<W: Wire> Session<W> {
             payload.extend_from_slice(r.description.as_deref().map(shorten).unwrap_or_default().as_bytes());
         }
         self.send(ctx, Frame::new(Frame::CLOSE, &payload));
-        if self.queue.is_empty() {
-            ctx.stop();
-        } else {
-            ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
-        }
+        // Stopped once the close is written (see `flush`), or after the grace.
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
     /// Whether message `id` of `room` is new to this client (remembering it).
@@ -452,6 +456,22 @@ impl<W: Wire> Actor for Session<W> {
         });
     }
 
+    /// A last try to write what is queued (a close frame above all), without waiting.
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if let Some(io) = self.io.as_ref() {
+            while let Some(front) = self.queue.front_mut() {
+                match io.try_write(&front.wire[front.written..]) {
+                    Ok(n) if n > 0 && n == front.left() => {
+                        self.queue.pop_front();
+                    }
+                    Ok(n) if n > 0 => front.written += n,
+                    _ => break,
+                }
+            }
+        }
+        Running::Stop
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
         if !self.online() {
             return;
@@ -473,13 +493,10 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
         let Deliver::Event { event, frame } = deliver else {
             return self.evicted(ctx);
         };
-        self.outbox.taken(frame.len());
-        if self.closing {
-            return;
+        if self.closing || !self.fresh(&event) {
+            return self.outbox.taken(frame.len());
         }
-        if self.fresh(&event) {
-            self.write(ctx, frame);
-        }
+        self.push(ctx, frame);
     }
 }
 
@@ -497,6 +514,14 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
             Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => self.close_quietly(ctx, reason),
             Err(e) => self.close_quietly(ctx, Some(crate::http::ws_violation(&e))),
+        }
+    }
+
+    /// The client's side ended: stop, unless a close is on its way out (the session stops
+    /// once it is written).
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.closing {
+            ctx.stop();
         }
     }
 }
