@@ -269,19 +269,37 @@ impl<W: Wire> Session<W> {
         self.send(ctx, frame);
     }
 
-    /// Queue a frame of the session's own (not counted by the hub yet).
+    /// Send a frame of the session's own (not counted by the hub yet).
     fn send(&mut self, ctx: &mut Ctx<W>, frame: Frame) {
         self.outbox.queue(frame.len());
         self.push(ctx, frame);
     }
 
-    /// Queue a counted frame; it is written when this turn of the session ends, with
-    /// whatever else the turn queued (one `write` for several events under load).
+    /// Send a counted frame. When nothing else waits (not in the session's queue, not in
+    /// its mailbox: the outbox counts both) it is written at once; otherwise it is queued
+    /// and written when this turn of the session ends, with whatever else the turn
+    /// queued (one `writev` for a backlog).
     fn push(&mut self, ctx: &mut Ctx<W>, frame: Frame) {
-        if self.io.is_none() {
+        let Some(io) = self.io.clone() else {
             return self.outbox.taken(frame.len());
+        };
+        let mut pending = Pending { wire: frame.wire().clone(), written: 0 };
+        if self.queue.is_empty() && self.outbox.queued() == frame.len() {
+            match io.try_write(&pending.wire) {
+                Ok(n) => {
+                    self.outbox.taken(n);
+                    if n == pending.wire.len() {
+                        return self.after_write(ctx);
+                    }
+                    pending.written = n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return ctx.stop(),
+            }
+            self.queue.push_back(pending);
+            return self.wait_writable(ctx);
         }
-        self.queue.push_back(Pending { wire: frame.wire().clone(), written: 0 });
+        self.queue.push_back(pending);
         if self.outbox.over() && !self.outbox.evicted() {
             self.hub().give_up(self.id, self.me.id, &self.outbox);
             return self.evicted(ctx);
@@ -292,6 +310,13 @@ impl<W: Wire> Session<W> {
                 act.flush_scheduled = false;
                 act.flush(ctx);
             }));
+        }
+    }
+
+    /// Everything queued is written: a closing session is done.
+    fn after_write(&mut self, ctx: &mut Ctx<W>) {
+        if self.closing && self.queue.is_empty() {
+            ctx.stop();
         }
     }
 
