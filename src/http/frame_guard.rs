@@ -1,8 +1,9 @@
-//! [`FrameGuard`]: ends a WebSocket client's byte stream as soon as a frame header
-//! announces a payload over the size limit. actix's frame parser checks the limit only
-//! once the whole frame has arrived, so a header announcing 2^62 bytes would leave the
-//! socket open and silent; with the guard the session sees an error at once and closes
-//! with 1009 (see [`super::ws_violation`]).
+//! [`FrameGuard`]: follows a WebSocket client's frame headers through the bytes as they
+//! are read, and stops at the first header announcing a payload over the size limit, so
+//! that a header announcing 2^62 bytes closes the socket with 1009 at once (see
+//! [`super::ws_violation`]) whatever the frame parser waits for. The session's reader
+//! ([`super::session`]) calls [`FrameGuard::scan`] on every read; the `Stream` adapter
+//! serves a byte stream the same way.
 //!
 //! It reads only frame headers (2 to 14 bytes, RFC 6455 §5.2) and counts payload bytes
 //! past; the bytes themselves go through untouched to actix's parser, which does the rest
