@@ -36,7 +36,12 @@ pub enum AuthError {
     Invalid(String),
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet: its {0} is in the future")]
+    NotYetValid(&'static str),
 }
+
+/// How far in the future a token's `nbf` or `iat` may be (clocks differ a little).
+pub const CLOCK_LEEWAY_SECS: u64 = 60;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -50,6 +55,8 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 /// Parse a user id as clients write it: `7`, `"7"` or `"user_7"`.
@@ -130,6 +137,13 @@ impl Verifier {
             _ => AuthError::Invalid(e.to_string()),
         })?;
         let claims = data.claims;
+        let now = crate::time::now_ms() / 1000;
+        if claims.nbf.is_some_and(|nbf| nbf > now + CLOCK_LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid("nbf"));
+        }
+        if claims.iat.is_some_and(|iat| iat > now + CLOCK_LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid("iat"));
+        }
         let user_id = parse_user_id(&claims.sub).ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
         let id = Identity {
             user_id,
@@ -151,6 +165,7 @@ pub fn mint(secret: &[u8], user_id: u64, name: Option<&str>, admin: bool, ttl: D
         role: admin.then(|| "admin".to_string()),
         exp: now + ttl.as_secs().max(1),
         iat: Some(now),
+        nbf: None,
     };
     Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
 }
@@ -204,6 +219,30 @@ mod tests {
         let other = mint(b"other", 7, None, false, Duration::from_secs(60)).expect("mint");
         assert!(matches!(v.verify(&other), Err(AuthError::Invalid(_))));
         assert!(v.verify("not.a.token").is_err());
+    }
+
+    /// A token whose `nbf` or `iat` lies in the future (past the leeway) is refused, and
+    /// is not remembered as valid.
+    #[test]
+    fn tokens_from_the_future_are_refused() {
+        let v = Verifier::new(b"s3cret", None).expect("verifier");
+        let now = crate::time::now_ms() / 1000;
+        let token = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({ "sub": "7", "exp": now + 7200 });
+            claims.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret"))
+                .expect("encode")
+        };
+        let later = now + 3600;
+        assert_eq!(v.verify(&token(serde_json::json!({ "nbf": later }))), Err(AuthError::NotYetValid("nbf")));
+        assert_eq!(v.verify(&token(serde_json::json!({ "iat": later }))), Err(AuthError::NotYetValid("iat")));
+        // Within the leeway, and in the past: valid.
+        let soon = now + CLOCK_LEEWAY_SECS / 2;
+        assert_eq!(v.verify(&token(serde_json::json!({ "nbf": soon, "iat": soon }))).expect("valid").user_id, 7);
+        assert_eq!(
+            v.verify(&token(serde_json::json!({ "nbf": now - 10, "iat": now - 10 }))).expect("valid").user_id,
+            7
+        );
     }
 
     /// A remembered token is still refused once its `exp` has passed, and remembering one

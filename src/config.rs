@@ -146,6 +146,15 @@ impl Settings {
             tracing::warn!("BOXOFFICE_STORE_CACHE_BYTES below 1 MiB makes every read a disk read; using 1 MiB");
             self.store_cache_bytes = 1 << 20;
         }
+        for (limit, name) in [
+            (&mut self.charge_max_single, "BOXOFFICE_CHARGE_MAX_SINGLE"),
+            (&mut self.charge_max_monthly, "BOXOFFICE_CHARGE_MAX_MONTHLY"),
+        ] {
+            if *limit > crate::money::MAX_AMOUNT {
+                tracing::warn!("{name} above 2^53-1 cannot be read exactly by clients; using 2^53-1");
+                *limit = crate::money::MAX_AMOUNT;
+            }
+        }
         if self.workers == 0 {
             self.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         }

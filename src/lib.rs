@@ -30,5 +30,6 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod money;
 pub mod store;
 pub mod time;

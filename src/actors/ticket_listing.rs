@@ -138,6 +138,8 @@ pub enum TradeError {
     ZeroQuantity,
     #[error("not enough tickets left")]
     NotEnoughStock,
+    #[error("the amount would pass the largest amount the server accepts")]
+    AmountTooLarge,
     #[error("the payment request has expired")]
     Expired,
     #[error("the payment request was cancelled")]
@@ -563,6 +565,8 @@ impl Handler<RequestPayment> for TicketListing {
                 if s.listing.remaining_quantity < msg.quantity {
                     return Err(TradeError::NotEnoughStock);
                 }
+                let amount = crate::money::times(s.listing.unit_price, u64::from(msg.quantity))
+                    .ok_or(TradeError::AmountTooLarge)?;
                 s.listing.remaining_quantity -= msg.quantity;
                 let now = now_ms();
                 let t = Transaction {
@@ -573,7 +577,7 @@ impl Handler<RequestPayment> for TicketListing {
                     seller: s.listing.seller,
                     quantity: msg.quantity,
                     unit_price: s.listing.unit_price,
-                    amount: s.listing.unit_price.saturating_mul(msg.quantity as u64),
+                    amount,
                     status: TxStatus::PendingPayment,
                     created_at: now,
                     reservation_expires_at: now + ttl,

@@ -69,6 +69,8 @@ pub enum ChargeRefusal {
     OverSingleLimit { limit: u64 },
     #[error("this charge would exceed the monthly limit of {limit} ({used} already charged this month)")]
     OverMonthlyLimit { limit: u64, used: u64 },
+    #[error("the balance would pass {}, the largest amount accepted", crate::money::MAX_AMOUNT)]
+    OverMaxBalance,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,9 +218,12 @@ impl Wallet {
         if used.saturating_add(amount) > self.limits.max_monthly {
             return Answer::ChargeRefused(ChargeRefusal::OverMonthlyLimit { limit: self.limits.max_monthly, used });
         }
+        let Some(balance) = crate::money::add(self.state.balance, amount) else {
+            return Answer::ChargeRefused(ChargeRefusal::OverMaxBalance);
+        };
         self.state.month = month;
         self.state.month_charged = used + amount;
-        self.state.balance = self.state.balance.saturating_add(amount);
+        self.state.balance = balance;
         Answer::Charged(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
     }
 

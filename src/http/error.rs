@@ -136,6 +136,7 @@ impl From<SeatError> for QError {
             SeatError::NoSeats | SeatError::UnknownSeat(_) | SeatError::DuplicateSeat(_) => {
                 QError::bad_request("INVALID_SEAT", msg)
             }
+            SeatError::TotalTooLarge => QError::bad_request("AMOUNT_TOO_LARGE", msg),
             SeatError::Taken(_) => QError::new(StatusCode::CONFLICT, "SEAT_ALREADY_HELD", msg),
             SeatError::NotFound => QError::not_found("RESERVATION_NOT_FOUND", msg),
             SeatError::Expired => QError::not_found("RESERVATION_EXPIRED", msg),
@@ -155,6 +156,7 @@ impl From<ChargeRefusal> for QError {
             ChargeRefusal::NotPositive => "INVALID_AMOUNT",
             ChargeRefusal::OverSingleLimit { .. } => "SINGLE_CHARGE_LIMIT_EXCEEDED",
             ChargeRefusal::OverMonthlyLimit { .. } => "MONTHLY_CHARGE_LIMIT_EXCEEDED",
+            ChargeRefusal::OverMaxBalance => "AMOUNT_TOO_LARGE",
         };
         QError::bad_request(code, e.to_string())
     }
@@ -269,6 +271,10 @@ impl From<SeatError> for BError {
             SeatError::UnknownSeat(seat) => BError::bad_request(format!("Seat {seat} does not exist.")),
             SeatError::DuplicateSeat(seat) => BError::bad_request(format!("Seat {seat} is listed more than once.")),
             SeatError::NoSeats => BError::bad_request("User, performance, and seats are required."),
+            SeatError::TotalTooLarge => BError::bad_request(format!(
+                "The total amount would pass {}, the largest amount accepted.",
+                crate::money::MAX_AMOUNT
+            )),
             SeatError::NotFound => BError::not_found("Booking not found."),
             SeatError::NotYours => BError::forbidden("Unauthorized to access this booking."),
             SeatError::NotPending | SeatError::Expired | SeatError::Cancelled | SeatError::AlreadyConfirmed => {
@@ -452,6 +458,9 @@ impl From<crate::actors::ticket_listing::TradeError> for TError {
             TradeError::NotParty => TError::forbidden("이 거래의 구매자 또는 판매자만 할 수 있습니다."),
             TradeError::ZeroQuantity => TError::bad_request("quantity must be at least 1"),
             TradeError::NotEnoughStock => TError::bad_request(NOT_ENOUGH),
+            TradeError::AmountTooLarge => {
+                TError::bad_request(format!("결제 금액은 {} 이하여야 합니다.", crate::money::MAX_AMOUNT))
+            }
             TradeError::Expired => TError::bad_request(crate::actors::ticket_listing::EXPIRED),
             TradeError::Cancelled => TError::bad_request("the payment request was cancelled"),
             TradeError::NotPaidYet => TError::bad_request("the payment request is not paid yet"),

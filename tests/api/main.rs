@@ -13,6 +13,7 @@ mod directory;
 mod expiry;
 mod idempotency;
 mod ledger;
+mod money;
 mod queue_and_catalog;
 mod reservations_and_payments;
 mod restart;

@@ -130,6 +130,8 @@ pub enum SeatError {
     DuplicateSeat(String),
     #[error("seat {0} is not available")]
     Taken(String),
+    #[error("the seats' total price would pass the largest amount the server accepts")]
+    TotalTooLarge,
     #[error("reservation not found")]
     NotFound,
     #[error("reservation belongs to another user")]
@@ -485,7 +487,7 @@ impl SeatMap {
             if self.seats[i].state != SeatState::Available {
                 return Err(SeatError::Taken(label.clone()));
             }
-            price = price.saturating_add(self.seats[i].price);
+            price = crate::money::add(price, self.seats[i].price).ok_or(SeatError::TotalTooLarge)?;
         }
         let now = now_ms();
         let id = self.store.next_id()?;

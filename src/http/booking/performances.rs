@@ -127,7 +127,11 @@ pub async fn create(
 }
 
 fn price(p: Option<u64>) -> Result<u64, BError> {
-    p.filter(|p| *p > 0).ok_or_else(|| BError::bad_request("price must be a positive integer."))
+    let p = p.filter(|p| *p > 0).ok_or_else(|| BError::bad_request("price must be a positive integer."))?;
+    if p > crate::money::MAX_AMOUNT {
+        return Err(BError::bad_request(format!("price must be at most {}.", crate::money::MAX_AMOUNT)));
+    }
+    Ok(p)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -258,6 +258,12 @@ pub async fn create_schedule(
     if !(1..=1000).contains(&seats) {
         return Err(QError::bad_request("INVALID_REQUEST", "totalSeats must be 1 to 1000"));
     }
+    if body.price > crate::money::MAX_AMOUNT {
+        return Err(QError::bad_request(
+            "INVALID_REQUEST",
+            format!("price must be at most {}", crate::money::MAX_AMOUNT),
+        ));
+    }
     let schedule = state
         .registry
         .catalog()

@@ -67,6 +67,12 @@ pub async fn create_listing(
     let quantity = positive(&b.total_quantity, "totalQuantity")?;
     let quantity = u32::try_from(quantity).ok().filter(|q| *q <= 10_000);
     let quantity = quantity.ok_or_else(|| TError::bad_request("totalQuantity는 10000 이하여야 합니다."))?;
+    if crate::money::times(price, u64::from(quantity)).is_none() {
+        return Err(TError::bad_request(format!(
+            "unitPrice × totalQuantity는 {} 이하여야 합니다.",
+            crate::money::MAX_AMOUNT
+        )));
+    }
     let l = state.registry.create_listing(me.user_id, title, b.description, price, quantity).await?;
     Ok(ok(StatusCode::CREATED, "티켓 등록 성공", ListingView::from(&l)))
 }
