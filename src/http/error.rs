@@ -2,7 +2,7 @@
 //! B: `{"error": "..."}`; contract C: `{"detail": "..."}`; contract T: the envelope
 //! `{"message", "data", "statusCode"}`; each with its status codes.
 
-use super::BadRequest;
+use super::{BadRequest, UnsupportedMediaType};
 use crate::actors::catalog::CatalogError;
 use crate::actors::room::ChatError;
 use crate::actors::seat_map::SeatError;
@@ -76,6 +76,12 @@ impl ResponseError for QError {
 impl From<AuthError> for QError {
     fn from(e: AuthError) -> Self {
         QError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+    }
+}
+
+impl From<UnsupportedMediaType> for QError {
+    fn from(e: UnsupportedMediaType) -> Self {
+        QError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", e.0)
     }
 }
 
@@ -224,6 +230,12 @@ impl From<AuthError> for BError {
     }
 }
 
+impl From<UnsupportedMediaType> for BError {
+    fn from(e: UnsupportedMediaType) -> Self {
+        BError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.0)
+    }
+}
+
 impl From<BadRequest> for BError {
     fn from(e: BadRequest) -> Self {
         BError::bad_request(e.0)
@@ -339,6 +351,12 @@ impl From<AuthError> for CError {
 }
 
 /// A body that is not the JSON the endpoint takes fails validation, as in FastAPI (422).
+impl From<UnsupportedMediaType> for CError {
+    fn from(e: UnsupportedMediaType) -> Self {
+        CError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.0)
+    }
+}
+
 impl From<BadRequest> for CError {
     fn from(e: BadRequest) -> Self {
         CError::invalid(e.0)
@@ -425,6 +443,12 @@ impl ResponseError for TError {
 impl From<AuthError> for TError {
     fn from(e: AuthError) -> Self {
         TError::new(StatusCode::UNAUTHORIZED, format!("인증이 필요합니다: {e}"))
+    }
+}
+
+impl From<UnsupportedMediaType> for TError {
+    fn from(e: UnsupportedMediaType) -> Self {
+        TError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.0)
     }
 }
 

@@ -77,6 +77,24 @@ pub fn ws_violation(e: &actix_web_actors::ws::ProtocolError) -> actix_web_actors
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRequest(pub String);
 
+/// A body of a media type the endpoint does not take (415 in every contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedMediaType(pub String);
+
+/// Whether `req` declares a JSON body (`application/json`, `application/*+json`, any
+/// parameters) or none at all.
+fn json_or_none(req: &HttpRequest) -> Result<(), UnsupportedMediaType> {
+    let Some(v) = req.headers().get(actix_web::http::header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", sub)) if sub == "json" || sub.ends_with("+json") => Ok(()),
+        _ => Err(UnsupportedMediaType(format!(
+            "this endpoint takes application/json, not {}",
+            if essence.is_empty() { "an empty Content-Type" } else { essence.as_str() }
+        ))),
+    }
+}
+
 /// The authenticated caller, or the contract's 401.
 pub struct Caller<E>(pub Identity, PhantomData<E>);
 
@@ -161,15 +179,24 @@ impl<E: From<AuthError> + ResponseError + 'static> FromRequest for Caller<E> {
 /// A JSON body parsed into `T`, or the contract's 400.
 pub struct JsonBody<T, E>(pub T, PhantomData<E>);
 
-impl<T: DeserializeOwned + 'static, E: From<BadRequest> + ResponseError + 'static> FromRequest for JsonBody<T, E> {
+impl<T, E> FromRequest for JsonBody<T, E>
+where
+    T: DeserializeOwned + 'static,
+    E: From<BadRequest> + From<UnsupportedMediaType> + ResponseError + 'static,
+{
     type Error = E;
     type Future = LocalBoxFuture<'static, Result<Self, E>>;
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let media = json_or_none(req);
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
+            media.map_err(E::from)?;
             let bytes = bytes.await.map_err(|e| E::from(BadRequest(format!("could not read the body: {e}"))))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Err(E::from(BadRequest("a JSON body is required".into())));
+            }
+            if std::str::from_utf8(&bytes).is_err() {
+                return Err(E::from(BadRequest("the body is not UTF-8".into())));
             }
             serde_json::from_slice(&bytes)
                 .map(|t| JsonBody(t, PhantomData))

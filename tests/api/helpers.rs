@@ -166,6 +166,18 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Reply {
+        self.raw_bytes(method, path, token, headers, body.map(String::into_bytes)).await
+    }
+
+    /// [`Api::raw`] with a body of any bytes (JSON unless `headers` say otherwise).
+    pub async fn raw_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
@@ -174,7 +186,9 @@ impl Api {
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
         }
+        let typed = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         let mut res = match body {
+            Some(b) if typed => req.send_body(b).await,
             Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b).await,
             None => req.send().await,
         }

@@ -10,6 +10,7 @@ mod chat;
 mod chat_ws;
 mod concurrency;
 mod directory;
+mod edges;
 mod expiry;
 mod idempotency;
 mod ledger;

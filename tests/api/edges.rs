@@ -1,0 +1,56 @@
+//! Issue 13: refusals at the edge, in each contract's shape, that change nothing: a JSON
+//! endpoint sent another media type is 415, a body that is not UTF-8 is 400.
+
+use crate::bookings::{seat_map, status_of};
+use crate::helpers::*;
+use serde_json::json;
+
+#[actix_rt::test]
+async fn json_endpoints_refuse_other_media_types_with_415_and_change_nothing() {
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    let booking =
+        json!({ "performanceId": "perf_001", "seatIds": ["A1"], "paymentMethod": "CREDIT_CARD", "userId": "user_7" });
+    let listing = json!({ "title": "t", "unitPrice": 1000, "totalQuantity": 1 });
+    let room = json!({ "room_name": "r", "room_type": "group", "participant_ids": [8] });
+    let cases = [
+        ("POST", "/bookings", booking.clone(), "B"),
+        ("POST", "/api/tickets", listing.clone(), "T"),
+        ("POST", "/chat/rooms/", room.clone(), "C"),
+        ("PATCH", "/users/7/charge", json!({ "amount": 1000 }), "Q"),
+    ];
+    for media in ["text/plain", "application/xml", "application/x-www-form-urlencoded"] {
+        for (method, path, body, contract) in &cases {
+            let headers = [("Content-Type", media), ("Idempotency-Key", "edge-1")];
+            let r = api.raw(method, path, Some(&jwt(7)), &headers, Some(body.to_string())).await;
+            assert_eq!(r.status, 415, "{method} {path} as {media}: {r:?}");
+            match *contract {
+                "Q" => assert_eq!(r.body["code"], "UNSUPPORTED_MEDIA_TYPE", "{r:?}"),
+                "T" => assert_eq!(r.body["statusCode"], 415, "{r:?}"),
+                _ => assert!(r.body.is_object(), "{path}: a JSON error body: {r:?}"),
+            }
+        }
+    }
+    let map = seat_map(&api, 7, "perf_001").await;
+    assert_eq!(status_of(&map, "A1"), "available", "a refused booking locked nothing");
+
+    // JSON with parameters, and +json types, are JSON.
+    for media in ["application/json; charset=utf-8", "application/merge-patch+json"] {
+        let headers = [("Content-Type", media)];
+        let r = api.raw("POST", "/api/tickets", Some(&jwt(7)), &headers, Some(listing.to_string())).await;
+        assert_eq!(r.status, 201, "{media}: {r:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_body_that_is_not_utf8_is_400() {
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    // {"title":"<0xff>","unitPrice":1000,"totalQuantity":1}
+    let mut body = br#"{"title":""#.to_vec();
+    body.push(0xff);
+    body.extend_from_slice(br#"","unitPrice":1000,"totalQuantity":1}"#);
+    let r = api.raw_bytes("POST", "/api/tickets", Some(&jwt(7)), &[], Some(body)).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.body["statusCode"], 400, "{r:?}");
+}
