@@ -1,8 +1,12 @@
 //! Health, the OpenAPI document, and the answer for unknown routes.
 
+use super::error::{BError, CError, QError, TError};
 use super::AppState;
-use actix_web::{web, HttpResponse};
+use actix_web::http::header::{HeaderValue, ALLOW};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use utoipa::OpenApi;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -28,9 +32,98 @@ pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::openapi::ApiDoc::openapi())
 }
 
-/// Unknown routes: a JSON 404 rather than an empty body.
-pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(
-        serde_json::json!({ "status": 404, "error": "Not Found", "code": "NOT_FOUND", "message": "no such endpoint" }),
-    )
+/// Unknown routes. A known path asked with another method is 405 with `Allow`; any other
+/// path is 404. Both in the error shape of the contract the path belongs to (by its
+/// prefix: `/api` and `/hubs` contract T, `/chat` contract C, `/bookings`, `/performances`
+/// and `/payments` contract B, the rest contract Q).
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let path = req.path();
+    let allowed = allowed_methods(path);
+    let (status, message) = if allowed.is_empty() {
+        (StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
+    } else {
+        let message = format!("{} is not allowed on {path}; allowed: {}", req.method(), allowed.join(", "));
+        (StatusCode::METHOD_NOT_ALLOWED, message)
+    };
+    let mut res = match Contract::of(path) {
+        Contract::T => TError::new(status, message).error_response(),
+        Contract::C => CError::new(status, message).error_response(),
+        Contract::B => BError::new(status, message).error_response(),
+        Contract::Q => {
+            let code = if allowed.is_empty() { "NOT_FOUND" } else { "METHOD_NOT_ALLOWED" };
+            QError::new(status, code, message).error_response()
+        }
+    };
+    if !allowed.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            res.headers_mut().insert(ALLOW, v);
+        }
+    }
+    res
+}
+
+/// The client contract a path belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    Q,
+    B,
+    C,
+    T,
+}
+
+impl Contract {
+    pub fn of(path: &str) -> Contract {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        match first {
+            "api" | "hubs" => Contract::T,
+            "chat" => Contract::C,
+            "bookings" | "performances" | "payments" => Contract::B,
+            _ => Contract::Q,
+        }
+    }
+}
+
+/// The methods the server answers on `path` (empty: an unknown path), from the OpenAPI
+/// document's operations and the WebSocket routes.
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    static ROUTES: OnceLock<Vec<(Vec<String>, Vec<&'static str>)>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let mut routes: Vec<(Vec<String>, Vec<&'static str>)> = super::openapi::ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let ops = [
+                    ("GET", item.get.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                ];
+                (segments(template), ops.iter().filter(|(_, on)| *on).map(|(m, _)| *m).collect())
+            })
+            .collect();
+        for template in ["/openapi.json", "/chat/ws/{room_id}", "/hubs/chat"] {
+            routes.push((segments(template), vec!["GET"]));
+        }
+        routes
+    });
+    let asked = segments(path);
+    let mut out: Vec<&'static str> = Vec::new();
+    for (template, methods) in routes {
+        let fits = template.len() == asked.len()
+            && template.iter().zip(&asked).all(|(t, a)| t == a || (t.starts_with('{') && !a.is_empty()));
+        if fits {
+            for m in methods {
+                if !out.contains(m) {
+                    out.push(m);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/').map(str::to_string).collect()
 }

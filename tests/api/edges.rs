@@ -54,3 +54,42 @@ async fn a_body_that_is_not_utf8_is_400() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.body["statusCode"], 400, "{r:?}");
 }
+
+/// A known path asked with another method is 405 with `Allow`; an unknown one 404; both in
+/// the error shape of the contract the path belongs to.
+#[actix_rt::test]
+async fn wrong_methods_are_405_with_allow_and_unknown_paths_404_in_their_contracts_shape() {
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    let token = jwt(7);
+    for (method, path, allow) in [
+        ("PUT", "/waiting/issue", "POST"),
+        ("DELETE", "/concerts", "GET, POST"),
+        ("PUT", "/bookings/ABC", "GET, DELETE"),
+        ("PATCH", "/api/tickets", "GET, POST"),
+        ("PUT", "/chat/rooms/3/messages/", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+    ] {
+        let r = api.raw(method, path, Some(&token), &[], None).await;
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        let got = r.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let mut got: Vec<&str> = got.split(", ").collect();
+        let mut want: Vec<&str> = allow.split(", ").collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "{method} {path}: Allow");
+    }
+    let shapes = [
+        ("/api/nothing", "statusCode"),
+        ("/chat/nothing", "detail"),
+        ("/bookings/a/b/c", "error"),
+        ("/nothing", "code"),
+    ];
+    for (path, field) in shapes {
+        let r = api.get(path, &token, &[]).await;
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+        assert!(!r.body[field].is_null(), "{path} answers in its contract's shape ({field}): {r:?}");
+    }
+    let r = api.raw("PUT", "/api/tickets/1", Some(&token), &[], None).await;
+    assert_eq!((r.status, r.body["statusCode"].as_u64()), (405, Some(405)), "{r:?}");
+}
