@@ -2,7 +2,7 @@
 //! B: `{"error": "..."}`; contract C: `{"detail": "..."}`; contract T: the envelope
 //! `{"message", "data", "statusCode"}`; each with its status codes.
 
-use super::{BadRequest, UnsupportedMediaType};
+use super::{BadRequest, Refused};
 use crate::actors::catalog::CatalogError;
 use crate::actors::room::ChatError;
 use crate::actors::seat_map::SeatError;
@@ -79,9 +79,9 @@ impl From<AuthError> for QError {
     }
 }
 
-impl From<UnsupportedMediaType> for QError {
-    fn from(e: UnsupportedMediaType) -> Self {
-        QError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", e.0)
+impl From<Refused> for QError {
+    fn from(e: Refused) -> Self {
+        QError::new(e.0, e.code(), e.1)
     }
 }
 
@@ -230,9 +230,9 @@ impl From<AuthError> for BError {
     }
 }
 
-impl From<UnsupportedMediaType> for BError {
-    fn from(e: UnsupportedMediaType) -> Self {
-        BError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.0)
+impl From<Refused> for BError {
+    fn from(e: Refused) -> Self {
+        BError::new(e.0, e.1)
     }
 }
 
@@ -351,9 +351,9 @@ impl From<AuthError> for CError {
 }
 
 /// A body that is not the JSON the endpoint takes fails validation, as in FastAPI (422).
-impl From<UnsupportedMediaType> for CError {
-    fn from(e: UnsupportedMediaType) -> Self {
-        CError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.0)
+impl From<Refused> for CError {
+    fn from(e: Refused) -> Self {
+        CError::new(e.0, e.1)
     }
 }
 
@@ -446,9 +446,9 @@ impl From<AuthError> for TError {
     }
 }
 
-impl From<UnsupportedMediaType> for TError {
-    fn from(e: UnsupportedMediaType) -> Self {
-        TError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.0)
+impl From<Refused> for TError {
+    fn from(e: Refused) -> Self {
+        TError::new(e.0, e.1)
     }
 }
 

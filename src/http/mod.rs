@@ -77,21 +77,37 @@ pub fn ws_violation(e: &actix_web_actors::ws::ProtocolError) -> actix_web_actors
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRequest(pub String);
 
-/// A body of a media type the endpoint does not take (415 in every contract).
+/// A request refused at the edge with a status other than 400 (415 for a body of a media
+/// type the endpoint does not take, 413 for one over the size limit), in every contract's
+/// shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnsupportedMediaType(pub String);
+pub struct Refused(pub actix_web::http::StatusCode, pub String);
+
+impl Refused {
+    /// Contract Q's `code` for it.
+    pub fn code(&self) -> &'static str {
+        match self.0.as_u16() {
+            413 => "PAYLOAD_TOO_LARGE",
+            415 => "UNSUPPORTED_MEDIA_TYPE",
+            _ => "INVALID_REQUEST",
+        }
+    }
+}
 
 /// Whether `req` declares a JSON body (`application/json`, `application/*+json`, any
 /// parameters) or none at all.
-fn json_or_none(req: &HttpRequest) -> Result<(), UnsupportedMediaType> {
+fn json_or_none(req: &HttpRequest) -> Result<(), Refused> {
     let Some(v) = req.headers().get(actix_web::http::header::CONTENT_TYPE) else { return Ok(()) };
     let essence = v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.split_once('/') {
         Some(("application", sub)) if sub == "json" || sub.ends_with("+json") => Ok(()),
-        _ => Err(UnsupportedMediaType(format!(
-            "this endpoint takes application/json, not {}",
-            if essence.is_empty() { "an empty Content-Type" } else { essence.as_str() }
-        ))),
+        _ => Err(Refused(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "this endpoint takes application/json, not {}",
+                if essence.is_empty() { "an empty Content-Type" } else { essence.as_str() }
+            ),
+        )),
     }
 }
 
@@ -182,7 +198,7 @@ pub struct JsonBody<T, E>(pub T, PhantomData<E>);
 impl<T, E> FromRequest for JsonBody<T, E>
 where
     T: DeserializeOwned + 'static,
-    E: From<BadRequest> + From<UnsupportedMediaType> + ResponseError + 'static,
+    E: From<BadRequest> + From<Refused> + ResponseError + 'static,
 {
     type Error = E;
     type Future = LocalBoxFuture<'static, Result<Self, E>>;
@@ -191,7 +207,13 @@ where
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             media.map_err(E::from)?;
-            let bytes = bytes.await.map_err(|e| E::from(BadRequest(format!("could not read the body: {e}"))))?;
+            let bytes = bytes.await.map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
+                Some(actix_web::error::PayloadError::Overflow) => E::from(Refused(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "the body is larger than the server accepts (1 MiB)".into(),
+                )),
+                _ => E::from(BadRequest(format!("could not read the body: {e}"))),
+            })?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Err(E::from(BadRequest("a JSON body is required".into())));
             }

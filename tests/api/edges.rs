@@ -93,3 +93,16 @@ async fn wrong_methods_are_405_with_allow_and_unknown_paths_404_in_their_contrac
     let r = api.raw("PUT", "/api/tickets/1", Some(&token), &[], None).await;
     assert_eq!((r.status, r.body["statusCode"].as_u64()), (405, Some(405)), "{r:?}");
 }
+
+/// A body over the size limit (1 MiB) is 413 in the contract's shape.
+#[actix_rt::test]
+async fn a_body_over_the_limit_is_413_in_the_contracts_shape() {
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    let big = format!(r#"{{"title":"{}","unitPrice":1,"totalQuantity":1}}"#, "x".repeat(3 << 19));
+    let r = api.raw("POST", "/api/tickets", Some(&jwt(7)), &[], Some(big.clone())).await;
+    assert_eq!((r.status, r.body["statusCode"].as_u64()), (413, Some(413)), "{r:?}");
+    let r = api.raw("PATCH", "/users/7/charge", Some(&jwt(7)), &[("Idempotency-Key", "big-1")], Some(big)).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.body["code"], "PAYLOAD_TOO_LARGE", "{r:?}");
+}
