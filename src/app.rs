@@ -40,6 +40,19 @@ impl Application {
         let addr = listener.local_addr()?;
         let app = move || {
             App::new()
+                // A query string that is not UTF-8 is 400 before any handler reads it.
+                .wrap_fn(|req, srv| {
+                    use actix_web::dev::Service;
+                    use futures_util::future::{ready, Either};
+                    match http::health::bad_query(req.request()) {
+                        Some(res) => Either::Left(ready(Err(actix_web::error::InternalError::from_response(
+                            "the query string is not UTF-8",
+                            res,
+                        )
+                        .into()))),
+                        None => Either::Right(srv.call(req)),
+                    }
+                })
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(1 << 20))
                 .configure(http::routes)

@@ -45,21 +45,39 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         let message = format!("{} is not allowed on {path}; allowed: {}", req.method(), allowed.join(", "));
         (StatusCode::METHOD_NOT_ALLOWED, message)
     };
-    let mut res = match Contract::of(path) {
-        Contract::T => TError::new(status, message).error_response(),
-        Contract::C => CError::new(status, message).error_response(),
-        Contract::B => BError::new(status, message).error_response(),
-        Contract::Q => {
-            let code = if allowed.is_empty() { "NOT_FOUND" } else { "METHOD_NOT_ALLOWED" };
-            QError::new(status, code, message).error_response()
-        }
-    };
+    let code = if allowed.is_empty() { "NOT_FOUND" } else { "METHOD_NOT_ALLOWED" };
+    let mut res = refusal(path, status, code, message);
     if !allowed.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
             res.headers_mut().insert(ALLOW, v);
         }
     }
     res
+}
+
+/// A refusal in the error shape of the contract `path` belongs to (`code` is contract Q's).
+pub fn refusal(path: &str, status: StatusCode, code: &'static str, message: String) -> HttpResponse {
+    match Contract::of(path) {
+        Contract::T => TError::new(status, message).error_response(),
+        Contract::C => CError::new(status, message).error_response(),
+        Contract::B => BError::new(status, message).error_response(),
+        Contract::Q => QError::new(status, code, message).error_response(),
+    }
+}
+
+/// A query string whose percent-decoded bytes are not UTF-8: its refusal (400).
+pub fn bad_query(req: &HttpRequest) -> Option<HttpResponse> {
+    let q = req.query_string();
+    if q.is_empty() {
+        return None;
+    }
+    let utf8 = q.split('&').flat_map(|pair| pair.split('=')).all(|part| {
+        let part = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&part).decode_utf8().is_ok()
+    });
+    (!utf8).then(|| {
+        refusal(req.path(), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "the query string is not UTF-8".into())
+    })
 }
 
 /// The client contract a path belongs to.

@@ -106,3 +106,18 @@ async fn a_body_over_the_limit_is_413_in_the_contracts_shape() {
     assert_eq!(r.status, 413, "{r:?}");
     assert_eq!(r.body["code"], "PAYLOAD_TOO_LARGE", "{r:?}");
 }
+
+/// A query string whose percent-decoded bytes are not UTF-8 is 400 in the contract's shape.
+#[actix_rt::test]
+async fn a_query_string_that_is_not_utf8_is_400() {
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    let token = jwt(7);
+    let r = api.get("/chat/rooms/?search=%FF%FE", &token, &[]).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["detail"].is_string(), "contract C's shape: {r:?}");
+    let r = api.get("/concerts?x=%C3%28", &token, &[]).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("INVALID_REQUEST")), "{r:?}");
+    // Valid UTF-8, percent-encoded, is fine.
+    assert_eq!(api.get("/chat/rooms/?search=%EC%95%88", &token, &[]).await.status, 200);
+}
