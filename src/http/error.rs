@@ -394,6 +394,8 @@ impl From<crate::store::StoreError> for CError {
 #[serde(rename_all = "camelCase")]
 pub struct TEnvelope<T = serde_json::Value> {
     pub message: String,
+    /// The answer's data; `null` in an error.
+    #[schema(value_type = Option<Object>)]
     pub data: Option<T>,
     /// The HTTP status, repeated.
     pub status_code: u16,

@@ -45,3 +45,59 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` in the document points to a schema it defines.
+    #[test]
+    fn every_reference_resolves() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let schemas = doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
+        let mut refs = Vec::new();
+        fn walk(v: &serde_json::Value, at: String, out: &mut Vec<(String, String)>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        if k == "$ref" {
+                            if let Some(r) = v.as_str() {
+                                out.push((at.clone(), r.to_string()));
+                            }
+                        } else {
+                            walk(v, format!("{at}/{k}"), out);
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => {
+                    for (i, v) in a.iter().enumerate() {
+                        walk(v, format!("{at}/{i}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(&doc, String::new(), &mut refs);
+        assert!(!refs.is_empty());
+        let dangling: Vec<_> = refs
+            .iter()
+            .filter(|(_, r)| r.strip_prefix("#/components/schemas/").is_none_or(|name| !schemas.contains_key(name)))
+            .collect();
+        assert!(dangling.is_empty(), "references to schemas the document lacks: {dangling:?}");
+    }
+
+    /// Each contract's schemas are named apart: `q.`, `b.`, `c.`, `t.` before the type's
+    /// name, or the contract's letter first for the shared error bodies.
+    #[test]
+    fn schema_names_say_their_contract() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let names: Vec<String> =
+            doc["components"]["schemas"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let bare: Vec<&String> = names
+            .iter()
+            .filter(|n| !["q.", "b.", "c.", "t."].iter().any(|p| n.starts_with(p)))
+            .filter(|n| !["QErrorBody", "BErrorBody", "CErrorBody", "TEnvelope"].contains(&n.as_str()))
+            .collect();
+        assert!(bare.is_empty(), "schemas without their contract's prefix: {bare:?}");
+    }
+}

@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const REQUIRED: &str = "User, performance, and seats are required.";
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = b::BookingRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingRequest {
     #[schema(example = "perf_001")]
@@ -50,6 +51,7 @@ struct NewBooking {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::BookingCreated)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingCreated {
     #[schema(example = "Booking initiated. Please proceed to payment.")]
@@ -65,6 +67,7 @@ pub struct BookingCreated {
 
 /// A booking as `GET /bookings/my` lists it (the seed writes `total_amount` in snake case).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::BookingView)]
 pub struct BookingView {
     #[serde(rename = "bookingId")]
     pub booking_id: String,
@@ -117,6 +120,7 @@ impl BookingView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::MessageBody)]
 pub struct MessageBody {
     #[schema(example = "Booking cancelled successfully.")]
     pub message: &'static str,
@@ -279,6 +283,7 @@ pub async fn cancel(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = b::ExecuteRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteRequest {
     pub payment_intent_id: Option<String>,
@@ -297,6 +302,7 @@ struct Execute {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::PgMockData)]
 #[serde(rename_all = "camelCase")]
 pub struct PgMockData {
     pub is_success: bool,
@@ -304,6 +310,7 @@ pub struct PgMockData {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::PaymentSuccess)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentSuccess {
     #[schema(example = "Payment SUCCESS")]
@@ -315,6 +322,7 @@ pub struct PaymentSuccess {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::FailureDetail)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureDetail {
     /// `CARD_DECLINED`, `INSUFFICIENT_FUNDS`, `PROCESSING_ERROR`, `INVALID_PAYMENT_METHOD`,
@@ -326,6 +334,7 @@ pub struct FailureDetail {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::PaymentFailure)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentFailure {
     #[schema(example = "Payment FAILURE")]

@@ -24,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const MAX_SEATS: u32 = 10_000;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::PerformanceResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct PerformanceResponse {
     pub performance_id: String,
@@ -62,6 +63,7 @@ pub async fn list(state: web::Data<AppState>, _me: Caller<BError>) -> Result<Htt
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = b::PerformanceRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct PerformanceRequest {
     /// 1 to 64 letters, digits, `_` or `-`.
@@ -135,6 +137,7 @@ fn price(p: Option<u64>) -> Result<u64, BError> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::SeatResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct SeatResponse {
     #[schema(example = "A2")]
@@ -175,6 +178,7 @@ pub async fn seats(
 
 /// A Firestore-style timestamp, as the seed's `lockedUntil`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::Timestamp)]
 pub struct Timestamp {
     pub seconds: u64,
     pub nanoseconds: u64,
@@ -182,6 +186,7 @@ pub struct Timestamp {
 
 /// The seed's `/occupiedSeats/{performanceId}_{seatId}` document.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::OccupiedSeat)]
 #[serde(rename_all = "camelCase")]
 pub struct OccupiedSeat {
     #[schema(example = "perf_001_A2")]
@@ -233,6 +238,7 @@ pub async fn occupied(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::ChargeResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeResponse {
     pub id: String,
@@ -244,6 +250,7 @@ pub struct ChargeResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::ChargeList)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeList {
     pub charges: Vec<ChargeResponse>,

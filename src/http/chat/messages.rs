@@ -18,6 +18,7 @@ const MAX_CONTENT: usize = 5000;
 const MESSAGE_TYPES: [&str; 5] = ["text", "image", "file", "voice", "location"];
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::MessageView)]
 pub struct MessageView {
     pub message_id: u64,
     pub room_id: u64,
@@ -60,6 +61,7 @@ impl From<&StoredMessage> for MessageView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::MessageList)]
 pub struct MessageList {
     pub messages: Vec<MessageView>,
     pub total_count: usize,
@@ -100,6 +102,7 @@ pub async fn list_messages(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = c::SendRequest)]
 pub struct SendRequest {
     pub message_content: Option<String>,
     /// `text` (default), `image`, `file`, `voice` or `location`.
@@ -179,6 +182,7 @@ pub async fn post_message(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = c::EditRequest)]
 pub struct EditRequest {
     pub message_content: Option<String>,
 }
@@ -207,6 +211,7 @@ pub async fn edit_message(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::Deleted)]
 pub struct Deleted {
     #[schema(example = "Message deleted")]
     pub message: &'static str,
@@ -231,6 +236,7 @@ pub async fn delete_message(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::ReadReceipt)]
 pub struct ReadReceipt {
     pub room_id: u64,
     pub user_id: u64,

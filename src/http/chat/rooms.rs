@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::RoomSummaryView)]
 pub struct RoomSummaryView {
     pub room_id: u64,
     pub room_name: String,
@@ -73,6 +74,7 @@ impl RoomSummaryView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::RoomList)]
 pub struct RoomList {
     pub rooms: Vec<RoomSummaryView>,
     pub total_count: usize,
@@ -97,6 +99,7 @@ pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Resul
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = c::CreateRoomRequest)]
 pub struct CreateRoomRequest {
     pub room_name: Option<String>,
     /// `direct` (exactly one other user) or `group`.
@@ -165,6 +168,7 @@ pub async fn create_room(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::RoomDetail)]
 pub struct RoomDetail {
     pub room_id: u64,
     pub room_name: String,
@@ -204,6 +208,7 @@ pub async fn get_room(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::ParticipantView)]
 pub struct ParticipantView {
     pub id: u32,
     pub room_id: u64,
@@ -215,6 +220,7 @@ pub struct ParticipantView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::ParticipantList)]
 pub struct ParticipantList {
     pub participants: Vec<ParticipantView>,
     pub total_count: usize,
@@ -250,6 +256,7 @@ pub async fn participants(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::OnlineStatus)]
 pub struct OnlineStatus {
     pub user_id: u64,
     pub user_name: String,

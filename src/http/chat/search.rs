@@ -20,6 +20,7 @@ pub struct SearchQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::SearchHit)]
 pub struct SearchHit {
     pub message_id: u64,
     pub sender_id: u64,
@@ -31,6 +32,7 @@ pub struct SearchHit {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::SearchResult)]
 pub struct SearchResult {
     pub messages: Vec<SearchHit>,
     pub total_count: usize,

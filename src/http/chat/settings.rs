@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::SettingsView)]
 pub struct SettingsView {
     pub room_id: u64,
     pub notification_enabled: bool,
@@ -45,6 +46,7 @@ pub async fn get_settings(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = c::SettingsRequest)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsRequest {
     pub notification_enabled: Option<bool>,

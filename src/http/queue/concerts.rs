@@ -26,6 +26,7 @@ pub fn path_id(raw: &str, what: &str) -> Result<u64, QError> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::ConcertResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ConcertResponse {
     pub concert_id: u64,
@@ -40,6 +41,7 @@ impl From<Concert> for ConcertResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::ScheduleResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleResponse {
     pub schedule_id: u64,
@@ -67,6 +69,7 @@ impl From<ScheduleView> for ScheduleResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::ScheduleListResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleListResponse {
     pub concert_id: u64,
@@ -74,6 +77,7 @@ pub struct ScheduleListResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::SeatResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct SeatResponse {
     pub seat_number: u32,
@@ -83,6 +87,7 @@ pub struct SeatResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::SeatListResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct SeatListResponse {
     pub concert_id: u64,
@@ -91,6 +96,7 @@ pub struct SeatListResponse {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::ScheduleListQuery)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleListQuery {
     /// Also list schedules with no seat left.
@@ -204,6 +210,7 @@ fn require_admin(me: &Caller<QError>) -> Result<(), QError> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::CreateConcertRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateConcertRequest {
     pub title: String,
@@ -228,6 +235,7 @@ pub async fn create_concert(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::CreateScheduleRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateScheduleRequest {
     /// RFC 3339 start time.

@@ -15,6 +15,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::PaymentRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequest {
     #[schema(value_type = u64)]
@@ -31,6 +32,7 @@ struct Payment {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::PaymentResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentResponse {
     pub payment_id: u64,

@@ -18,6 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::ReserveRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveRequest {
     #[schema(value_type = u64)]
@@ -41,6 +42,7 @@ struct Hold {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::ReservationResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationResponse {
     pub reservation_id: u64,

@@ -16,6 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::BalanceResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceResponse {
     pub user_id: u64,
@@ -26,6 +27,7 @@ pub struct BalanceResponse {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::ChargeRequest)]
 pub struct ChargeRequest {
     /// A positive whole amount.
     #[schema(value_type = u64)]
@@ -33,6 +35,7 @@ pub struct ChargeRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::ChargeResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeResponse {
     pub user_id: u64,

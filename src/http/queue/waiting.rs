@@ -16,6 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::IssueRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueRequest {
     /// The caller's own user id (number or numeric string).
@@ -24,6 +25,7 @@ pub struct IssueRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::QueueTokenResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueTokenResponse {
     /// Send it as `X-Queue-Token`.

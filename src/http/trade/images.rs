@@ -14,6 +14,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::ImageLink)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageLink {
     pub url: String,

@@ -13,6 +13,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::ListingView)]
 #[serde(rename_all = "camelCase")]
 pub struct ListingView {
     pub ticket_id: u64,
@@ -41,6 +42,7 @@ impl From<&Listing> for ListingView {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = t::ListingRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ListingRequest {
     pub title: Option<String>,

@@ -21,6 +21,7 @@ const MAX_IMAGES: usize = 3;
 
 /// A message as contract T shows it (the `ReceiveMessage` payload, plus `type`).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::TMessage)]
 #[serde(rename_all = "camelCase")]
 pub struct TMessage {
     pub message_id: u64,
@@ -67,6 +68,7 @@ pub struct HistoryQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::History)]
 #[serde(rename_all = "camelCase")]
 pub struct History {
     pub messages: Vec<TMessage>,

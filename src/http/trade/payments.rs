@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::TxView)]
 #[serde(rename_all = "camelCase")]
 pub struct TxView {
     pub transaction_id: u64,
@@ -70,6 +71,7 @@ impl From<&Transaction> for TxView {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = t::PaymentRequestBody)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequestBody {
     #[schema(value_type = u64)]
@@ -100,6 +102,7 @@ pub async fn request_payment(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = t::TxBody)]
 #[serde(rename_all = "camelCase")]
 pub struct TxBody {
     #[schema(value_type = u64)]
@@ -121,6 +124,7 @@ fn tx_listing(state: &AppState, body: &TxBody) -> Result<(u64, Addr<TicketListin
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::PayFailure)]
 #[serde(rename_all = "camelCase")]
 pub struct PayFailure {
     pub transaction_id: u64,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = t::OpenRoomRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenRoomRequest {
     #[schema(value_type = u64)]
@@ -24,6 +25,7 @@ pub struct OpenRoomRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::RoomItem)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomItem {
     pub room_id: u64,
@@ -133,6 +135,7 @@ pub async fn list_rooms(state: web::Data<AppState>, me: Caller<TError>) -> Resul
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::TicketFields)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketFields {
     pub ticket_id: u64,
@@ -143,6 +146,7 @@ pub struct TicketFields {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::RoomDetail)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomDetail {
     pub room_id: u64,
@@ -215,6 +219,7 @@ pub async fn room_detail(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = t::RoomBody)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomBody {
     #[schema(value_type = u64)]
@@ -222,6 +227,7 @@ pub struct RoomBody {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::ReadView)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadView {
     pub room_id: u64,
@@ -251,6 +257,7 @@ pub async fn mark_read(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::LeaveView)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaveView {
     pub room_id: u64,

@@ -68,6 +68,7 @@ fn refusal(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::AvailableTransport)]
 #[serde(rename_all = "camelCase")]
 pub struct AvailableTransport {
     #[schema(example = "WebSockets")]
@@ -77,6 +78,7 @@ pub struct AvailableTransport {
 
 /// The negotiate answer of the SignalR transport protocol.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::NegotiateResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct NegotiateResponse {
     /// 1, or 0 for a client that asked for version 0.
