@@ -345,11 +345,22 @@ pub struct PaymentFailure {
     pub error: FailureDetail,
 }
 
+/// What `POST /payments/execute` answers with 400: the gateway's failure, or a refusal
+/// of the request itself.
+#[allow(dead_code)] // a documentation type: the handler writes either body itself
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = b::ExecuteBadRequest)]
+#[serde(untagged)]
+pub enum ExecuteBadRequest {
+    Failure(PaymentFailure),
+    Invalid(crate::http::error::BErrorBody),
+}
+
 /// Charge the booking's card through the payment gateway, at most once per intent.
 #[utoipa::path(post, path = "/payments/execute", tag = "B: payments", request_body = ExecuteRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Optional: a retry with the same key and body gets the first answer")),
     responses((status = 200, description = "`Payment SUCCESS`: the booking is confirmed (also for an intent paid before)", body = PaymentSuccess),
-        (status = 400, description = "`Payment FAILURE` with the gateway's failureCode (the booking stays payable until its lock runs out), or a body without paymentIntentId or paymentMethodToken", body = PaymentFailure),
+        (status = 400, description = "`Payment FAILURE` with the gateway's failureCode (the booking stays payable until its lock runs out), or `{error}` for a body without paymentIntentId or paymentMethodToken", body = ExecuteBadRequest),
         (status = 401, body = BErrorBody),
         (status = 403, description = "Another user's booking", body = BErrorBody),
         (status = 404, description = "`Payment intent not found.`", body = BErrorBody),
