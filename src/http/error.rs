@@ -401,6 +401,17 @@ pub struct TEnvelope<T = serde_json::Value> {
     pub status_code: u16,
 }
 
+/// Contract T's envelope around a successful answer, for the OpenAPI document (the
+/// handlers write [`TEnvelope`] with `data` set).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TData<T> {
+    pub message: String,
+    pub data: T,
+    /// The HTTP status, repeated.
+    pub status_code: u16,
+}
+
 /// A contract T error: a status and the envelope's `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TError {

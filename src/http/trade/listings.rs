@@ -3,7 +3,7 @@
 
 use super::{listing_of, ok, positive};
 use crate::actors::ticket_listing::{GetListing, Listing};
-use crate::http::error::{TEnvelope, TError};
+use crate::http::error::{TData, TEnvelope, TError};
 use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix_web::http::StatusCode;
@@ -55,7 +55,7 @@ pub struct ListingRequest {
 
 /// List tickets for sale (the caller is the seller).
 #[utoipa::path(post, path = "/api/tickets", tag = "T: ticket trade", request_body = ListingRequest,
-    responses((status = 201, body = ListingView), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope)),
+    responses((status = 201, body = TData<ListingView>), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn create_listing(
     state: web::Data<AppState>,
@@ -81,7 +81,7 @@ pub async fn create_listing(
 
 /// Every listing.
 #[utoipa::path(get, path = "/api/tickets", tag = "T: ticket trade",
-    responses((status = 200, body = [ListingView]), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
+    responses((status = 200, body = TData<Vec<ListingView>>), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
 pub async fn list_listings(state: web::Data<AppState>, _me: Caller<TError>) -> Result<HttpResponse, TError> {
     let out: Vec<ListingView> = state.registry.listings().await?.iter().map(ListingView::from).collect();
     Ok(ok(StatusCode::OK, "티켓 목록 조회 성공", out))
@@ -89,7 +89,7 @@ pub async fn list_listings(state: web::Data<AppState>, _me: Caller<TError>) -> R
 
 /// One listing with its stock.
 #[utoipa::path(get, path = "/api/tickets/{ticket_id}", tag = "T: ticket trade", params(("ticket_id" = u64, Path)),
-    responses((status = 200, body = ListingView), (status = 401, body = TEnvelope), (status = 404, body = TEnvelope)),
+    responses((status = 200, body = TData<ListingView>), (status = 401, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn get_listing(
     state: web::Data<AppState>,

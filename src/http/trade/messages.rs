@@ -6,7 +6,7 @@ use super::images::{image_links, ImageLink};
 use super::{ok, positive, trade_room};
 use crate::actors::room::{ListMessages, PostMessage, StoredFile, StoredMessage};
 use crate::http::chat::files::{store_upload, Upload};
-use crate::http::error::{TEnvelope, TError};
+use crate::http::error::{TData, TEnvelope, TError};
 use crate::http::{author, AppState, Caller};
 use crate::time::rfc3339;
 use actix_web::http::{header, StatusCode};
@@ -81,7 +81,7 @@ pub struct History {
 /// A page of a room's messages: page 1 is the newest `size`, ascending within the page.
 #[utoipa::path(get, path = "/api/chat/rooms/{room_id}/messages", tag = "T: ticket trade",
     params(("room_id" = u64, Path), HistoryQuery),
-    responses((status = 200, body = History), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
+    responses((status = 200, body = TData<History>), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
         (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn history(
@@ -159,7 +159,7 @@ async fn read_send_form(
 /// `ReceiveMessage` to `room_{roomId}` and to the other party's `user_{id}`.
 #[utoipa::path(post, path = "/api/chat/messages", tag = "T: ticket trade",
     request_body(content_type = "multipart/form-data", description = "roomId (required), message, images (0 to 3 files)"),
-    responses((status = 200, body = TMessage), (status = 400, description = "No text and no image, more than 3 images, not an image, too large, or `채팅방이 종료되었습니다.`", body = TEnvelope),
+    responses((status = 200, body = TData<TMessage>), (status = 400, description = "No text and no image, more than 3 images, not an image, too large, or `채팅방이 종료되었습니다.`", body = TEnvelope),
         (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn send_message(

@@ -8,7 +8,7 @@ use crate::actors::seat_map::ChargeState;
 use crate::actors::ticket_listing::{
     CancelTransaction, ConfirmPurchase, PayOutcome, PayTransaction, TicketListing, Transaction,
 };
-use crate::http::error::{TEnvelope, TError};
+use crate::http::error::{TData, TEnvelope, TError};
 use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix::Addr;
@@ -83,7 +83,7 @@ pub struct PaymentRequestBody {
 /// Ask the buyer of a room to pay for `quantity` tickets: they are reserved at once for
 /// `BOXOFFICE_TRADE_RESERVATION_TTL` (24 h).
 #[utoipa::path(post, path = "/api/chat/rooms/request-payment", tag = "T: ticket trade", request_body = PaymentRequestBody,
-    responses((status = 200, body = TxView),
+    responses((status = 200, body = TData<TxView>),
         (status = 400, description = "`판매 가능한 수량이 부족합니다.`, `채팅방이 종료되었습니다.`, or a bad quantity", body = TEnvelope),
         (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
@@ -134,7 +134,7 @@ pub struct PayFailure {
 
 /// The buyer pays a pending request by card (the test gateway's tokens, as contract B).
 #[utoipa::path(post, path = "/api/chat/rooms/pay", tag = "T: ticket trade", request_body = TxBody,
-    responses((status = 200, body = TxView), (status = 400, description = "`결제 요청이 만료되었습니다.`, or the card failed (data has failureCode)", body = TEnvelope),
+    responses((status = 200, body = TData<TxView>), (status = 400, description = "`결제 요청이 만료되었습니다.`, or the card failed (data has failureCode)", body = TEnvelope),
         (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope), (status = 409, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn pay(
@@ -161,7 +161,7 @@ pub async fn pay(
 /// The buyer confirms a paid purchase; a `PURCHASE_CONFIRMED` card (message null) is
 /// posted to the room.
 #[utoipa::path(post, path = "/api/chat/rooms/confirm-purchase", tag = "T: ticket trade", request_body = TxBody,
-    responses((status = 200, body = TxView), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
+    responses((status = 200, body = TData<TxView>), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
         (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn confirm_purchase(
@@ -177,7 +177,7 @@ pub async fn confirm_purchase(
 /// Cancel a payment request in full: its quantity returns to the listing (a paid one is
 /// refunded). Partial cancellation is not supported: 400.
 #[utoipa::path(post, path = "/api/chat/rooms/cancel-payment", tag = "T: ticket trade", request_body = TxBody,
-    responses((status = 200, body = TxView), (status = 400, description = "Partial cancellation, or not cancellable", body = TEnvelope),
+    responses((status = 200, body = TData<TxView>), (status = 400, description = "Partial cancellation, or not cancellable", body = TEnvelope),
         (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope), (status = 409, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn cancel_payment(

@@ -8,7 +8,7 @@ use crate::actors::directory::{OpenTradeRoom, Profiles};
 use crate::actors::room::{Leave, MarkRead, RoomSnapshot, StoredMessage, Summary};
 use crate::actors::ticket_listing::{GetListing, RoomTransactions};
 use crate::auth::default_name;
-use crate::http::error::{TEnvelope, TError};
+use crate::http::error::{TData, TEnvelope, TError};
 use crate::http::{author, profiles_of, AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix_web::http::StatusCode;
@@ -93,7 +93,7 @@ fn message_preview(m: &StoredMessage) -> String {
 
 /// Open (or get back) the caller's room about a listing with its seller.
 #[utoipa::path(post, path = "/api/chat/rooms", tag = "T: ticket trade", request_body = OpenRoomRequest,
-    responses((status = 201, description = "A new room", body = RoomItem), (status = 200, description = "The open room of this listing and buyer", body = RoomItem),
+    responses((status = 201, description = "A new room", body = TData<RoomItem>), (status = 200, description = "The open room of this listing and buyer", body = TData<RoomItem>),
         (status = 400, description = "Your own listing", body = TEnvelope), (status = 401, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn open_room(
@@ -117,7 +117,7 @@ pub async fn open_room(
 
 /// The caller's open trade rooms, most recently active first.
 #[utoipa::path(get, path = "/api/chat/rooms", tag = "T: ticket trade",
-    responses((status = 200, body = [RoomItem]), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
+    responses((status = 200, body = TData<Vec<RoomItem>>), (status = 401, body = TEnvelope)), security(("bearer" = [])))]
 pub async fn list_rooms(state: web::Data<AppState>, me: Caller<TError>) -> Result<HttpResponse, TError> {
     let summaries = state.registry.room_summaries(me.user_id).await?;
     let users = summaries.iter().flat_map(|s| s.room.participants.iter().map(|p| p.user));
@@ -169,7 +169,7 @@ pub struct RoomQuery {
 
 /// A trade room with its ticket's stock and its payment requests.
 #[utoipa::path(get, path = "/api/chat/rooms/detail", tag = "T: ticket trade", params(RoomQuery),
-    responses((status = 200, body = RoomDetail), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
+    responses((status = 200, body = TData<RoomDetail>), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
         (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn room_detail(
@@ -238,7 +238,7 @@ pub struct ReadView {
 
 /// Mark a room read.
 #[utoipa::path(post, path = "/api/chat/rooms/read", tag = "T: ticket trade", request_body = RoomBody,
-    responses((status = 200, body = ReadView), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
+    responses((status = 200, body = TData<ReadView>), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
         (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn mark_read(
@@ -268,7 +268,7 @@ pub struct LeaveView {
 /// Leave a trade room: it is closed for both parties and drops out of room lists;
 /// `RoomUpdated` (`RoomClosed`) goes to the room and to both parties.
 #[utoipa::path(post, path = "/api/chat/rooms/leave", tag = "T: ticket trade", request_body = RoomBody,
-    responses((status = 200, body = LeaveView), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
+    responses((status = 200, body = TData<LeaveView>), (status = 400, body = TEnvelope), (status = 401, body = TEnvelope),
         (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn leave(
