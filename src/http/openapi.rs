@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         trade::rooms::mark_read, trade::rooms::leave, trade::messages::send_message, trade::images::image,
         trade::payments::request_payment, trade::payments::pay, trade::payments::confirm_purchase,
         trade::payments::cancel_payment,
-        trade::signalr::transport::negotiate,
+        trade::signalr::transport::negotiate, trade::signalr::transport::connect, chat::ws::connect,
     ),
     modifiers(&BearerAuth)
 )]

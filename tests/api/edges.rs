@@ -121,3 +121,15 @@ async fn a_query_string_that_is_not_utf8_is_400() {
     // Valid UTF-8, percent-encoded, is fine.
     assert_eq!(api.get("/chat/rooms/?search=%EC%95%88", &token, &[]).await.status, 200);
 }
+
+/// The WebSocket endpoints asked without an upgrade: 400 in their contract's shape.
+#[actix_rt::test]
+async fn websocket_endpoints_without_an_upgrade_are_400_in_their_contracts_shape() {
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    let r = api.get(&format!("/chat/ws/1?token={}", jwt(7)), &jwt(7), &[]).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body["detail"].is_string(), "contract C's shape: {r:?}");
+    let r = api.get("/hubs/chat", &jwt(7), &[]).await;
+    assert_eq!((r.status, r.body["statusCode"].as_u64()), (400, Some(400)), "{r:?}");
+}

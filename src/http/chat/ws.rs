@@ -10,7 +10,7 @@ use super::room_of;
 use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
 use crate::actors::room::{MarkRead, PostMessage, Room, Typing};
 use crate::http::author;
-use crate::http::error::CError;
+use crate::http::error::{CError, CErrorBody};
 use crate::http::session::{Ctx, Data, Session, Wire};
 use crate::http::AppState;
 use crate::time::rfc3339;
@@ -29,13 +29,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/ws/{room_id}", web::get().to(connect));
 }
 
-/// Refuse before the upgrade (401, 403, 404) so clients see why.
+/// Contract C's WebSocket. Refused before the upgrade (401, 403, 404) so clients see why.
+#[utoipa::path(get, path = "/chat/ws/{room_id}", tag = "C: chat",
+    description = "A WebSocket (`Upgrade: websocket`) of JSON text frames; the token goes in `token`. Client frames: `{\"type\":\"message\",\"content\",\"message_type\",\"reply_to_message_id\"}`, `{\"type\":\"typing\",\"is_typing\"}`, `{\"type\":\"read\"}`, `{\"type\":\"ping\"}`. Server events: `message`, `message_updated`, `message_deleted`, `typing`, `user_status`, `message_read`, `room_updated`, `pong`, `error` (a bad frame; the socket stays open). With `since`, every message after it comes first. Close codes: 1008 (outgoing queue over its bound), 1009 (frame over 64 KiB), 1007/1002 (protocol violations), 1001 (idle 30 s). See the README.",
+    params(("room_id" = u64, Path), ("token" = String, Query, description = "The JWT"),
+        ("since" = Option<u64>, Query, description = "Deliver every message after this id first")),
+    responses((status = 101, description = "Switching Protocols: the WebSocket"),
+        (status = 400, description = "Not a WebSocket handshake, or a bad `since`", body = CErrorBody),
+        (status = 401, description = "No valid token", body = CErrorBody),
+        (status = 403, description = "Not a participant", body = CErrorBody),
+        (status = 404, description = "No such room", body = CErrorBody)))]
 pub async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let me = crate::http::identify_with_query(&req).map_err(CError::from)?;
+    if let Err(e) = ws::handshake(&req) {
+        return Err(CError::bad_request(format!("This endpoint takes WebSocket requests only: {e}")).into());
+    }
     let (room_id, room) = room_of(&state, &path)?;
     room.send(crate::actors::room::GetRoom { user: me.user_id }).await.map_err(CError::from)?.map_err(CError::from)?;
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string())

@@ -6,6 +6,7 @@
 use super::session::SignalRWire;
 use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
+use crate::http::error::TEnvelope;
 use crate::http::session::Session;
 use crate::http::AppState;
 use actix_web::http::StatusCode;
@@ -132,6 +133,16 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
 
 /// The WebSocket: refused before the upgrade with 401 (no valid token), 404 (an `id` that
 /// negotiate did not hand out, or that was used) or 403 (another user's `id`).
+#[utoipa::path(get, path = "/hubs/chat", tag = "T: ticket trade",
+    description = "The SignalR hub's WebSocket (`Upgrade: websocket`), after `POST /hubs/chat/negotiate`: the ASP.NET Core SignalR hub protocol, version 1, JSON (`{\"protocol\":\"json\",\"version\":1}` + 0x1E, text frames) or MessagePack (binary frames). Methods `JoinRoom(roomId)`, `LeaveRoom(roomId)`; events `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`, `MessageUpdated`, `MessageDeleted`. See the README.",
+    params(("id" = Option<String>, Query, description = "The connectionToken from negotiate (absent with skipNegotiation)"),
+        ("access_token" = Option<String>, Query, description = "The JWT (or the Authorization header)")),
+    responses((status = 101, description = "Switching Protocols: the hub connection"),
+        (status = 400, description = "Not a WebSocket handshake", body = TEnvelope),
+        (status = 401, description = "No valid token", body = TEnvelope),
+        (status = 403, description = "Another user's connection token", body = TEnvelope),
+        (status = 404, description = "A connection token negotiate did not hand out, or one already used", body = TEnvelope)),
+    security(("bearer" = [])))]
 pub async fn connect(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
     let me = match crate::http::identify_with_query(&req) {
         Ok(me) => me,
