@@ -348,6 +348,10 @@ impl Outbox {
     pub fn max_events(&self) -> usize {
         self.max_events
     }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
 }
 
 /// How far behind a session is.

@@ -62,6 +62,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing session waits for its close frame to be written.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// A catch-up moves to the socket's queue this share of the byte bound at a time, leaving
+/// the rest for live events.
+const CATCH_UP_SHARE: usize = 4;
 /// Queued frames written by one `writev` at most.
 const WRITE_BATCH: usize = 32;
 /// Rooms whose newest sent message id a session remembers.
@@ -121,6 +124,10 @@ pub struct Session<W: Wire> {
     /// Frames the socket has not taken yet, oldest first; whether the session waits for
     /// the socket to be writable, and whether a flush is due at the end of this turn.
     queue: VecDeque<Pending>,
+    /// A catch-up (`since=`) on its way, fed to the queue as the socket takes it, and the
+    /// frames that came after it (counted in the outbox, `true`); the catch-up itself is
+    /// bounded by the room (10,000 messages) and does not count against the outbox.
+    backlog: VecDeque<(Frame, bool)>,
     flushing: bool,
     flush_scheduled: bool,
 }
@@ -157,6 +164,7 @@ impl<W: Wire> Session<W> {
             sent_events: VecDeque::new(),
             io: None,
             queue: VecDeque::new(),
+            backlog: VecDeque::new(),
             flushing: false,
             flush_scheduled: false,
         }
@@ -255,9 +263,30 @@ impl<W: Wire> Session<W> {
         let Some(render) = self.render.clone() else { return };
         for m in messages.iter().map(StoredMessage::event) {
             if self.fresh_message(m.room, m.id) {
-                let frame = render.render(&ChatEvent::Message(m));
-                self.write(ctx, frame);
+                self.backlog.push_back((render.render(&ChatEvent::Message(m)), false));
             }
+        }
+        self.feed(ctx);
+    }
+
+    /// Move the catch-up to the socket's queue while the queue is short (what moves counts
+    /// in the outbox from then on).
+    fn feed(&mut self, ctx: &mut Ctx<W>) {
+        let mut queued: usize = self.queue.iter().map(Pending::left).sum();
+        while queued < self.outbox.max_bytes() / CATCH_UP_SHARE {
+            let Some((frame, counted)) = self.backlog.pop_front() else { break };
+            if !counted {
+                self.outbox.queue(frame.len());
+            }
+            queued += frame.len();
+            self.queue.push_back(Pending { wire: frame.wire().clone(), written: 0 });
+        }
+        if !self.queue.is_empty() && !self.flushing && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| {
+                act.flush_scheduled = false;
+                act.flush(ctx);
+            }));
         }
     }
 
@@ -283,6 +312,15 @@ impl<W: Wire> Session<W> {
         let Some(io) = self.io.clone() else {
             return self.outbox.taken(frame.len());
         };
+        if !self.backlog.is_empty() {
+            // Behind the catch-up.
+            self.backlog.push_back((frame, true));
+            if self.outbox.over() && !self.outbox.evicted() {
+                self.hub().give_up(self.id, self.me.id, &self.outbox);
+                self.evicted(ctx);
+            }
+            return;
+        }
         let mut pending = Pending { wire: frame.wire().clone(), written: 0 };
         if self.queue.is_empty() && self.outbox.queued() == frame.len() {
             match io.try_write(&pending.wire) {
@@ -358,6 +396,17 @@ impl<W: Wire> Session<W> {
                     self.queue.pop_front();
                 }
             }
+            if self.queue.is_empty() && !self.backlog.is_empty() {
+                let mut queued = 0;
+                while queued < self.outbox.max_bytes() / CATCH_UP_SHARE {
+                    let Some((frame, counted)) = self.backlog.pop_front() else { break };
+                    if !counted {
+                        self.outbox.queue(frame.len());
+                    }
+                    queued += frame.len();
+                    self.queue.push_back(Pending { wire: frame.wire().clone(), written: 0 });
+                }
+            }
         }
         if self.closing {
             ctx.stop();
@@ -370,7 +419,8 @@ impl<W: Wire> Session<W> {
         let keep = usize::from(self.queue.front().is_some_and(|f| f.written > 0));
         let dropped: usize = self.queue.iter().skip(keep).map(Pending::left).sum();
         self.queue.truncate(keep);
-        self.outbox.taken(dropped);
+        let counted: usize = self.backlog.drain(..).filter(|(_, counted)| *counted).map(|(f, _)| f.len()).sum();
+        self.outbox.taken(dropped + counted);
         self.close(ctx, ws::CloseCode::Policy, "too slow: the outgoing queue is full");
     }
 

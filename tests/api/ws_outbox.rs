@@ -64,3 +64,35 @@ async fn a_burst_to_sockets_that_stopped_reading_closes_them_1008_and_memory_sta
     assert_eq!(h.status, 200, "{h:?}");
     reader.close().await;
 }
+
+/// A `since=` catch-up larger than the byte bound is delivered whole (it is bounded by the
+/// room, not by the outbox), then the live stream, in order.
+#[actix_rt::test]
+async fn a_catch_up_larger_than_the_byte_bound_arrives_whole() {
+    const N: usize = 2000;
+    let server = TestServer::spawn(&[("BOXOFFICE_WS_OUTBOX_BYTES", "65536")]);
+    let chat = Chat::new(&server);
+    let (me, other) = (1u64, 2u64);
+    chat.touch(&[me, other]).await;
+    let room = chat.group(me, "catch-up", &[other]).await;
+    let first = chat.post(me, room, "before").await;
+    let since = num(&first, "message_id");
+    let filler = "y".repeat(4000);
+    for batch in 0..N / 50 {
+        let (chat_ref, filler_ref) = (&chat, &filler);
+        let replies =
+            join_all((0..50).map(move |j| async move {
+                chat_ref.say(me, room, &format!("{:04} {filler_ref}", batch * 50 + j)).await
+            }))
+            .await;
+        assert!(replies.iter().all(|r| r.status == 201), "a send in batch {batch}");
+    }
+    // ~8 MB to catch up (more than the kernel's socket buffers take) with a 64 KiB outbox.
+    let mut ws = WsClient::connect(&server.base, room, &jwt(other), Some(since)).await;
+    let live = chat.post(me, room, "live").await;
+    let got = ws.messages(N + 1, Duration::from_secs(30)).await;
+    assert_eq!(ws.closed, None, "not closed");
+    assert_ascending(&ids(&got), "the catch-up, then the live message");
+    assert_eq!(got.len(), N + 1);
+    assert_eq!(got[N]["message_id"], live["message_id"], "the live message comes last");
+}
