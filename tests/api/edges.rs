@@ -34,6 +34,11 @@ async fn json_endpoints_refuse_other_media_types_with_415_and_change_nothing() {
     let map = seat_map(&api, 7, "perf_001").await;
     assert_eq!(status_of(&map, "A1"), "available", "a refused booking locked nothing");
 
+    // Contract T's message post takes multipart only.
+    let r =
+        api.call("POST", "/api/chat/messages", Some(&jwt(7)), &[], Some(json!({ "roomId": 1, "message": "hi" }))).await;
+    assert_eq!((r.status, r.body["statusCode"].as_u64()), (415, Some(415)), "{r:?}");
+
     // JSON with parameters, and +json types, are JSON.
     for media in ["application/json; charset=utf-8", "application/merge-patch+json"] {
         let headers = [("Content-Type", media)];

@@ -160,7 +160,8 @@ async fn read_send_form(
 #[utoipa::path(post, path = "/api/chat/messages", tag = "T: ticket trade",
     request_body(content_type = "multipart/form-data", description = "roomId (required), message, images (0 to 3 files)"),
     responses((status = 200, body = TData<TMessage>), (status = 400, description = "No text and no image, more than 3 images, not an image, too large, or `채팅방이 종료되었습니다.`", body = TEnvelope),
-        (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope)),
+        (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope),
+        (status = 415, description = "Not multipart/form-data", body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn send_message(
     state: web::Data<AppState>,
@@ -173,17 +174,15 @@ pub async fn send_message(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-    let (room_id, text, uploads) = if multipart {
-        read_send_form(&req, payload, state.settings.chat_max_file_bytes).await?
-    } else {
-        // A JSON body `{roomId, message}` is accepted too, for text-only clients.
-        let bytes = payload.to_bytes_limited(1 << 20).await.map_err(|_| TError::bad_request("본문이 너무 큽니다."))?;
-        let bytes = bytes.map_err(|e| TError::bad_request(e.to_string()))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| TError::bad_request(format!("JSON 본문이 올바르지 않습니다: {e}")))?;
-        let room = v.get("roomId").map(|r| r.to_string().trim_matches('"').to_string());
-        (room, v.get("message").and_then(|m| m.as_str()).map(str::to_string), Vec::new())
-    };
+    // The contract's body is multipart only; anything else is 415 (a JSON body used to be
+    // taken too, undocumented).
+    if !multipart {
+        return Err(TError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart/form-data로 보내야 합니다 (roomId, message, images).",
+        ));
+    }
+    let (room_id, text, uploads) = read_send_form(&req, payload, state.settings.chat_max_file_bytes).await?;
     let room_id = room_id.ok_or_else(|| TError::bad_request("roomId는 필수입니다."))?;
     let id = positive(&Some(json!(room_id)), "roomId")?;
     let text = text.filter(|t| !t.trim().is_empty());
