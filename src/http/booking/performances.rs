@@ -271,6 +271,10 @@ pub async fn charges(state: web::Data<AppState>, me: Caller<BError>) -> Result<H
     }
     let gateway = state.registry.test_gateway().ok_or_else(|| BError::not_found("The test gateway is not in use."))?;
     let all = gateway.send(ListCharges).await?.map_err(|e| BError::from(SeatError::from(e)))?;
+    // Report only what the gateway would still know after a crash: its records are
+    // written before they are durable, and a test that sees a charge and then kills the
+    // server must find it again.
+    state.registry.store().durable().await.map_err(|e| BError::from(SeatError::Storage(e.to_string())))?;
     let kept = all.iter().filter(|c| !c.refunded);
     let (kept, kept_amount) = kept.fold((0, 0), |(n, sum), c| (n + 1, sum + c.amount));
     let charges = all
