@@ -269,9 +269,9 @@ impl<W: Wire> Session<W> {
         self.feed(ctx);
     }
 
-    /// Move the catch-up to the socket's queue while the queue is short (what moves counts
-    /// in the outbox from then on).
-    fn feed(&mut self, ctx: &mut Ctx<W>) {
+    /// Move catch-up frames to the socket's queue while it holds less than its share of
+    /// the byte bound (uncounted ones count in the outbox from then on).
+    fn refill(&mut self) {
         let mut queued: usize = self.queue.iter().map(Pending::left).sum();
         while queued < self.outbox.max_bytes() / CATCH_UP_SHARE {
             let Some((frame, counted)) = self.backlog.pop_front() else { break };
@@ -281,6 +281,12 @@ impl<W: Wire> Session<W> {
             queued += frame.len();
             self.queue.push_back(Pending { wire: frame.wire().clone(), written: 0 });
         }
+    }
+
+    /// Move the catch-up to the socket's queue while the queue is short (what moves counts
+    /// in the outbox from then on).
+    fn feed(&mut self, ctx: &mut Ctx<W>) {
+        self.refill();
         if !self.queue.is_empty() && !self.flushing && !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| {
@@ -396,16 +402,8 @@ impl<W: Wire> Session<W> {
                     self.queue.pop_front();
                 }
             }
-            if self.queue.is_empty() && !self.backlog.is_empty() {
-                let mut queued = 0;
-                while queued < self.outbox.max_bytes() / CATCH_UP_SHARE {
-                    let Some((frame, counted)) = self.backlog.pop_front() else { break };
-                    if !counted {
-                        self.outbox.queue(frame.len());
-                    }
-                    queued += frame.len();
-                    self.queue.push_back(Pending { wire: frame.wire().clone(), written: 0 });
-                }
+            if self.queue.is_empty() {
+                self.refill();
             }
         }
         if self.closing {
