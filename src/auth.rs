@@ -62,7 +62,7 @@ struct Claims {
 /// Parse a user id as clients write it: `7`, `"7"` or `"user_7"`.
 pub fn parse_user_id(v: &serde_json::Value) -> Option<u64> {
     let id = match v {
-        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::Number(_) => crate::http::schema::json_integer(v)?,
         serde_json::Value::String(s) => parse_user_id_str(s)?,
         _ => return None,
     };

@@ -29,7 +29,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 
 /// This document.
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::ApiDoc::openapi())
+    HttpResponse::Ok().json(super::openapi::document())
 }
 
 /// Unknown routes. A known path asked with another method is 405 with `Allow`; any other
@@ -127,11 +127,17 @@ fn allowed_methods(path: &str) -> Vec<&'static str> {
         routes
     });
     let asked = segments(path);
+    let fits = |template: &[String]| {
+        template.len() == asked.len()
+            && template.iter().zip(&asked).all(|(t, a)| t == a || (t.starts_with('{') && !a.is_empty()))
+    };
+    // As OpenAPI matches paths: the template with the fewest parameters wins
+    // (`/bookings/my` before `/bookings/{booking_id}`).
+    let params = |template: &[String]| template.iter().filter(|t| t.starts_with('{')).count();
+    let best = routes.iter().filter(|(t, _)| fits(t)).map(|(t, _)| params(t)).min();
     let mut out: Vec<&'static str> = Vec::new();
     for (template, methods) in routes {
-        let fits = template.len() == asked.len()
-            && template.iter().zip(&asked).all(|(t, a)| t == a || (t.starts_with('{') && !a.is_empty()));
-        if fits {
+        if fits(template) && Some(params(template)) == best {
             for m in methods {
                 if !out.contains(m) {
                     out.push(m);

@@ -24,6 +24,7 @@ pub mod frame_guard;
 pub mod health;
 pub mod openapi;
 pub mod queue;
+pub mod schema;
 pub mod session;
 pub mod signed;
 pub mod trade;
@@ -221,6 +222,12 @@ where
                 return Err(E::from(BadRequest("the body is not UTF-8".into())));
             }
             serde_json::from_slice(&bytes)
+                .or_else(|first| {
+                    // `35.0` is the integer 35 to JSON Schema: read it so, on the slow path.
+                    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| first)?;
+                    schema::integral_numbers(&mut v);
+                    serde_json::from_value(v)
+                })
                 .map(|t| JsonBody(t, PhantomData))
                 .map_err(|e| E::from(BadRequest(format!("invalid JSON body: {e}"))))
         })
@@ -236,6 +243,9 @@ pub struct MaybeIdempotencyKey<E>(pub Option<String>, PhantomData<E>);
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, BadRequest> {
     let Some(v) = req.headers().get("idempotency-key") else { return Ok(None) };
     let k = v.to_str().map_err(|_| BadRequest("the Idempotency-Key header must be visible ASCII".into()))?.trim();
+    if k.contains('\t') {
+        return Err(BadRequest("the Idempotency-Key header must be visible ASCII".into()));
+    }
     if k.is_empty() || k.len() > 255 {
         return Err(BadRequest("the Idempotency-Key header must be 1 to 255 characters".into()));
     }

@@ -138,3 +138,104 @@ async fn websocket_endpoints_without_an_upgrade_are_400_in_their_contracts_shape
     let r = api.get("/hubs/chat", &jwt(7), &[]).await;
     assert_eq!((r.status, r.body["statusCode"].as_u64()), (400, Some(400)), "{r:?}");
 }
+
+/// What `/openapi.json` says a value may be is what the server takes: Schemathesis found
+/// each of these (tests/schemathesis/run).
+#[actix_rt::test]
+async fn the_server_takes_what_the_document_says_and_refuses_the_rest() {
+    let server = TestServer::spawn(&fast_queue());
+    let api = server.api();
+    let buyer = Buyer::enter(&api, 7).await;
+    let charge = |amount: &'static str, key: &'static str| {
+        let headers = [("X-Queue-Token", buyer.queue.clone()), ("Idempotency-Key", key.to_string())];
+        let api = &api;
+        let jwt = buyer.jwt.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            api.raw("PATCH", "/users/7/charge", Some(&jwt), &headers, Some(format!("{{\"amount\": {amount}}}"))).await
+        }
+    };
+
+    // A number with no fraction is an integer, as JSON Schema says.
+    let r = charge("1000.0", "float-1").await;
+    assert_eq!((r.status, r.body["amount"].as_u64()), (200, Some(1000)), "{r:?}");
+    let r = api
+        .call(
+            "POST",
+            "/api/tickets",
+            Some(&jwt(7)),
+            &[],
+            Some(json!({ "title": "t", "unitPrice": 1e3, "totalQuantity": 2.0 })),
+        )
+        .await;
+    assert_eq!((r.status, r.body["data"]["unitPrice"].as_u64()), (201, Some(1000)), "{r:?}");
+    let r = charge("1000.5", "float-2").await;
+    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("INVALID_AMOUNT")), "{r:?}");
+
+    // Ids as strings are digits only: no sign, no spaces, at most 15 digits.
+    for id in ["+1", " 1", "1 ", "0", "1000000000000000"] {
+        let body = json!({ "userId": 7, "concertId": id, "scheduleId": 1, "seatNumber": 1 });
+        let headers = [("X-Queue-Token", buyer.queue.as_str()), ("Idempotency-Key", "id-form")];
+        let r = api.call("POST", "/reservations", Some(&buyer.jwt), &headers, Some(body)).await;
+        assert_eq!(r.status, 400, "concertId {id:?}: {r:?}");
+    }
+    // In paths too, and past 2^53 - 1.
+    for path in ["/reservations/+1", "/api/tickets/%2B1", "/chat/rooms/%201/", "/api/tickets/9007199254740992"] {
+        let r = api.get(path, &jwt(7), &[]).await;
+        assert!(r.status == 400 || r.status == 422, "{path}: {r:?}");
+    }
+
+    // A query flag that is not a boolean is refused, not ignored.
+    let r = api.get("/concerts/1/schedules?includeSoldOut=yes", &jwt(7), &[]).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    let r =
+        api.call("POST", "/hubs/chat/negotiate?negotiateVersion=99999999999999999999", Some(&jwt(7)), &[], None).await;
+    assert_eq!(r.status, 400, "{r:?}");
+
+    // Text that is only white space, as the pattern `\S` reads it (U+FEFF too), is refused.
+    let r = api
+        .call(
+            "POST",
+            "/api/tickets",
+            Some(&jwt(7)),
+            &[],
+            Some(json!({ "title": "\u{feff} \u{3000}", "unitPrice": 1, "totalQuantity": 1 })),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    // A length counts characters before trimming, as maxLength does.
+    let title = format!("{} ", "가".repeat(200));
+    let r = api
+        .call(
+            "POST",
+            "/api/tickets",
+            Some(&jwt(7)),
+            &[],
+            Some(json!({ "title": title, "unitPrice": 1, "totalQuantity": 1 })),
+        )
+        .await;
+    assert_eq!(r.status, 400, "201 characters: {r:?}");
+
+    // `/bookings/my` is its own resource: DELETE there is 405, not a booking named "my".
+    let r = api.call("DELETE", "/bookings/my", Some(&jwt(7)), &[], None).await;
+    let allow = r.headers.get("allow").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!((r.status, allow.as_deref()), (405, Some("GET")), "{r:?}");
+
+    // A performance: nulls are refused, and a seat count past u32 is a 400, not a panic.
+    let admin = admin_jwt(1);
+    let r = api
+        .call(
+            "POST",
+            "/performances",
+            Some(&admin),
+            &[],
+            Some(json!({ "performanceId": "p_null", "scheduleId": 1, "rows": null })),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    let body = json!({ "performanceId": "p_big", "rows": 26, "seatsPerRow": 4_000_000_000u64, "price": 1 });
+    let r = api.call("POST", "/performances", Some(&admin), &[], Some(body)).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = api.get("/performances/p_big/seats", &admin, &[]).await;
+    assert_eq!(r.status, 404, "nothing was created: {r:?}");
+}

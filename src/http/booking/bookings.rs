@@ -18,7 +18,13 @@ use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/bookings", web::post().to(create))
-        .route("/bookings/my", web::get().to(mine))
+        // Its own resource, so that another method is 405 here rather than reaching
+        // `/bookings/{booking_id}` with the id "my".
+        .service(
+            web::resource("/bookings/my")
+                .route(web::get().to(mine))
+                .default_service(web::to(crate::http::health::not_found)),
+        )
         .route("/bookings/{booking_id}", web::get().to(get))
         .route("/bookings/{booking_id}", web::delete().to(cancel))
         .route("/payments/execute", web::post().to(execute));
@@ -30,14 +36,15 @@ const REQUIRED: &str = "User, performance, and seats are required.";
 #[schema(as = b::BookingRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingRequest {
-    #[schema(example = "perf_001")]
+    #[schema(example = "perf_001", pattern = "\\S", nullable = false, required = true)]
     pub performance_id: Option<String>,
-    #[schema(example = json!(["A2"]))]
+    /// The seats to lock, each listed once.
+    #[schema(example = json!(["A2"]), min_items = 1, nullable = false, required = true)]
     pub seat_ids: Option<Vec<String>>,
     #[schema(example = "CREDIT_CARD")]
     pub payment_method: Option<String>,
     /// `"user_123"`, `"123"` or `123`: the token's own user.
-    #[schema(value_type = String, example = "user_123")]
+    #[schema(schema_with = crate::http::schema::user_id, required = true)]
     pub user_id: Option<serde_json::Value>,
 }
 
@@ -239,7 +246,7 @@ async fn load(state: &AppState, id: &str) -> Result<(BookingRoute, Reservation),
 }
 
 /// One of the caller's bookings.
-#[utoipa::path(get, path = "/bookings/{booking_id}", tag = "B: bookings", params(("booking_id" = String, Path)),
+#[utoipa::path(get, path = "/bookings/{booking_id}", tag = "B: bookings", params(("booking_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, body = BookingView), (status = 400, description = "Malformed id", body = BErrorBody),
         (status = 401, body = BErrorBody), (status = 403, body = BErrorBody), (status = 404, body = BErrorBody)),
     security(("bearer" = [])))]
@@ -257,7 +264,7 @@ pub async fn get(
 }
 
 /// Cancel a pending booking and free its seats.
-#[utoipa::path(delete, path = "/bookings/{booking_id}", tag = "B: bookings", params(("booking_id" = String, Path)),
+#[utoipa::path(delete, path = "/bookings/{booking_id}", tag = "B: bookings", params(("booking_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "`Booking cancelled successfully.`", body = MessageBody),
         (status = 400, description = "Malformed id, or `Only pending bookings can be cancelled.`", body = BErrorBody),
         (status = 401, body = BErrorBody),
@@ -286,9 +293,10 @@ pub async fn cancel(
 #[schema(as = b::ExecuteRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteRequest {
+    #[schema(pattern = "\\S", nullable = false, required = true)]
     pub payment_intent_id: Option<String>,
     /// A test-gateway card token such as `tok_visa_creditCard` (see the README).
-    #[schema(example = "tok_visa_creditCard")]
+    #[schema(example = "tok_visa_creditCard", pattern = "\\S", nullable = false, required = true)]
     pub payment_method_token: Option<String>,
     #[schema(example = "123")]
     pub cvv: Option<String>,

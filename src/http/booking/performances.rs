@@ -67,21 +67,31 @@ pub async fn list(state: web::Data<AppState>, _me: Caller<BError>) -> Result<Htt
 #[serde(rename_all = "camelCase")]
 pub struct PerformanceRequest {
     /// 1 to 64 letters, digits, `_` or `-`.
-    #[schema(example = "perf_002")]
+    #[schema(example = "perf_002", pattern = "^[A-Za-z0-9_-]{1,64}$", nullable = false, required = true)]
     pub performance_id: Option<String>,
+    /// Defaults to the id.
+    #[schema(max_length = 200, nullable = false)]
     pub title: Option<String>,
     /// Rows `A`, `B`, ... (at most 26) of `seatsPerRow` seats each: `A1`..`A10`, `B1`...
+    /// (at most 10,000 seats in all).
+    #[schema(minimum = 1, maximum = 26, nullable = false)]
     pub rows: Option<u32>,
+    #[schema(minimum = 1, maximum = 10000, nullable = false)]
     pub seats_per_row: Option<u32>,
     /// Or the seat labels themselves (instead of rows).
+    /// Each 1 to 16 letters or digits.
+    #[schema(min_items = 1, max_items = 10000, nullable = false)]
     pub seat_ids: Option<Vec<String>>,
     /// Or sell a contract Q schedule's seat map (instead of new seats).
+    #[schema(minimum = 1, maximum = 9007199254740991_u64, nullable = false)]
     pub schedule_id: Option<u64>,
+    /// With `rows` or `seatIds`: the price of each seat.
+    #[schema(minimum = 1, maximum = 9007199254740991_u64, nullable = false)]
     pub price: Option<u64>,
 }
 
 /// Create a performance (admin only).
-#[utoipa::path(post, path = "/performances", tag = "B: performances", request_body = PerformanceRequest,
+#[utoipa::path(post, path = "/performances", tag = "B: performances", request_body = PerformanceRequest, operation_id = "create_performance",
     responses((status = 201, body = PerformanceResponse),
         (status = 400, description = "A missing id, price or seats, or an unknown schedule", body = BErrorBody),
         (status = 401, body = BErrorBody), (status = 403, description = "Not an admin", body = BErrorBody),
@@ -90,17 +100,25 @@ pub struct PerformanceRequest {
 pub async fn create(
     state: web::Data<AppState>,
     me: Caller<BError>,
-    body: JsonBody<PerformanceRequest, BError>,
+    body: JsonBody<serde_json::Value, BError>,
 ) -> Result<HttpResponse, BError> {
     if !me.admin {
         return Err(BError::forbidden("Only admins may create performances."));
     }
-    let b = body.0;
-    let id = b.performance_id.map(|s| s.trim().to_string()).unwrap_or_default();
+    // A null would read as a field left out, and the document says fields are never null.
+    if let Some((field, _)) = body.0.as_object().and_then(|o| o.iter().find(|(_, v)| v.is_null())) {
+        return Err(BError::bad_request(format!("{field} must not be null: leave it out.")));
+    }
+    let b: PerformanceRequest =
+        serde_json::from_value(body.0).map_err(|e| BError::bad_request(format!("invalid JSON body: {e}")))?;
+    let id = b.performance_id.unwrap_or_default();
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
         return Err(BError::bad_request("performanceId must be 1 to 64 letters, digits, '_' or '-'."));
     }
     let title = b.title.unwrap_or_else(|| id.clone());
+    if !crate::http::schema::length_within(&title, 0, 200) {
+        return Err(BError::bad_request("title must be at most 200 characters."));
+    }
     let seats = match (b.schedule_id, b.seat_ids, b.rows, b.seats_per_row) {
         (Some(schedule), None, None, None) => PerformanceSeats::Schedule(schedule),
         (None, Some(labels), None, None) => {
@@ -113,7 +131,7 @@ pub async fn create(
             PerformanceSeats::New { labels, price: price(b.price)? }
         }
         (None, None, Some(rows), Some(per_row)) => {
-            if !(1..=26).contains(&rows) || per_row == 0 || rows * per_row > MAX_SEATS {
+            if !(1..=26).contains(&rows) || per_row == 0 || rows.saturating_mul(per_row) > MAX_SEATS {
                 return Err(BError::bad_request("rows must be 1 to 26 and seatsPerRow positive."));
             }
             let labels = (0..rows)

@@ -69,12 +69,16 @@ pub struct MessageList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1 (the newest) and up.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 9007199254740991_u64, nullable = false)]
     pub page: Option<String>,
-    /// 1..=100.
+    /// 1..=100, default 50.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 100, nullable = false)]
     pub size: Option<String>,
     /// Instead of pages: the messages after this id, ascending.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_u64, nullable = false)]
     pub since: Option<String>,
 }
 
@@ -93,7 +97,7 @@ pub async fn list_messages(
     let q: PageQuery = query(&req)?;
     let (page, size) = paging(&q.page, &q.size, 50)?;
     let since = match &q.since {
-        Some(s) => Some(s.trim().parse::<u64>().map_err(|_| CError::invalid("since must be a message id"))?),
+        Some(s) => Some(crate::http::schema::uint(s).ok_or_else(|| CError::invalid("since must be a message id"))?),
         None => None,
     };
     let p = addr.send(ListMessages { user: me.user_id, page, size, since }).await??;
@@ -101,12 +105,49 @@ pub async fn list_messages(
     Ok(HttpResponse::Ok().json(MessageList { messages, total_count: p.total, has_more: p.has_more }))
 }
 
+/// What a message carries (a documentation type: the handlers check the string).
+#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::MessageType)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Text,
+    Image,
+    File,
+    Voice,
+    Location,
+}
+
+/// A message with a file, as `multipart/form-data` (a documentation type: the handler
+/// reads the parts itself).
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+#[schema(as = c::SendMultipart)]
+pub struct SendMultipart {
+    /// The file, at most `BOXOFFICE_CHAT_MAX_FILE_BYTES` (10 MiB by default; larger is 400).
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// An optional caption.
+    #[schema(max_length = 5000)]
+    pub message_content: Option<String>,
+    /// `file` by default.
+    pub message_type: Option<MessageType>,
+    /// A message of this room.
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
+    pub reply_to_message_id: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[schema(as = c::SendRequest)]
 pub struct SendRequest {
+    /// Not only white space.
+    #[schema(pattern = "\\S", max_length = 5000, nullable = false, required = true)]
     pub message_content: Option<String>,
     /// `text` (default), `image`, `file`, `voice` or `location`.
+    #[schema(value_type = Option<MessageType>)]
     pub message_type: Option<String>,
+    /// A message of this room (another id is 400).
+    #[schema(maximum = 9007199254740991_u64)]
     pub reply_to_message_id: Option<u64>,
 }
 
@@ -118,7 +159,7 @@ fn check_content(content: &Option<String>, kind: &str, has_file: bool) -> Result
     if text.chars().count() > MAX_CONTENT {
         return Err(CError::invalid(format!("message_content must be at most {MAX_CONTENT} characters")));
     }
-    if !has_file && text.trim().is_empty() {
+    if !has_file && !crate::http::schema::has_text(text) {
         return Err(CError::invalid("message_content is required"));
     }
     Ok(())
@@ -126,7 +167,8 @@ fn check_content(content: &Option<String>, kind: &str, has_file: bool) -> Result
 
 /// Send a message: JSON text, or multipart with a `file`.
 #[utoipa::path(post, path = "/chat/rooms/{room_id}/messages/", tag = "C: chat", params(("room_id" = u64, Path)),
-    request_body(content = SendRequest, description = "JSON, or multipart/form-data with message_content, message_type, reply_to_message_id and file"),
+    request_body(description = "JSON text, or multipart/form-data with a file",
+        content((SendRequest = "application/json"), (SendMultipart = "multipart/form-data"))),
     responses((status = 201, body = MessageView),
         (status = 400, description = "A file too large, of the wrong type, or a reply to a message not in the room", body = CErrorBody),
         (status = 401, body = CErrorBody), (status = 403, body = CErrorBody), (status = 404, body = CErrorBody),
@@ -184,6 +226,8 @@ pub async fn post_message(
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = c::EditRequest)]
 pub struct EditRequest {
+    /// Not only white space.
+    #[schema(pattern = "\\S", max_length = 5000, nullable = false, required = true)]
     pub message_content: Option<String>,
 }
 
@@ -201,7 +245,7 @@ pub async fn edit_message(
 ) -> Result<HttpResponse, CError> {
     let (_, addr) = room_of(&state, &path.0)?;
     let message = int(&path.1, "message_id")?;
-    let content = body.0.message_content.filter(|c| !c.trim().is_empty());
+    let content = body.0.message_content.filter(|c| crate::http::schema::has_text(c));
     let content = content.ok_or_else(|| CError::invalid("message_content is required"))?;
     if content.chars().count() > MAX_CONTENT {
         return Err(CError::invalid(format!("message_content must be at most {MAX_CONTENT} characters")));

@@ -58,11 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// A positive integer path or query value, or 422 as FastAPI answers.
 fn int(raw: &str, what: &str) -> Result<u64, CError> {
-    raw.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| CError::invalid(format!("{what} must be a positive integer")))
+    crate::http::schema::path_id(raw).ok_or_else(|| CError::invalid(format!("{what} must be a positive integer")))
 }
 
 /// The room's actor, or 404.
@@ -79,7 +75,7 @@ fn paging(page: &Option<String>, size: &Option<String>, default: usize) -> Resul
         None => 1,
     };
     let size = match size {
-        Some(s) => s.trim().parse::<usize>().ok().filter(|n| (1..=100).contains(n)),
+        Some(s) => crate::http::schema::uint(s).filter(|n| (1..=100).contains(n)).map(|n| n as usize),
         None => Some(default),
     };
     Ok((page, size.ok_or_else(|| CError::invalid("size must be an integer from 1 to 100"))?))

@@ -98,14 +98,34 @@ pub async fn list_rooms(state: web::Data<AppState>, me: Caller<CError>) -> Resul
     Ok(HttpResponse::Ok().json(RoomList { total_count: rooms.len(), rooms }))
 }
 
+/// A room's kind (a documentation type: the handler checks the string).
+#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = c::RoomType)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomType {
+    Direct,
+    Group,
+}
+
+fn participant_ids() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new().items(crate::http::schema::positive()).min_items(Some(1)).build()
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = c::CreateRoomRequest)]
 pub struct CreateRoomRequest {
+    /// Required for a group room (not only white space).
+    #[schema(max_length = 100)]
     pub room_name: Option<String>,
-    /// `direct` (exactly one other user) or `group`.
+    /// `direct` (exactly one other user) or `group` (a name and at least one other user,
+    /// at most `BOXOFFICE_CHAT_MAX_PARTICIPANTS` in all). Who "other" is depends on the
+    /// caller, so those rules are 422 rather than part of this schema.
+    #[schema(value_type = RoomType, required = true)]
     pub room_type: Option<String>,
+    #[schema(max_length = 1000)]
     pub room_description: Option<String>,
-    #[schema(value_type = Vec<u64>)]
+    #[schema(schema_with = participant_ids, required = true)]
     pub participant_ids: Option<Vec<serde_json::Value>>,
 }
 
@@ -131,16 +151,16 @@ pub async fn create_room(
     for v in &ids {
         let id = v
             .as_u64()
-            .filter(|n| *n > 0)
+            .filter(|n| (1..=crate::money::MAX_AMOUNT).contains(n))
             .ok_or_else(|| CError::invalid("participant_ids must be positive integers"))?;
         if id != me.user_id && !others.contains(&id) {
             others.push(id);
         }
     }
-    let name = b.room_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-    if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+    if b.room_name.as_ref().is_some_and(|n| !crate::http::schema::length_within(n, 0, 100)) {
         return Err(CError::invalid("room_name must be at most 100 characters"));
     }
+    let name = b.room_name.as_deref().map(crate::http::schema::trimmed).filter(|n| !n.is_empty()).map(String::from);
     if b.room_description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         return Err(CError::invalid("room_description must be at most 1000 characters"));
     }

@@ -11,11 +11,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Required: the text to find (case-insensitive).
+    #[param(required = true, nullable = false, pattern = "\\S", max_length = 200)]
     pub query: Option<String>,
+    /// 1 (the newest hits) and up.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 9007199254740991_u64, nullable = false)]
     pub page: Option<String>,
     /// 1..=100, default 20.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 100, nullable = false)]
     pub size: Option<String>,
 }
 
@@ -52,11 +57,12 @@ pub async fn search(
 ) -> Result<HttpResponse, CError> {
     let (_, addr) = room_of(&state, &path)?;
     let q: SearchQuery = query(&req)?;
-    let text = q.query.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let text = q.query.filter(|s| crate::http::schema::has_text(s));
     let text = text.ok_or_else(|| CError::invalid("query is required"))?;
-    if text.chars().count() > 200 {
+    if !crate::http::schema::length_within(&text, 1, 200) {
         return Err(CError::invalid("query must be at most 200 characters"));
     }
+    let text = crate::http::schema::trimmed(&text).to_string();
     let (page, size) = paging(&q.page, &q.size, 20)?;
     let (hits, total, has_more) = addr.send(Search { user: me.user_id, query: text, page, size }).await??;
     let messages = hits

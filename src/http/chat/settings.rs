@@ -51,6 +51,7 @@ pub async fn get_settings(
 pub struct SettingsRequest {
     pub notification_enabled: Option<bool>,
     /// 1..=3650.
+    #[schema(minimum = 1, maximum = 3650)]
     pub message_retention_days: Option<u32>,
     pub auto_delete_enabled: Option<bool>,
     pub read_receipt_enabled: Option<bool>,

@@ -53,7 +53,7 @@ pub async fn connect(
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map_err(|e| CError::invalid(e.to_string()))?;
     let since = match q.get("since") {
-        Some(s) => Some(s.trim().parse::<u64>().map_err(|_| CError::invalid("since must be a message id"))?),
+        Some(s) => Some(crate::http::schema::uint(s).ok_or_else(|| CError::invalid("since must be a message id"))?),
         None => None,
     };
     let wire = ChatWire { room_id, room, since };

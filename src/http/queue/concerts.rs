@@ -3,6 +3,7 @@
 use crate::actors::catalog::{Concert, CreateConcert, CreateSchedule, ListConcerts, ListSchedules, ScheduleView};
 use crate::actors::seat_map::{GetSeatStates, SeatState, SeatStates};
 use crate::http::error::{QError, QErrorBody};
+use crate::http::schema::{has_text, length_within, trimmed};
 use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -19,9 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// A positive integer path segment, or the contract's 400.
 pub fn path_id(raw: &str, what: &str) -> Result<u64, QError> {
-    raw.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
+    crate::http::schema::path_id(raw)
         .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{what} must be a positive integer")))
 }
 
@@ -128,8 +127,8 @@ pub async fn list_schedules(
 ) -> Result<HttpResponse, QError> {
     let concert = path_id(&path, "concertId")?;
     let query = web::Query::<ScheduleListQuery>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .unwrap_or(ScheduleListQuery { include_sold_out: false });
+        .map_err(|_| QError::bad_request("INVALID_REQUEST", "includeSoldOut must be true or false"))?
+        .into_inner();
     let list =
         state.registry.catalog().send(ListSchedules { concert, include_sold_out: query.include_sold_out }).await??;
     Ok(HttpResponse::Ok()
@@ -213,6 +212,7 @@ fn require_admin(me: &Caller<QError>) -> Result<(), QError> {
 #[schema(as = q::CreateConcertRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateConcertRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
 }
 
@@ -226,10 +226,11 @@ pub async fn create_concert(
     body: JsonBody<CreateConcertRequest, QError>,
 ) -> Result<HttpResponse, QError> {
     require_admin(&me)?;
-    let title = body.0.title.trim().to_string();
-    if title.is_empty() || title.len() > 200 {
-        return Err(QError::bad_request("INVALID_REQUEST", "title must be 1 to 200 characters"));
+    let title = &body.0.title;
+    if !length_within(title, 1, 200) || !has_text(title) {
+        return Err(QError::bad_request("INVALID_REQUEST", "title must be 1 to 200 characters, not only spaces"));
     }
+    let title = trimmed(title).to_string();
     let concert = state.registry.catalog().send(CreateConcert { title }).await??;
     Ok(HttpResponse::Created().json(ConcertResponse::from(concert)))
 }
@@ -239,10 +240,13 @@ pub async fn create_concert(
 #[serde(rename_all = "camelCase")]
 pub struct CreateScheduleRequest {
     /// RFC 3339 start time.
+    #[schema(format = DateTime)]
     pub starts_at: String,
     /// Seats numbered 1..=totalSeats (default 50, at most 1000).
+    #[schema(minimum = 1, maximum = 1000)]
     pub total_seats: Option<u32>,
     /// Price of one seat.
+    #[schema(maximum = 9007199254740991_u64)]
     pub price: u64,
 }
 

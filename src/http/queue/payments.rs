@@ -18,10 +18,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[schema(as = q::PaymentRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequest {
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::positive, required = true)]
     pub reservation_id: Option<serde_json::Value>,
     /// Must equal the reservation's price.
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::positive, required = true)]
     pub amount: Option<serde_json::Value>,
 }
 
@@ -48,11 +48,9 @@ pub struct PaymentResponse {
 }
 
 fn positive(v: &Option<serde_json::Value>, name: &str) -> Result<u64, QError> {
-    match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().filter(|a| *a > 0),
-        _ => None,
-    }
-    .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{name} must be a positive integer")))
+    v.as_ref()
+        .and_then(crate::http::schema::json_positive)
+        .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{name} must be a positive integer")))
 }
 
 /// Pay for your held reservation: the seat becomes `RESERVED`, the balance is debited,

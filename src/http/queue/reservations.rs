@@ -21,14 +21,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[schema(as = q::ReserveRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveRequest {
-    #[schema(value_type = u64)]
+    /// Your own user id.
+    #[schema(schema_with = crate::http::schema::user_id, required = true)]
     pub user_id: Option<serde_json::Value>,
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub concert_id: Option<serde_json::Value>,
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub schedule_id: Option<serde_json::Value>,
-    /// 1..=50 for the demo schedules.
-    #[schema(value_type = u32)]
+    /// 1..=50 for the demo schedules (a number the schedule lacks is 400 `INVALID_SEAT`).
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub seat_number: Option<serde_json::Value>,
 }
 
@@ -85,12 +86,8 @@ impl ReservationResponse {
 }
 
 fn field(v: &Option<serde_json::Value>, name: &str) -> Result<u64, QError> {
-    let n = match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    };
-    n.filter(|n| *n > 0)
+    v.as_ref()
+        .and_then(crate::http::schema::json_id)
         .ok_or_else(|| QError::bad_request("INVALID_REQUEST", format!("{name} must be a positive integer")))
 }
 

@@ -29,8 +29,9 @@ pub struct BalanceResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = q::ChargeRequest)]
 pub struct ChargeRequest {
-    /// A positive whole amount.
-    #[schema(value_type = u64)]
+    /// A positive whole amount, at most `BOXOFFICE_CHARGE_MAX_SINGLE` (one charge) and
+    /// `BOXOFFICE_CHARGE_MAX_MONTHLY` (a calendar month); past either it is 400.
+    #[schema(schema_with = crate::http::schema::positive, required = true)]
     pub amount: Option<serde_json::Value>,
 }
 
@@ -93,11 +94,12 @@ pub async fn charge(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let user = own_user(&path, &me)?;
-    let amount = match &body.0.amount {
-        Some(serde_json::Value::Number(n)) => n.as_u64().filter(|a| *a > 0),
-        _ => None,
-    }
-    .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
+    let amount = body
+        .0
+        .amount
+        .as_ref()
+        .and_then(crate::http::schema::json_positive)
+        .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
     super::waiting::require_active(&state, &req, user).await?;
     let wallet = state.registry.wallet(user).map_err(WalletError::from)?;
     let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };

@@ -20,7 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(rename_all = "camelCase")]
 pub struct IssueRequest {
     /// The caller's own user id (number or numeric string).
-    #[schema(value_type = u64, example = 1)]
+    #[schema(schema_with = crate::http::schema::user_id, required = true, example = 1)]
     pub user_id: Option<serde_json::Value>,
 }
 

@@ -2,7 +2,7 @@
 //! are handed out, see [`IMAGE_LINK_TTL`](crate::http::signed::IMAGE_LINK_TTL)), and
 //! serving an image by such a link, without a token.
 
-use super::{positive, room_actor};
+use super::{path_positive, room_actor};
 use crate::actors::room::{FindFile, StoredMessage};
 use crate::http::error::{TEnvelope, TError};
 use crate::http::AppState;
@@ -10,7 +10,6 @@ use crate::time::{now_ms, rfc3339};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,8 +37,13 @@ pub(super) fn image_links(state: &AppState, m: &StoredMessage) -> Option<Vec<Ima
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
+    /// When the link stops working (milliseconds since the epoch); without it, 403.
+    #[param(nullable = false)]
     pub expires: Option<u64>,
+    /// The link's signature; without it, 403.
+    #[param(nullable = false)]
     pub sig: Option<String>,
 }
 
@@ -54,7 +58,7 @@ pub async fn image(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, TError> {
     let q = web::Query::<LinkQuery>::from_query(req.query_string()).map_err(|e| TError::bad_request(e.to_string()))?;
-    let id = positive(&Some(json!(path.0)), "roomId")?;
+    let id = path_positive(&path.0, "roomId")?;
     let link = StoredMessage::image_path(id, &path.1);
     let (Some(expires), Some(sig)) = (q.expires, q.sig.as_deref()) else {
         return Err(TError::forbidden("만료되었거나 올바르지 않은 링크입니다."));

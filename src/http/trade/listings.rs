@@ -1,7 +1,7 @@
 //! Contract T's ticket listings: a seller lists tickets (a unit price and a total
 //! quantity), and any caller reads them with their remaining stock.
 
-use super::{listing_of, ok, positive};
+use super::{listing_of, ok, path_positive, positive};
 use crate::actors::ticket_listing::{GetListing, Listing};
 use crate::http::error::{TData, TEnvelope, TError};
 use crate::http::{AppState, Caller, JsonBody};
@@ -9,7 +9,6 @@ use crate::time::rfc3339;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,11 +44,15 @@ impl From<&Listing> for ListingView {
 #[schema(as = t::ListingRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct ListingRequest {
+    /// 1 to 200 characters, not only white space.
+    #[schema(pattern = "\\S", max_length = 200, nullable = false, required = true)]
     pub title: Option<String>,
     pub description: Option<String>,
-    #[schema(value_type = u64)]
+    /// unitPrice x totalQuantity is at most 2^53 - 1 (else 400).
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub unit_price: Option<serde_json::Value>,
-    #[schema(value_type = u32)]
+    /// 1 to 10,000.
+    #[schema(schema_with = crate::http::schema::quantity, required = true)]
     pub total_quantity: Option<serde_json::Value>,
 }
 
@@ -63,8 +66,10 @@ pub async fn create_listing(
     body: JsonBody<ListingRequest, TError>,
 ) -> Result<HttpResponse, TError> {
     let b = body.0;
-    let title = b.title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty() && t.chars().count() <= 200);
-    let title = title.ok_or_else(|| TError::bad_request("title은 1~200자여야 합니다."))?;
+    let title = b.title.filter(|t| crate::http::schema::has_text(t) && crate::http::schema::length_within(t, 1, 200));
+    let title = title
+        .map(|t| crate::http::schema::trimmed(&t).to_string())
+        .ok_or_else(|| TError::bad_request("title은 1~200자여야 합니다."))?;
     let price = positive(&b.unit_price, "unitPrice")?;
     let quantity = positive(&b.total_quantity, "totalQuantity")?;
     let quantity = u32::try_from(quantity).ok().filter(|q| *q <= 10_000);
@@ -96,7 +101,7 @@ pub async fn get_listing(
     _me: Caller<TError>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, TError> {
-    let id = positive(&Some(json!(path.as_str())), "ticketId")?;
+    let id = path_positive(&path, "ticketId")?;
     let l = listing_of(&state, id)?.send(GetListing).await?;
     Ok(ok(StatusCode::OK, "티켓 조회 성공", ListingView::from(&l)))
 }

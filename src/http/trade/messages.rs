@@ -3,7 +3,7 @@
 //! `ReceiveMessage` payload, plus `type`.
 
 use super::images::{image_links, ImageLink};
-use super::{ok, positive, trade_room};
+use super::{ok, path_positive, positive, trade_room};
 use crate::actors::room::{ListMessages, PostMessage, StoredFile, StoredMessage};
 use crate::http::chat::files::{store_upload, Upload};
 use crate::http::error::{TData, TEnvelope, TError};
@@ -60,10 +60,13 @@ fn t_message(state: &AppState, m: &StoredMessage) -> TMessage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// 1 (the newest) and up.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 9007199254740991_u64, nullable = false)]
     pub page: Option<String>,
     /// 1..=100, default 30.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 100, nullable = false)]
     pub size: Option<String>,
 }
 
@@ -90,15 +93,17 @@ pub async fn history(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, TError> {
-    let id = positive(&Some(json!(path.as_str())), "roomId")?;
+    let id = path_positive(&path, "roomId")?;
     let q =
         web::Query::<HistoryQuery>::from_query(req.query_string()).map_err(|e| TError::bad_request(e.to_string()))?;
     let page = match &q.page {
-        Some(p) => positive(&Some(json!(p)), "page")? as usize,
+        Some(p) => {
+            crate::http::schema::path_id(p).ok_or_else(|| TError::bad_request("page는 양의 정수여야 합니다."))? as usize
+        }
         None => 1,
     };
     let size = match &q.size {
-        Some(s) => s.trim().parse::<usize>().ok().filter(|n| (1..=100).contains(n)),
+        Some(s) => crate::http::schema::uint(s).filter(|n| (1..=100).contains(n)).map(|n| n as usize),
         None => Some(30),
     };
     let size = size.ok_or_else(|| TError::bad_request("size는 1~100이어야 합니다."))?;
@@ -110,6 +115,24 @@ pub async fn history(
         "메시지 조회 성공",
         History { messages, total_count: p.total, has_more: p.has_more, page, size },
     ))
+}
+
+/// The multipart body of `POST /api/chat/messages` (a documentation type: the handler
+/// reads the parts itself).
+#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = t::SendForm)]
+#[serde(rename_all = "camelCase")]
+pub struct SendForm {
+    /// The room's id, in digits.
+    #[schema(pattern = "^0*[1-9][0-9]{0,14}$")]
+    pub room_id: String,
+    /// Up to 5000 characters.
+    #[schema(max_length = 5000)]
+    pub message: Option<String>,
+    /// Up to 3 images (PNG, JPEG, GIF or WebP), each at most `BOXOFFICE_CHAT_MAX_FILE_BYTES`.
+    #[schema(value_type = Option<Vec<String>>, format = Binary, max_items = 3)]
+    pub images: Option<Vec<Vec<u8>>>,
 }
 
 /// Read the multipart body of `POST /api/chat/messages`: `roomId`, `message`, `images`.
@@ -158,7 +181,7 @@ async fn read_send_form(
 /// Send a message with text and/or up to 3 images. It is stored, then broadcast as
 /// `ReceiveMessage` to `room_{roomId}` and to the other party's `user_{id}`.
 #[utoipa::path(post, path = "/api/chat/messages", tag = "T: ticket trade",
-    request_body(content_type = "multipart/form-data", description = "roomId (required), message, images (0 to 3 files)"),
+    request_body(content = SendForm, content_type = "multipart/form-data", description = "roomId (required), message, images (0 to 3 files); a message or an image is required"),
     responses((status = 200, body = TData<TMessage>), (status = 400, description = "No text and no image, more than 3 images, not an image, too large, or `채팅방이 종료되었습니다.`", body = TEnvelope),
         (status = 401, body = TEnvelope), (status = 403, body = TEnvelope), (status = 404, body = TEnvelope),
         (status = 415, description = "Not multipart/form-data", body = TEnvelope)),
@@ -185,7 +208,7 @@ pub async fn send_message(
     let (room_id, text, uploads) = read_send_form(&req, payload, state.settings.chat_max_file_bytes).await?;
     let room_id = room_id.ok_or_else(|| TError::bad_request("roomId는 필수입니다."))?;
     let id = positive(&Some(json!(room_id)), "roomId")?;
-    let text = text.filter(|t| !t.trim().is_empty());
+    let text = text.filter(|t| crate::http::schema::has_text(t));
     if text.is_none() && uploads.is_empty() {
         return Err(TError::bad_request("메시지 또는 이미지 중 하나는 필수입니다."));
     }

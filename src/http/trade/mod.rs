@@ -62,12 +62,14 @@ fn ok<T: Serialize>(status: StatusCode, message: &str, data: T) -> HttpResponse 
 
 /// A positive integer, sent as a JSON number or a string of digits, or 400 naming `what`.
 fn positive(v: &Option<serde_json::Value>, what: &str) -> Result<u64, TError> {
-    let n = match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    };
-    n.filter(|n| *n > 0).ok_or_else(|| TError::bad_request(format!("{what}는 양의 정수여야 합니다.")))
+    v.as_ref()
+        .and_then(crate::http::schema::json_id)
+        .ok_or_else(|| TError::bad_request(format!("{what}는 양의 정수여야 합니다.")))
+}
+
+/// A positive id in a path (digits, at most 2^53 - 1), or 400 naming `what`.
+fn path_positive(raw: &str, what: &str) -> Result<u64, TError> {
+    crate::http::schema::path_id(raw).ok_or_else(|| TError::bad_request(format!("{what}는 양의 정수여야 합니다.")))
 }
 
 /// The listing's actor, or 404.

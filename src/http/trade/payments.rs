@@ -74,9 +74,10 @@ impl From<&Transaction> for TxView {
 #[schema(as = t::PaymentRequestBody)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequestBody {
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub room_id: Option<serde_json::Value>,
-    #[schema(value_type = u32)]
+    /// At most the listing's remaining stock (more is 400).
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub quantity: Option<serde_json::Value>,
 }
 
@@ -105,14 +106,14 @@ pub async fn request_payment(
 #[schema(as = t::TxBody)]
 #[serde(rename_all = "camelCase")]
 pub struct TxBody {
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub transaction_id: Option<serde_json::Value>,
-    /// For `pay`: a test-gateway card token (see contract B).
+    /// For `pay`: a test-gateway card token (see contract B); required there.
     pub payment_method_token: Option<String>,
     /// For `cancel-payment`: must be the whole quantity when given.
-    #[schema(value_type = Option<u32>)]
+    #[schema(schema_with = crate::http::schema::id_or_digits)]
     pub quantity: Option<serde_json::Value>,
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub room_id: Option<serde_json::Value>,
 }
 

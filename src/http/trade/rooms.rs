@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 #[schema(as = t::OpenRoomRequest)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenRoomRequest {
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub ticket_id: Option<serde_json::Value>,
 }
 
@@ -162,8 +162,10 @@ pub struct RoomDetail {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomQuery {
+    #[param(required = true, nullable = false, pattern = "^0*[1-9][0-9]{0,14}$")]
     pub room_id: Option<String>,
 }
 
@@ -222,7 +224,7 @@ pub async fn room_detail(
 #[schema(as = t::RoomBody)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomBody {
-    #[schema(value_type = u64)]
+    #[schema(schema_with = crate::http::schema::id_or_digits, required = true)]
     pub room_id: Option<serde_json::Value>,
 }
 

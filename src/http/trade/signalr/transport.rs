@@ -98,7 +98,7 @@ pub struct NegotiateResponse {
 /// `MessageUpdated`, `MessageDeleted`. A connection token works once, for two minutes;
 /// clients may also skip negotiation and open the WebSocket without `id`.
 #[utoipa::path(post, path = "/hubs/chat/negotiate", tag = "T: SignalR",
-    params(("negotiateVersion" = Option<u32>, Query, description = "The client's negotiate protocol version (0 if absent)")),
+    params(("negotiateVersion" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_u64, description = "The client's negotiate protocol version (0 if absent)")),
     responses((status = 200, body = NegotiateResponse),
         (status = 400, description = "`negotiateVersion` is not a number; `{message, data: null, statusCode}`"),
         (status = 401, description = "No valid token; `{message, data: null, statusCode}`")),
@@ -111,12 +111,12 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner());
     let asked = match q.as_ref().ok().and_then(|q| q.get("negotiateVersion")) {
         None => 0,
-        Some(v) => match v.trim().parse::<u32>() {
-            Ok(v) => v,
-            Err(_) => return refusal(StatusCode::BAD_REQUEST, format!("Invalid negotiateVersion '{v}'.")),
+        Some(v) => match crate::http::schema::uint(v) {
+            Some(v) => v,
+            None => return refusal(StatusCode::BAD_REQUEST, format!("Invalid negotiateVersion '{v}'.")),
         },
     };
-    let version = asked.min(1);
+    let version = asked.min(1) as u32;
     let token = random_id();
     remember(&token, me.user_id);
     let (connection_id, connection_token) = if version == 0 { (token, None) } else { (random_id(), Some(token)) };
