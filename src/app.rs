@@ -1,5 +1,7 @@
 //! Start-up and shutdown: open the store, bring the actors back, bind, serve until
-//! SIGINT or SIGTERM, stop taking requests, flush, exit.
+//! SIGINT or SIGTERM; then drain: stop accepting, close every WebSocket with 1001 (SignalR
+//! clients get a Close message with `allowReconnect: true` first), let requests finish for
+//! at most `BOXOFFICE_SHUTDOWN_TIMEOUT`, flush, exit 0.
 
 use crate::actors::Registry;
 use crate::auth::{load_secret, Verifier};
@@ -11,14 +13,20 @@ use std::net::{SocketAddr, TcpListener};
 
 pub struct Application {
     server: actix_server::Server,
+    /// `/metrics` on `BOXOFFICE_METRICS_BIND`, if set.
+    metrics: Option<(actix_web::dev::Server, SocketAddr)>,
     addr: SocketAddr,
     store: Store,
+    hub: crate::actors::hub::Hub,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Application {
     /// Open everything and bind the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = settings.sanitize();
+        // Before anything counts (the store's journal replay does).
+        crate::observe::install();
         std::fs::create_dir_all(&settings.data_dir)?;
         let secret = load_secret(&settings)?;
         let public_key = match &settings.jwt_public_key {
@@ -28,6 +36,7 @@ impl Application {
         let verifier = Verifier::new(&secret, public_key.as_deref())?;
         let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
         let registry = Registry::start(store.clone(), settings.clone()).await?;
+        let hub = registry.hub().clone();
         let links = http::signed::LinkSigner::new(&secret);
         let state = web::Data::new(AppState {
             registry,
@@ -36,10 +45,13 @@ impl Application {
             links,
             noted: Default::default(),
         });
+        http::ops::start_sampler();
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
         let app = move || {
             App::new()
+                // Outermost: every request's id, access line and metrics.
+                .wrap_fn(http::ops::observe_requests)
                 // A query string that is not UTF-8 is 400 before any handler reads it.
                 .wrap_fn(|req, srv| {
                     use actix_web::dev::Service;
@@ -63,7 +75,9 @@ impl Application {
         let server = actix_server::Server::build()
             .workers(settings.workers)
             .backlog(4096)
-            .shutdown_timeout(5)
+            // Signals are ours: run_until_stopped drains before the server stops.
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
             .listen("boxoffice", listener, move || {
                 let app = app.clone();
                 actix_http::HttpService::build()
@@ -82,18 +96,88 @@ impl Application {
                     .tcp()
             })?
             .run();
-        Ok(Application { server, addr, store })
+        let metrics = match &settings.metrics_bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)?;
+                let addr = listener.local_addr()?;
+                let server =
+                    actix_web::HttpServer::new(|| App::new().route("/metrics", web::get().to(http::ops::metrics)))
+                        .workers(1)
+                        .disable_signals()
+                        .listen(listener)?
+                        .run();
+                tracing::info!(%addr, "serving /metrics");
+                Some((server, addr))
+            }
+            None => None,
+        };
+        let shutdown_timeout = settings.shutdown_timeout;
+        Ok(Application { server, metrics, addr, store, hub, shutdown_timeout })
+    }
+
+    /// Where `BOXOFFICE_METRICS_BIND` serves `/metrics`, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Serve until a signal stops the server, then make everything durable.
+    /// Serve until SIGTERM or SIGINT, then drain (see the module's doc) and make
+    /// everything durable.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
-        self.store.flush_blocking()?;
+        let Application { server, metrics, store, hub, shutdown_timeout, .. } = self;
+        let handle = server.handle();
+        let metrics_handle = metrics.as_ref().map(|(s, _)| s.handle());
+        if let Some((m, _)) = metrics {
+            actix_rt::spawn(m);
+        }
+        // The server runs as its own task: it must keep polling to act on pause and stop.
+        let mut server = actix_rt::spawn(server);
+        tokio::select! {
+            r = &mut server => r??,
+            signal = stop_signal() => {
+                let started = std::time::Instant::now();
+                tracing::info!(signal, sessions = hub.open_sessions(), "draining: no new connections; closing WebSockets with 1001");
+                handle.pause().await;
+                hub.going_away();
+                // Sessions close once their goodbye is written (a stalled one after its grace).
+                while hub.open_sessions() > 0 && started.elapsed() < shutdown_timeout {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                // Requests in flight finish; the workers stop after at most the timeout.
+                handle.stop(true).await;
+                if let Some(m) = metrics_handle {
+                    m.stop(true).await;
+                }
+                (&mut server).await??;
+                tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
+            }
+        }
+        store.flush_blocking()?;
         tracing::info!("stopped; everything is on disk");
         Ok(())
+    }
+}
+
+/// The first SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            std::future::pending::<()>().await;
+            return "none";
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
     }
 }

@@ -1,5 +1,5 @@
-//! Settings: every knob of the server, from flags or `BOXOFFICE_*` environment
-//! variables, each with a documented default. Durations are written `300ms`, `5m`, `24h`.
+//! Settings: every knob of the server, from flags, `BOXOFFICE_*` environment variables or
+//! a TOML file, each with a documented default. Durations are written `300ms`, `5m`, `24h`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -46,9 +46,36 @@ pub struct TokenArgs {
     pub settings: Settings,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event (coloured only when stderr is a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Everything the server reads at start-up.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    /// A TOML file with any of these settings (keys as the flags without `--`, `-` or `_`
+    /// alike). A flag beats the environment, which beats the file, which beats the default;
+    /// an unknown key is refused. See boxoffice.example.toml.
+    #[arg(long, env = "BOXOFFICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `text`, or `json` for one JSON object per line. Text is coloured only when stderr
+    /// is a terminal. Which events: RUST_LOG (default `info,sled=warn`; each request is one
+    /// `boxoffice::access` line).
+    #[arg(long, env = "BOXOFFICE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Serve /metrics on this address too (Prometheus text format; it is always on the
+    /// main address).
+    #[arg(long, env = "BOXOFFICE_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+    /// On SIGTERM or SIGINT: stop accepting, close WebSockets with 1001, let requests
+    /// finish for at most this long, flush, exit 0.
+    #[arg(long, env = "BOXOFFICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
     /// Address to listen on; port 0 picks a free port (the chosen one is printed).
     #[arg(long, env = "BOXOFFICE_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
@@ -159,5 +186,113 @@ impl Settings {
             self.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         }
         self
+    }
+}
+
+/// Reads the config file named by `--config` (or `BOXOFFICE_CONFIG`) into the environment,
+/// under each setting's `BOXOFFICE_*` name, where the environment does not set it already.
+/// Clap then reads flags over the environment over these over its defaults: the
+/// precedence the README promises, with one parser for every source. Call before parsing
+/// the command line, while the process has one thread.
+pub fn apply_config_file(args: &[std::ffi::OsString]) -> anyhow::Result<Option<PathBuf>> {
+    let mut path = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            path = Some(PathBuf::from(v));
+        } else if a == "--config" {
+            path = it.next().map(PathBuf::from);
+        }
+    }
+    let path = match path.or_else(|| std::env::var_os("BOXOFFICE_CONFIG").map(PathBuf::from)) {
+        Some(p) => p,
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    for (env, value) in file_settings(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+        if std::env::var_os(&env).is_none() {
+            std::env::set_var(env, value);
+        }
+    }
+    Ok(Some(path))
+}
+
+/// The settings a config file gives, as (environment variable, value) pairs; an unknown
+/// key, or a value of the wrong kind, is an error naming it.
+pub fn file_settings(text: &str) -> Result<Vec<(String, String)>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_string())?;
+    let cmd = <Settings as Args>::augment_args(clap::Command::new("boxoffice"));
+    let known: Vec<(String, String)> = cmd
+        .get_arguments()
+        .filter(|a| a.get_id() != "config")
+        .filter_map(|a| Some((a.get_id().as_str().to_string(), a.get_env()?.to_string_lossy().into_owned())))
+        .collect();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let Some((_, env)) = known.iter().find(|(k, _)| *k == id) else {
+            let names: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
+            return Err(format!("unknown setting `{key}`; the settings are: {}", names.join(", ")));
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(format!("`{key}` must be a string, an integer or a boolean, not {}", other.type_str()))
+            }
+        };
+        out.push((env.clone(), value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_names_settings_by_their_flags() {
+        let got = file_settings("bind = \"0.0.0.0:9000\"\nhold-ttl = \"90s\"\nqueue_admit_rate = 7\nno_demo = true\n")
+            .expect("a valid file");
+        assert_eq!(
+            got,
+            vec![
+                ("BOXOFFICE_BIND".to_string(), "0.0.0.0:9000".to_string()),
+                ("BOXOFFICE_HOLD_TTL".to_string(), "90s".to_string()),
+                ("BOXOFFICE_NO_DEMO".to_string(), "true".to_string()),
+                ("BOXOFFICE_QUEUE_ADMIT_RATE".to_string(), "7".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_kinds_are_refused() {
+        let e = file_settings("bnid = \"x\"").expect_err("a typo");
+        assert!(e.contains("unknown setting `bnid`") && e.contains("bind"), "{e}");
+        assert!(file_settings("config = \"other.toml\"").is_err(), "a file cannot name another");
+        assert!(file_settings("workers = 1.5").is_err());
+        assert!(file_settings("[server]\nbind = \"x\"").is_err(), "no tables");
+    }
+
+    /// Every setting can come from the file: the example file names each one.
+    #[test]
+    fn the_example_file_names_every_setting() {
+        let example = include_str!("../boxoffice.example.toml");
+        let named = file_settings(example).expect("the example parses");
+        let cmd = <Settings as Args>::augment_args(clap::Command::new("boxoffice"));
+        for a in cmd.get_arguments().filter(|a| a.get_id() != "config") {
+            let env = a.get_env().expect("every setting has a variable").to_string_lossy().into_owned();
+            let commented = example.contains(&format!("# {} =", a.get_id().as_str().replace('_', "-")));
+            assert!(
+                commented || named.iter().any(|(e, _)| *e == env),
+                "boxoffice.example.toml does not mention {}",
+                a.get_id()
+            );
+        }
     }
 }

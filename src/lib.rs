@@ -21,6 +21,7 @@
 //!   [`http::booking`] (contract B); beside them what every contract shares: the
 //!   extractors, one error type per contract, health, the OpenAPI document, signed links.
 //! - [`app`]: build, bind, run until a signal, flush, exit.
+//! - [`observe`]: Prometheus metrics and the status page's figures.
 //! - [`time`]: wall-clock milliseconds and RFC 3339.
 //!
 //! The load tool, `boxoffice-load`, is its own workspace member under `load/`.
@@ -31,5 +32,6 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod money;
+pub mod observe;
 pub mod store;
 pub mod time;

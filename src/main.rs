@@ -2,16 +2,24 @@
 
 use boxoffice::app::Application;
 use boxoffice::auth::{load_secret, mint};
-use boxoffice::config::{Cli, Command};
+use boxoffice::config::{apply_config_file, Cli, Command, LogFormat};
 use clap::Parser;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn")))
-        .with_writer(std::io::stderr)
-        .init();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = apply_config_file(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    let cli = Cli::parse_from(args);
+    let settings = match &cli.command {
+        Some(Command::Token(args)) => &args.settings,
+        Some(Command::Serve(settings)) => settings,
+        None => &cli.settings,
+    };
+    logs(settings.log_format);
     match cli.command {
         Some(Command::Token(args)) => {
             let secret = load_secret(&args.settings)?;
@@ -31,4 +39,15 @@ fn serve(settings: boxoffice::config::Settings) -> anyhow::Result<()> {
         tracing::info!(addr = %app.addr(), "serving");
         app.run_until_stopped().await
     })
+}
+
+/// Log lines to stderr: text, coloured only when stderr is a terminal (no escape codes in
+/// files and pipes), or one JSON object per line.
+fn logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
 }

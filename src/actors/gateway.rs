@@ -100,10 +100,33 @@ pub async fn charge_after_flush(
     req: ChargeRequest,
 ) -> Result<GatewayCharge, GatewayError> {
     store.durable().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-    match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
+    let answer = match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
         Ok(answer) => answer,
         Err(_) => Err(GatewayError::Timeout),
-    }
+    };
+    crate::observe::card_charge(match &answer {
+        Ok(_) => "captured",
+        Err(GatewayError::Declined(_)) => "declined",
+        Err(_) => "unknown",
+    });
+    answer
+}
+
+/// Ask the gateway to refund what was charged under `key`, counting what it refunded.
+pub fn refund(
+    gateway: &dyn PaymentGateway,
+    key: String,
+) -> BoxFuture<'static, Result<Option<GatewayCharge>, GatewayError>> {
+    let call = gateway.refund(key);
+    Box::pin(async move {
+        let answer = call.await;
+        if let Ok(Some(c)) = &answer {
+            if !c.voided {
+                crate::observe::refund(c.amount);
+            }
+        }
+        answer
+    })
 }
 
 /// The test gateway: a record per charge, by key, read when asked for (nothing in memory

@@ -283,6 +283,9 @@ pub enum Deliver {
     Event { event: Arc<Event>, frame: Frame },
     /// The hub gave up on the session (it is out of its groups): it must close (1008).
     Evicted,
+    /// The server is shutting down: say goodbye (1001, and SignalR's Close with
+    /// `allowReconnect`) and close.
+    GoingAway,
 }
 
 /// A session as the hub knows it: where to deliver, in which protocol, and its outbox.
@@ -379,6 +382,8 @@ struct Inner {
     groups: DashMap<Group, HashMap<u64, Subscriber>>,
     presence: DashMap<u64, Presence>,
     next_session: AtomicU64,
+    /// Every open session, to tell when the server shuts down.
+    sessions: DashMap<u64, Recipient<Deliver>>,
     /// Deliveries offered and sessions evicted, for logs and the load tool.
     delivered: AtomicU64,
     evicted: AtomicU64,
@@ -388,6 +393,28 @@ impl Hub {
     /// A fresh session id.
     pub fn session_id(&self) -> u64 {
         self.inner.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A session opened: it is told when the server shuts down.
+    pub fn opened(&self, session: u64, recipient: Recipient<Deliver>) {
+        self.inner.sessions.insert(session, recipient);
+    }
+
+    /// A session ended.
+    pub fn closed(&self, session: u64) {
+        self.inner.sessions.remove(&session);
+    }
+
+    /// How many sessions are open.
+    pub fn open_sessions(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Tell every open session that the server is going away.
+    pub fn going_away(&self) {
+        for s in self.inner.sessions.iter() {
+            s.value().do_send(Deliver::GoingAway);
+        }
     }
 
     pub fn join(&self, group: Group, sub: Subscriber) {
@@ -409,6 +436,7 @@ impl Hub {
 
     /// Offer `event` to every session of `group`, in the caller's order. Never waits.
     pub fn publish(&self, group: Group, event: &Arc<Event>) {
+        crate::observe::published();
         let mut full = Vec::new();
         if let Some(members) = self.inner.groups.get(&group) {
             for sub in members.values() {
@@ -426,6 +454,7 @@ impl Hub {
                 match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame }) {
                     Ok(()) => {
                         self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+                        crate::observe::delivered(1);
                         let c = &outbox.congestion;
                         if c.since.load(Ordering::Relaxed) != 0 {
                             c.since.store(0, Ordering::Relaxed);
@@ -450,6 +479,7 @@ impl Hub {
                             // Past the bound, in order: a burst, not yet a stalled reader.
                             sub.recipient.do_send(deliver);
                             self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+                            crate::observe::delivered(1);
                         }
                     }
                     Err(SendError::Closed(_)) => outbox.taken(bytes),
@@ -475,6 +505,7 @@ impl Hub {
             return false;
         }
         self.inner.evicted.fetch_add(1, Ordering::Relaxed);
+        crate::observe::eviction(if outbox.queued() > outbox.max_bytes { "bytes" } else { "events" });
         tracing::warn!(session, user, queued = outbox.queued(), "evicting a session that stopped reading");
         for mut members in self.inner.groups.iter_mut() {
             members.remove(&session);

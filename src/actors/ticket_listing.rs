@@ -263,7 +263,12 @@ impl TicketListing {
     /// when its stock or its open set changed. Finished requests leave memory.
     fn persist(&self, next: &mut ListingState) -> Result<(), StoreError> {
         let mut batch = Batch::default();
+        let mut changes = Vec::new();
         for (id, tx) in &next.transactions {
+            let was = self.state.transactions.get(id).map(|t| t.status);
+            if was != Some(tx.status) {
+                changes.push((was, tx.status, tx.amount, tx.cancel_reason.as_deref() == Some("expired")));
+            }
             match self.state.transactions.get(id) {
                 Some(old) if old == tx => {}
                 Some(_) => batch.put(&Key::Transaction(*id), tx)?,
@@ -280,7 +285,16 @@ impl TicketListing {
             let open = next.transactions.keys().copied().collect();
             batch.put(&Key::Listing(next.listing.id), &ListingSnapshot { listing: next.listing.clone(), open })?;
         }
-        self.store.apply(batch)
+        self.store.apply(batch)?;
+        for (was, now, amount, expired) in changes {
+            match now {
+                TxStatus::PendingPayment if was.is_none() => crate::observe::hold("T"),
+                TxStatus::Paid => crate::observe::payment("T", amount),
+                TxStatus::Cancelled if expired => crate::observe::expiry("trade_reservation"),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Apply `f` to a copy of the state, persist what changed, and keep it (or nothing).
@@ -414,21 +428,23 @@ impl TicketListing {
         let gateway = self.env.gateway.clone();
         for (id, key) in due {
             self.refunding.insert(id);
-            ctx.spawn(fut::wrap_future::<_, Self>(gateway.refund(key)).map(move |answer, act, ctx| {
-                act.refunding.remove(&id);
-                let saved = answer.map_err(|e| TradeError::Storage(e.to_string())).and_then(|charge| {
-                    act.update(|s| {
-                        if let Some(t) = s.transactions.get_mut(&id) {
-                            t.charge = ChargeState::Refunded { charge: charge.map(|c| c.id), at: now_ms() };
-                        }
-                        Ok(())
-                    })
-                });
-                if let Err(e) = saved {
-                    tracing::warn!(tx = id, error = %e, "refund failed; retrying");
-                    ctx.run_later(RETRY, |act, ctx| act.settle(ctx));
-                }
-            }));
+            ctx.spawn(fut::wrap_future::<_, Self>(crate::actors::gateway::refund(gateway.as_ref(), key)).map(
+                move |answer, act, ctx| {
+                    act.refunding.remove(&id);
+                    let saved = answer.map_err(|e| TradeError::Storage(e.to_string())).and_then(|charge| {
+                        act.update(|s| {
+                            if let Some(t) = s.transactions.get_mut(&id) {
+                                t.charge = ChargeState::Refunded { charge: charge.map(|c| c.id), at: now_ms() };
+                            }
+                            Ok(())
+                        })
+                    });
+                    if let Err(e) = saved {
+                        tracing::warn!(tx = id, error = %e, "refund failed; retrying");
+                        ctx.run_later(RETRY, |act, ctx| act.settle(ctx));
+                    }
+                },
+            ));
         }
     }
 

@@ -215,6 +215,15 @@ impl WaitingQueue {
             self.tokens.insert(rec.token.clone(), rec);
         }
         self.budget -= admit as f64;
+        crate::observe::queue_admitted(admit as u64);
+        crate::observe::expiries("queue_token", (expired_active.len() + expired_waiting) as u64);
+    }
+
+    /// The queue's figures for operators.
+    fn figures(&self) {
+        let rate = self.policy.admit_rate.max(1) as u64;
+        let waiting = self.line.len() as u64;
+        crate::observe::queue(waiting, self.active.len() as u64, waiting.div_ceil(rate));
     }
 
     /// Drop a token from memory (its record is deleted by the caller's write).
@@ -232,7 +241,11 @@ impl Actor for WaitingQueue {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX);
         self.tick();
-        ctx.run_interval(TICK, |q, _| q.tick());
+        self.figures();
+        ctx.run_interval(TICK, |q, _| {
+            q.tick();
+            q.figures();
+        });
     }
 }
 
@@ -289,6 +302,7 @@ impl WaitingQueue {
         }
         self.tokens.insert(token.clone(), rec);
         self.line.push_back(token.clone());
+        crate::observe::queue_issued();
         // Admit at once what the rate and the cap allow (in line order, so nobody is passed):
         // a quiet queue lets a user straight in, a busy one at the admission rate.
         self.tick();

@@ -59,11 +59,30 @@ impl std::fmt::Display for QError {
     }
 }
 
+/// A refusal's reason as a metric label, for the contracts whose errors carry no code.
+fn reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BAD_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        409 => "CONFLICT",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "UNPROCESSABLE",
+        429 => "TOO_MANY_REQUESTS",
+        500..=599 => "SERVER_ERROR",
+        _ => "OTHER",
+    }
+}
+
 impl ResponseError for QError {
     fn status_code(&self) -> StatusCode {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
+        crate::observe::refusal("Q", self.code);
         HttpResponse::build(self.status).json(QErrorBody {
             status: self.status.as_u16(),
             error: self.status.canonical_reason().unwrap_or("Error").to_string(),
@@ -220,6 +239,7 @@ impl ResponseError for BError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
+        crate::observe::refusal("B", reason(self.status));
         HttpResponse::build(self.status).json(BErrorBody { error: self.message.clone() })
     }
 }
@@ -340,6 +360,7 @@ impl ResponseError for CError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
+        crate::observe::refusal("C", reason(self.status));
         HttpResponse::build(self.status).json(CErrorBody { detail: self.detail.clone() })
     }
 }
@@ -445,6 +466,7 @@ impl ResponseError for TError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
+        crate::observe::refusal("T", reason(self.status));
         HttpResponse::build(self.status).json(TEnvelope::<serde_json::Value> {
             message: self.message.clone(),
             data: None,

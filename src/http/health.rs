@@ -91,7 +91,12 @@ pub enum Contract {
 
 impl Contract {
     pub fn of(path: &str) -> Contract {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        let trimmed = path.trim_start_matches('/');
+        // `/payments` is contract Q's payment; `/payments/execute` contract B's.
+        if trimmed.trim_end_matches('/') == "payments" {
+            return Contract::Q;
+        }
+        let first = trimmed.split('/').next().unwrap_or("");
         match first {
             "api" | "hubs" => Contract::T,
             "chat" => Contract::C,

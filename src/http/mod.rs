@@ -23,6 +23,7 @@ pub mod error;
 pub mod frame_guard;
 pub mod health;
 pub mod openapi;
+pub mod ops;
 pub mod queue;
 pub mod schema;
 pub mod session;
@@ -288,4 +289,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     booking::routes(cfg);
     chat::routes(cfg);
     trade::routes(cfg);
+    ops::routes(cfg);
 }

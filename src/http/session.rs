@@ -81,6 +81,8 @@ pub enum Data<'a> {
 
 /// A wire protocol: what a [`Session`] does not share with the others.
 pub trait Wire: Sized + Unpin + 'static {
+    /// The protocol's name in metrics.
+    const KIND: &'static str;
     /// How often the server sends its keep-alive.
     const PING_INTERVAL: Duration;
     /// The socket is open. A wire may go online at once or after its handshake.
@@ -92,8 +94,8 @@ pub trait Wire: Sized + Unpin + 'static {
         None
     }
     /// What the protocol says before the server closes the socket (SignalR's Close
-    /// message), if anything.
-    fn farewell(&self, _reason: &str) -> Option<Frame> {
+    /// message, with `allowReconnect` when the server is going away), if anything.
+    fn farewell(&self, _reason: &str, _reconnect: bool) -> Option<Frame> {
         None
     }
 }
@@ -113,6 +115,8 @@ pub struct Session<W: Wire> {
     pinged: Instant,
     /// A close was sent or received: nothing more is read or sent.
     closing: bool,
+    /// The server is shutting down: the farewell invites the client to reconnect.
+    going_away: bool,
     /// The rooms joined (or being joined), whose groups are left when the session stops.
     rooms: Vec<u64>,
     /// (room, newest message id sent), most recently used last.
@@ -159,6 +163,7 @@ impl<W: Wire> Session<W> {
             heard: now,
             pinged: now,
             closing: false,
+            going_away: false,
             rooms: Vec::new(),
             sent_messages: VecDeque::new(),
             sent_events: VecDeque::new(),
@@ -261,11 +266,14 @@ impl<W: Wire> Session<W> {
     /// Send stored messages (a catch-up), each once.
     pub fn send_messages(&mut self, ctx: &mut Ctx<W>, messages: &[StoredMessage]) {
         let Some(render) = self.render.clone() else { return };
+        let mut sent = 0;
         for m in messages.iter().map(StoredMessage::event) {
             if self.fresh_message(m.room, m.id) {
                 self.backlog.push_back((render.render(&ChatEvent::Message(m)), false));
+                sent += 1;
             }
         }
+        crate::observe::replay(sent);
         self.feed(ctx);
     }
 
@@ -427,7 +435,7 @@ impl<W: Wire> Session<W> {
         if self.closing {
             return;
         }
-        if let Some(frame) = self.wire.farewell(reason) {
+        if let Some(frame) = self.wire.farewell(reason, code == ws::CloseCode::Away && self.going_away) {
             self.write(ctx, frame);
         }
         self.close_quietly(ctx, Some(ws::CloseReason { code, description: Some(shorten(reason)) }));
@@ -441,6 +449,7 @@ impl<W: Wire> Session<W> {
         }
         self.closing = true;
         let mut payload = Vec::new();
+        crate::observe::close(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
         if let Some(r) = reason {
             payload.extend_from_slice(&u16::from(r.code).to_be_bytes());
             payload.extend_from_slice(r.description.as_deref().map(shorten).unwrap_or_default().as_bytes());
@@ -502,6 +511,8 @@ impl<W: Wire> Actor for Session<W> {
     type Context = Ctx<W>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::observe::connection(W::KIND, 1);
+        self.registry.hub().opened(self.id, ctx.address().recipient());
         ctx.set_mailbox_capacity(self.outbox.max_events());
         W::opened(self, ctx);
         ctx.run_interval(CHECK_INTERVAL, |act, ctx| {
@@ -546,6 +557,8 @@ impl<W: Wire> Actor for Session<W> {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        crate::observe::connection(W::KIND, -1);
+        self.registry.hub().closed(self.id);
         if !self.online() {
             return;
         }
@@ -563,8 +576,13 @@ impl<W: Wire> Actor for Session<W> {
 impl<W: Wire> Handler<Deliver> for Session<W> {
     type Result = ();
     fn handle(&mut self, deliver: Deliver, ctx: &mut Self::Context) {
-        let Deliver::Event { event, frame } = deliver else {
-            return self.evicted(ctx);
+        let (event, frame) = match deliver {
+            Deliver::Event { event, frame } => (event, frame),
+            Deliver::Evicted => return self.evicted(ctx),
+            Deliver::GoingAway => {
+                self.going_away = true;
+                return self.close(ctx, ws::CloseCode::Away, "The server is shutting down; reconnect.");
+            }
         };
         if self.closing || !self.fresh(&event) {
             return self.outbox.taken(frame.len());

@@ -132,6 +132,7 @@ impl Store {
             .map_err(|e| StoreError::Flush(e.to_string()))?;
         let store = Store { db, state, journal, journal_seq: Arc::new(AtomicU64::new(0)), flusher: tx, stats };
         let replayed = store.replay_journal()?;
+        crate::observe::journal_replayed(replayed as u64);
         if replayed > 0 {
             tracing::info!(replayed, "finished batches interrupted by the last stop");
         }
@@ -441,7 +442,9 @@ fn group_commit(db: sled::Db, rx: mpsc::Receiver<Waiter>, stats: Arc<FlushStats>
         while let Ok(more) = rx.try_recv() {
             waiters.push(more);
         }
+        let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        crate::observe::commit(waiters.len() as u64, started.elapsed());
         if let Err(e) = &result {
             tracing::error!(error = %e, "store flush failed");
         }

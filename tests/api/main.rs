@@ -15,6 +15,7 @@ mod expiry;
 mod idempotency;
 mod ledger;
 mod money;
+mod operations;
 mod queue_and_catalog;
 mod reservations_and_payments;
 mod restart;

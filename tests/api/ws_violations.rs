@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// A raw client frame: `head` is the first byte (FIN, RSV bits, opcode); masked unless
 /// `unmasked`. `announce` overrides the announced payload length (no payload is sent then).
-fn frame(head: u8, payload: &[u8], unmasked: bool, announce: Option<u64>) -> Vec<u8> {
+pub fn frame(head: u8, payload: &[u8], unmasked: bool, announce: Option<u64>) -> Vec<u8> {
     let mut out = vec![head];
     let mask_bit = if unmasked { 0 } else { 0x80 };
     let len = announce.unwrap_or(payload.len() as u64);
@@ -78,7 +78,7 @@ pub fn read_until_close(s: &mut TcpStream) -> (usize, Option<u16>) {
 }
 
 /// One server frame: its opcode and payload.
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     {
         let mut h = [0u8; 2];
         s.read_exact(&mut h).ok()?;

@@ -305,7 +305,7 @@ impl SeatMap {
         let gateway = self.env.gateway.clone();
         for (id, key) in due {
             self.refunding.insert(id);
-            let call = gateway.refund(key);
+            let call = crate::actors::gateway::refund(gateway.as_ref(), key);
             ctx.spawn(fut::wrap_future::<_, Self>(call).map(move |answer, act, ctx| act.refunded(id, answer, ctx)));
         }
     }

@@ -431,6 +431,7 @@ impl SeatMap {
         };
         // Live reservations, and finished ones still owed a refund, stay in memory.
         let keep = res.is_live() || res.needs_refund();
+        let was = self.live.get(&res.id).map(|r| r.status);
         let before = if keep { self.live.insert(res.id, res.clone()) } else { self.live.remove(&res.id) };
         let became = match (before.is_some(), keep) {
             (false, true) => Some(true),
@@ -451,6 +452,7 @@ impl SeatMap {
         if let Some(at) = deadline(&res) {
             self.earliest_added = Some(self.earliest_added.map_or(at, |e| e.min(at)));
         }
+        count(was, &res);
         Ok(res)
     }
 
@@ -884,5 +886,19 @@ impl Handler<CancelReservation> for SeatMap {
         let r = self.transition(r, SeatState::Available)?;
         self.arm(ctx);
         Ok(r)
+    }
+}
+
+/// The metrics of a reservation's change from `was` (`None`: new) to `res`'s status.
+fn count(was: Option<ReservationStatus>, res: &Reservation) {
+    if was == Some(res.status) {
+        return;
+    }
+    let contract = if res.booking.is_some() { "B" } else { "Q" };
+    match res.status {
+        ReservationStatus::Held if was.is_none() => crate::observe::hold(contract),
+        ReservationStatus::Expired => crate::observe::expiry(if contract == "B" { "booking" } else { "hold" }),
+        ReservationStatus::Confirmed => crate::observe::payment(contract, res.price),
+        _ => {}
     }
 }

@@ -89,6 +89,7 @@ fn error(s: &mut Session<ChatWire>, ctx: &mut Ctx<ChatWire>, detail: impl Into<S
 }
 
 impl Wire for ChatWire {
+    const KIND: &'static str = "chat";
     const PING_INTERVAL: Duration = HEARTBEAT;
 
     fn opened(s: &mut Session<Self>, ctx: &mut Ctx<Self>) {

@@ -39,6 +39,7 @@ impl SignalRWire {
 type S = Session<SignalRWire>;
 
 impl Wire for SignalRWire {
+    const KIND: &'static str = "signalr";
     const PING_INTERVAL: Duration = PING_INTERVAL;
 
     fn opened(_: &mut S, _: &mut Ctx<Self>) {}
@@ -65,8 +66,8 @@ impl Wire for SignalRWire {
         self.protocol.map(|p| p.write(&Outgoing::Ping))
     }
 
-    fn farewell(&self, reason: &str) -> Option<Frame> {
-        self.protocol.map(|p| p.write(&Outgoing::Close { error: reason, allow_reconnect: false }))
+    fn farewell(&self, reason: &str, reconnect: bool) -> Option<Frame> {
+        self.protocol.map(|p| p.write(&Outgoing::Close { error: reason, allow_reconnect: reconnect }))
     }
 }
 

@@ -1,0 +1,271 @@
+//! What operators reach over HTTP: `/metrics` (Prometheus), the live status page at
+//! `/admin` with the figures it reads at `/admin/status.json`, and every request's id,
+//! access log line and request metrics (see [`observe_requests`]).
+
+use crate::actors::catalog::{ListConcerts, ListPerformances, ListSchedules};
+use crate::http::error::BError;
+use crate::http::health::Contract;
+use crate::http::AppState;
+use crate::time::rfc3339;
+use actix_web::body::BoxBody;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/admin", web::get().to(page))
+        .route("/admin/", web::get().to(page))
+        .route("/admin/status.json", web::get().to(status));
+}
+
+/// Every metric in the Prometheus text format (unauthenticated, like every exporter;
+/// `BOXOFFICE_METRICS_BIND` serves it on a private address too).
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(crate::observe::render())
+}
+
+/// The cookie that carries an admin's token for the status page.
+const COOKIE: &str = "boxoffice_admin";
+
+/// The status page. It holds no data; `?token=<admin JWT>` once keeps the token in an
+/// HttpOnly cookie scoped to `/admin`, which the page's requests then carry.
+async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, BError> {
+    let mut res = HttpResponse::Ok();
+    res.insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header(("Referrer-Policy", "no-referrer"));
+    let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    if let Some(token) = query.get("token") {
+        let id = state.verifier.verify(token).map_err(BError::from)?;
+        if !id.admin {
+            return Err(BError::forbidden("The status page is for admins."));
+        }
+        let cookie = Cookie::build(COOKIE, token.clone())
+            .path("/admin")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(req.connection_info().scheme() == "https")
+            .finish();
+        res.cookie(cookie);
+    }
+    Ok(res.body(include_str!("admin/page.html")))
+}
+
+/// The admin behind a request: `Authorization: Bearer`, or the page's cookie.
+fn admin(state: &AppState, req: &HttpRequest) -> Result<(), BError> {
+    let token = match super::bearer(req) {
+        Some(t) => t,
+        None => req
+            .cookie(COOKIE)
+            .map(|c| c.value().to_string())
+            .ok_or_else(|| BError::from(crate::auth::AuthError::Missing))?,
+    };
+    let id = state.verifier.verify(&token).map_err(BError::from)?;
+    if !id.admin {
+        return Err(BError::forbidden("The status page is for admins."));
+    }
+    Ok(())
+}
+
+/// The status page's figures: the last five minutes, one sample a second.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub now: String,
+    pub uptime_seconds: u64,
+    pub interval_seconds: u64,
+    pub current: crate::observe::Sample,
+    pub series: Series,
+    pub schedules: Vec<ScheduleLeft>,
+    pub performances: Vec<PerformanceLeft>,
+    pub connections_by_protocol: std::collections::BTreeMap<&'static str, i64>,
+}
+
+/// Each figure of [`crate::observe::Sample`] over time, oldest first.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Series {
+    pub queue_waiting: Vec<u64>,
+    pub queue_active: Vec<u64>,
+    pub admitted_per_second: Vec<f64>,
+    pub holds_per_second: Vec<f64>,
+    pub payments_per_second: Vec<f64>,
+    pub bookings_per_second: Vec<f64>,
+    pub requests_per_second: Vec<f64>,
+    pub connections: Vec<i64>,
+    pub deliveries_per_second: Vec<f64>,
+    pub commits_per_second: Vec<f64>,
+    pub commit_latency_ms: Vec<f64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleLeft {
+    pub concert_id: u64,
+    pub schedule_id: u64,
+    pub starts_at: String,
+    pub seats_left: usize,
+    pub total_seats: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerformanceLeft {
+    pub performance_id: String,
+    pub title: String,
+    pub seats_left: usize,
+    pub total_seats: u32,
+}
+
+/// At most this many schedules and performances on the page.
+const LISTED: usize = 50;
+
+static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, BError> {
+    admin(&state, &req)?;
+    let samples = crate::observe::samples();
+    let mut series = Series::default();
+    for s in &samples {
+        series.queue_waiting.push(s.queue_waiting);
+        series.queue_active.push(s.queue_active);
+        series.admitted_per_second.push(s.admitted_per_second);
+        series.holds_per_second.push(s.holds_per_second);
+        series.payments_per_second.push(s.payments_per_second);
+        series.bookings_per_second.push(s.bookings_per_second);
+        series.requests_per_second.push(s.requests_per_second);
+        series.connections.push(s.connections);
+        series.deliveries_per_second.push(s.deliveries_per_second);
+        series.commits_per_second.push(s.commits_per_second);
+        series.commit_latency_ms.push(s.commit_latency_ms);
+    }
+    let catalog = state.registry.catalog();
+    let mut schedules = Vec::new();
+    for concert in catalog.send(ListConcerts).await? {
+        if schedules.len() >= LISTED {
+            break;
+        }
+        let list = catalog.send(ListSchedules { concert: concert.id, include_sold_out: true }).await?;
+        for v in list.unwrap_or_default() {
+            schedules.push(ScheduleLeft {
+                concert_id: v.schedule.concert,
+                schedule_id: v.schedule.id,
+                starts_at: rfc3339(v.schedule.starts_at),
+                seats_left: v.available,
+                total_seats: v.schedule.seats,
+            });
+        }
+    }
+    schedules.truncate(LISTED);
+    let mut performances: Vec<PerformanceLeft> = catalog
+        .send(ListPerformances)
+        .await?
+        .into_iter()
+        .map(|v| PerformanceLeft {
+            performance_id: v.performance.id,
+            title: v.performance.title,
+            seats_left: v.available,
+            total_seats: v.performance.seats,
+        })
+        .collect();
+    performances.truncate(LISTED);
+    let body = Status {
+        now: rfc3339(crate::time::now_ms()),
+        uptime_seconds: STARTED.elapsed().as_secs(),
+        interval_seconds: 1,
+        current: samples.last().copied().unwrap_or_default(),
+        series,
+        schedules,
+        performances,
+        connections_by_protocol: crate::observe::connections_by_kind().into_iter().collect(),
+    };
+    Ok(HttpResponse::Ok().insert_header((CACHE_CONTROL, "no-store")).json(body))
+}
+
+/// Start the clock of `uptimeSeconds`, and sample the figures once a second (and let the
+/// Prometheus recorder tidy its histograms now and then).
+pub fn start_sampler() {
+    LazyLock::force(&STARTED);
+    actix_rt::spawn(async {
+        let mut tick = actix_rt::time::interval(std::time::Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            crate::observe::sample();
+            n += 1;
+            if n % 5 == 0 {
+                crate::observe::install().run_upkeep();
+            }
+        }
+    });
+}
+
+/// A request's id: the client's `X-Request-Id` if it is a sane one (1 to 128 letters,
+/// digits, `.`, `_`, `:` or `-`), else a new one.
+pub fn request_id(req: &HttpRequest) -> String {
+    if let Some(v) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        let ok = (1..=128).contains(&v.len())
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            return v.to_string();
+        }
+    }
+    static PREFIX: LazyLock<u32> = LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:08x}{:08x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Around every request: its id (in the log span of everything it logs, and sent back as
+/// `X-Request-Id`), one `boxoffice::access` log line, and the request metrics by contract,
+/// route template and status class.
+pub fn observe_requests<S>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + 'static
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    let id = request_id(req.request());
+    let started = Instant::now();
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", id = %id);
+    let fut = {
+        let _entered = span.enter();
+        srv.call(req)
+    };
+    async move {
+        let mut res = fut.await?;
+        let took = started.elapsed();
+        let status = res.status().as_u16();
+        let path = res.request().path().to_string();
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
+        let contract = match Contract::of(&path) {
+            Contract::Q => "Q",
+            Contract::B => "B",
+            Contract::C => "C",
+            Contract::T => "T",
+        };
+        crate::observe::request(contract, &route, status, took.as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
+        }
+        // The path only: query strings carry WebSocket tokens.
+        tracing::info!(target: "boxoffice::access", %method, %path, status, micros = took.as_micros() as u64, "request");
+        Ok(res)
+    }
+    .instrument(span)
+}

@@ -1,0 +1,362 @@
+//! What operators see: Prometheus metrics at `/metrics` (the `metrics` crate, rendered by
+//! `metrics-exporter-prometheus`), and the running totals the `/admin` page plots, which a
+//! sampler turns into per-second rates once a second.
+//!
+//! Every figure is counted in one call here, at the place its state changes: the seat map's
+//! commit, the wallet, the gateway, the queue, the hub and the store. Counters on hot paths
+//! are handles registered once (an atomic add per event, no lookup); labelled ones with
+//! few values are looked up by the recorder (a hash and a read lock).
+
+use metrics::{counter, gauge, histogram, Counter};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::Duration;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process's recorder (once; later calls return the same handle).
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let writes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("boxoffice_store_writes_per_commit".into()), &writes))
+            .and_then(|b| b.upkeep_timeout(Duration::from_secs(5)).install_recorder());
+        match handle {
+            Ok(h) => {
+                describe();
+                h
+            }
+            // Another recorder is installed (a test harness): render what this one sees.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    install().render()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "boxoffice_http_requests_total",
+        "HTTP requests answered, by contract, route template and status class"
+    );
+    describe_histogram!("boxoffice_http_request_duration_seconds", Unit::Seconds, "Time to answer an HTTP request");
+    describe_counter!(
+        "boxoffice_holds_total",
+        "Seats held: contract Q holds, contract B bookings, contract T payment requests"
+    );
+    describe_counter!("boxoffice_bookings_total", "Contract B bookings made");
+    describe_counter!("boxoffice_refusals_total", "Requests refused, by contract and reason");
+    describe_counter!("boxoffice_expiries_total", "Holds, bookings, trade reservations and queue tokens that ran out");
+    describe_counter!("boxoffice_payments_total", "Payments completed, by contract");
+    describe_counter!("boxoffice_money_captured_total", "Money taken by completed payments, in whole units");
+    describe_counter!("boxoffice_card_charges_total", "Card charges asked of the gateway, by outcome");
+    describe_counter!("boxoffice_refunds_total", "Card charges refunded");
+    describe_counter!("boxoffice_money_refunded_total", "Money refunded, in whole units");
+    describe_gauge!("boxoffice_queue_waiting", "Queue tokens waiting");
+    describe_gauge!("boxoffice_queue_active", "Queue tokens active");
+    describe_gauge!("boxoffice_queue_estimated_wait_seconds", "The wait a token issued now would be told");
+    describe_counter!("boxoffice_queue_issued_total", "Queue tokens issued");
+    describe_counter!("boxoffice_queue_admitted_total", "Queue tokens admitted from waiting to active");
+    describe_gauge!("boxoffice_ws_connections", "Open WebSocket connections, by protocol");
+    describe_counter!("boxoffice_ws_connections_total", "WebSocket connections opened, by protocol");
+    describe_counter!("boxoffice_events_published_total", "Room and user events published to the hub");
+    describe_counter!("boxoffice_ws_deliveries_total", "Events written to WebSocket clients");
+    describe_counter!("boxoffice_ws_evictions_total", "Slow readers disconnected, by reason");
+    describe_counter!("boxoffice_ws_closes_total", "WebSocket closes the server sent, by close code");
+    describe_counter!("boxoffice_ws_replays_total", "since= catch-ups and SignalR joins served from history");
+    describe_counter!("boxoffice_ws_replayed_messages_total", "Messages sent by those catch-ups");
+    describe_counter!("boxoffice_store_commits_total", "Group commits (fsyncs) of the store");
+    describe_histogram!("boxoffice_store_writes_per_commit", "Acknowledged writes released by one group commit");
+    describe_histogram!("boxoffice_store_fsync_seconds", Unit::Seconds, "Time one store flush (fsync) took");
+    describe_counter!("boxoffice_store_journal_replays_total", "Journal entries replayed at start-up");
+}
+
+/// A contract's letter as a label value.
+pub type Contract = &'static str;
+
+/// The totals the status page turns into rates (Prometheus has its own copies).
+#[derive(Default)]
+struct Totals {
+    requests: AtomicU64,
+    holds: AtomicU64,
+    payments: AtomicU64,
+    bookings: AtomicU64,
+    admitted: AtomicU64,
+    deliveries: AtomicU64,
+    commits: AtomicU64,
+    commit_micros: AtomicU64,
+    connections: AtomicI64,
+    chat_connections: AtomicI64,
+    signalr_connections: AtomicI64,
+    queue_waiting: AtomicU64,
+    queue_active: AtomicU64,
+    queue_wait_seconds: AtomicU64,
+}
+
+static TOTALS: LazyLock<Totals> = LazyLock::new(Totals::default);
+
+struct Hot {
+    deliveries: Counter,
+    published: Counter,
+    commits: Counter,
+}
+
+static HOT: LazyLock<Hot> = LazyLock::new(|| Hot {
+    deliveries: counter!("boxoffice_ws_deliveries_total"),
+    published: counter!("boxoffice_events_published_total"),
+    commits: counter!("boxoffice_store_commits_total"),
+});
+
+// ---- HTTP ----
+
+/// One answered request: `route` is the matched template (`/bookings/{booking_id}`), or
+/// `unmatched`.
+pub fn request(contract: Contract, route: &str, status: u16, seconds: f64) {
+    TOTALS.requests.fetch_add(1, Relaxed);
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let route = route.to_string();
+    counter!("boxoffice_http_requests_total", "contract" => contract, "route" => route.clone(), "status" => class)
+        .increment(1);
+    histogram!("boxoffice_http_request_duration_seconds", "contract" => contract, "route" => route).record(seconds);
+}
+
+/// A request refused for a reason of its contract (a Q `code`, or a short name).
+pub fn refusal(contract: Contract, reason: &'static str) {
+    counter!("boxoffice_refusals_total", "contract" => contract, "reason" => reason).increment(1);
+}
+
+// ---- Sales ----
+
+/// Seats held (`Q`), a booking's seats locked (`B`), or tickets reserved by a payment
+/// request (`T`).
+pub fn hold(contract: Contract) {
+    TOTALS.holds.fetch_add(1, Relaxed);
+    counter!("boxoffice_holds_total", "contract" => contract).increment(1);
+    if contract == "B" {
+        TOTALS.bookings.fetch_add(1, Relaxed);
+        counter!("boxoffice_bookings_total").increment(1);
+    }
+}
+
+/// Something that ran out: `hold`, `booking`, `trade_reservation`, `queue_token`.
+pub fn expiry(kind: &'static str) {
+    counter!("boxoffice_expiries_total", "kind" => kind).increment(1);
+}
+
+/// `n` things of `kind` that ran out at once.
+pub fn expiries(kind: &'static str, n: u64) {
+    if n > 0 {
+        counter!("boxoffice_expiries_total", "kind" => kind).increment(n);
+    }
+}
+
+/// A completed payment of `amount`.
+pub fn payment(contract: Contract, amount: u64) {
+    TOTALS.payments.fetch_add(1, Relaxed);
+    counter!("boxoffice_payments_total", "contract" => contract).increment(1);
+    counter!("boxoffice_money_captured_total", "contract" => contract).increment(amount);
+}
+
+/// A card charge's outcome: `captured`, `declined`, `unknown` (timed out or unreachable).
+pub fn card_charge(outcome: &'static str) {
+    counter!("boxoffice_card_charges_total", "outcome" => outcome).increment(1);
+}
+
+/// A card charge refunded.
+pub fn refund(amount: u64) {
+    counter!("boxoffice_refunds_total").increment(1);
+    counter!("boxoffice_money_refunded_total").increment(amount);
+}
+
+// ---- The waiting queue ----
+
+/// The queue's figures after a change.
+pub fn queue(waiting: u64, active: u64, estimated_wait_seconds: u64) {
+    TOTALS.queue_waiting.store(waiting, Relaxed);
+    TOTALS.queue_active.store(active, Relaxed);
+    TOTALS.queue_wait_seconds.store(estimated_wait_seconds, Relaxed);
+    gauge!("boxoffice_queue_waiting").set(waiting as f64);
+    gauge!("boxoffice_queue_active").set(active as f64);
+    gauge!("boxoffice_queue_estimated_wait_seconds").set(estimated_wait_seconds as f64);
+}
+
+pub fn queue_issued() {
+    counter!("boxoffice_queue_issued_total").increment(1);
+}
+
+pub fn queue_admitted(n: u64) {
+    TOTALS.admitted.fetch_add(n, Relaxed);
+    counter!("boxoffice_queue_admitted_total").increment(n);
+}
+
+// ---- Realtime ----
+
+/// A WebSocket session of `protocol` opened (`+1`) or ended (`-1`).
+pub fn connection(protocol: &'static str, delta: i64) {
+    TOTALS.connections.fetch_add(delta, Relaxed);
+    match protocol {
+        "chat" => TOTALS.chat_connections.fetch_add(delta, Relaxed),
+        _ => TOTALS.signalr_connections.fetch_add(delta, Relaxed),
+    };
+    if delta > 0 {
+        counter!("boxoffice_ws_connections_total", "protocol" => protocol).increment(delta as u64);
+        gauge!("boxoffice_ws_connections", "protocol" => protocol).increment(delta as f64);
+    } else {
+        gauge!("boxoffice_ws_connections", "protocol" => protocol).decrement((-delta) as f64);
+    }
+}
+
+/// Open connections by protocol.
+pub fn connections_by_kind() -> [(&'static str, i64); 2] {
+    [("chat", TOTALS.chat_connections.load(Relaxed)), ("signalr", TOTALS.signalr_connections.load(Relaxed))]
+}
+
+/// An event published to the hub (once, whatever the number of subscribers).
+pub fn published() {
+    HOT.published.increment(1);
+}
+
+/// `n` events written to one client.
+pub fn delivered(n: u64) {
+    TOTALS.deliveries.fetch_add(n, Relaxed);
+    HOT.deliveries.increment(n);
+}
+
+/// A slow reader disconnected: `bytes` or `events` over the outbox's bound.
+pub fn eviction(reason: &'static str) {
+    counter!("boxoffice_ws_evictions_total", "reason" => reason).increment(1);
+}
+
+/// A close frame the server sent.
+pub fn close(code: u16) {
+    let code = match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1011 => "1011",
+        1012 => "1012",
+        _ => "other",
+    };
+    counter!("boxoffice_ws_closes_total", "code" => code).increment(1);
+}
+
+/// A catch-up from history of `messages` messages.
+pub fn replay(messages: u64) {
+    counter!("boxoffice_ws_replays_total").increment(1);
+    counter!("boxoffice_ws_replayed_messages_total").increment(messages);
+}
+
+// ---- Store ----
+
+/// One group commit: `writes` acknowledged writes made durable by one flush of `took`.
+pub fn commit(writes: u64, took: Duration) {
+    TOTALS.commits.fetch_add(1, Relaxed);
+    TOTALS.commit_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    HOT.commits.increment(1);
+    histogram!("boxoffice_store_writes_per_commit").record(writes as f64);
+    histogram!("boxoffice_store_fsync_seconds").record(took.as_secs_f64());
+}
+
+/// Journal entries replayed at start-up.
+pub fn journal_replayed(entries: u64) {
+    counter!("boxoffice_store_journal_replays_total").increment(entries);
+}
+
+// ---- The status page's series ----
+
+/// How many one-second samples the page plots: five minutes.
+pub const SAMPLES: usize = 300;
+
+/// One second of the figures the page plots.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    pub queue_waiting: u64,
+    pub queue_active: u64,
+    pub estimated_wait_seconds: u64,
+    pub admitted_per_second: f64,
+    pub holds_per_second: f64,
+    pub payments_per_second: f64,
+    pub bookings_per_second: f64,
+    pub requests_per_second: f64,
+    pub connections: i64,
+    pub deliveries_per_second: f64,
+    pub commits_per_second: f64,
+    /// Mean time of the last second's flushes, in milliseconds.
+    pub commit_latency_ms: f64,
+}
+
+#[derive(Default)]
+struct Sampler {
+    last: Option<([u64; 8], std::time::Instant)>,
+    samples: VecDeque<Sample>,
+}
+
+static SAMPLER: LazyLock<Mutex<Sampler>> = LazyLock::new(Default::default);
+
+/// Take one sample: rates since the previous one. The server calls this once a second.
+pub fn sample() {
+    let t = &*TOTALS;
+    let now = [
+        t.requests.load(Relaxed),
+        t.holds.load(Relaxed),
+        t.payments.load(Relaxed),
+        t.bookings.load(Relaxed),
+        t.admitted.load(Relaxed),
+        t.deliveries.load(Relaxed),
+        t.commits.load(Relaxed),
+        t.commit_micros.load(Relaxed),
+    ];
+    let at = std::time::Instant::now();
+    let mut s = SAMPLER.lock().unwrap_or_else(|e| e.into_inner());
+    let (before, then) = s.last.unwrap_or((now, at));
+    let secs = at.duration_since(then).as_secs_f64().max(0.001);
+    let rate = |i: usize| ((now[i] - before[i]) as f64 / secs * 10.0).round() / 10.0;
+    let commits = now[6] - before[6];
+    let sample = Sample {
+        queue_waiting: t.queue_waiting.load(Relaxed),
+        queue_active: t.queue_active.load(Relaxed),
+        estimated_wait_seconds: t.queue_wait_seconds.load(Relaxed),
+        requests_per_second: rate(0),
+        holds_per_second: rate(1),
+        payments_per_second: rate(2),
+        bookings_per_second: rate(3),
+        admitted_per_second: rate(4),
+        deliveries_per_second: rate(5),
+        commits_per_second: rate(6),
+        commit_latency_ms: if commits == 0 {
+            0.0
+        } else {
+            ((now[7] - before[7]) as f64 / commits as f64 / 1000.0 * 100.0).round() / 100.0
+        },
+        connections: t.connections.load(Relaxed),
+    };
+    s.last = Some((now, at));
+    if s.last.is_some() && s.samples.len() == SAMPLES {
+        s.samples.pop_front();
+    }
+    s.samples.push_back(sample);
+}
+
+/// The samples, oldest first.
+pub fn samples() -> Vec<Sample> {
+    SAMPLER.lock().unwrap_or_else(|e| e.into_inner()).samples.iter().copied().collect()
+}
