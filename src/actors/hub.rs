@@ -438,6 +438,7 @@ impl Hub {
     pub fn publish(&self, group: Group, event: &Arc<Event>) {
         crate::observe::published();
         let mut full = Vec::new();
+        let mut delivered = 0;
         if let Some(members) = self.inner.groups.get(&group) {
             for sub in members.values() {
                 let outbox = &sub.outbox;
@@ -454,7 +455,7 @@ impl Hub {
                 match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame }) {
                     Ok(()) => {
                         self.inner.delivered.fetch_add(1, Ordering::Relaxed);
-                        crate::observe::delivered(1);
+                        delivered += 1;
                         let c = &outbox.congestion;
                         if c.since.load(Ordering::Relaxed) != 0 {
                             c.since.store(0, Ordering::Relaxed);
@@ -479,13 +480,14 @@ impl Hub {
                             // Past the bound, in order: a burst, not yet a stalled reader.
                             sub.recipient.do_send(deliver);
                             self.inner.delivered.fetch_add(1, Ordering::Relaxed);
-                            crate::observe::delivered(1);
+                            delivered += 1;
                         }
                     }
                     Err(SendError::Closed(_)) => outbox.taken(bytes),
                 }
             }
         }
+        crate::observe::delivered(delivered);
         for sub in full {
             self.evict(&sub);
         }

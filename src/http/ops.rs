@@ -205,6 +205,7 @@ pub fn start_sampler() {
         loop {
             tick.tick().await;
             crate::observe::sample();
+            crate::observe::flush();
             n += 1;
             if n % 5 == 0 {
                 crate::observe::install().run_upkeep();
@@ -225,7 +226,12 @@ pub fn request_id(req: &HttpRequest) -> String {
     }
     static PREFIX: LazyLock<u32> = LazyLock::new(rand::random);
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{:08x}{:08x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+    let n = (u64::from(*PREFIX) << 32) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
+    let mut id = String::with_capacity(16);
+    for shift in (0..16).rev() {
+        id.push(char::from(b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize]));
+    }
+    id
 }
 
 /// Around every request: its id (in the log span of everything it logs, and sent back as
