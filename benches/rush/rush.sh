@@ -16,6 +16,7 @@
 #   HOLD_TTL=5m          BOXOFFICE_HOLD_TTL of the server
 #   CONNECTIONS=64       wrk -c          WRK_THREADS=2   wrk -t
 #   SCHEDULES=1000       spread mode:    SEATS=50 seats per created schedule
+#   SERVER_LOG=FILTER    RUST_LOG of the server (default warn: no per-request access lines)
 #   TASKSET_SERVER=CPUS  pin the server with taskset -c CPUS (e.g. 0)
 #   TASKSET_WRK=CPUS     pin wrk with taskset -c CPUS (e.g. 1)
 #   PERF_SECONDS=N       also `perf record -g -p SERVER` for N s during the run (starts
@@ -118,7 +119,7 @@ start_server() {
   t0="$(now_ns)"
   env BOXOFFICE_BIND="127.0.0.1:$PORT" BOXOFFICE_DATA_DIR="$DATA" BOXOFFICE_JWT_SECRET="$SECRET" \
     BOXOFFICE_QUEUE_ADMIT_RATE=1000000 BOXOFFICE_QUEUE_MAX_ACTIVE=1000000 \
-    BOXOFFICE_HOLD_TTL="$HOLD_TTL" RUST_LOG=warn \
+    BOXOFFICE_HOLD_TTL="$HOLD_TTL" RUST_LOG="${SERVER_LOG:-warn}" \
     "${TS_SERVER[@]}" "$BIN" serve >>"$LOG.server.out" 2>>"$LOG.server.err" &
   SERVER_PID=$!
   for _ in $(seq 6000); do # 60 s at most
