@@ -3,7 +3,7 @@
 //! access log line and request metrics (see [`observe_requests`]).
 
 use crate::actors::catalog::{ListConcerts, ListPerformances, ListSchedules};
-use crate::http::error::BError;
+use crate::http::error::QError;
 use crate::http::health::Contract;
 use crate::http::AppState;
 use crate::time::rfc3339;
@@ -40,7 +40,7 @@ const COOKIE: &str = "boxoffice_admin";
 
 /// The status page. It holds no data; `?token=<admin JWT>` once keeps the token in an
 /// HttpOnly cookie scoped to `/admin`, which the page's requests then carry.
-async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, BError> {
+async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, QError> {
     let mut res = HttpResponse::Ok();
     res.insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((CACHE_CONTROL, "no-store"))
@@ -49,9 +49,9 @@ async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
         .map(|q| q.into_inner())
         .unwrap_or_default();
     if let Some(token) = query.get("token") {
-        let id = state.verifier.verify(token).map_err(BError::from)?;
+        let id = state.verifier.verify(token).map_err(QError::from)?;
         if !id.admin {
-            return Err(BError::forbidden("The status page is for admins."));
+            return Err(QError::forbidden("The status page is for admins."));
         }
         let cookie = Cookie::build(COOKIE, token.clone())
             .path("/admin")
@@ -65,17 +65,17 @@ async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
 }
 
 /// The admin behind a request: `Authorization: Bearer`, or the page's cookie.
-fn admin(state: &AppState, req: &HttpRequest) -> Result<(), BError> {
+fn admin(state: &AppState, req: &HttpRequest) -> Result<(), QError> {
     let token = match super::bearer(req) {
         Some(t) => t,
         None => req
             .cookie(COOKIE)
             .map(|c| c.value().to_string())
-            .ok_or_else(|| BError::from(crate::auth::AuthError::Missing))?,
+            .ok_or_else(|| QError::from(crate::auth::AuthError::Missing))?,
     };
-    let id = state.verifier.verify(&token).map_err(BError::from)?;
+    let id = state.verifier.verify(&token).map_err(QError::from)?;
     if !id.admin {
-        return Err(BError::forbidden("The status page is for admins."));
+        return Err(QError::forbidden("The status page is for admins."));
     }
     Ok(())
 }
@@ -135,7 +135,7 @@ const LISTED: usize = 50;
 
 static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, BError> {
+async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, QError> {
     admin(&state, &req)?;
     let samples = crate::observe::samples();
     let mut series = Series::default();
