@@ -19,7 +19,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(settings)) => settings,
         None => &cli.settings,
     };
-    logs(settings.log_format);
+    // Kept until main returns: dropping it writes out the lines still queued.
+    let _logs = logs(settings.log_format);
     match cli.command {
         Some(Command::Token(args)) => {
             let secret = load_secret(&args.settings)?;
@@ -42,12 +43,20 @@ fn serve(settings: boxoffice::config::Settings) -> anyhow::Result<()> {
 }
 
 /// Log lines to stderr: text, coloured only when stderr is a terminal (no escape codes in
-/// files and pipes), or one JSON object per line.
-fn logs(format: LogFormat) {
+/// files and pipes), or one JSON object per line. A logging thread writes them, many lines
+/// per `write` under load, so that a request's access line costs its formatting and not a
+/// system call; if it falls 128k lines behind, lines are dropped rather than requests
+/// slowed.
+fn logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("boxoffice-log")
+        .finish(std::io::BufWriter::with_capacity(64 << 10, std::io::stderr()));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
     }
+    guard
 }
