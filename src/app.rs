@@ -77,7 +77,8 @@ impl Application {
             .backlog(4096)
             // Signals are ours: run_until_stopped drains before the server stops.
             .disable_signals()
-            .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
+            // Half of the drain for requests in flight; the first half is the WebSockets'.
+            .shutdown_timeout((settings.shutdown_timeout.as_secs() / 2).max(1))
             .listen("boxoffice", listener, move || {
                 let app = app.clone();
                 actix_http::HttpService::build()
@@ -143,10 +144,10 @@ impl Application {
                 handle.pause().await;
                 hub.going_away();
                 // Sessions close once their goodbye is written (a stalled one after its grace).
-                while hub.open_sessions() > 0 && started.elapsed() < shutdown_timeout {
+                while hub.open_sessions() > 0 && started.elapsed() < shutdown_timeout / 2 {
                     actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                // Requests in flight finish; the workers stop after at most the timeout.
+                // Requests in flight finish; the workers stop after at most the other half.
                 handle.stop(true).await;
                 if let Some(m) = metrics_handle {
                     m.stop(true).await;
