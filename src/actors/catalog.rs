@@ -217,10 +217,7 @@ impl Handler<ListSchedules> for Catalog {
         Box::pin(async move {
             let mut out = Vec::with_capacity(schedules.len());
             for (schedule, addr) in schedules {
-                let available = match addr {
-                    Some(a) => a.send(Availability).await.map(|(free, _)| free).unwrap_or(0),
-                    None => 0,
-                };
+                let available = free_seats(addr).await;
                 if available > 0 || msg.include_sold_out {
                     out.push(ScheduleView { schedule, available });
                 }
@@ -326,13 +323,47 @@ impl Handler<ListPerformances> for Catalog {
         Box::pin(async move {
             let mut out = Vec::with_capacity(all.len());
             for (performance, addr) in all {
-                let available = match addr {
-                    Some(a) => a.send(Availability).await.map(|(free, _)| free).unwrap_or(0),
-                    None => 0,
-                };
+                let available = free_seats(addr).await;
                 out.push(PerformanceView { performance, available });
             }
             out
         })
+    }
+}
+
+/// What is left to sell, for the operators' status page: up to `limit` schedules (of every
+/// concert) and up to `limit` performances, each with its free seats.
+#[derive(Message)]
+#[rtype(result = "(Vec<ScheduleView>, Vec<PerformanceView>)")]
+pub struct SeatsLeft {
+    pub limit: usize,
+}
+
+impl Handler<SeatsLeft> for Catalog {
+    type Result = ResponseFuture<(Vec<ScheduleView>, Vec<PerformanceView>)>;
+    fn handle(&mut self, msg: SeatsLeft, _: &mut Context<Self>) -> Self::Result {
+        let book = &self.seat_maps.book;
+        let schedules: Vec<_> =
+            self.state.schedules.values().take(msg.limit).map(|s| (s.clone(), book.get(&s.seat_map_id()))).collect();
+        let performances: Vec<_> =
+            self.state.performances.values().take(msg.limit).map(|p| (p.clone(), book.get(&p.seat_map))).collect();
+        Box::pin(async move {
+            let mut out = (Vec::with_capacity(schedules.len()), Vec::with_capacity(performances.len()));
+            for (schedule, addr) in schedules {
+                out.0.push(ScheduleView { available: free_seats(addr).await, schedule });
+            }
+            for (performance, addr) in performances {
+                out.1.push(PerformanceView { available: free_seats(addr).await, performance });
+            }
+            out
+        })
+    }
+}
+
+/// A seat map's free seats (0 if it is not running).
+async fn free_seats(addr: Option<Addr<super::seat_map::SeatMap>>) -> usize {
+    match addr {
+        Some(a) => a.send(Availability).await.map(|(free, _)| free).unwrap_or(0),
+        None => 0,
     }
 }

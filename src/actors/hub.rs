@@ -384,9 +384,6 @@ struct Inner {
     next_session: AtomicU64,
     /// Every open session, to tell when the server shuts down.
     sessions: DashMap<u64, Recipient<Deliver>>,
-    /// Deliveries offered and sessions evicted, for logs and the load tool.
-    delivered: AtomicU64,
-    evicted: AtomicU64,
 }
 
 impl Hub {
@@ -454,7 +451,6 @@ impl Hub {
                 }
                 match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame }) {
                     Ok(()) => {
-                        self.inner.delivered.fetch_add(1, Ordering::Relaxed);
                         delivered += 1;
                         let c = &outbox.congestion;
                         if c.since.load(Ordering::Relaxed) != 0 {
@@ -479,7 +475,6 @@ impl Hub {
                         } else {
                             // Past the bound, in order: a burst, not yet a stalled reader.
                             sub.recipient.do_send(deliver);
-                            self.inner.delivered.fetch_add(1, Ordering::Relaxed);
                             delivered += 1;
                         }
                     }
@@ -506,7 +501,6 @@ impl Hub {
         if outbox.evicted.swap(true, Ordering::Relaxed) {
             return false;
         }
-        self.inner.evicted.fetch_add(1, Ordering::Relaxed);
         crate::observe::eviction(if outbox.queued() > outbox.max_bytes { "bytes" } else { "events" });
         tracing::warn!(session, user, queued = outbox.queued(), "evicting a session that stopped reading");
         for mut members in self.inner.groups.iter_mut() {
@@ -541,11 +535,6 @@ impl Hub {
     /// Whether `user` has an open connection, and when their last one closed (0: never).
     pub fn presence(&self, user: u64) -> (bool, u64) {
         self.inner.presence.get(&user).map(|p| (p.connections > 0, p.last_seen)).unwrap_or((false, 0))
-    }
-
-    /// (deliveries offered, sessions evicted) since start.
-    pub fn stats(&self) -> (u64, u64) {
-        (self.inner.delivered.load(Ordering::Relaxed), self.inner.evicted.load(Ordering::Relaxed))
     }
 }
 

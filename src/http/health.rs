@@ -90,6 +90,16 @@ pub enum Contract {
 }
 
 impl Contract {
+    /// Its letter, as metrics label it (`Q`, `B`, `C`, `T`).
+    pub fn letter(self) -> &'static str {
+        match self {
+            Contract::Q => "Q",
+            Contract::B => "B",
+            Contract::C => "C",
+            Contract::T => "T",
+        }
+    }
+
     pub fn of(path: &str) -> Contract {
         let trimmed = path.trim_start_matches('/');
         // `/payments` is contract Q's payment; `/payments/execute` contract B's.

@@ -72,12 +72,7 @@ fn refine(doc: &mut serde_json::Value) {
             super::health::Contract::B => ("400", "BErrorBody", "A malformed request"),
             super::health::Contract::T => ("400", "TEnvelope", "An id in the path that is not a positive integer"),
         };
-        let letter = match super::health::Contract::of(path) {
-            super::health::Contract::C => "c",
-            super::health::Contract::Q => "q",
-            super::health::Contract::B => "b",
-            super::health::Contract::T => "t",
-        };
+        let letter = super::health::Contract::of(path).letter().to_ascii_lowercase();
         for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
             // Operation ids are the handlers' names, which repeat across contracts
             // (`list_rooms`): prefix the contract, as the schema names are.

@@ -2,7 +2,7 @@
 //! `/admin` with the figures it reads at `/admin/status.json`, and every request's id,
 //! access log line and request metrics (see [`observe_requests`]).
 
-use crate::actors::catalog::{ListConcerts, ListPerformances, ListSchedules};
+use crate::actors::catalog::SeatsLeft;
 use crate::http::error::QError;
 use crate::http::health::Contract;
 use crate::http::AppState;
@@ -152,27 +152,18 @@ async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
         series.commits_per_second.push(s.commits_per_second);
         series.commit_latency_ms.push(s.commit_latency_ms);
     }
-    let catalog = state.registry.catalog();
-    let mut schedules = Vec::new();
-    for concert in catalog.send(ListConcerts).await? {
-        if schedules.len() >= LISTED {
-            break;
-        }
-        let list = catalog.send(ListSchedules { concert: concert.id, include_sold_out: true }).await?;
-        for v in list.unwrap_or_default() {
-            schedules.push(ScheduleLeft {
-                concert_id: v.schedule.concert,
-                schedule_id: v.schedule.id,
-                starts_at: rfc3339(v.schedule.starts_at),
-                seats_left: v.available,
-                total_seats: v.schedule.seats,
-            });
-        }
-    }
-    schedules.truncate(LISTED);
-    let mut performances: Vec<PerformanceLeft> = catalog
-        .send(ListPerformances)
-        .await?
+    let (schedules, performances) = state.registry.catalog().send(SeatsLeft { limit: LISTED }).await?;
+    let schedules = schedules
+        .into_iter()
+        .map(|v| ScheduleLeft {
+            concert_id: v.schedule.concert,
+            schedule_id: v.schedule.id,
+            starts_at: rfc3339(v.schedule.starts_at),
+            seats_left: v.available,
+            total_seats: v.schedule.seats,
+        })
+        .collect();
+    let performances = performances
         .into_iter()
         .map(|v| PerformanceLeft {
             performance_id: v.performance.id,
@@ -181,7 +172,6 @@ async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
             total_seats: v.performance.seats,
         })
         .collect();
-    performances.truncate(LISTED);
     let body = Status {
         now: rfc3339(crate::time::now_ms()),
         uptime_seconds: STARTED.elapsed().as_secs(),
@@ -259,13 +249,7 @@ where
         let status = res.status().as_u16();
         let path = res.request().path().to_string();
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
-        let contract = match Contract::of(&path) {
-            Contract::Q => "Q",
-            Contract::B => "B",
-            Contract::C => "C",
-            Contract::T => "T",
-        };
-        crate::observe::request(contract, &route, status, took.as_secs_f64());
+        crate::observe::request(Contract::of(&path).letter(), &route, status, took.as_secs_f64());
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
         }
