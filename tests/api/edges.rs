@@ -156,18 +156,13 @@ async fn the_server_takes_what_the_document_says_and_refuses_the_rest() {
         }
     };
 
+    let seller = jwt(7);
+    let list = |body: serde_json::Value| api.call("POST", "/api/tickets", Some(&seller), &[], Some(body));
+
     // A number with no fraction is an integer, as JSON Schema says.
     let r = charge("1000.0", "float-1").await;
     assert_eq!((r.status, r.body["amount"].as_u64()), (200, Some(1000)), "{r:?}");
-    let r = api
-        .call(
-            "POST",
-            "/api/tickets",
-            Some(&jwt(7)),
-            &[],
-            Some(json!({ "title": "t", "unitPrice": 1e3, "totalQuantity": 2.0 })),
-        )
-        .await;
+    let r = list(json!({ "title": "t", "unitPrice": 1e3, "totalQuantity": 2.0 })).await;
     assert_eq!((r.status, r.body["data"]["unitPrice"].as_u64()), (201, Some(1000)), "{r:?}");
     let r = charge("1000.5", "float-2").await;
     assert_eq!((r.status, r.body["code"].as_str()), (400, Some("INVALID_AMOUNT")), "{r:?}");
@@ -193,27 +188,11 @@ async fn the_server_takes_what_the_document_says_and_refuses_the_rest() {
     assert_eq!(r.status, 400, "{r:?}");
 
     // Text that is only white space, as the pattern `\S` reads it (U+FEFF too), is refused.
-    let r = api
-        .call(
-            "POST",
-            "/api/tickets",
-            Some(&jwt(7)),
-            &[],
-            Some(json!({ "title": "\u{feff} \u{3000}", "unitPrice": 1, "totalQuantity": 1 })),
-        )
-        .await;
+    let r = list(json!({ "title": "\u{feff} \u{3000}", "unitPrice": 1, "totalQuantity": 1 })).await;
     assert_eq!(r.status, 400, "{r:?}");
     // A length counts characters before trimming, as maxLength does.
     let title = format!("{} ", "가".repeat(200));
-    let r = api
-        .call(
-            "POST",
-            "/api/tickets",
-            Some(&jwt(7)),
-            &[],
-            Some(json!({ "title": title, "unitPrice": 1, "totalQuantity": 1 })),
-        )
-        .await;
+    let r = list(json!({ "title": title, "unitPrice": 1, "totalQuantity": 1 })).await;
     assert_eq!(r.status, 400, "201 characters: {r:?}");
 
     // `/bookings/my` is its own resource: DELETE there is 405, not a booking named "my".

@@ -27,6 +27,19 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     0.0
 }
 
+/// The server's log once it mentions `needle` (the logging thread writes a moment later).
+async fn log_with(server: &TestServer, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = server.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log never mentioned {needle}: {log}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn scrape(api: &Api) -> String {
     let r = api.raw("GET", "/metrics", None, &[], None).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -177,8 +190,7 @@ async fn logs_hold_no_escape_codes_and_carry_request_ids() {
     let r = api.get("/concerts", &jwt(3), &[("X-Request-Id", "not ok!")]).await;
     let made = r.headers.get("x-request-id").and_then(|v| v.to_str().ok()).expect("an id").to_string();
     assert_ne!(made, "not ok!");
-    actix_rt::time::sleep(Duration::from_millis(200)).await;
-    let log = server.log();
+    let log = log_with(&server, &made).await;
     assert!(!log.contains('\u{1b}'), "escape codes in a log file");
     assert!(
         log.lines().any(|l| l.contains("trace-42") && l.contains("/concerts") && l.contains("status=200")),
@@ -189,8 +201,7 @@ async fn logs_hold_no_escape_codes_and_carry_request_ids() {
     let api = json_server.api();
     let r = api.get("/concerts?secret=abc", &jwt(3), &[]).await;
     let id = r.headers.get("x-request-id").and_then(|v| v.to_str().ok()).expect("an id").to_string();
-    actix_rt::time::sleep(Duration::from_millis(200)).await;
-    let log = json_server.log();
+    let log = log_with(&json_server, &id).await;
     let lines: Vec<Value> =
         log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     let access = lines
@@ -246,8 +257,18 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
     hub.write_all(&frame(0x81, b"{\"protocol\":\"json\",\"version\":1}\x1e", false, None)).expect("handshake");
     let (_, handshake) = read_frame(&mut hub).expect("the handshake's answer");
     assert_eq!(handshake, b"{}\x1e");
-    // Both sessions are in (the plain one announced itself to the room).
-    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    // Both sessions are in.
+    let api = server.api();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = scrape(&api).await;
+        let open = ["chat", "signalr"].map(|p| sample(&m, "boxoffice_ws_connections", &[("protocol", p)]));
+        if open == [1.0, 1.0] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sessions open: {open:?}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let status = server.stop();
     assert!(status.success(), "exit status {status:?}");
