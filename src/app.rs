@@ -2,22 +2,31 @@
 //! SIGINT or SIGTERM; then drain: stop accepting, close every WebSocket with 1001 (SignalR
 //! clients get a Close message with `allowReconnect: true` first), let requests finish for
 //! at most `BOXOFFICE_SHUTDOWN_TIMEOUT`, flush, exit 0.
+//!
+//! One binary, two roles (see [`crate::cluster`]): a core (the default) opens the store and
+//! serves everything; with `BOXOFFICE_NATS_URL` it also serves edges. An edge opens no store
+//! and serves the WebSocket endpoints, `/healthz` and `/metrics`, reaching the core over
+//! NATS.
 
+use crate::actors::hub::Hub;
 use crate::actors::Registry;
 use crate::auth::{load_secret, Verifier};
-use crate::config::Settings;
-use crate::http::{self, AppState};
+use crate::cluster::{edge::Edge, Backend, Subjects};
+use crate::config::{Role, Settings};
+use crate::http::{self, AppState, Realtime};
 use crate::store::Store;
-use actix_web::{web, App};
+use actix_web::{web, App, HttpResponse};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 pub struct Application {
     server: actix_server::Server,
     /// `/metrics` on `BOXOFFICE_METRICS_BIND`, if set.
     metrics: Option<(actix_web::dev::Server, SocketAddr)>,
     addr: SocketAddr,
-    store: Store,
-    hub: crate::actors::hub::Hub,
+    /// The core's store (an edge has none).
+    store: Option<Store>,
+    hub: Hub,
     shutdown_timeout: std::time::Duration,
 }
 
@@ -27,24 +36,65 @@ impl Application {
         let settings = settings.sanitize();
         // Before anything counts (the store's journal replay does).
         crate::observe::install();
-        std::fs::create_dir_all(&settings.data_dir)?;
+        let has_secret = settings.jwt_secret.as_ref().is_some_and(|s| !s.is_empty())
+            || settings.data_dir.join("jwt_secret").exists();
+        if settings.role == Role::Edge && !has_secret {
+            anyhow::bail!("an edge checks the core's tokens: set BOXOFFICE_JWT_SECRET to the core's secret");
+        }
+        if settings.role == Role::Core {
+            std::fs::create_dir_all(&settings.data_dir)?;
+        }
         let secret = load_secret(&settings)?;
         let public_key = match &settings.jwt_public_key {
             Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?),
             None => None,
         };
-        let verifier = Verifier::new(&secret, public_key.as_deref())?;
-        let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
-        let registry = Registry::start(store.clone(), settings.clone()).await?;
-        let hub = registry.hub().clone();
+        let verifier = || Verifier::new(&secret, public_key.as_deref());
         let links = http::signed::LinkSigner::new(&secret);
-        let state = web::Data::new(AppState {
-            registry,
-            verifier,
+        let hub = Hub::default();
+        let subjects = Subjects::new(&settings.nats_prefix);
+        let (store, state, backend) = match settings.role {
+            Role::Core => {
+                let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
+                let registry = match &settings.nats_url {
+                    Some(url) => {
+                        let (bridge, outbound) = crate::cluster::core::Bridge::new(hub.clone());
+                        let registry =
+                            Registry::start_with(store.clone(), settings.clone(), hub.clone(), Arc::new(bridge))
+                                .await?;
+                        crate::cluster::core::start(registry.clone(), url.clone(), subjects, outbound);
+                        registry
+                    }
+                    None => {
+                        Registry::start_with(store.clone(), settings.clone(), hub.clone(), Arc::new(hub.clone()))
+                            .await?
+                    }
+                };
+                let state = web::Data::new(AppState {
+                    registry: registry.clone(),
+                    verifier: verifier()?,
+                    settings: settings.clone(),
+                    links: links.clone(),
+                    noted: Default::default(),
+                });
+                (Some(store), Some(state), Backend::Local(registry))
+            }
+            Role::Edge => {
+                let Some(url) = &settings.nats_url else {
+                    anyhow::bail!("an edge needs the NATS server its core uses: set BOXOFFICE_NATS_URL (--nats)");
+                };
+                let edge = Edge::start(url, subjects, hub.clone()).await?;
+                tracing::info!(%url, "edge: holding WebSockets for the core over NATS");
+                (None, None, Backend::Remote(edge))
+            }
+        };
+        let realtime = web::Data::new(Realtime {
+            backend,
+            verifier: verifier()?,
             settings: settings.clone(),
-            links,
-            noted: Default::default(),
+            links: links.clone(),
         });
+        let edge = state.is_none();
         http::ops::start_sampler();
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
@@ -65,10 +115,22 @@ impl Application {
                         None => Either::Right(srv.call(req)),
                     }
                 })
-                .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(1 << 20))
-                .configure(http::routes)
-                .default_service(web::to(http::health::not_found))
+                .app_data(realtime.clone())
+                .configure(|cfg| match &state {
+                    Some(state) => {
+                        cfg.app_data(state.clone());
+                        http::routes(cfg)
+                    }
+                    None => edge_routes(cfg),
+                })
+                .default_service(web::to(move |req: actix_web::HttpRequest| async move {
+                    if edge {
+                        edge_elsewhere(req).await
+                    } else {
+                        http::health::not_found(req).await
+                    }
+                }))
         };
         // actix-web's HttpServer, plus actix-http's upgrade hook: WebSockets leave the
         // HTTP/1 dispatcher once their handshake is answered (see `http::upgrade`).
@@ -156,10 +218,42 @@ impl Application {
                 tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
             }
         }
-        store.flush_blocking()?;
-        tracing::info!("stopped; everything is on disk");
+        if let Some(store) = store {
+            store.flush_blocking()?;
+            tracing::info!("stopped; everything is on disk");
+        }
         Ok(())
     }
+}
+
+/// An edge's routes: the WebSocket endpoints, its health and its metrics.
+fn edge_routes(cfg: &mut web::ServiceConfig) {
+    http::chat::ws::routes(cfg);
+    http::trade::signalr::routes(cfg);
+    cfg.route("/healthz", web::get().to(edge_health)).route("/metrics", web::get().to(http::ops::metrics));
+}
+
+/// An edge's health: 200 while it is connected to NATS and hears the core, else 503 (a
+/// load balancer sends new WebSockets elsewhere).
+async fn edge_health(state: web::Data<Realtime>) -> HttpResponse {
+    let Backend::Remote(edge) = &state.backend else { return HttpResponse::Ok().finish() };
+    let body = serde_json::json!({
+        "status": if edge.healthy() { "ok" } else { "unavailable" },
+        "role": "edge",
+        "nats": if edge.connected() { "connected" } else { "disconnected" },
+        "sessions": edge.hub().open_sessions(),
+    });
+    if edge.healthy() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Anything but a WebSocket on an edge: 404, in the contract's shape, saying where to go.
+async fn edge_elsewhere(req: actix_web::HttpRequest) -> HttpResponse {
+    let message = "This is an edge node: it serves WebSockets only; send REST requests to the core.";
+    http::health::refusal(req.path(), actix_web::http::StatusCode::NOT_FOUND, "NOT_FOUND", message.into())
 }
 
 /// The first SIGTERM or SIGINT (Ctrl-C).

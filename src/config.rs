@@ -156,6 +156,26 @@ pub struct Settings {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "BOXOFFICE_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// `core` owns the actors and the store (alone, it is the whole server); `edge` holds
+    /// WebSockets only and reaches the core over NATS (needs `--nats`).
+    #[arg(long, env = "BOXOFFICE_ROLE", value_enum, default_value = "core")]
+    pub role: Role,
+    /// The NATS server that carries events and requests between a core and its edges
+    /// (`nats://127.0.0.1:4222`). A core without it serves alone.
+    #[arg(id = "nats", long = "nats", env = "BOXOFFICE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The prefix of every NATS subject this deployment uses.
+    #[arg(long, env = "BOXOFFICE_NATS_PREFIX", default_value = "boxoffice")]
+    pub nats_prefix: String,
+}
+
+/// What a process of the one binary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Owns every actor and the store; serves everything.
+    Core,
+    /// Holds WebSocket and SignalR connections; everything else is the core's.
+    Edge,
 }
 
 impl Settings {

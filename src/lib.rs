@@ -20,6 +20,8 @@
 //!   [`http::chat`] (contract C, with its WebSocket), [`http::queue`] (contract Q) and
 //!   [`http::booking`] (contract B); beside them what every contract shares: the
 //!   extractors, one error type per contract, health, the OpenAPI document, signed links.
+//! - [`cluster`]: more than one machine: a core and edges over NATS, and the
+//!   [`cluster::Backend`] a WebSocket session reaches the state through.
 //! - [`app`]: build, bind, run until a signal, flush, exit.
 //! - [`observe`]: Prometheus metrics and the status page's figures.
 //! - [`time`]: wall-clock milliseconds and RFC 3339.
@@ -29,6 +31,7 @@
 pub mod actors;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod money;

@@ -67,6 +67,13 @@ fn describe() {
     describe_counter!("boxoffice_queue_issued_total", "Queue tokens issued");
     describe_counter!("boxoffice_queue_admitted_total", "Queue tokens admitted from waiting to active");
     describe_gauge!("boxoffice_ws_connections", "Open WebSocket connections, by protocol");
+    describe_counter!(
+        "boxoffice_nats_dropped_total",
+        "Events the core could not hand to NATS (queue full, or NATS refused)"
+    );
+    describe_counter!("boxoffice_nats_requests_total", "Requests from edges the core answered, by kind");
+    describe_counter!("boxoffice_edge_restarts_total", "Times an edge closed every socket with 1012, by reason");
+    describe_gauge!("boxoffice_edge_subscriptions", "NATS subjects an edge listens to (groups with a local session)");
     describe_counter!("boxoffice_ws_connections_total", "WebSocket connections opened, by protocol");
     describe_counter!("boxoffice_events_published_total", "Room and user events published to the hub");
     describe_counter!("boxoffice_ws_deliveries_total", "Events written to WebSocket clients");
@@ -348,6 +355,28 @@ pub fn close(code: u16) {
 pub fn replay(messages: u64) {
     counter!("boxoffice_ws_replays_total").increment(1);
     counter!("boxoffice_ws_replayed_messages_total").increment(messages);
+}
+
+// ---- More than one machine ----
+
+/// The core dropped an event on its way to NATS.
+pub fn nats_dropped() {
+    counter!("boxoffice_nats_dropped_total").increment(1);
+}
+
+/// The core took a request from an edge.
+pub fn nats_request(kind: &'static str) {
+    counter!("boxoffice_nats_requests_total", "kind" => kind).increment(1);
+}
+
+/// An edge closed its sockets with 1012 for `reason`.
+pub fn edge_restart(reason: &'static str) {
+    counter!("boxoffice_edge_restarts_total", "reason" => reason).increment(1);
+}
+
+/// The subjects an edge listens to.
+pub fn edge_subscriptions(n: usize) {
+    gauge!("boxoffice_edge_subscriptions").set(n as f64);
 }
 
 // ---- Store ----

@@ -251,9 +251,14 @@ pub struct Event {
     pub skip_user: Option<u64>,
     /// One rendered frame per wire protocol, filled by the first session that needs it.
     rendered: [OnceLock<Frame>; PROTOCOLS],
+    /// The event as it crosses to other processes, encoded once (see [`crate::cluster`]).
+    encoded: OnceLock<bytes::Bytes>,
 }
 
-static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
+/// Event ids of this process: they start from the clock (in units of 2^-20 ms), so that a
+/// restarted core does not reuse the ids its edges' sessions remember.
+static NEXT_EVENT: std::sync::LazyLock<AtomicU64> =
+    std::sync::LazyLock::new(|| AtomicU64::new(crate::time::now_ms() << 20));
 
 impl Event {
     pub fn new(kind: ChatEvent) -> Arc<Event> {
@@ -266,7 +271,17 @@ impl Event {
 
     fn make(kind: ChatEvent, skip_user: Option<u64>) -> Arc<Event> {
         let seq = NEXT_EVENT.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Event { seq, kind, skip_user, rendered: Default::default() })
+        Self::remote(seq, kind, skip_user)
+    }
+
+    /// An event another process made, with its id there.
+    pub fn remote(seq: u64, kind: ChatEvent, skip_user: Option<u64>) -> Arc<Event> {
+        Arc::new(Event { seq, kind, skip_user, rendered: Default::default(), encoded: OnceLock::new() })
+    }
+
+    /// The event encoded for other processes by `encode`, once.
+    pub fn encoded(&self, encode: impl FnOnce(&Event) -> bytes::Bytes) -> bytes::Bytes {
+        self.encoded.get_or_init(|| encode(self)).clone()
     }
 
     /// This event in `wire`'s protocol, rendered once.
@@ -279,13 +294,16 @@ impl Event {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Deliver {
-    /// An event, with its frame in the session's protocol.
-    Event { event: Arc<Event>, frame: Frame },
+    /// An event of `group`, with its frame in the session's protocol.
+    Event { event: Arc<Event>, frame: Frame, group: Group },
     /// The hub gave up on the session (it is out of its groups): it must close (1008).
     Evicted,
     /// The server is shutting down: say goodbye (1001, and SignalR's Close with
     /// `allowReconnect`) and close.
     GoingAway,
+    /// This node lost its way to the state (an edge cut off from NATS or from the core):
+    /// close with 1012 (service restart) so that the client reconnects and catches up.
+    Restart,
 }
 
 /// A session as the hub knows it: where to deliver, in which protocol, and its outbox.
@@ -414,6 +432,19 @@ impl Hub {
         }
     }
 
+    /// Tell every open session to close with 1012 and come back (see [`Deliver::Restart`]).
+    pub fn restart_all(&self) -> usize {
+        for s in self.inner.sessions.iter() {
+            s.value().do_send(Deliver::Restart);
+        }
+        self.inner.sessions.len()
+    }
+
+    /// Whether any session of this process is in `group`.
+    pub fn has_group(&self, group: Group) -> bool {
+        self.inner.groups.get(&group).is_some_and(|m| !m.is_empty())
+    }
+
     pub fn join(&self, group: Group, sub: Subscriber) {
         self.inner.groups.entry(group).or_default().insert(sub.session, sub);
     }
@@ -449,7 +480,7 @@ impl Hub {
                     full.push(sub.clone());
                     continue;
                 }
-                match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame }) {
+                match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame, group }) {
                     Ok(()) => {
                         delivered += 1;
                         let c = &outbox.congestion;
@@ -522,14 +553,6 @@ impl Hub {
         p.connections = p.connections.saturating_sub(1);
         p.last_seen = crate::time::now_ms();
         p.connections == 0
-    }
-
-    /// Tell `rooms` (the user's) that the user came online or went offline.
-    pub fn announce_presence(&self, rooms: &[u64], user: u64, user_name: &str, online: bool) {
-        let event = Event::new(ChatEvent::UserStatus { user, user_name: user_name.to_string(), online });
-        for room in rooms {
-            self.publish(room_group(*room), &event);
-        }
     }
 
     /// Whether `user` has an open connection, and when their last one closed (0: never).

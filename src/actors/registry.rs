@@ -7,7 +7,7 @@ use super::book::{Arbiters, Lookup};
 use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance, CreateSchedule, PerformanceSeats};
 use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
-use super::hub::Hub;
+use super::hub::{room_group, ChatEvent, Event, Fanout, Hub};
 use super::room::{Room, Rooms};
 use super::seat_map::booking::reservation_of_public_id;
 use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMapStarter, SeatMaps};
@@ -41,6 +41,8 @@ struct Inner {
     /// timers run expiries; others on first use).
     listings: ListingBook,
     hub: Hub,
+    /// Where events go: the hub, and other processes too when there are edges.
+    fanout: Arc<dyn Fanout>,
     files: FileStore,
     gateway: Arc<dyn PaymentGateway>,
     test_gateway: Addr<TestGateway>,
@@ -53,9 +55,20 @@ impl Registry {
     /// Bring every actor with timers back from the store (seat maps, listings, the
     /// queue), build the routing tables, and load the demo catalog into an empty store.
     pub async fn start(store: Store, settings: Settings) -> anyhow::Result<Registry> {
+        let hub = Hub::default();
+        Self::start_with(store, settings, hub.clone(), Arc::new(hub)).await
+    }
+
+    /// [`start`](Self::start), with the sessions of this process in `hub`, and events
+    /// published through `fanout` (which offers them to `hub`, and maybe elsewhere).
+    pub async fn start_with(
+        store: Store,
+        settings: Settings,
+        hub: Hub,
+        fanout: Arc<dyn Fanout>,
+    ) -> anyhow::Result<Registry> {
         let fresh = store.is_empty();
         let arbiters = Arbiters::new(settings.workers);
-        let hub = Hub::default();
         // The gateway comes first: seat maps settle unfinished refunds as they start.
         let test_gateway = TestGateway::load(store.clone())?;
         let test_gateway = TestGateway::start_in_arbiter(&arbiters.for_key(&"gateway"), |_| test_gateway);
@@ -117,7 +130,7 @@ impl Registry {
         for p in catalog_state.performances.values() {
             book.route_performance(&p.id, &p.seat_map);
         }
-        let rooms = Rooms::new(store.clone(), Arc::new(hub.clone()), directory.clone().recipient(), arbiters.clone());
+        let rooms = Rooms::new(store.clone(), fanout.clone(), directory.clone().recipient(), arbiters.clone());
         let listing_env = ListingEnv {
             rooms: {
                 let rooms = rooms.clone();
@@ -141,6 +154,7 @@ impl Registry {
                 rooms,
                 listings: ListingBook::new(store.clone(), listing_env, arbiters.clone()),
                 hub,
+                fanout,
                 gateway,
                 test_gateway,
                 queue,
@@ -230,7 +244,10 @@ impl Registry {
             tracing::warn!(user, error = %e, "could not read a user's rooms to announce presence");
             Vec::new()
         });
-        self.inner.hub.announce_presence(&rooms, user, name, online);
+        let event = Event::new(ChatEvent::UserStatus { user, user_name: name.to_string(), online });
+        for room in rooms {
+            self.inner.fanout.publish(room_group(room), &event);
+        }
     }
 
     pub fn catalog(&self) -> &Addr<Catalog> {

@@ -400,6 +400,7 @@ impl From<ChatError> for CError {
             ChatError::RoomClosed => CError::bad_request(crate::actors::room::ROOM_CLOSED),
             e @ ChatError::NotInRoom(_) => CError::bad_request(e.to_string()),
             ChatError::Storage(m) => CError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
+            ChatError::Unavailable(m) => CError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Unavailable: {m}")),
         }
     }
 }

@@ -59,6 +59,16 @@ pub struct AppState {
     pub noted: dashmap::DashMap<u64, u64>,
 }
 
+/// What the realtime endpoints (contract C's WebSocket, the SignalR hub) reach, in a core
+/// and in an edge alike: the state through a [`Backend`](crate::cluster::Backend), and the
+/// token check.
+pub struct Realtime {
+    pub backend: crate::cluster::Backend,
+    pub verifier: Verifier,
+    pub settings: Settings,
+    pub links: signed::LinkSigner,
+}
+
 /// How a WebSocket ends when its client breaks the protocol, as RFC 6455 §7.4.1 says: 1009
 /// for a frame over the size limit (`BOXOFFICE_WS_MAX_FRAME`), 1007 for text that is not
 /// UTF-8, 1002 for any other violation (an unmasked frame, a reserved bit or opcode, a bad
@@ -172,7 +182,6 @@ pub async fn profiles_of(state: &AppState, users: impl IntoIterator<Item = u64>)
 /// The token of a WebSocket upgrade or a file link: `Authorization: Bearer`, else the
 /// `token` or `access_token` query parameter.
 pub fn identify_with_query(req: &HttpRequest) -> Result<Identity, AuthError> {
-    let state = req.app_data::<web::Data<AppState>>().ok_or(AuthError::Missing)?;
     let token = match bearer(req) {
         Some(t) => t,
         None => {
@@ -181,9 +190,15 @@ pub fn identify_with_query(req: &HttpRequest) -> Result<Identity, AuthError> {
             q.get("token").or_else(|| q.get("access_token")).cloned().ok_or(AuthError::Missing)?
         }
     };
-    let id = state.verifier.verify(&token)?;
-    note_user(state, &id);
-    Ok(id)
+    match req.app_data::<web::Data<AppState>>() {
+        Some(state) => {
+            let id = state.verifier.verify(&token)?;
+            note_user(state, &id);
+            Ok(id)
+        }
+        // An edge: it checks tokens; the core keeps profiles.
+        None => req.app_data::<web::Data<Realtime>>().ok_or(AuthError::Missing)?.verifier.verify(&token),
+    }
 }
 
 impl<E: From<AuthError> + ResponseError + 'static> FromRequest for Caller<E> {

@@ -32,9 +32,10 @@
 //! stream. Messages are sent once by id (the newest id sent per room: a room publishes
 //! its messages in id order), other events once by their event id.
 
-use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Frame, Hub, Outbox, Render, Subscriber};
-use crate::actors::room::{Author, ChatError, Join, Room, StoredMessage};
-use crate::actors::Registry;
+use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Frame, Group, Hub, MessageEvent, Outbox};
+use crate::actors::hub::{Render, Subscriber};
+use crate::actors::room::{Author, ChatError};
+use crate::cluster::Backend;
 use crate::http::frame_guard::{FrameGuard, OVERSIZED};
 use crate::http::upgrade::Takeover;
 use actix::prelude::*;
@@ -104,7 +105,8 @@ pub trait Wire: Sized + Unpin + 'static {
 pub struct Session<W: Wire> {
     pub id: u64,
     pub me: Author,
-    pub registry: Registry,
+    /// The state, in this process (a core) or over NATS (an edge).
+    pub backend: Backend,
     pub wire: W,
     outbox: Arc<Outbox>,
     /// How events are rendered for this socket; set when it goes online.
@@ -149,13 +151,13 @@ impl Pending {
 }
 
 impl<W: Wire> Session<W> {
-    pub fn new(state: &crate::http::AppState, me: Author, wire: W) -> Self {
+    pub fn new(state: &crate::http::Realtime, me: Author, wire: W) -> Self {
         let now = Instant::now();
         let s = &state.settings;
         Session {
-            id: state.registry.hub().session_id(),
+            id: state.backend.hub().session_id(),
             me,
-            registry: state.registry.clone(),
+            backend: state.backend.clone(),
             wire,
             outbox: Outbox::new(s.ws_outbox, s.ws_outbox_bytes.max(MIN_OUTBOX_BYTES)),
             render: None,
@@ -194,7 +196,7 @@ impl<W: Wire> Session<W> {
     }
 
     pub fn hub(&self) -> &Hub {
-        self.registry.hub()
+        self.backend.hub()
     }
 
     /// Whether the session went online (and is in its user's group).
@@ -216,19 +218,32 @@ impl<W: Wire> Session<W> {
         })
     }
 
-    /// The session counts as a connection of its user (who comes online with their first)
-    /// and joins `user_{id}`; events are rendered with `render` from now on.
-    pub fn go_online(&mut self, ctx: &mut Ctx<W>, render: Arc<dyn Render>) {
+    /// The session counts as a connection of its user (who comes online with their first,
+    /// wherever it is) and joins `user_{id}`; events are rendered with `render` from now
+    /// on. `then` runs once the group's events reach this process (at once in a core; an
+    /// edge subscribes first), and nothing else is handled before it.
+    pub fn go_online(
+        &mut self,
+        ctx: &mut Ctx<W>,
+        render: Arc<dyn Render>,
+        then: impl FnOnce(&mut Self, &mut Ctx<W>) + 'static,
+    ) {
         if self.online() {
             return;
         }
         self.render = Some(render);
-        if self.hub().connected(self.me.id) {
-            self.registry.announce_presence(self.me.id, &self.me.name, true);
-        }
+        self.backend.connected(&self.me);
+        let group = user_group(self.me.id);
         if let Some(sub) = self.subscriber(ctx) {
-            self.hub().join(user_group(self.me.id), sub);
+            self.hub().join(group, sub);
         }
+        ctx.wait(self.backend.listen(group).into_actor(self).map(move |heard, act, ctx| {
+            if heard {
+                then(act, ctx)
+            } else {
+                act.close(ctx, ws::CloseCode::Restart, "This node cannot reach the service; reconnect.")
+            }
+        }));
     }
 
     /// Join `room_{room}` through the room (participants only), with the messages after
@@ -238,9 +253,8 @@ impl<W: Wire> Session<W> {
         &mut self,
         ctx: &mut Ctx<W>,
         room: u64,
-        addr: Addr<Room>,
         since: Option<u64>,
-        done: impl FnOnce(&mut Self, &mut Ctx<W>, Result<Result<Vec<StoredMessage>, ChatError>, MailboxError>) + 'static,
+        done: impl FnOnce(&mut Self, &mut Ctx<W>, Result<Vec<MessageEvent>, ChatError>) + 'static,
     ) {
         let Some(subscriber) = self.subscriber(ctx) else { return };
         // Counted as joined from now on: if the session stops before the answer, it still
@@ -249,9 +263,9 @@ impl<W: Wire> Session<W> {
         if fresh {
             self.rooms.push(room);
         }
-        let join = addr.send(Join { subscriber, since });
+        let join = self.backend.join(room, subscriber, since);
         ctx.wait(join.into_actor(self).map(move |answer, act, ctx| {
-            if fresh && !matches!(answer, Ok(Ok(_))) {
+            if fresh && answer.is_err() {
                 act.rooms.retain(|r| *r != room);
             }
             done(act, ctx, answer)
@@ -264,10 +278,10 @@ impl<W: Wire> Session<W> {
     }
 
     /// Send stored messages (a catch-up), each once.
-    pub fn send_messages(&mut self, ctx: &mut Ctx<W>, messages: &[StoredMessage]) {
+    pub fn send_messages(&mut self, ctx: &mut Ctx<W>, messages: Vec<MessageEvent>) {
         let Some(render) = self.render.clone() else { return };
         let mut sent = 0;
-        for m in messages.iter().map(StoredMessage::event) {
+        for m in messages {
             if self.fresh_message(m.room, m.id) {
                 self.backlog.push_back((render.render(&ChatEvent::Message(m)), false));
                 sent += 1;
@@ -435,7 +449,8 @@ impl<W: Wire> Session<W> {
         if self.closing {
             return;
         }
-        if let Some(frame) = self.wire.farewell(reason, code == ws::CloseCode::Away && self.going_away) {
+        let reconnect = (code == ws::CloseCode::Away && self.going_away) || code == ws::CloseCode::Restart;
+        if let Some(frame) = self.wire.farewell(reason, reconnect) {
             self.write(ctx, frame);
         }
         self.close_quietly(ctx, Some(ws::CloseReason { code, description: Some(shorten(reason)) }));
@@ -512,7 +527,7 @@ impl<W: Wire> Actor for Session<W> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         crate::observe::connection(W::KIND, 1);
-        self.registry.hub().opened(self.id, ctx.address().recipient());
+        self.hub().opened(self.id, ctx.address().recipient());
         ctx.set_mailbox_capacity(self.outbox.max_events());
         W::opened(self, ctx);
         ctx.run_interval(CHECK_INTERVAL, |act, ctx| {
@@ -558,33 +573,36 @@ impl<W: Wire> Actor for Session<W> {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         crate::observe::connection(W::KIND, -1);
-        self.registry.hub().closed(self.id);
+        self.hub().closed(self.id);
         if !self.online() {
             return;
         }
-        let hub = self.registry.hub().clone();
+        let hub = self.hub().clone();
         hub.leave(user_group(self.me.id), self.id);
         for room in self.rooms.drain(..) {
             hub.leave(room_group(room), self.id);
         }
-        if hub.disconnected(self.me.id) {
-            self.registry.announce_presence(self.me.id, &self.me.name, false);
-        }
+        self.backend.disconnected(&self.me);
     }
 }
 
 impl<W: Wire> Handler<Deliver> for Session<W> {
     type Result = ();
     fn handle(&mut self, deliver: Deliver, ctx: &mut Self::Context) {
-        let (event, frame) = match deliver {
-            Deliver::Event { event, frame } => (event, frame),
+        let (event, frame, group) = match deliver {
+            Deliver::Event { event, frame, group } => (event, frame, group),
             Deliver::Evicted => return self.evicted(ctx),
             Deliver::GoingAway => {
                 self.going_away = true;
                 return self.close(ctx, ws::CloseCode::Away, "The server is shutting down; reconnect.");
             }
+            Deliver::Restart => {
+                return self.close(ctx, ws::CloseCode::Restart, "This node lost its link to the service; reconnect.")
+            }
         };
-        if self.closing || !self.fresh(&event) {
+        // A room's event that came while its join was refused, or after the room was left.
+        let left = matches!(group, Group::Room(room) if !self.rooms.contains(&room));
+        if self.closing || left || !self.fresh(&event) {
             return self.outbox.taken(frame.len());
         }
         self.push(ctx, frame);

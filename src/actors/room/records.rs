@@ -180,7 +180,7 @@ impl StoredMessage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ChatError {
     #[error("room not found")]
     RoomNotFound,
@@ -198,6 +198,9 @@ pub enum ChatError {
     NotInRoom(u64),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// An edge could not reach the core (NATS or the core is down): try again.
+    #[error("the service is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for ChatError {

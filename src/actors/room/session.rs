@@ -32,6 +32,64 @@ impl Handler<Join> for Room {
     }
 }
 
+/// A session of another process (an edge) joins: the participant check, and the published
+/// messages after `after` up to `upto` (the newest published one when `None`), oldest
+/// first, at most [`MAX_CATCH_UP`] in all and about `max_bytes` per answer. The answer
+/// says where it stopped (`upto`) and whether more follow; the edge asks again from
+/// the last one it got. The edge subscribed to the room's events before asking, so
+/// whatever is published after this answer reaches it that way.
+#[derive(Message)]
+#[rtype(result = "Result<CaughtUp, ChatError>")]
+pub struct CatchUp {
+    pub user: u64,
+    pub after: Option<u64>,
+    pub upto: Option<u64>,
+    pub max_bytes: usize,
+}
+
+/// A page of a [`CatchUp`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaughtUp {
+    pub messages: Vec<MessageEvent>,
+    /// The newest message id the catch-up goes to.
+    pub upto: u64,
+    /// More messages follow up to `upto`.
+    pub more: bool,
+}
+
+impl Handler<CatchUp> for Room {
+    type Result = Result<CaughtUp, ChatError>;
+    fn handle(&mut self, msg: CatchUp, _: &mut Context<Self>) -> Self::Result {
+        self.member(msg.user)?;
+        let upto = msg.upto.unwrap_or(self.published).min(self.published);
+        let Some(after) = msg.after else { return Ok(CaughtUp { messages: Vec::new(), upto, more: false }) };
+        let mut page = Vec::new();
+        for m in self.newest_first().take(MAX_CATCH_UP) {
+            let m = m?;
+            if m.id <= after {
+                break;
+            }
+            if m.id <= upto {
+                page.push(m);
+            }
+        }
+        page.reverse();
+        let mut bytes = 0;
+        let mut messages = Vec::new();
+        let mut more = false;
+        for m in page {
+            let size = 128 + m.content.as_ref().map_or(0, String::len) + m.sender_name.len();
+            if bytes + size > msg.max_bytes && !messages.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += size;
+            messages.push(m.event());
+        }
+        Ok(CaughtUp { messages, upto, more })
+    }
+}
+
 /// Tell the room's other sessions that `from` is (not) typing.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -6,13 +6,11 @@
 //! live stream neither overlap nor leave a gap). [`ChatJson`] renders the hub's domain
 //! events as this protocol's JSON frames; a room or the hub never sees this format.
 
-use super::room_of;
 use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
-use crate::actors::room::{MarkRead, PostMessage, Room, Typing};
 use crate::http::author;
 use crate::http::error::{CError, CErrorBody};
 use crate::http::session::{Ctx, Data, Session, Wire};
-use crate::http::AppState;
+use crate::http::Realtime;
 use crate::time::rfc3339;
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -40,7 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 403, description = "Not a participant", body = CErrorBody),
         (status = 404, description = "No such room", body = CErrorBody)))]
 pub async fn connect(
-    state: web::Data<AppState>,
+    state: web::Data<Realtime>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -48,22 +46,21 @@ pub async fn connect(
     if let Err(e) = ws::handshake(&req) {
         return Err(CError::bad_request(format!("This endpoint takes WebSocket requests only: {e}")).into());
     }
-    let (room_id, room) = room_of(&state, &path)?;
-    room.send(crate::actors::room::GetRoom { user: me.user_id }).await.map_err(CError::from)?.map_err(CError::from)?;
+    let room_id = super::int(&path, "room_id")?;
+    state.backend.access(room_id, me.user_id).await.map_err(CError::from)?;
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map_err(|e| CError::invalid(e.to_string()))?;
     let since = match q.get("since") {
         Some(s) => Some(crate::http::schema::uint(s).ok_or_else(|| CError::invalid("since must be a message id"))?),
         None => None,
     };
-    let wire = ChatWire { room_id, room, since };
+    let wire = ChatWire { room_id, since };
     Session::new(&state, author(&me), wire).start(&req, state.settings.ws_max_frame.max(1))
 }
 
 /// Contract C's JSON over one socket: the room it was opened on.
 pub struct ChatWire {
     room_id: u64,
-    room: Addr<Room>,
     since: Option<u64>,
 }
 
@@ -93,14 +90,18 @@ impl Wire for ChatWire {
     const PING_INTERVAL: Duration = HEARTBEAT;
 
     fn opened(s: &mut Session<Self>, ctx: &mut Ctx<Self>) {
-        s.go_online(ctx, CHAT_JSON.clone());
-        let (room, addr, since) = (s.wire.room_id, s.wire.room.clone(), s.wire.since);
-        s.join_room(ctx, room, addr, since, |s, ctx, answer| match answer {
-            Ok(Ok(backlog)) => s.send_messages(ctx, &backlog),
-            _ => s.close_quietly(
-                ctx,
-                Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("cannot join".into()) }),
-            ),
+        s.go_online(ctx, CHAT_JSON.clone(), |s, ctx| {
+            let (room, since) = (s.wire.room_id, s.wire.since);
+            s.join_room(ctx, room, since, |s, ctx, answer| match answer {
+                Ok(backlog) => s.send_messages(ctx, backlog),
+                Err(crate::actors::room::ChatError::Unavailable(_)) => {
+                    s.close(ctx, ws::CloseCode::Restart, "This node cannot reach the service; reconnect.")
+                }
+                Err(_) => s.close_quietly(
+                    ctx,
+                    Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("cannot join".into()) }),
+                ),
+            });
         });
     }
 
@@ -120,32 +121,21 @@ impl Wire for ChatWire {
                 if text.trim().is_empty() || text.chars().count() > 5000 {
                     return error(s, ctx, "content must be 1 to 5000 characters");
                 }
-                let msg = PostMessage {
-                    from: s.me.clone(),
-                    content: Some(text),
-                    kind,
-                    reply_to: reply_to_message_id,
-                    file: None,
-                    images: Vec::new(),
-                    system: false,
-                };
                 // Sent in order through the room's mailbox; the room echoes it to every
                 // subscriber (this one too) once it is durable.
-                let reply = s.wire.room.send(msg);
-                ctx.spawn(reply.into_actor(s).map(|r, s, ctx| match r {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => error(s, ctx, e.to_string()),
-                    Err(_) => error(s, ctx, "the room is busy; try again"),
+                let reply = s.backend.post(s.wire.room_id, &s.me, text, kind, reply_to_message_id);
+                ctx.spawn(reply.into_actor(s).map(|r, s, ctx| {
+                    if let Err(e) = r {
+                        error(s, ctx, e.to_string());
+                    }
                 }));
             }
-            ClientFrame::Typing { is_typing: Some(is_typing) } => {
-                s.wire.room.do_send(Typing { from: s.me.clone(), is_typing });
-            }
+            ClientFrame::Typing { is_typing: Some(is_typing) } => s.backend.typing(s.wire.room_id, &s.me, is_typing),
             ClientFrame::Typing { is_typing: None } => error(s, ctx, "typing needs is_typing: true or false"),
             ClientFrame::Read {} => {
-                let reply = s.wire.room.send(MarkRead { from: s.me.clone() });
+                let reply = s.backend.mark_read(s.wire.room_id, &s.me);
                 ctx.spawn(reply.into_actor(s).map(|r, s, ctx| {
-                    if let Ok(Err(e)) = r {
+                    if let Err(e) = r {
                         error(s, ctx, e.to_string());
                     }
                 }));

@@ -104,6 +104,9 @@ impl From<ChatError> for TError {
             ChatError::RoomClosed => TError::bad_request(crate::actors::room::ROOM_CLOSED),
             e @ ChatError::NotInRoom(_) => TError::bad_request(e.to_string()),
             ChatError::Storage(m) => TError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("저장소 오류: {m}")),
+            ChatError::Unavailable(m) => {
+                TError::new(StatusCode::SERVICE_UNAVAILABLE, format!("일시적으로 사용할 수 없습니다: {m}"))
+            }
         }
     }
 }

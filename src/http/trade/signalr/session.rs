@@ -8,6 +8,7 @@
 use super::protocol::{room_argument, Broken, HubMessage, HubProtocol, HubRender, Outgoing, HANDSHAKE_OK, RS};
 use super::{MAX_RECORD, PING_INTERVAL, PROTOCOLS};
 use crate::actors::hub::Frame;
+use crate::actors::room::ChatError;
 use crate::http::session::{Ctx, Data, Session, Wire};
 use crate::http::signed::LinkSigner;
 use actix_web_actors::ws;
@@ -93,13 +94,15 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
                 format!("The server does not support version {} of the '{}' protocol.", h.version, p.name())
             }
             Some(&p) => {
-                s.write(
-                    ctx,
-                    if p.binary() { Frame::binary(HANDSHAKE_OK.as_bytes()) } else { Frame::text(HANDSHAKE_OK) },
-                );
                 s.wire.protocol = Some(p);
                 let render = Arc::new(HubRender { protocol: p, links: s.wire.links.clone() });
-                s.go_online(ctx, render);
+                // Answered once the user's group is heard here; what follows waits for it.
+                s.go_online(ctx, render, move |s, ctx| {
+                    s.write(
+                        ctx,
+                        if p.binary() { Frame::binary(HANDSHAKE_OK.as_bytes()) } else { Frame::text(HANDSHAKE_OK) },
+                    );
+                });
                 return true;
             }
         },
@@ -164,18 +167,15 @@ fn invoke(
     }
     // Join `room_{room}` through the room (participants only): the Completion goes out
     // before the room's events, and what came after the JoinRoom waits for it.
-    let addr = match s.registry.room(room) {
-        Ok(Some(a)) => a,
-        Ok(None) => return complete(s, ctx, id, Err(format!("Room {room} not found."))),
-        Err(e) => return complete(s, ctx, id, Err(format!("Storage failure: {e}"))),
-    };
     s.wire.busy = true;
-    s.join_room(ctx, room, addr, None, move |s, ctx, answer| {
+    s.join_room(ctx, room, None, move |s, ctx, answer| {
         s.wire.busy = false;
         let outcome = match answer {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("Cannot join room {room}: {e}.")),
-            Err(_) => Err("The room is busy; try again.".into()),
+            Ok(_) => Ok(()),
+            Err(ChatError::RoomNotFound) => Err(format!("Room {room} not found.")),
+            Err(ChatError::Storage(e)) => Err(format!("Storage failure: {e}")),
+            Err(ChatError::Unavailable(e)) => Err(format!("Cannot join room {room} now: {e}.")),
+            Err(e) => Err(format!("Cannot join room {room}: {e}.")),
         };
         complete(s, ctx, id, outcome);
         drain(s, ctx);

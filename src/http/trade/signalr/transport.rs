@@ -8,7 +8,7 @@ use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
 use crate::http::error::TEnvelope;
 use crate::http::session::Session;
-use crate::http::AppState;
+use crate::http::Realtime;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -143,13 +143,16 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
         (status = 403, description = "Another user's connection token", body = TEnvelope),
         (status = 404, description = "A connection token negotiate did not hand out, or one already used", body = TEnvelope)),
     security(("bearer" = [])))]
-pub async fn connect(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
     let me = match crate::http::identify_with_query(&req) {
         Ok(me) => me,
         Err(e) => return Ok(refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}"))),
     };
     if let Err(e) = ws::handshake(&req) {
         return Ok(refusal(StatusCode::BAD_REQUEST, format!("This endpoint takes WebSocket requests only: {e}")));
+    }
+    if !state.backend.available() {
+        return Ok(refusal(StatusCode::SERVICE_UNAVAILABLE, "This node cannot reach the service now; try another."));
     }
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner());
     if let Some(id) = q.as_ref().ok().and_then(|q| q.get("id")) {

@@ -1,0 +1,257 @@
+//! The core's side of NATS: it publishes every event once to its group's subject
+//! ([`Bridge`]), answers the edges' requests with its actors, keeps each edge's online
+//! users, and says hello.
+//!
+//! Events leave through a bounded queue: a publish never waits for NATS, and while NATS is
+//! away at most [`OUTBOUND_EVENTS`] wait; past that they are dropped and counted, and the
+//! hello's epoch grows so that every edge restarts its sessions (which then catch up from
+//! the store). REST and the core's own sockets go on as if alone.
+
+use super::{answer, decode, encode, encoded, Hello, Presence, Request, Subjects, EDGE_STALE, HELLO_EVERY};
+use super::{OUTBOUND_EVENTS, SNAPSHOT_EVERY};
+use crate::actors::hub::{Event, Fanout, Group, Hub, Subscriber};
+use crate::actors::Registry;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// The core's [`Fanout`]: this process's hub, and NATS for the edges.
+pub struct Bridge {
+    hub: Hub,
+    out: mpsc::Sender<(Group, bytes::Bytes)>,
+    epoch: Arc<AtomicU64>,
+}
+
+/// What the NATS side of the core takes over from [`Bridge::new`].
+pub struct Outbound {
+    events: mpsc::Receiver<(Group, bytes::Bytes)>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Bridge {
+    pub fn new(hub: Hub) -> (Bridge, Outbound) {
+        let (out, events) = mpsc::channel(OUTBOUND_EVENTS);
+        let epoch = Arc::new(AtomicU64::new(0));
+        (Bridge { hub, out, epoch: epoch.clone() }, Outbound { events, epoch })
+    }
+}
+
+impl Fanout for Bridge {
+    fn publish(&self, group: Group, event: &Arc<Event>) {
+        self.hub.publish(group, event);
+        if self.out.try_send((group, encoded(event))).is_err() {
+            // NATS is away or far behind: the edges will be told to start over.
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+            crate::observe::nats_dropped();
+        }
+    }
+    fn join(&self, group: Group, sub: Subscriber) {
+        self.hub.join(group, sub)
+    }
+    fn leave(&self, group: Group, session: u64) {
+        self.hub.leave(group, session)
+    }
+}
+
+/// Connect to NATS (in the background, retrying for ever) and serve the edges, on a
+/// thread of its own.
+pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outbound) {
+    let arbiter = actix::Arbiter::new();
+    arbiter.spawn(async move {
+        let Outbound { mut events, epoch } = outbound;
+        let on_event = epoch.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name("boxoffice-core")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |e| {
+                let epoch = on_event.clone();
+                async move {
+                    tracing::info!(event = %e, "NATS");
+                    if matches!(e, async_nats::Event::Disconnected) {
+                        // What was on its way may be lost: the edges start over.
+                        epoch.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        let client = match options.connect(&url).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(%url, error = %e, "cannot use NATS; serving alone");
+                return;
+            }
+        };
+        tracing::info!(%url, "core: publishing to NATS for edges");
+        let publisher = {
+            let client = client.clone();
+            let subjects = subjects.clone();
+            async move {
+                while let Some((group, bytes)) = events.recv().await {
+                    if client.publish(subjects.group(group), bytes).await.is_err() {
+                        crate::observe::nats_dropped();
+                    }
+                }
+            }
+        };
+        actix::spawn(publisher);
+        let hello = {
+            let client = client.clone();
+            let subject = subjects.hello();
+            let boot: u64 = rand::random();
+            async move {
+                let mut tick = tokio::time::interval(HELLO_EVERY);
+                loop {
+                    tick.tick().await;
+                    let hello = Hello { boot, epoch: epoch.load(Ordering::Relaxed) };
+                    let _ = client.publish(subject.clone(), encode(&hello)).await;
+                }
+            }
+        };
+        actix::spawn(hello);
+        actix::spawn(serve_requests(client.clone(), registry.clone(), subjects.request()));
+        actix::spawn(track_presence(client, registry, subjects.presence()));
+    });
+    // The arbiter's thread runs for the life of the process.
+    std::mem::forget(arbiter);
+}
+
+/// Answer every request with the actors. Each is handed to its room in arrival order (so
+/// one socket's messages keep theirs); the answers go back as they come.
+async fn serve_requests(client: async_nats::Client, registry: Registry, subject: String) {
+    let mut requests = match client.subscribe(subject).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "core: cannot take requests from edges"),
+    };
+    while let Some(msg) = requests.next().await {
+        let Some(reply) = msg.reply else { continue };
+        let request = match decode::<Request>(&msg.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "core: an edge's request does not decode");
+                continue;
+            }
+        };
+        crate::observe::nats_request(kind(&request));
+        // Polled once here, so the room's mailbox has it before the next request.
+        let mut answering = Box::pin(answer_owned(registry.clone(), request));
+        let client = client.clone();
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(answering.as_mut().poll(cx))).await;
+        match first {
+            std::task::Poll::Ready(a) => {
+                let _ = client.publish(reply, encode(&a)).await;
+            }
+            std::task::Poll::Pending => {
+                actix::spawn(async move {
+                    let a = answering.await;
+                    let _ = client.publish(reply, encode(&a)).await;
+                });
+            }
+        }
+    }
+}
+
+async fn answer_owned(registry: Registry, request: Request) -> super::Answer {
+    answer(&registry, request).await
+}
+
+fn kind(r: &Request) -> &'static str {
+    match r {
+        Request::Access { .. } => "access",
+        Request::CatchUp { .. } => "catch_up",
+        Request::Post { .. } => "post",
+        Request::Typing { .. } => "typing",
+        Request::Read { .. } => "read",
+    }
+}
+
+/// One edge's online users, as it last said.
+struct EdgeUsers {
+    users: HashMap<u64, String>,
+    heard: Instant,
+}
+
+/// Who is online on which edge. A user counts as one connection per edge they are on (in
+/// the hub's presence counts, beside the core's own sockets), so the first anywhere
+/// announces them online and the last anywhere offline. An edge silent for
+/// [`EDGE_STALE`] is gone, and so are its users.
+async fn track_presence(client: async_nats::Client, registry: Registry, subject: String) {
+    let mut reports = match client.subscribe(subject).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "core: cannot hear edges' presence"),
+    };
+    let mut edges: HashMap<u64, EdgeUsers> = HashMap::new();
+    let mut sweep = tokio::time::interval(SNAPSHOT_EVERY);
+    let online = |user: u64, name: &str| {
+        if registry.hub().connected(user) {
+            registry.announce_presence(user, name, true);
+        }
+    };
+    let offline = |user: u64, name: &str| {
+        if registry.hub().disconnected(user) {
+            registry.announce_presence(user, name, false);
+        }
+    };
+    loop {
+        tokio::select! {
+            report = reports.next() => {
+                let Some(report) = report else { return };
+                let report = match decode::<Presence>(&report.payload) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "core: an edge's presence report does not decode");
+                        continue;
+                    }
+                };
+                let edge = match &report {
+                    Presence::Online { edge, .. } | Presence::Offline { edge, .. } | Presence::Snapshot { edge, .. } => *edge,
+                };
+                let known = edges.entry(edge).or_insert_with(|| {
+                    tracing::info!(edge, "core: an edge joined");
+                    EdgeUsers { users: HashMap::new(), heard: Instant::now() }
+                });
+                known.heard = Instant::now();
+                match report {
+                    Presence::Online { user, name, .. } => {
+                        if known.users.insert(user, name.clone()).is_none() {
+                            online(user, &name);
+                        }
+                    }
+                    Presence::Offline { user, name, .. } => {
+                        if known.users.remove(&user).is_some() {
+                            offline(user, &name);
+                        }
+                    }
+                    Presence::Snapshot { users, .. } => {
+                        let now: HashMap<u64, String> = users.into_iter().collect();
+                        for (user, name) in &now {
+                            if !known.users.contains_key(user) {
+                                online(*user, name);
+                            }
+                        }
+                        for (user, name) in &known.users {
+                            if !now.contains_key(user) {
+                                offline(*user, name);
+                            }
+                        }
+                        known.users = now;
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                let gone: Vec<u64> = edges.iter().filter(|(_, e)| e.heard.elapsed() > EDGE_STALE).map(|(id, _)| *id).collect();
+                for id in gone {
+                    tracing::warn!(edge = id, "core: an edge went silent; its users' connections are dropped");
+                    if let Some(e) = edges.remove(&id) {
+                        for (user, name) in &e.users {
+                            offline(*user, name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The edge's side of NATS: its sessions live in its own [`Hub`]; it subscribes to a
+//! group's subject while one of them is in the group and hands each event to the hub,
+//! asks the core by request-reply, and reports its users' presence.
+//!
+//! One task (on a thread of its own) owns the subscriptions and the presence counts, so
+//! that subscribing, dropping a subscription nobody needs and reporting happen in one
+//! order. It also watches the connection and the core's hello: when the edge can no longer
+//! vouch for its stream (NATS lost, the core restarted or dropped events) every session is
+//! closed with 1012 and catches up elsewhere with `since=`.
+
+use super::{decode, encode, Answer, Answered, Hello, Presence, Request, Subjects, WireEvent};
+use super::{HELLO_STALE, REQUEST_TIMEOUT, SNAPSHOT_EVERY};
+use crate::actors::hub::{room_group, Event, Group, Hub, MessageEvent, Subscriber};
+use crate::actors::room::{Author, ChatError, MAX_CATCH_UP};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The edge's way to the core.
+#[derive(Clone)]
+pub struct Edge(Arc<Inner>);
+
+struct Inner {
+    client: async_nats::Client,
+    subjects: Subjects,
+    hub: Hub,
+    /// This process among the edges (random at every start).
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+    connected: AtomicBool,
+    /// When the core's last hello came (ms; 0: never).
+    heard: AtomicU64,
+}
+
+enum Command {
+    /// Subscribe to the group's subject if not yet; answer whether it is.
+    Ensure(Group, oneshot::Sender<bool>),
+    /// A session of `user` went online (true) or closed (false).
+    Presence { user: u64, name: String, online: bool },
+}
+
+impl Edge {
+    /// Connect to NATS at `url` (in the background, retrying for ever) and start the task
+    /// that serves `hub`'s sessions.
+    pub async fn start(url: &str, subjects: Subjects, hub: Hub) -> anyhow::Result<Edge> {
+        let (ready, edge) = oneshot::channel();
+        let url = url.to_string();
+        let arbiter = actix::Arbiter::new();
+        arbiter.spawn(async move {
+            let (events_tx, events) = mpsc::unbounded_channel();
+            let options = async_nats::ConnectOptions::new()
+                .name("boxoffice-edge")
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .event_callback(move |e| {
+                    let tx = events_tx.clone();
+                    async move {
+                        let _ = tx.send(e);
+                    }
+                });
+            let client = match options.connect(&url).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!("NATS at {url}: {e}")));
+                    return;
+                }
+            };
+            let (commands, rx) = mpsc::unbounded_channel();
+            let edge = Edge(Arc::new(Inner {
+                client,
+                subjects,
+                hub,
+                id: rand::random(),
+                commands,
+                connected: AtomicBool::new(false),
+                heard: AtomicU64::new(0),
+            }));
+            let _ = ready.send(Ok(edge.clone()));
+            edge.run(rx, events).await;
+        });
+        std::mem::forget(arbiter);
+        edge.await.map_err(|_| anyhow::anyhow!("the NATS thread stopped"))?
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+
+    /// Connected to NATS and hearing the core.
+    pub fn healthy(&self) -> bool {
+        let heard = self.0.heard.load(Ordering::Relaxed);
+        self.0.connected.load(Ordering::Relaxed)
+            && heard > 0
+            && crate::time::now_ms().saturating_sub(heard) < crate::time::ms(HELLO_STALE)
+    }
+
+    /// Whether the edge is connected to NATS.
+    pub fn connected(&self) -> bool {
+        self.0.connected.load(Ordering::Relaxed)
+    }
+
+    /// Ask the core; a timeout or a broken link is [`ChatError::Unavailable`]. The request
+    /// leaves in the caller's order.
+    pub fn ask(&self, request: Request) -> impl Future<Output = Answer> + Send + 'static {
+        let client = self.0.client.clone();
+        let subject = self.0.subjects.request();
+        let up = self.connected();
+        let payload = encode(&request);
+        async move {
+            if !up {
+                return Err(ChatError::Unavailable("this node lost its link to the core".into()));
+            }
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject, payload)).await {
+                Ok(Ok(reply)) => decode::<Answer>(&reply.payload)
+                    .map_err(|e| ChatError::Unavailable(format!("the core's answer does not decode: {e}")))?,
+                Ok(Err(e)) => Err(ChatError::Unavailable(format!("the core did not answer: {e}"))),
+                Err(_) => Err(ChatError::Unavailable("the core did not answer in time".into())),
+            }
+        }
+    }
+
+    /// Resolves once the edge hears `group`'s subject (false: it could not subscribe).
+    pub fn ensure(&self, group: Group) -> impl Future<Output = bool> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.0.commands.send(Command::Ensure(group, tx));
+        async move { rx.await.unwrap_or(false) }
+    }
+
+    /// Join `room`: `sub` goes into the room's group here and the edge subscribes to its
+    /// subject, *then* the core checks the participant and reads the catch-up, page by
+    /// page. What the core publishes after it read the catch-up reaches the session live;
+    /// what both carry, the session sends once (by message id).
+    pub async fn join(self, room: u64, sub: Subscriber, since: Option<u64>) -> Result<Vec<MessageEvent>, ChatError> {
+        let group = room_group(room);
+        let (session, user) = (sub.session, sub.user);
+        self.0.hub.join(group, sub);
+        let caught_up = async {
+            if !self.ensure(group).await {
+                return Err(ChatError::Unavailable("cannot subscribe to the room's events".into()));
+            }
+            let (mut after, mut upto, mut missed) = (since, None, Vec::new());
+            loop {
+                let Answered::CaughtUp(page) = self.ask(Request::CatchUp { room, user, after, upto }).await? else {
+                    return Err(ChatError::Unavailable("the core answered something else".into()));
+                };
+                upto = Some(page.upto);
+                after = page.messages.last().map(|m| m.id).or(after);
+                missed.extend(page.messages);
+                if !page.more || missed.len() >= MAX_CATCH_UP {
+                    return Ok(missed);
+                }
+            }
+        }
+        .await;
+        if caught_up.is_err() {
+            self.0.hub.leave(group, session);
+        }
+        caught_up
+    }
+
+    /// A session of `who` went online (or closed).
+    pub fn presence(&self, who: &Author, online: bool) {
+        let _ = self.0.commands.send(Command::Presence { user: who.id, name: who.name.clone(), online });
+    }
+
+    /// The edge's task: subscriptions, presence, the link's and the core's health.
+    async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+    ) {
+        let inner = &self.0;
+        let mut subscribed: HashMap<Group, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut users: HashMap<u64, (u32, String)> = HashMap::new();
+        let mut hellos = match inner.client.subscribe(inner.subjects.hello()).await {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(error = %e, "edge: cannot hear the core"),
+        };
+        let mut known: Option<Hello> = None;
+        let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Ensure(group, done)) => {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = subscribed.entry(group) {
+                            let subject = inner.subjects.group(group);
+                            match tokio::time::timeout(REQUEST_TIMEOUT, inner.client.subscribe(subject)).await {
+                                Ok(Ok(sub)) => {
+                                    slot.insert(actix::spawn(relay(sub, group, inner.hub.clone())));
+                                }
+                                _ => {
+                                    tracing::warn!(%group, "edge: cannot subscribe");
+                                    let _ = done.send(false);
+                                    continue;
+                                }
+                            }
+                        }
+                        let _ = done.send(true);
+                    }
+                    Some(Command::Presence { user, name, online }) => {
+                        let report = if online {
+                            let entry = users.entry(user).or_insert((0, name.clone()));
+                            entry.0 += 1;
+                            (entry.0 == 1).then_some(Presence::Online { edge: inner.id, user, name })
+                        } else {
+                            match users.get_mut(&user) {
+                                Some(entry) if entry.0 > 1 => { entry.0 -= 1; None }
+                                Some(_) => { users.remove(&user); Some(Presence::Offline { edge: inner.id, user, name }) }
+                                None => None,
+                            }
+                        };
+                        if let Some(report) = report {
+                            self.report(&report).await;
+                        }
+                    }
+                },
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("edge: connected to NATS");
+                            inner.connected.store(true, Ordering::Relaxed);
+                        }
+                        async_nats::Event::Disconnected => {
+                            inner.connected.store(false, Ordering::Relaxed);
+                            let n = inner.hub.restart_all();
+                            crate::observe::edge_restart("nats_lost");
+                            tracing::warn!(sessions = n, "edge: lost NATS; closing every socket with 1012");
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            let n = inner.hub.restart_all();
+                            crate::observe::edge_restart("slow_consumer");
+                            tracing::warn!(sessions = n, "edge: NATS dropped events for us; closing every socket with 1012");
+                        }
+                        other => tracing::info!(event = %other, "edge: NATS"),
+                    }
+                }
+                hello = hellos.next() => {
+                    let Some(hello) = hello else { return };
+                    let Ok(hello) = decode::<Hello>(&hello.payload) else { continue };
+                    inner.heard.store(crate::time::now_ms(), Ordering::Relaxed);
+                    match known {
+                        Some(k) if k != hello => {
+                            let n = inner.hub.restart_all();
+                            let why = if k.boot != hello.boot { "core_restarted" } else { "core_dropped_events" };
+                            crate::observe::edge_restart(why);
+                            tracing::warn!(sessions = n, why, "edge: the core's stream has a gap; closing every socket with 1012");
+                        }
+                        None => tracing::info!("edge: hearing the core"),
+                        _ => {}
+                    }
+                    known = Some(hello);
+                }
+                _ = tick.tick() => {
+                    // Nobody here is in these groups any more.
+                    subscribed.retain(|group, relay| {
+                        let keep = inner.hub.has_group(*group);
+                        if !keep {
+                            relay.abort();
+                        }
+                        keep
+                    });
+                    crate::observe::edge_subscriptions(subscribed.len());
+                    let users = users.iter().map(|(id, (_, name))| (*id, name.clone())).collect();
+                    self.report(&Presence::Snapshot { edge: inner.id, users }).await;
+                }
+            }
+        }
+    }
+
+    /// Tell the core, if NATS is there (a snapshot will say it again later otherwise).
+    async fn report(&self, report: &Presence) {
+        if !self.connected() {
+            return;
+        }
+        let publish = self.0.client.publish(self.0.subjects.presence(), encode(report));
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, publish).await;
+    }
+}
+
+/// Hand a subject's events to the hub's group, in order. Aborting the task drops the
+/// subscription (which unsubscribes).
+async fn relay(mut events: async_nats::Subscriber, group: Group, hub: Hub) {
+    while let Some(m) = events.next().await {
+        match decode::<WireEvent>(&m.payload) {
+            Ok(w) => hub.publish(group, &Event::remote(w.seq, w.kind, w.skip_user)),
+            Err(e) => tracing::warn!(%group, error = %e, "edge: an event does not decode"),
+        }
+    }
+}
