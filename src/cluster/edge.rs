@@ -227,6 +227,10 @@ impl Edge {
                         }
                         async_nats::Event::Disconnected => {
                             inner.connected.store(false, Ordering::Relaxed);
+                            // Healthy again only once the core is heard anew; its first hello
+                            // then is the new baseline (every session here is restarted now).
+                            inner.heard.store(0, Ordering::Relaxed);
+                            known = None;
                             let n = inner.hub.restart_all();
                             crate::observe::edge_restart("nats_lost");
                             tracing::warn!(sessions = n, "edge: lost NATS; closing every socket with 1012");

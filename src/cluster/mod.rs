@@ -48,7 +48,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CATCH_UP_PAGE_BYTES: usize = 256 << 10;
 /// Events waiting for NATS in the core at most; past it they are dropped (and counted,
 /// and the edges told, see [`Hello::epoch`]).
-pub const OUTBOUND_EVENTS: usize = 64 << 10;
+pub const OUTBOUND_EVENTS: usize = 8 << 10;
 
 /// An event as it crosses NATS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

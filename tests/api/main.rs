@@ -8,6 +8,7 @@ mod bookings;
 mod bookings_races;
 mod chat;
 mod chat_ws;
+mod cluster;
 mod concurrency;
 mod directory;
 mod edges;

@@ -1,0 +1,1034 @@
+//! Issue 15, more than one machine: the one binary as a core and as two edges, over a
+//! `nats-server` of each test's own, driven like clients: REST on the core, plain contract
+//! C WebSockets and SignalR (the JSON hub protocol, spoken by hand) on either edge and on
+//! the core. What a user sees must not depend on the node they reached: every message once
+//! and in one order, `user_` groups and presence across edges. Then the faults: an edge
+//! killed with kill -9 mid-stream, NATS stopped and started again, the core restarted;
+//! clients recover as real ones do, by reconnecting with `since=`.
+//!
+//! `nats-server` is `$NATS_SERVER` if set, else `/usr/sbin/nats-server` (Debian's
+//! package), else the one on `PATH`. When a test fails, the tail of each node's log is
+//! printed.
+
+use crate::chat::*;
+use crate::helpers::*;
+use awc::ws::{Frame, Message};
+use futures_util::future::{join, join3, join_all};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How long to wait for anything that should come.
+const T: Duration = Duration::from_secs(10);
+/// How long to listen for something that must not come.
+const QUIET: Duration = Duration::from_millis(800);
+/// How long a fresh edge may take to report healthy.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(15);
+/// How long an edge may take to recover by itself (NATS back, the core restarted).
+const RECOVER_WITHIN: Duration = Duration::from_secs(20);
+/// How often a [`Follower`] may be sent away with 1012 in one test before it is a failure.
+const MAX_RECONNECTS: usize = 3;
+/// The buyer and the seller of seed 001's scenarios.
+const BUYER: u64 = 15;
+const SELLER: u64 = 20;
+/// SignalR's record separator.
+const RS: char = '\u{1e}';
+
+// ---------------------------------------------------------------------------------------
+// nats-server, nodes, health
+
+/// A `nats-server` of one test's own on a free loopback port; killed when dropped.
+struct Nats {
+    port: u16,
+    /// None while stopped.
+    child: Option<Child>,
+}
+
+fn nats_server_path() -> String {
+    if let Ok(p) = std::env::var("NATS_SERVER") {
+        return p;
+    }
+    let debian = "/usr/sbin/nats-server";
+    if std::path::Path::new(debian).exists() {
+        debian.to_string()
+    } else {
+        "nats-server".to_string()
+    }
+}
+
+/// A loopback port that nothing listened on a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut nats = Nats { port: free_port(), child: None };
+        nats.spawn();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A subject prefix of this test's own (the server is already its own; this keeps
+    /// the prefix setting exercised).
+    fn prefix(&self) -> String {
+        format!("boxtest{}", self.port)
+    }
+
+    /// kill -9 and wait: every connection drops at once, without a goodbye.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("a running nats-server");
+        child.kill().expect("kill -9 nats-server");
+        child.wait().expect("wait for nats-server");
+    }
+
+    /// Start again on the same port.
+    fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop nats-server first");
+        self.spawn();
+    }
+
+    /// Start the process and wait until its port takes TCP connections.
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut child = Command::new(nats_server_path())
+            .args(["-a", "127.0.0.1", "-p", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start nats-server (Debian's `nats-server`, or set NATS_SERVER): {e}"));
+        let deadline = Instant::now() + T;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("nats-server exited as it started ({status}): is port {port} taken?");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nats-server did not listen on port {port} within {T:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A node on this NATS: an edge with `Some("edge")`, a core with None (the default role).
+fn spawn_node(role: Option<&str>, nats: &Nats) -> TestServer {
+    let (url, prefix) = (nats.url(), nats.prefix());
+    let mut env = vec![("BOXOFFICE_NATS_URL", url.as_str()), ("BOXOFFICE_NATS_PREFIX", prefix.as_str())];
+    if let Some(role) = role {
+        env.push(("BOXOFFICE_ROLE", role));
+    }
+    TestServer::spawn(&env)
+}
+
+/// One core and two edges on one nats-server.
+struct Cluster {
+    nats: Nats,
+    core: TestServer,
+    a: TestServer,
+    b: TestServer,
+}
+
+impl Cluster {
+    /// Start NATS, the core and both edges, and wait until both edges are healthy.
+    async fn start() -> Cluster {
+        let nats = Nats::start();
+        let core = spawn_node(None, &nats);
+        let a = spawn_node(Some("edge"), &nats);
+        let b = spawn_node(Some("edge"), &nats);
+        let cluster = Cluster { nats, core, a, b };
+        cluster.wait_edges(200, HEALTHY_WITHIN, "a new cluster").await;
+        cluster
+    }
+
+    /// Wait until both edges' `/healthz` answer `status`.
+    async fn wait_edges(&self, status: u16, within: Duration, what: &str) {
+        join(
+            wait_health(&self.a.base, status, within, &format!("edge A, {what}")),
+            wait_health(&self.b.base, status, within, &format!("edge B, {what}")),
+        )
+        .await;
+    }
+
+    /// Contract C's REST client, on the core.
+    fn chat(&self) -> Chat {
+        Chat::new(&self.core)
+    }
+}
+
+impl Drop for Cluster {
+    /// A failed test prints what each node logged last.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, node) in [("core", &self.core), ("edge A", &self.a), ("edge B", &self.b)] {
+                let log = node.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("---- the last lines of the {name}'s log ----\n{tail}");
+            }
+        }
+    }
+}
+
+/// The status of `GET /healthz` on a node.
+async fn healthz(base: &str) -> u16 {
+    Api::new(base).raw("GET", "/healthz", None, &[], None).await.status
+}
+
+/// Poll `/healthz` until it answers `want`; panics after `within`.
+async fn wait_health(base: &str, want: u16, within: Duration, what: &str) {
+    let api = Api::new(base);
+    let deadline = Instant::now() + within;
+    loop {
+        let r = api.raw("GET", "/healthz", None, &[], None).await;
+        if r.status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: /healthz still answers {r:?}, not {want}, after {within:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+
+/// A contract C `message` frame.
+fn text_frame(text: &str) -> Value {
+    json!({ "type": "message", "content": text, "message_type": "text" })
+}
+
+/// Nothing but non-message events (user statuses, typing) came: no message twice.
+fn assert_no_messages(events: &[Value], who: &str) {
+    let extra: Vec<&Value> = events.iter().filter(|e| is_type(e, "message")).collect();
+    assert!(extra.is_empty(), "{who} got more messages than were sent: {extra:?}");
+}
+
+/// A plain contract C subscriber that recovers as a real client does: when its node closes
+/// it with 1012 (service restart), it waits until the node is healthy and reconnects to it
+/// with `since=` the last message id it got. Any other close is a failure.
+struct Follower {
+    base: String,
+    room: u64,
+    user: u64,
+    /// None between a 1012 and the reconnect.
+    ws: Option<WsClient>,
+    /// The id of the last message it got: the `since` of its next connection.
+    last: Option<u64>,
+    /// How many times it came back after a 1012.
+    reconnects: usize,
+}
+
+impl Follower {
+    /// Connect (with `since`, if given, as its last message id).
+    async fn connect(base: &str, room: u64, user: u64, since: Option<u64>) -> Follower {
+        let ws = WsClient::connect(base, room, &jwt(user), since).await;
+        Follower { base: base.to_string(), room, user, ws: Some(ws), last: since, reconnects: 0 }
+    }
+
+    /// The next `n` message events, across reconnects; panics if they don't come in time.
+    async fn messages(&mut self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(ws) = self.ws.as_mut() else {
+                self.come_back(left).await;
+                continue;
+            };
+            match ws.next_event(left).await {
+                Some(e) if is_type(&e, "message") => {
+                    self.last = Some(num(&e, "message_id"));
+                    got.push(e);
+                }
+                Some(_) => {}
+                None => match ws.closed {
+                    Some(1012) => self.ws = None,
+                    closed => panic!(
+                        "user {}'s socket on {}: {} of {n} messages within {within:?} (closed: {closed:?}, \
+                         reconnects: {}); the last ids: {:?}",
+                        self.user,
+                        self.base,
+                        got.len(),
+                        self.reconnects,
+                        &ids(&got)[got.len().saturating_sub(5)..]
+                    ),
+                },
+            }
+        }
+        got
+    }
+
+    /// After a 1012: wait for the node to be healthy, then reconnect with `since`.
+    async fn come_back(&mut self, within: Duration) {
+        assert!(self.reconnects < MAX_RECONNECTS, "user {} was sent away with 1012 too often", self.user);
+        let since = self.last.expect("a follower comes back after it has had a message (its since)");
+        wait_health(&self.base, 200, within, "a node that closed a socket with 1012").await;
+        self.ws = Some(WsClient::connect(&self.base, self.room, &jwt(self.user), Some(since)).await);
+        self.reconnects += 1;
+    }
+
+    /// Send a frame on the current socket.
+    async fn send(&mut self, v: Value) {
+        self.ws.as_mut().expect("a connected follower").send(v).await;
+    }
+
+    /// Every event within `d` (none while disconnected).
+    async fn quiet(&mut self, d: Duration) -> Vec<Value> {
+        match self.ws.as_mut() {
+            Some(ws) => ws.quiet(d).await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn close(self) {
+        if let Some(ws) = self.ws {
+            ws.close().await;
+        }
+    }
+}
+
+/// A SignalR connection to `/hubs/chat` speaking the JSON hub protocol by hand, as in
+/// `signalr.rs`: text frames out, records (split on 0x1E) in.
+struct Hub {
+    conn: Box<dyn WsConn>,
+    /// Text after the last separator.
+    partial: String,
+    records: VecDeque<String>,
+    /// Records read while waiting for a Completion, handed out first.
+    pending: VecDeque<Value>,
+    closed: Option<u16>,
+}
+
+impl Hub {
+    /// Connect as `user` (with the `connectionToken` of a negotiation, if any) and do the
+    /// JSON handshake.
+    async fn connect(base: &str, user: u64, negotiated: Option<&str>) -> Hub {
+        let host = base.strip_prefix("http://").unwrap_or(base);
+        let mut query = format!("access_token={}", urlencode(&jwt(user)));
+        if let Some(id) = negotiated {
+            query = format!("id={}&{query}", urlencode(id));
+        }
+        let client = awc::Client::builder().timeout(T).finish();
+        let (_res, framed) = client
+            .ws(format!("ws://{host}/hubs/chat?{query}"))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("the hub on {base} refused user {user}: {e:?}"));
+        let mut hub = Hub {
+            conn: Box::new(framed),
+            partial: String::new(),
+            records: VecDeque::new(),
+            pending: VecDeque::new(),
+            closed: None,
+        };
+        hub.frame(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await;
+        assert_eq!(hub.raw_record(T).await.as_deref(), Some("{}"), "the handshake answer of the hub on {base}");
+        hub
+    }
+
+    async fn frame(&mut self, text: &str) {
+        self.conn.send(Message::Text(text.to_string().into())).await.expect("send");
+    }
+
+    /// The next record as sent; None at the deadline or when closed.
+    async fn raw_record(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.records.pop_front() {
+                return Some(r);
+            }
+            if self.closed.is_some() {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = match actix_rt::time::timeout(left, self.conn.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => {
+                    self.closed = Some(NO_CLOSE_FRAME);
+                    continue;
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            match frame {
+                Frame::Text(b) => {
+                    self.partial.push_str(std::str::from_utf8(&b).expect("UTF-8 text"));
+                    while let Some(i) = self.partial.find(RS) {
+                        let rec: String = self.partial.drain(..=i).collect();
+                        self.records.push_back(rec[..rec.len() - RS.len_utf8()].to_string());
+                    }
+                }
+                Frame::Ping(p) => {
+                    let _ = self.conn.send(Message::Pong(p)).await;
+                }
+                Frame::Close(reason) => {
+                    self.closed = Some(reason.map(|r| u16::from(r.code)).unwrap_or(NO_STATUS));
+                    let _ = self.conn.send(Message::Close(None)).await;
+                }
+                other => panic!("an unexpected frame: {other:?}"),
+            }
+        }
+    }
+
+    /// The next record that is not a Ping, as JSON.
+    async fn record(&mut self, timeout: Duration) -> Option<Value> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(v);
+        }
+        loop {
+            let raw = self.raw_record(timeout).await?;
+            let v: Value =
+                serde_json::from_str(&raw).unwrap_or_else(|e| panic!("a record that is not JSON ({e}): {raw:?}"));
+            if v["type"] != 6 {
+                return Some(v);
+            }
+        }
+    }
+
+    /// Invoke `method` and wait for its Completion; records that come first are kept.
+    async fn invoke(&mut self, id: &str, method: &str, args: Value) -> Value {
+        let v = json!({ "type": 1, "invocationId": id, "target": method, "arguments": args });
+        self.frame(&format!("{v}{RS}")).await;
+        let deadline = Instant::now() + T;
+        let mut early = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let raw = self.raw_record(left).await;
+            let Some(raw) = raw else {
+                panic!("no Completion of {method} {id} within {T:?}; closed: {:?}", self.closed)
+            };
+            let v: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("not JSON ({e}): {raw:?}"));
+            if v["type"] == 3 && v["invocationId"] == id {
+                self.pending.extend(early);
+                return v;
+            }
+            if v["type"] != 6 {
+                early.push(v);
+            }
+        }
+    }
+
+    /// The payloads of the next `n` `ReceiveMessage` invocations (other records skipped).
+    async fn receive_messages(&mut self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.record(left).await {
+                Some(v) if v["target"] == "ReceiveMessage" => {
+                    assert!(v.get("invocationId").is_none(), "an event has no invocationId: {v}");
+                    got.push(v["arguments"][0].clone());
+                }
+                Some(_) => {}
+                None => panic!(
+                    "{} of {n} ReceiveMessage within {within:?} (closed: {:?}); the last: {:?}",
+                    got.len(),
+                    self.closed,
+                    &got[got.len().saturating_sub(3)..]
+                ),
+            }
+        }
+        got
+    }
+
+    /// Every record (Pings left out) within `d`.
+    async fn quiet(&mut self, d: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + d;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.record(left).await {
+                Some(v) => got.push(v),
+                None => return got,
+            }
+        }
+    }
+}
+
+fn assert_completion_ok(v: &Value, id: &str) {
+    assert_eq!(v, &json!({ "type": 3, "invocationId": id, "result": null }), "a void Completion");
+}
+
+fn assert_completion_error(v: &Value, id: &str) {
+    assert_eq!((&v["type"], &v["invocationId"]), (&json!(3), &json!(id)), "a Completion: {v}");
+    assert!(v.get("result").is_none(), "an error Completion has no result: {v}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "a Completion with an error: {v}");
+}
+
+fn message_ids(payloads: &[Value]) -> Vec<u64> {
+    payloads.iter().map(|p| num(p, "messageId")).collect()
+}
+
+/// A contract T room on the core: the seller lists a ticket, the buyer opens the room.
+async fn trade_room(core: &TestServer, seller: u64, buyer: u64) -> u64 {
+    let api = core.api();
+    let listing = json!({ "title": "콘서트 티켓", "unitPrice": 150_000, "totalQuantity": 5 });
+    let r = api.call("POST", "/api/tickets", Some(&jwt(seller)), &[], Some(listing)).await;
+    assert_eq!(r.status, 201, "list a ticket: {r:?}");
+    let ticket = num(&r.body["data"], "ticketId");
+    let r = api.call("POST", "/api/chat/rooms", Some(&jwt(buyer)), &[], Some(json!({ "ticketId": ticket }))).await;
+    assert_eq!(r.status, 201, "open the room: {r:?}");
+    num(&r.body["data"], "roomId")
+}
+
+/// `POST /api/chat/messages` (contract T, multipart `roomId`, `message`) on `node` as `user`.
+async fn send_t(node: &TestServer, user: u64, room: u64, text: &str) -> Reply {
+    let body = multipart(&[("roomId", &room.to_string()), ("message", text)], None);
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    node.api()
+        .raw_bytes("POST", "/api/chat/messages", Some(&jwt(user)), &[("Content-Type", &content_type)], Some(body))
+        .await
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests
+
+/// An edge is not healthy until it hears from a core; it serves the sockets, health and
+/// metrics, refuses handshakes as the core does, and answers 404 to anything else.
+#[actix_rt::test]
+async fn cluster_an_edge_serves_sockets_health_and_metrics_and_nothing_else() {
+    let nats = Nats::start();
+    let a = spawn_node(Some("edge"), &nats);
+    let without_core = healthz(&a.base).await;
+    let core = spawn_node(None, &nats);
+    let b = spawn_node(Some("edge"), &nats);
+    let cl = Cluster { nats, core, a, b };
+    assert_eq!(without_core, 503, "an edge that has not heard from a core is not healthy");
+    cl.wait_edges(200, HEALTHY_WITHIN, "once the core runs").await;
+
+    let chat = cl.chat();
+    let (kim, lee, outsider) = (1u64, 2u64, 3u64);
+    chat.touch(&[kim, lee, outsider]).await;
+    let room = chat.group(kim, "edge door", &[lee]).await;
+    let edge = Api::new(&cl.a.base);
+    for (method, path) in [
+        ("GET", "/chat/rooms/".to_string()),
+        ("POST", room_path(room, "messages/")),
+        ("POST", "/api/chat/messages".to_string()),
+        ("GET", "/concerts/1/schedules/1/seats".to_string()),
+    ] {
+        let body = (method == "POST").then(|| json!({ "message_content": "x", "message_type": "text" }));
+        let r = edge.call(method, &path, Some(&jwt(kim)), &[], body).await;
+        assert_eq!(r.status, 404, "{method} {path} on an edge: {r:?}");
+    }
+    assert_eq!(chat.all_messages(kim, room).await.len(), 0, "nothing reached the core through an edge's REST");
+    for base in [&cl.a.base, &cl.b.base] {
+        let r = Api::new(base).raw("GET", "/metrics", None, &[], None).await;
+        assert_eq!(r.status, 200, "/metrics on an edge: {r:?}");
+    }
+
+    // Handshakes: the edge checks the token itself and the participant with the core.
+    let base = &cl.a.base;
+    assert_eq!(WsClient::refused(base, room, None).await, 401, "no token");
+    assert_eq!(WsClient::refused(base, room, Some("not.a.jwt")).await, 401, "a bad token");
+    assert_eq!(WsClient::refused(base, room, Some(&jwt(outsider))).await, 403, "not a participant");
+    assert_eq!(WsClient::refused(base, NO_ROOM, Some(&jwt(kim))).await, 404, "an unknown room");
+    let r = edge.call("POST", "/hubs/chat/negotiate?negotiateVersion=1", None, &[], None).await;
+    assert_eq!(r.status, 401, "negotiate without a token: {r:?}");
+    let r = edge.call("POST", "/hubs/chat/negotiate?negotiateVersion=1", Some(&jwt(kim)), &[], None).await;
+    assert_eq!(r.status, 200, "negotiate with an edge: {r:?}");
+    assert!(r.body["connectionToken"].as_str().is_some_and(|t| !t.is_empty()), "{r:?}");
+
+    // And a socket it accepts works.
+    let mut ws = WsClient::connect(base, room, &jwt(lee), None).await;
+    let m = chat.post(kim, room, "through the edge").await;
+    assert_event_is(&ws.messages(1, T).await[0], &m);
+    ws.close().await;
+}
+
+/// Clients of one room on the core and on both edges, and senders on all three nodes at
+/// once (socket frames on edge A and edge B, REST on the core): every client gets every
+/// message once, all in one order (ascending ids), each sender's in the order it sent
+/// them; the store agrees.
+#[actix_rt::test]
+async fn cluster_clients_on_every_node_get_each_message_once_in_one_order() {
+    const PER_SOCKET: usize = 10;
+    const PER_REST: usize = 5;
+    const TOTAL: usize = 2 * PER_SOCKET + 2 * PER_REST;
+    let within = Duration::from_secs(20);
+    let cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (kim, lee, park, choi) = (1u64, 2u64, 3u64, 4u64);
+    chat.touch(&[kim, lee, park, choi]).await;
+    let room = chat.group(kim, "across the edges", &[lee, park, choi]).await;
+
+    // Listeners: kim on the core and on edge B, choi on edge A. Senders over their
+    // sockets: lee on edge A, park on edge B. Senders over REST on the core: kim, choi.
+    let listeners = vec![
+        ("kim on the core", WsClient::connect(&cl.core.base, room, &jwt(kim), None).await),
+        ("kim on edge B", WsClient::connect(&cl.b.base, room, &jwt(kim), None).await),
+        ("choi on edge A", WsClient::connect(&cl.a.base, room, &jwt(choi), None).await),
+    ];
+    let ws_senders = vec![
+        (lee, "lee on edge A", WsClient::connect(&cl.a.base, room, &jwt(lee), None).await),
+        (park, "park on edge B", WsClient::connect(&cl.b.base, room, &jwt(park), None).await),
+    ];
+
+    let chat_ref = &chat;
+    let rest = join_all([kim, choi].map(|u| async move {
+        let mut out = Vec::with_capacity(PER_REST);
+        for i in 0..PER_REST {
+            out.push(chat_ref.post(u, room, &format!("s{u}-{i}")).await);
+            actix_rt::time::sleep(Duration::from_millis(3)).await;
+        }
+        out
+    }));
+    let sockets = join_all(ws_senders.into_iter().map(|(u, who, mut ws)| async move {
+        for i in 0..PER_SOCKET {
+            ws.send(text_frame(&format!("s{u}-{i}"))).await;
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        let got = ws.messages(TOTAL, within).await;
+        (who, ws, got)
+    }));
+    let listening = join_all(listeners.into_iter().map(|(who, mut ws)| async move {
+        let got = ws.messages(TOTAL, within).await;
+        (who, ws, got)
+    }));
+    let (rest, sockets, listening) = join3(rest, sockets, listening).await;
+
+    // One order, ascending ids, for every client on every node.
+    let everyone: Vec<(&str, WsClient, Vec<Value>)> = listening.into_iter().chain(sockets).collect();
+    let reference = everyone[0].2.clone();
+    let ref_ids = ids(&reference);
+    assert_ascending(&ref_ids, everyone[0].0);
+    let ref_texts = texts(&reference);
+    for (who, _, got) in &everyone {
+        assert_eq!(ids(got), ref_ids, "{who} saw other messages or another order than {}", everyone[0].0);
+        assert_eq!(texts(got), ref_texts, "{who}");
+    }
+    // Each message once; each sender's in its own order.
+    let mut sorted = ref_texts.clone();
+    sorted.sort();
+    let mut expected: Vec<String> = [kim, choi]
+        .iter()
+        .flat_map(|u| (0..PER_REST).map(move |i| format!("s{u}-{i}")))
+        .chain([lee, park].iter().flat_map(|u| (0..PER_SOCKET).map(move |i| format!("s{u}-{i}"))))
+        .collect();
+    expected.sort();
+    assert_eq!(sorted, expected, "every message exactly once");
+    for u in [kim, lee, park, choi] {
+        let mine: Vec<&String> = ref_texts.iter().filter(|t| t.starts_with(&format!("s{u}-"))).collect();
+        let mut want = mine.clone();
+        want.sort_by_key(|t| t[t.find('-').expect("-") + 1..].parse::<usize>().expect("index"));
+        assert_eq!(mine, want, "user {u}'s messages in the order they were sent");
+        for e in reference.iter().filter(|e| e["content"].as_str().is_some_and(|c| c.starts_with(&format!("s{u}-")))) {
+            assert_eq!((num(e, "sender_id"), &e["sender_name"]), (u, &json!(name_of(u))), "{e}");
+        }
+    }
+    // The REST answers are the events.
+    for replies in &rest {
+        for m in replies {
+            let e = reference.iter().find(|e| e["message_id"] == m["message_id"]).expect("the event of a REST send");
+            assert_event_is(e, m);
+        }
+    }
+
+    // Nothing more comes anywhere; the store has the same messages in the same order.
+    let mut everyone: Vec<(&str, WsClient)> = everyone.into_iter().map(|(who, ws, _)| (who, ws)).collect();
+    let extra = join_all(everyone.iter_mut().map(|(_, ws)| ws.quiet(QUIET))).await;
+    for ((who, _), q) in everyone.iter().zip(&extra) {
+        assert_no_messages(q, who);
+    }
+    let stored = chat.all_messages(park, room).await;
+    assert_eq!(ids(&stored), ref_ids, "GET messages/ on the core has the same messages in the same order");
+    for (e, m) in reference.iter().zip(&stored) {
+        assert_event_is(e, m);
+    }
+    for (_, ws) in everyone {
+        ws.close().await;
+    }
+}
+
+/// Contract T across edges: the buyer's SignalR connection on edge A joins the trade room;
+/// the seller's on edge B joins nothing, yet hears the buyer's messages through its
+/// `user_` group; the buyer hears every message once (the seller's reach it through both
+/// groups). An outsider's JoinRoom is refused with an error Completion.
+#[actix_rt::test]
+async fn cluster_signalr_user_groups_and_join_checks_work_across_edges() {
+    let cl = Cluster::start().await;
+    let chat = cl.chat();
+    let outsider = 33u64;
+    chat.touch(&[BUYER, SELLER, outsider]).await;
+    let room = trade_room(&cl.core, SELLER, BUYER).await;
+
+    let r = Api::new(&cl.a.base)
+        .call("POST", "/hubs/chat/negotiate?negotiateVersion=1", Some(&jwt(BUYER)), &[], None)
+        .await;
+    assert_eq!(r.status, 200, "negotiate with edge A: {r:?}");
+    let token = r.body["connectionToken"].as_str().unwrap_or_else(|| panic!("connectionToken: {r:?}")).to_string();
+    let mut buyer = Hub::connect(&cl.a.base, BUYER, Some(&token)).await;
+    assert_completion_ok(&buyer.invoke("j", "JoinRoom", json!([room])).await, "j");
+    let mut seller = Hub::connect(&cl.b.base, SELLER, None).await;
+    let mut stranger = Hub::connect(&cl.b.base, outsider, None).await;
+    let c = stranger.invoke("x1", "JoinRoom", json!([room])).await;
+    assert_completion_error(&c, "x1");
+    let c = stranger.invoke("x2", "JoinRoom", json!([NO_ROOM])).await;
+    assert_completion_error(&c, "x2");
+
+    // Interleaved, through contract T on the core.
+    let mut sent = Vec::new();
+    for (i, who) in [BUYER, SELLER, BUYER, SELLER, BUYER].into_iter().enumerate() {
+        let r = send_t(&cl.core, who, room, &format!("t{i} from {who}")).await;
+        assert_eq!((r.status, &r.body["statusCode"]), (200, &json!(200)), "send {i}: {r:?}");
+        sent.push((who, r.body["data"].clone()));
+    }
+    let all: Vec<Value> = sent.iter().map(|(_, d)| d.clone()).collect();
+    let buyers: Vec<Value> = sent.iter().filter(|(who, _)| *who == BUYER).map(|(_, d)| d.clone()).collect();
+    let check = |got: &[Value], want: &[Value], who: &str| {
+        assert_eq!(message_ids(got), message_ids(want), "{who}: {got:?}");
+        for (p, d) in got.iter().zip(want) {
+            for f in ["messageId", "roomId", "senderId", "senderNickname", "message"] {
+                assert_eq!(p[f], d[f], "{who}: ReceiveMessage {f} is the sent message's:\n{p}\n{d}");
+            }
+            assert_eq!(utc_ms(&p["createdAt"]), utc_ms(&d["createdAt"]), "{who}: {p}\n{d}");
+        }
+    };
+    let (in_room, at_home) = join(buyer.receive_messages(all.len(), T), seller.receive_messages(buyers.len(), T)).await;
+    check(&in_room, &all, "the buyer in the room on edge A");
+    check(&at_home, &buyers, "the seller on edge B, in no room");
+
+    let (qb, qs, qo) = join3(buyer.quiet(QUIET), seller.quiet(QUIET), stranger.quiet(QUIET)).await;
+    for (who, q) in [("the buyer", qb), ("the seller", qs), ("the outsider", qo)] {
+        let more: Vec<&Value> = q.iter().filter(|v| v["target"] == "ReceiveMessage").collect();
+        assert!(more.is_empty(), "{who} got more: {more:?}");
+    }
+    assert_eq!(stranger.closed, None, "a refused JoinRoom leaves the connection open");
+}
+
+/// One general-chat room, two protocols, two edges: SignalR connections and plain sockets
+/// on edge A and edge B get the same messages (sent by REST on the core and by frames on
+/// both edges), once each, in the same order.
+#[actix_rt::test]
+async fn cluster_signalr_and_plain_clients_on_different_edges_get_the_same_messages() {
+    const ROUNDS: usize = 3;
+    const TOTAL: usize = 3 * ROUNDS;
+    let cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (kim, lee, park) = (BUYER, SELLER, 21u64);
+    chat.touch(&[kim, lee, park]).await;
+    let room = chat.group(lee, "two protocols", &[kim, park]).await;
+
+    let mut hub_b = Hub::connect(&cl.b.base, kim, None).await;
+    assert_completion_ok(&hub_b.invoke("j", "JoinRoom", json!([room])).await, "j");
+    let mut hub_a = Hub::connect(&cl.a.base, lee, None).await;
+    assert_completion_ok(&hub_a.invoke("j", "JoinRoom", json!([room.to_string()])).await, "j");
+    let mut plain_a = WsClient::connect(&cl.a.base, room, &jwt(park), None).await;
+    let mut plain_b = WsClient::connect(&cl.b.base, room, &jwt(lee), None).await;
+
+    for i in 0..ROUNDS {
+        chat.post(kim, room, &format!("rest {i}")).await;
+        plain_a.send(text_frame(&format!("edge A {i}"))).await;
+        plain_b.send(text_frame(&format!("edge B {i}"))).await;
+    }
+    let (pa, pb) = join(plain_a.messages(TOTAL, T), plain_b.messages(TOTAL, T)).await;
+    let (ha, hb) = join(hub_a.receive_messages(TOTAL, T), hub_b.receive_messages(TOTAL, T)).await;
+
+    let want = ids(&pa);
+    assert_ascending(&want, "the plain socket on edge A");
+    assert_eq!(ids(&pb), want, "the plain socket on edge B");
+    assert_eq!(message_ids(&ha), want, "SignalR on edge A");
+    assert_eq!(message_ids(&hb), want, "SignalR on edge B");
+    let mut sorted = texts(&pa);
+    sorted.sort();
+    let mut expected: Vec<String> =
+        (0..ROUNDS).flat_map(|i| [format!("rest {i}"), format!("edge A {i}"), format!("edge B {i}")]).collect();
+    expected.sort();
+    assert_eq!(sorted, expected, "every message exactly once");
+    for (p, e) in ha.iter().chain(&hb).zip(pa.iter().chain(&pa)) {
+        assert_eq!((&p["roomId"], &p["senderId"], &p["message"]), (&e["room_id"], &e["sender_id"], &e["content"]));
+    }
+
+    let (qa, qb) = join(plain_a.quiet(QUIET), plain_b.quiet(QUIET)).await;
+    assert_no_messages(&qa, "the plain socket on edge A");
+    assert_no_messages(&qb, "the plain socket on edge B");
+    let (qha, qhb) = join(hub_a.quiet(QUIET), hub_b.quiet(QUIET)).await;
+    for (who, q) in [("SignalR on edge A", qha), ("SignalR on edge B", qhb)] {
+        let more: Vec<&Value> = q.iter().filter(|v| v["target"] == "ReceiveMessage").collect();
+        assert!(more.is_empty(), "{who} got more: {more:?}");
+    }
+    plain_a.close().await;
+    plain_b.close().await;
+}
+
+/// Presence across edges: a user online on any edge is online once; offline comes only
+/// when their last connection, wherever it was, closes. Listeners on both edges hear it.
+#[actix_rt::test]
+async fn cluster_presence_counts_connections_on_every_edge() {
+    let cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (x, y, z) = (1u64, 2u64, 3u64);
+    chat.touch(&[x, y, z]).await;
+    let room = chat.group(x, "who is here", &[y, z]).await;
+    let is_online = |r: &Reply, user: u64| -> bool {
+        let list = r.body.as_array().unwrap_or_else(|| panic!("an array: {r:?}"));
+        let u = list.iter().find(|u| u["user_id"] == user).unwrap_or_else(|| panic!("user {user}: {r:?}"));
+        u["is_online"].as_bool().unwrap_or_else(|| panic!("is_online: {r:?}"))
+    };
+    let about_y = |q: &[Value]| -> Vec<Value> {
+        q.iter().filter(|e| is_type(e, "user_status") && e["user_id"] == y).cloned().collect()
+    };
+
+    // X listens on edge A, Z on edge B.
+    let mut on_a = WsClient::connect(&cl.a.base, room, &jwt(x), None).await;
+    let mut on_b = WsClient::connect(&cl.b.base, room, &jwt(z), None).await;
+
+    // Y's first connection, on edge B: online, heard on both edges.
+    let y_b = WsClient::connect(&cl.b.base, room, &jwt(y), None).await;
+    for ws in [&mut on_a, &mut on_b] {
+        let e = ws.event(|e| is_status(e, y, "online"), T).await;
+        assert_eq!(e["user_name"], name_of(y), "{e}");
+    }
+    assert!(is_online(&chat.online(x, room).await, y), "the core knows y is online");
+
+    // Y's second connection, on edge A: nothing new.
+    let y_a = WsClient::connect(&cl.a.base, room, &jwt(y), None).await;
+    let (qa, qb) = join(on_a.quiet(QUIET), on_b.quiet(QUIET)).await;
+    assert_eq!(about_y(&qa), Vec::<Value>::new(), "a second connection on the other edge, heard on edge A");
+    assert_eq!(about_y(&qb), Vec::<Value>::new(), "a second connection on the other edge, heard on edge B");
+
+    // The first closes: y still has one; nothing.
+    y_b.close().await;
+    let (qa, qb) = join(on_a.quiet(QUIET), on_b.quiet(QUIET)).await;
+    assert_eq!(about_y(&qa), Vec::<Value>::new(), "one of two closed, heard on edge A");
+    assert_eq!(about_y(&qb), Vec::<Value>::new(), "one of two closed, heard on edge B");
+    assert!(is_online(&chat.online(x, room).await, y), "y still has a connection on edge A");
+
+    // The last closes: offline, once, on both edges.
+    y_a.close().await;
+    for ws in [&mut on_a, &mut on_b] {
+        let e = ws.event(|e| is_status(e, y, "offline"), T).await;
+        assert_eq!(e["user_name"], name_of(y), "{e}");
+    }
+    let (qa, qb) = join(on_a.quiet(QUIET), on_b.quiet(QUIET)).await;
+    assert_eq!(about_y(&qa), Vec::<Value>::new(), "one offline event on edge A");
+    assert_eq!(about_y(&qb), Vec::<Value>::new(), "one offline event on edge B");
+    assert!(!is_online(&chat.online(z, room).await, y), "the core knows y is offline");
+    on_a.close().await;
+    on_b.close().await;
+}
+
+/// A writer posts a steady stream over REST on the core; midway edge A is killed with
+/// kill -9. Its client reconnects to edge B with `since=` the last id it got and ends
+/// with every message once, in ascending order, like the client that stayed on edge B.
+#[actix_rt::test]
+async fn cluster_kill9_of_an_edge_mid_stream_loses_nothing_after_a_reconnect_to_the_other() {
+    const N: usize = 200;
+    let within = Duration::from_secs(25);
+    let mut cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (writer, on_a_user, on_b_user) = (1u64, 2u64, 3u64);
+    chat.touch(&[writer, on_a_user, on_b_user]).await;
+    let room = chat.group(writer, "stream", &[on_a_user, on_b_user]).await;
+    let (base_a, base_b) = (cl.a.base.clone(), cl.b.base.clone());
+    let mut on_a = WsClient::connect(&base_a, room, &jwt(on_a_user), None).await;
+    let mut on_b = WsClient::connect(&base_b, room, &jwt(on_b_user), None).await;
+    // A first message, so that the client on edge A has a `since` whenever it dies.
+    let first = chat.post(writer, room, "before the stream").await;
+    let (a0, b0) = join(on_a.messages(1, T), on_b.messages(1, T)).await;
+    assert_event_is(&a0[0], &first);
+    assert_event_is(&b0[0], &first);
+
+    let sent = Rc::new(Cell::new(0usize));
+    let writing = {
+        let (chat, sent) = (chat.clone(), sent.clone());
+        async move {
+            let mut out = vec![first];
+            for i in 0..N {
+                out.push(chat.post(writer, room, &format!("m{i}")).await);
+                sent.set(i + 1);
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            out
+        }
+    };
+    let edge_a = &mut cl.a;
+    let killing = {
+        let sent = sent.clone();
+        async move {
+            while sent.get() < N / 2 {
+                actix_rt::time::sleep(Duration::from_millis(2)).await;
+            }
+            edge_a.kill9();
+        }
+    };
+    let reading_a = async move {
+        let mut got = a0;
+        loop {
+            match on_a.next_event(T).await {
+                Some(e) if is_type(&e, "message") => got.push(e),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(on_a.closed.is_some(), "the client on edge A heard nothing for {T:?}, yet its edge was killed");
+        let before_kill = got.len();
+        let since = num(got.last().expect("the first message"), "message_id");
+        let mut back = WsClient::connect(&base_b, room, &jwt(on_a_user), Some(since)).await;
+        got.extend(back.messages(N + 1 - before_kill, within).await);
+        (back, got, before_kill)
+    };
+    let reading_b = async move {
+        let mut got = b0;
+        got.extend(on_b.messages(N, within).await);
+        (on_b, got)
+    };
+    let ((sent_messages, ()), ((mut back, got_a, before_kill), (mut on_b, got_b))) =
+        join(join(writing, killing), join(reading_a, reading_b)).await;
+
+    let want = ids(&sent_messages);
+    assert_ascending(&want, "the REST answers");
+    assert!(before_kill < N + 1, "edge A died mid-stream, so its client cannot have had everything before");
+    assert_eq!(
+        ids(&got_a),
+        want,
+        "the client of the killed edge, after {before_kill} messages there and the rest on B"
+    );
+    assert_eq!(ids(&got_b), want, "the client that stayed on edge B");
+    for (e, m) in got_a.iter().zip(&sent_messages) {
+        assert_event_is(e, m);
+    }
+    let (qa, qb) = join(back.quiet(QUIET), on_b.quiet(QUIET)).await;
+    assert_no_messages(&qa, "the client that moved to edge B");
+    assert_no_messages(&qb, "the client that stayed on edge B");
+
+    // Live again on the edge that survived.
+    let m = chat.post(writer, room, "after the crash").await;
+    let (ea, eb) = join(back.messages(1, T), on_b.messages(1, T)).await;
+    assert_event_is(&ea[0], &m);
+    assert_event_is(&eb[0], &m);
+    back.close().await;
+    on_b.close().await;
+}
+
+/// nats-server is killed: the edges close their sockets with 1012 and report 503; the core
+/// keeps answering REST. nats-server comes back on the same port: the edges are healthy
+/// again by themselves, a client that reconnects with `since=` gets what was posted in
+/// the outage, and the live stream crosses the edges again.
+#[actix_rt::test]
+async fn cluster_nats_stopped_and_started_again() {
+    let mut cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (writer, on_a_user, on_b_user) = (1u64, 2u64, 3u64);
+    chat.touch(&[writer, on_a_user, on_b_user]).await;
+    let room = chat.group(writer, "outage", &[on_a_user, on_b_user]).await;
+    let mut on_a = WsClient::connect(&cl.a.base, room, &jwt(on_a_user), None).await;
+    let mut on_b = WsClient::connect(&cl.b.base, room, &jwt(on_b_user), None).await;
+    let before = chat.post(writer, room, "before the outage").await;
+    let (ea, eb) = join(on_a.messages(1, T), on_b.messages(1, T)).await;
+    assert_event_is(&ea[0], &before);
+    assert_event_is(&eb[0], &before);
+    let since = num(&before, "message_id");
+
+    cl.nats.stop();
+    let (ca, cb) = join(on_a.expect_close(T), on_b.expect_close(T)).await;
+    assert_eq!(ca, Some(1012), "edge A closes its sockets with 1012 when it loses NATS");
+    assert_eq!(cb, Some(1012), "edge B closes its sockets with 1012 when it loses NATS");
+    let during = actix_rt::time::timeout(T, chat.say(writer, room, "during the outage"))
+        .await
+        .unwrap_or_else(|_| panic!("REST on the core did not answer within {T:?} while NATS is down"));
+    assert_eq!(during.status, 201, "the core keeps taking messages while NATS is down: {during:?}");
+    let during = during.body;
+    cl.wait_edges(503, T, "with NATS down").await;
+    assert_eq!(chat.all_messages(on_a_user, room).await, [before.clone(), during.clone()], "the core's REST");
+
+    cl.nats.start_again();
+    cl.wait_edges(200, RECOVER_WITHIN, "with NATS back").await;
+    let mut on_a = Follower::connect(&cl.a.base, room, on_a_user, Some(since)).await;
+    let mut on_b = Follower::connect(&cl.b.base, room, on_b_user, Some(since)).await;
+    let (ga, gb) = join(on_a.messages(1, T), on_b.messages(1, T)).await;
+    assert_event_is(&ga[0], &during);
+    assert_event_is(&gb[0], &during);
+
+    // Live across the edges again: REST on the core and a frame on edge A.
+    let rest = chat.post(writer, room, "after the outage").await;
+    on_a.send(text_frame("from edge A, after")).await;
+    let (la, lb) = join(on_a.messages(2, T), on_b.messages(2, T)).await;
+    assert_eq!(ids(&la), ids(&lb), "one order on both edges");
+    assert_ascending(&ids(&la), "after the outage");
+    let mut t = texts(&la);
+    t.sort();
+    assert_eq!(t, ["after the outage", "from edge A, after"]);
+    let e = la.iter().find(|e| e["message_id"] == rest["message_id"]).expect("the REST message");
+    assert_event_is(e, &rest);
+    let (qa, qb) = join(on_a.quiet(QUIET), on_b.quiet(QUIET)).await;
+    assert_no_messages(&qa, "the client on edge A");
+    assert_no_messages(&qb, "the client on edge B");
+    on_a.close().await;
+    on_b.close().await;
+}
+
+/// The core is killed with kill -9 and started again: the edges are healthy again by
+/// themselves; clients (reconnecting with `since=` if their edge sent them away with 1012)
+/// get exactly the messages posted after the restart, and the live stream still reaches
+/// both edges.
+#[actix_rt::test]
+async fn cluster_the_core_restarts_and_the_edges_carry_on() {
+    let mut cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (writer, on_a_user, on_b_user) = (1u64, 2u64, 3u64);
+    chat.touch(&[writer, on_a_user, on_b_user]).await;
+    let room = chat.group(writer, "restart", &[on_a_user, on_b_user]).await;
+    let mut on_a = Follower::connect(&cl.a.base, room, on_a_user, None).await;
+    let mut on_b = Follower::connect(&cl.b.base, room, on_b_user, None).await;
+    let mut before = Vec::new();
+    for i in 0..5 {
+        before.push(chat.post(writer, room, &format!("before {i}")).await);
+    }
+    let (ga, gb) = join(on_a.messages(5, T), on_b.messages(5, T)).await;
+    assert_eq!(ids(&ga), ids(&before));
+    assert_eq!(ids(&gb), ids(&before));
+
+    cl.core.kill9();
+    cl.core.restart();
+    let chat = cl.chat();
+    cl.wait_edges(200, RECOVER_WITHIN, "after the core restarted").await;
+
+    let mut after = Vec::new();
+    for i in 0..5 {
+        after.push(chat.post(writer, room, &format!("after {i}")).await);
+    }
+    assert!(num(&after[0], "message_id") > num(&before[4], "message_id"), "ids keep growing after a restart");
+    let (ga, gb) = join(on_a.messages(5, RECOVER_WITHIN), on_b.messages(5, RECOVER_WITHIN)).await;
+    assert_eq!(ids(&ga), ids(&after), "edge A's client: exactly what was posted after the restart");
+    assert_eq!(ids(&gb), ids(&after), "edge B's client: exactly what was posted after the restart");
+    for (e, m) in ga.iter().zip(&after) {
+        assert_event_is(e, m);
+    }
+
+    // Live across the edges: REST on the core and a frame on edge B.
+    let rest = chat.post(writer, room, "live after the restart").await;
+    on_b.send(text_frame("from edge B, after the restart")).await;
+    let (la, lb) = join(on_a.messages(2, T), on_b.messages(2, T)).await;
+    assert_eq!(ids(&la), ids(&lb), "one order on both edges");
+    assert_ascending(&ids(&la), "after the restart");
+    let mut t = texts(&la);
+    t.sort();
+    assert_eq!(t, ["from edge B, after the restart", "live after the restart"]);
+    let e = la.iter().find(|e| e["message_id"] == rest["message_id"]).expect("the REST message");
+    assert_event_is(e, &rest);
+    let (qa, qb) = join(on_a.quiet(QUIET), on_b.quiet(QUIET)).await;
+    assert_no_messages(&qa, "the client on edge A");
+    assert_no_messages(&qb, "the client on edge B");
+    on_a.close().await;
+    on_b.close().await;
+}
