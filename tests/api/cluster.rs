@@ -917,6 +917,16 @@ async fn cluster_kill9_of_an_edge_mid_stream_loses_nothing_after_a_reconnect_to_
     assert_event_is(&ea[0], &m);
     assert_event_is(&eb[0], &m);
     back.close().await;
+
+    // The killed edge, started again, rejoins by itself and serves the room live.
+    cl.a.restart();
+    wait_health(&cl.a.base, 200, Duration::from_secs(20), "the restarted edge").await;
+    let mut again = WsClient::connect(&cl.a.base, room, &jwt(on_a_user), None).await;
+    let m = chat.post(writer, room, "on the restarted edge").await;
+    let (ea, eb) = join(again.messages(1, T), on_b.messages(1, T)).await;
+    assert_event_is(&ea[0], &m);
+    assert_event_is(&eb[0], &m);
+    again.close().await;
     on_b.close().await;
 }
 
