@@ -161,7 +161,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
         progress: bar(!c.no_progress, a.users, "users"),
     };
     let store_before = http.store_counters().await;
-    let server = ServerProbe::start(c.server_pid)?;
+    let server = ServerProbe::start(&c.server_pid, &c.extra_pid)?;
     let tool = ToolProbe::start();
     let users: Vec<u64> = (0..a.users).collect();
     let all = map_concurrent(users, c.concurrency, |i| r.user(c.user_base + i));
@@ -173,7 +173,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String) -> anyhow
     let store_after = http.store_counters().await;
     report.wall = wall;
     report.tool_cpu = tool_cpu;
-    report.server = server.map(ServerProbe::finish);
+    server.finish(&mut report);
     r.progress.finish_and_clear();
 
     let booked: Vec<Booked> = results.into_iter().flatten().collect();

@@ -10,8 +10,14 @@
 //! members are users `user_base + r * M + i`, as they are against boxoffice. Either way a
 //! message counts as sent once it was acknowledged (201 over REST) or written to its
 //! socket (`--send ws`), and the same per-socket accounting finds what was lost or doubled.
+//!
+//! With `--ws-url` the sockets go elsewhere than the REST calls: to a core's edges, say,
+//! while rooms are created and REST sends posted on the core (`--url`). Members are dealt
+//! round-robin over the WebSocket servers, counting over all rooms, so every room has
+//! members on each of them; what each server's sockets received, lost and saw twice is
+//! reported apart.
 
-use crate::common::{jwt, unix_micros, Common, ErrorTally, Http, Target};
+use crate::common::{jwt, reach, unix_micros, Common, ErrorTally, Http, Target};
 use crate::metrics::{bar, histogram, Report, ServerProbe, ToolProbe};
 use crate::queue_rush::first;
 use crate::ws::{start_shards, wait_opened, Live, Mode, Protocol, ShardCfg, SockSpec};
@@ -66,6 +72,13 @@ pub struct Args {
     /// Sockets read by one task.
     #[arg(long, default_value_t = 256)]
     pub sockets_per_task: usize,
+    /// Where the WebSockets connect (plain `/chat/ws/{room}` and SignalR `/hubs/chat`),
+    /// e.g. a core's edges: `--ws-url http://127.0.0.1:8081,http://127.0.0.1:8082` or the
+    /// flag repeated, loopback only like --url. The run's i-th member (counting over all
+    /// rooms) connects to the (i mod n)-th. Room creation and REST sends still go to
+    /// --url. Default: --url.
+    #[arg(long, value_delimiter = ',')]
+    pub ws_url: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,23 +127,42 @@ pub async fn run(
     let m = a.members;
     let user = |room: u64, i: u64| c.user_base + room * m + i;
 
+    // The WebSocket servers: --ws-url's, each checked to be on loopback and to answer, or --url.
+    let split = !a.ws_url.is_empty();
+    let ws_servers = if split {
+        let servers = a.ws_url.iter().map(|u| Target::parse_as("--ws-url", u)).collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, s) in servers.iter().enumerate() {
+            if servers[..i].iter().any(|t| t.addr == s.addr) {
+                bail!("--ws-url names {} twice", s.base);
+            }
+        }
+        for s in &servers {
+            reach(&Http::new(s, 1), s, a.peer, "WebSocket server").await?;
+        }
+        servers
+    } else {
+        vec![target.clone()]
+    };
+
     // Rooms: the peer's are there for the asking; boxoffice's are created over REST.
     let rooms =
         if a.peer { (1..=a.rooms).collect() } else { create_rooms(&http, &secret, &run_id, a.rooms, m, user).await? };
 
-    // Sockets: every member of every room.
+    // Sockets: every member of every room, dealt round-robin over the WebSocket servers.
     let mut specs = Vec::new();
     for (r, &room) in rooms.iter().enumerate() {
         for i in 0..m {
             let u = user(r as u64, i);
             let sends = send == SendVia::Ws && i < a.senders;
-            specs.push(SockSpec { room, user: u, jwt: jwt(&secret, u, false), src: None, sends });
+            let server = specs.len() % ws_servers.len();
+            specs.push(SockSpec { room, user: u, jwt: jwt(&secret, u, false), src: None, server, sends });
         }
     }
     let total = specs.len() as u64;
+    let assigned: Vec<u64> =
+        (0..ws_servers.len()).map(|j| specs.iter().filter(|s| s.server == j).count() as u64).collect();
     let cfg = Arc::new(ShardCfg {
-        addr: target.addr,
-        authority: target.authority.clone(),
+        servers: ws_servers.clone(),
         protocol: a.protocol,
         mode: Mode::Chat { user_base: c.user_base },
         setup_timeout: Duration::from_secs(20),
@@ -153,6 +185,9 @@ pub async fn run(
             "send": format!("{send:?}").to_lowercase(), "peer": a.peer,
         }),
     );
+    if split {
+        report.params["ws_urls"] = ws_servers.iter().map(|s| s.base.clone()).collect::<Vec<_>>().into();
+    }
 
     // Senders.
     let senders: Vec<SenderSpec> = rooms
@@ -168,7 +203,7 @@ pub async fn run(
     let interval = Duration::from_secs_f64(1.0 / a.rate);
     let cap = c.concurrency.max(1);
 
-    let server = ServerProbe::start(c.server_pid)?;
+    let server = ServerProbe::start(&c.server_pid, &c.extra_pid)?;
     let tool = ToolProbe::start();
     let send_bar = bar(!c.no_progress && planned > 0, planned, "send");
     let mut send_lat = histogram();
@@ -260,7 +295,7 @@ pub async fn run(
     let (wall, tool_cpu) = tool.finish();
     report.wall = wall;
     report.tool_cpu = tool_cpu;
-    report.server = server.map(ServerProbe::finish);
+    server.finish(&mut report);
 
     let _ = stop_tx.send(true);
     let mut outs = Vec::new();
@@ -272,7 +307,8 @@ pub async fn run(
         }
     }
 
-    // Lost, duplicated and unexpected deliveries, per socket.
+    // Lost, duplicated and unexpected deliveries, per socket and per WebSocket server.
+    let mut by_server = vec![PerServer::default(); ws_servers.len()];
     let mut lost = 0u64;
     let mut unexpected = 0u64;
     let mut lost_detail = Vec::new();
@@ -291,10 +327,18 @@ pub async fn run(
             if got < want {
                 lost += want - got;
                 if lost_detail.len() < 5 {
-                    lost_detail.push(format!("user {} in room {} missed {}", s.user, s.room, want - got));
+                    let via = if split { format!(" via {}", ws_servers[s.server].authority) } else { String::new() };
+                    lost_detail.push(format!("user {} in room {}{via} missed {}", s.user, s.room, want - got));
                 }
             }
             unexpected += s.seen.len() as u64 - got;
+            if let Some(p) = by_server.get_mut(s.server) {
+                p.opened += 1;
+                p.closed += u64::from(s.closed);
+                p.deliveries += s.seen.len() as u64 + s.duplicates;
+                p.lost += want.saturating_sub(got);
+                p.duplicates += s.duplicates;
+            }
         }
     }
     let duplicates = live.duplicates.load(Ordering::Relaxed);
@@ -320,6 +364,17 @@ pub async fn run(
     report.fig("unacknowledged_messages_delivered", unexpected);
     report.fig("frames_not_messages", unparsed);
     report.fig("error_frames", live.error_frames.load(Ordering::Relaxed));
+    if split {
+        for ((s, p), n) in ws_servers.iter().zip(&by_server).zip(&assigned) {
+            let via = &s.authority;
+            report.fig(&format!("sockets_via_{via}"), *n);
+            report.fig(&format!("sockets_opened_via_{via}"), p.opened);
+            report.fig(&format!("sockets_closed_by_server_via_{via}"), p.closed);
+            report.fig(&format!("deliveries_via_{via}"), p.deliveries);
+            report.fig(&format!("lost_via_{via}"), p.lost);
+            report.fig(&format!("duplicates_via_{via}"), p.duplicates);
+        }
+    }
     report.server_cpu_per("delivery", delivered);
     report.server_cpu_per("message", sent_ok);
     report.latencies.merge("connect+setup", &connect);
@@ -358,6 +413,17 @@ pub async fn run(
     report.check("no duplicate deliveries", duplicates == 0, format!("{duplicates} duplicates"));
     report.total_wall = started.elapsed();
     Ok(report)
+}
+
+/// What the sockets of one WebSocket server saw (with `--ws-url`).
+#[derive(Debug, Clone, Default)]
+struct PerServer {
+    opened: u64,
+    closed: u64,
+    /// Chat messages received, duplicates included.
+    deliveries: u64,
+    lost: u64,
+    duplicates: u64,
 }
 
 /// Create `count` group rooms of `m` members over REST, room r's creator `user(r, 0)` and

@@ -24,9 +24,16 @@ pub struct Common {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// The server's process id: report its CPU time per operation and its RSS, read from
-    /// /proc/PID/stat and /proc/PID/status.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// /proc/PID/stat and /proc/PID/status. Several (repeated or comma-separated: a core
+    /// and its edges) are one server: their CPU times and RSS are summed, and each one's
+    /// is shown too.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// A process measured beside the server but not counted in it (e.g. nats-server
+    /// between a core and its edges): its CPU time and RSS on lines of their own.
+    /// Repeated or comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub extra_pid: Vec<u32>,
     /// Print one JSON object on stdout instead of the summary tables.
     #[arg(long)]
     pub json: bool,
@@ -64,12 +71,17 @@ pub struct Target {
 impl Target {
     /// Accept `http://` URLs whose host is a loopback address or `localhost`; refuse the rest.
     pub fn parse(url: &str) -> anyhow::Result<Target> {
+        Target::parse_as("--url", url)
+    }
+
+    /// [`Target::parse`] for the flag `flag`, which the errors name.
+    pub fn parse_as(flag: &str, url: &str) -> anyhow::Result<Target> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("--url must be http://HOST:PORT on a loopback address, not {url:?}"))?;
+            .ok_or_else(|| anyhow!("{flag} must be http://HOST:PORT on a loopback address, not {url:?}"))?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.is_empty() || authority.contains('@') {
-            bail!("--url has no usable host: {url:?}");
+            bail!("{flag} has no usable host: {url:?}");
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| anyhow!("bad IPv6 host in {url:?}"))?;
@@ -85,7 +97,7 @@ impl Target {
         let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            host.parse().map_err(|_| anyhow!("--url host must be a loopback IP address or localhost, not {host:?}"))?
+            host.parse().map_err(|_| anyhow!("{flag} host must be a loopback IP address or localhost, not {host:?}"))?
         };
         if !ip.is_loopback() {
             bail!("refusing to load {ip}: this tool only drives servers on loopback addresses (127.0.0.0/8, ::1)");
@@ -96,6 +108,26 @@ impl Target {
             IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         };
         Ok(Target { base: format!("http://{authority}"), authority, addr })
+    }
+}
+
+/// Check that `target` answers before loading it: a boxoffice server (`what` names it in
+/// the error) with `GET /healthz` 200 through `http`, a bare peer with a TCP connect.
+pub async fn reach(http: &Http, target: &Target, peer: bool, what: &str) -> anyhow::Result<()> {
+    if peer {
+        // No REST on a peer: a TCP connect is all there is to check.
+        let connect = tokio::net::TcpStream::connect(target.addr);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => bail!("cannot reach the {what} at {}: {e}", target.base),
+            Err(_) => bail!("cannot reach the {what} at {}: connect timed out", target.base),
+        }
+    } else {
+        match http.req(Method::GET, "/healthz", None, &[], None).await {
+            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) => bail!("GET {}/healthz answered {}", target.base, r.snippet()),
+            Err(e) => bail!("cannot reach the {what} at {}: {e}", target.base),
+        }
     }
 }
 
@@ -339,6 +371,8 @@ mod tests {
         assert!(Target::parse("https://127.0.0.1:8080").is_err());
         assert!(Target::parse("http://[2001:db8::1]:80").is_err());
         assert!(Target::parse("http://user@127.0.0.1:80").is_err());
+        let e = Target::parse_as("--ws-url", "ws://127.0.0.1:8081").expect_err("not http");
+        assert!(e.to_string().starts_with("--ws-url must be"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! sockets join room `--room` (default 1).
 
 use crate::common::{jwt, source_addresses, Common, Http, Target};
-use crate::metrics::{bar, cpu_time, histogram, Report, ServerProbe, ToolProbe};
+use crate::metrics::{bar, histogram, Report, ServerProbe, ToolProbe};
 use crate::ws::{start_shards, wait_opened, Live, Mode, Protocol, ShardCfg, SockSpec};
 use anyhow::{anyhow, bail};
 use awc::http::Method;
@@ -83,12 +83,12 @@ pub async fn run(
             user: users[i % users.len()],
             jwt: tokens[i % users.len()].clone(),
             src: if addrs.is_empty() { None } else { Some(addrs[i % addrs.len()]) },
+            server: 0,
             sends: false,
         })
         .collect();
     let cfg = Arc::new(ShardCfg {
-        addr: target.addr,
-        authority: target.authority.clone(),
+        servers: vec![target],
         protocol: Protocol::Plain,
         mode: Mode::Idle,
         setup_timeout: Duration::from_secs(30),
@@ -102,8 +102,7 @@ pub async fn run(
         }),
     );
 
-    let server = ServerProbe::start(c.server_pid)?;
-    let server_cpu0 = c.server_pid.and_then(|p| cpu_time(Some(p)));
+    let server = ServerProbe::start(&c.server_pid, &c.extra_pid)?;
     let tool = ToolProbe::start();
     let live = Arc::new(Live::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -115,12 +114,9 @@ pub async fn run(
     open_bar.finish_and_clear();
     let opened = live.opened.load(Ordering::Relaxed);
     let failed = live.failed.load(Ordering::Relaxed);
-    let open_cpu = match (c.server_pid.and_then(|p| cpu_time(Some(p))), server_cpu0) {
-        (Some(b), Some(a)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
+    let open_cpu = server.cpu_now();
     actix_rt::time::sleep(Duration::from_millis(500)).await;
-    let rss_open = server.as_ref().map(ServerProbe::rss_now);
+    let rss_open = server.rss_now();
 
     // Hold.
     let hold_bar = bar(!c.no_progress, a.hold.as_secs().max(1), "hold");
@@ -133,7 +129,7 @@ pub async fn run(
         actix_rt::time::sleep(Duration::from_millis(100).min(hold_end.saturating_duration_since(Instant::now()))).await;
     }
     hold_bar.finish_and_clear();
-    let rss_held = server.as_ref().map(ServerProbe::rss_now);
+    let rss_held = server.rss_now();
     let closed = live.closed.load(Ordering::Relaxed);
     let (wall, tool_cpu) = tool.finish();
 
@@ -152,7 +148,7 @@ pub async fn run(
     actix_rt::time::sleep(Duration::from_secs(1)).await;
     report.wall = wall;
     report.tool_cpu = tool_cpu;
-    report.server = server.map(ServerProbe::finish);
+    server.finish(&mut report);
 
     report.fig("requested", a.count as u64);
     report.fig("opened", opened);

@@ -6,8 +6,12 @@
 //! stderr, and a summary (figures, latency p50/p99/p99.9/max from HDR histograms,
 //! invariant checks, the tool's own CPU and wall time, and with `--server-pid` the
 //! server's CPU time per operation and its RSS) is printed on stdout at the end, or one
-//! JSON object with `--json`. The exit code is 0 when every check passed, 1 when one
-//! failed, 2 when the run could not be done (bad flags, unreachable server, refused setup).
+//! JSON object with `--json`. `--server-pid` takes several pids (comma-separated or
+//! repeated: a core and its edges), whose CPU times and RSS are summed into the server's
+//! figures and shown each too; `--extra-pid` measures a process beside the server without
+//! counting it in (nats-server, say), on lines of its own. The exit code is 0 when every
+//! check passed, 1 when one failed, 2 when the run could not be done (bad flags,
+//! unreachable server, refused setup).
 //!
 //! The tool mints its own HS256 JWTs with the server's secret (`--secret` or
 //! `BOXOFFICE_JWT_SECRET`), so user ids are free: each run takes `--user-base` (default
@@ -31,14 +35,15 @@
 //!   200 execute's booking is confirmed, and the test gateway's kept charges for this run's
 //!   intents equal the paid bookings' amounts exactly.
 //! - `chat-fanout --rooms R --members M --senders S --rate X --duration D
-//!   [--protocol plain|signalr] [--send rest|ws] [--peer]`: R group rooms of M members, one
-//!   WebSocket per member; S senders per room post over REST (`--send ws`: send
-//!   `{"type":"message"}` frames on their own member socket) at X messages per second in
-//!   total (token-bucket pacing), each message `sender:seq:send_unix_micros`. Deliveries
-//!   per second = X x M. Measures deliveries/s and send-to-receive latency, counts lost
+//!   [--protocol plain|signalr] [--send rest|ws] [--peer] [--ws-url URL,...]`: R group
+//!   rooms of M members, one WebSocket per member; S senders per room post over REST
+//!   (`--send ws`: send `{"type":"message"}` frames on their own member socket) at X
+//!   messages per second in total (token-bucket pacing), each message
+//!   `sender:seq:send_unix_micros`. Deliveries per second = X x M. Measures deliveries/s and send-to-receive latency, counts lost
 //!   and duplicated deliveries. A group room holds at most
 //!   `BOXOFFICE_CHAT_MAX_PARTICIPANTS` (100 by default) participants: M above that is
-//!   refused by the server, and the tool says so.
+//!   refused by the server, and the tool says so. `--ws-url` sends the WebSockets
+//!   elsewhere than the REST calls (below).
 //! - `connections --count N [--addresses 127.0.0.1,127.0.0.2] --hold 10s`: N idle plain
 //!   WebSockets to one room (the tool's, or `--room`), source addresses spread over
 //!   127.0.0.x past 25,000 sockets; reports opened, failed and the server's RSS per
@@ -54,6 +59,22 @@
 //! Run the same `--send ws` flags without `--peer` against boxoffice for the other half of
 //! the comparison; `--server-pid` takes either server's pid. See
 //! `benches/node-peer/README.md`.
+//!
+//! ## Against a core and its edges
+//!
+//! A server can run as one core (REST, the store, and WebSockets too) and edges
+//! (`BOXOFFICE_ROLE=edge`: WebSockets only, reaching the core over NATS). `chat-fanout
+//! --ws-url URL[,URL...]` (or the flag repeated) opens the members' sockets on those
+//! servers, member i of the run (counting over all rooms) on URL i mod n, so every room
+//! has members on each edge; room creation and REST sends still go to `--url`, the core.
+//! Every `--ws-url` must be on loopback and answer `/healthz`. The report adds per-URL
+//! figures (`sockets_via_HOST:PORT`, `deliveries_via_...`, `lost_via_...`,
+//! `duplicates_via_...`) and `params.ws_urls`. Give `--server-pid CORE,EDGE1,EDGE2` for
+//! the CPU per delivery of the whole server and `--extra-pid NATS` for the broker's apart
+//! (`extra_cpu_us_per_delivery`, and `server_and_extra_cpu_us_per_delivery` for both). In
+//! `--json`, `server` has `pids`, the sums (`cpu_s`, `cpu_pct`, `rss_*_kb`, the peak being
+//! the highest sampled sum) and `processes` (each pid's); `pid` is there with one pid only;
+//! `extra` is a list of the `--extra-pid` processes.
 //!
 //! ## Examples
 //!
@@ -71,6 +92,18 @@
 //! node benches/node-peer/server.js 9100 & NODE=$!
 //! target/release/boxoffice-load chat-fanout --url http://127.0.0.1:9100 --peer --rooms 10 --members 100 --rate 100 \
 //!     --server-pid $NODE
+//!
+//! # A core and two edges over NATS; sockets spread over the edges, REST on the core.
+//! nats-server -a 127.0.0.1 -p 4333 & NATS=$!
+//! BOXOFFICE_DATA_DIR=$(mktemp -d) BOXOFFICE_BIND=127.0.0.1:8090 BOXOFFICE_NATS_URL=nats://127.0.0.1:4333 \
+//!     RUST_LOG=warn target/release/boxoffice serve & CORE=$!
+//! BOXOFFICE_ROLE=edge BOXOFFICE_BIND=127.0.0.1:8091 BOXOFFICE_NATS_URL=nats://127.0.0.1:4333 \
+//!     RUST_LOG=warn target/release/boxoffice serve & E1=$!
+//! BOXOFFICE_ROLE=edge BOXOFFICE_BIND=127.0.0.1:8092 BOXOFFICE_NATS_URL=nats://127.0.0.1:4333 \
+//!     RUST_LOG=warn target/release/boxoffice serve & E2=$!
+//! target/release/boxoffice-load chat-fanout --url http://127.0.0.1:8090 \
+//!     --ws-url http://127.0.0.1:8091,http://127.0.0.1:8092 --rooms 10 --members 100 --senders 2 --rate 100 \
+//!     --duration 10s --user-base 6000000 --server-pid $CORE,$E1,$E2 --extra-pid $NATS
 //! ```
 
 mod booking_rush;
@@ -178,22 +211,7 @@ fn main() -> ExitCode {
     let peer = cli.cmd.peer();
     let result = actix_rt::System::new().block_on(async move {
         let http = Http::new(&target, common.concurrency);
-        if peer {
-            // No REST on a peer: a TCP connect is all there is to check.
-            let connect = tokio::net::TcpStream::connect(target.addr);
-            match tokio::time::timeout(Duration::from_secs(10), connect).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => anyhow::bail!("cannot reach the peer at {}: {e}", target.base),
-                Err(_) => anyhow::bail!("cannot reach the peer at {}: connect timed out", target.base),
-            }
-        } else {
-            let reachable = http.req(awc::http::Method::GET, "/healthz", None, &[], None).await;
-            match reachable {
-                Ok(r) if r.status == 200 => {}
-                Ok(r) => anyhow::bail!("GET {}/healthz answered {}", target.base, r.snippet()),
-                Err(e) => anyhow::bail!("cannot reach the server at {}: {e}", target.base),
-            }
-        }
+        common::reach(&http, &target, peer, if peer { "peer" } else { "server" }).await?;
         match cli.cmd {
             Cmd::QueueRush(a) => queue_rush::run(a, http, secret, run_id).await,
             Cmd::BookingRush(a) => booking_rush::run(a, http, secret, run_id).await,

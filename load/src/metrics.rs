@@ -103,67 +103,184 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The server's CPU time and RSS over a phase; a thread samples the RSS peak.
-pub struct ServerProbe {
-    pid: u32,
-    cpu0: Duration,
-    rss0: u64,
-    peak: Arc<AtomicU64>,
+/// A process's command name from /proc/PID/comm (`boxoffice`, `nats-server`), or empty.
+fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// CPU time and RSS of a set of processes over a phase, each apart and summed; a thread
+/// samples the RSS peaks.
+struct ProcessSet {
+    pids: Vec<u32>,
+    names: Vec<String>,
+    cpu0: Vec<Duration>,
+    rss0: Vec<u64>,
+    /// One peak per pid, then the peak of their sum (sampled at the same moment, so it is
+    /// not the sum of the peaks).
+    peaks: Arc<Vec<AtomicU64>>,
     stop: Arc<AtomicBool>,
     sampler: Option<std::thread::JoinHandle<()>>,
 }
 
+impl ProcessSet {
+    /// `None` without pids; an error if a pid is not a readable process.
+    fn start(pids: &[u32]) -> anyhow::Result<Option<ProcessSet>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let mut cpu0 = Vec::with_capacity(pids.len());
+        let mut rss0 = Vec::with_capacity(pids.len());
+        for &pid in pids {
+            cpu0.push(cpu_time(Some(pid)).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/stat"))?);
+            rss0.push(rss_kb(pid).ok_or_else(|| anyhow::anyhow!("cannot read VmRSS of /proc/{pid}/status"))?);
+        }
+        let peaks: Arc<Vec<AtomicU64>> =
+            Arc::new(rss0.iter().copied().chain([rss0.iter().sum()]).map(AtomicU64::new).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s, watched) = (peaks.clone(), stop.clone(), pids.to_vec());
+        let sampler = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    let mut sum = 0;
+                    for (i, &pid) in watched.iter().enumerate() {
+                        let r = rss_kb(pid).unwrap_or(0);
+                        p[i].fetch_max(r, Ordering::Relaxed);
+                        sum += r;
+                    }
+                    p[watched.len()].fetch_max(sum, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+            .ok();
+        let names = pids.iter().map(|&p| process_name(p)).collect();
+        Ok(Some(ProcessSet { pids: pids.to_vec(), names, cpu0, rss0, peaks, stop, sampler }))
+    }
+
+    /// The summed RSS now, in KiB.
+    fn rss_now(&self) -> u64 {
+        self.pids.iter().map(|&p| rss_kb(p).unwrap_or(0)).sum()
+    }
+
+    /// The summed CPU time since the start.
+    fn cpu_now(&self) -> Duration {
+        self.pids.iter().zip(&self.cpu0).map(|(&p, &c0)| cpu_time(Some(p)).unwrap_or(c0).saturating_sub(c0)).sum()
+    }
+
+    fn finish(mut self) -> ServerUsage {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.sampler.take() {
+            let _ = h.join();
+        }
+        let processes: Vec<ProcessUsage> = self
+            .pids
+            .iter()
+            .enumerate()
+            .map(|(i, &pid)| {
+                let cpu = cpu_time(Some(pid)).unwrap_or(self.cpu0[i]).saturating_sub(self.cpu0[i]);
+                let after = rss_kb(pid).unwrap_or(0);
+                ProcessUsage {
+                    pid,
+                    name: std::mem::take(&mut self.names[i]),
+                    cpu,
+                    rss_before_kb: self.rss0[i],
+                    rss_after_kb: after,
+                    rss_peak_kb: self.peaks[i].load(Ordering::Relaxed).max(after),
+                }
+            })
+            .collect();
+        let after: u64 = processes.iter().map(|p| p.rss_after_kb).sum();
+        ServerUsage {
+            cpu: processes.iter().map(|p| p.cpu).sum(),
+            rss_before_kb: self.rss0.iter().sum(),
+            rss_after_kb: after,
+            rss_peak_kb: self.peaks[self.pids.len()].load(Ordering::Relaxed).max(after),
+            processes,
+        }
+    }
+}
+
+/// One process's CPU time and RSS over a phase.
 #[derive(Debug, Clone)]
-pub struct ServerUsage {
+pub struct ProcessUsage {
     pub pid: u32,
+    /// Its command name (/proc/PID/comm), empty if it could not be read.
+    pub name: String,
     pub cpu: Duration,
     pub rss_before_kb: u64,
     pub rss_after_kb: u64,
     pub rss_peak_kb: u64,
 }
 
+impl ProcessUsage {
+    /// `pid 123 (boxoffice)`, or `pid 123` without a name.
+    fn label(&self) -> String {
+        if self.name.is_empty() {
+            format!("pid {}", self.pid)
+        } else {
+            format!("pid {} ({})", self.pid, self.name)
+        }
+    }
+
+    fn to_json(&self, wall: f64) -> Value {
+        json!({
+            "pid": self.pid,
+            "name": self.name,
+            "cpu_s": round3(self.cpu.as_secs_f64()),
+            "cpu_pct": pct(self.cpu, wall),
+            "rss_before_kb": self.rss_before_kb,
+            "rss_after_kb": self.rss_after_kb,
+            "rss_peak_kb": self.rss_peak_kb,
+        })
+    }
+}
+
+/// The server's processes (`--server-pid`, one or several: a core and its edges) over a
+/// phase: their CPU time and RSS summed, and each one's.
+#[derive(Debug, Clone)]
+pub struct ServerUsage {
+    /// Each process, in the order given; never empty.
+    pub processes: Vec<ProcessUsage>,
+    /// The sum of the processes' CPU time.
+    pub cpu: Duration,
+    pub rss_before_kb: u64,
+    pub rss_after_kb: u64,
+    /// The highest sampled sum of their RSS.
+    pub rss_peak_kb: u64,
+}
+
+/// The server's processes (`--server-pid`, summed into the server's figures) and the
+/// extra ones (`--extra-pid`, e.g. nats-server: each reported apart, in no sum) over a
+/// phase.
+pub struct ServerProbe {
+    server: Option<ProcessSet>,
+    extra: Option<ProcessSet>,
+}
+
 impl ServerProbe {
-    /// `None` without a pid; an error if the pid is not a readable process.
-    pub fn start(pid: Option<u32>) -> anyhow::Result<Option<ServerProbe>> {
-        let Some(pid) = pid else { return Ok(None) };
-        let cpu0 = cpu_time(Some(pid)).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/stat"))?;
-        let rss0 = rss_kb(pid).ok_or_else(|| anyhow::anyhow!("cannot read VmRSS of /proc/{pid}/status"))?;
-        let peak = Arc::new(AtomicU64::new(rss0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        let sampler = std::thread::Builder::new()
-            .name("rss-sampler".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    if let Some(r) = rss_kb(pid) {
-                        p.fetch_max(r, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            })
-            .ok();
-        Ok(Some(ServerProbe { pid, cpu0, rss0, peak, stop, sampler }))
+    /// Start measuring; an error if a pid is given twice or is not a readable process.
+    pub fn start(server_pids: &[u32], extra_pids: &[u32]) -> anyhow::Result<ServerProbe> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(p) = server_pids.iter().chain(extra_pids).find(|&&p| !seen.insert(p)) {
+            anyhow::bail!("pid {p} is given twice (--server-pid and --extra-pid each take a process once)");
+        }
+        Ok(ServerProbe { server: ProcessSet::start(server_pids)?, extra: ProcessSet::start(extra_pids)? })
     }
 
-    /// The RSS now, in KiB.
-    pub fn rss_now(&self) -> u64 {
-        rss_kb(self.pid).unwrap_or(0)
+    /// The server's summed RSS now, in KiB, with `--server-pid`.
+    pub fn rss_now(&self) -> Option<u64> {
+        self.server.as_ref().map(ProcessSet::rss_now)
     }
 
-    pub fn finish(mut self) -> ServerUsage {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.sampler.take() {
-            let _ = h.join();
-        }
-        let cpu = cpu_time(Some(self.pid)).unwrap_or(self.cpu0).saturating_sub(self.cpu0);
-        let after = rss_kb(self.pid).unwrap_or(0);
-        ServerUsage {
-            pid: self.pid,
-            cpu,
-            rss_before_kb: self.rss0,
-            rss_after_kb: after,
-            rss_peak_kb: self.peak.load(Ordering::Relaxed).max(after),
-        }
+    /// The server's summed CPU time since the start, with `--server-pid`.
+    pub fn cpu_now(&self) -> Option<Duration> {
+        self.server.as_ref().map(ProcessSet::cpu_now)
+    }
+
+    /// Stop measuring and put what was measured into `report`.
+    pub fn finish(self, report: &mut Report) {
+        report.server = self.server.map(ProcessSet::finish);
+        report.extra = self.extra.map(|e| e.finish().processes).unwrap_or_default();
     }
 }
 
@@ -228,6 +345,8 @@ pub struct Report {
     /// From the tool's start to the end of the checks.
     pub total_wall: Duration,
     pub server: Option<ServerUsage>,
+    /// `--extra-pid`: processes measured beside the server but not counted in it.
+    pub extra: Vec<ProcessUsage>,
 }
 
 impl Report {
@@ -243,6 +362,7 @@ impl Report {
             tool_cpu: Duration::ZERO,
             total_wall: Duration::ZERO,
             server: None,
+            extra: Vec::new(),
         }
     }
 
@@ -276,12 +396,23 @@ impl Report {
         }
     }
 
+    /// Server CPU microseconds per unit of work (`per_what` names it), summed over the
+    /// server's processes; with `--extra-pid`, also with the extra processes added.
     pub fn server_cpu_per(&mut self, per_what: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let extra: Duration = self.extra.iter().map(|p| p.cpu).sum();
         if let Some(s) = &self.server {
-            if n > 0 {
-                let v = s.cpu.as_micros() as f64 / n as f64;
-                self.fig_f(&format!("server_cpu_us_per_{per_what}"), v);
+            let server = s.cpu;
+            self.fig_f(&format!("server_cpu_us_per_{per_what}"), server.as_micros() as f64 / n as f64);
+            if !self.extra.is_empty() {
+                let v = (server + extra).as_micros() as f64 / n as f64;
+                self.fig_f(&format!("server_and_extra_cpu_us_per_{per_what}"), v);
             }
+        }
+        if !self.extra.is_empty() {
+            self.fig_f(&format!("extra_cpu_us_per_{per_what}"), extra.as_micros() as f64 / n as f64);
         }
     }
 
@@ -309,14 +440,23 @@ impl Report {
                 "cpu_pct": if wall > 0.0 { round3(100.0 * cpu / wall) } else { 0.0 },
                 "total_wall_s": round3(self.total_wall.as_secs_f64()),
             },
-            "server": self.server.as_ref().map(|s| json!({
-                "pid": s.pid,
-                "cpu_s": round3(s.cpu.as_secs_f64()),
-                "cpu_pct": if wall > 0.0 { round3(100.0 * s.cpu.as_secs_f64() / wall) } else { 0.0 },
-                "rss_before_kb": s.rss_before_kb,
-                "rss_after_kb": s.rss_after_kb,
-                "rss_peak_kb": s.rss_peak_kb,
-            })),
+            "server": self.server.as_ref().map(|s| {
+                let mut v = json!({
+                    "pids": s.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+                    "cpu_s": round3(s.cpu.as_secs_f64()),
+                    "cpu_pct": pct(s.cpu, wall),
+                    "rss_before_kb": s.rss_before_kb,
+                    "rss_after_kb": s.rss_after_kb,
+                    "rss_peak_kb": s.rss_peak_kb,
+                    "processes": s.processes.iter().map(|p| p.to_json(wall)).collect::<Vec<_>>(),
+                });
+                // One pid: `pid` as before; several: only `pids`, the sums being no one pid's.
+                if let [one] = s.processes.as_slice() {
+                    v["pid"] = one.pid.into();
+                }
+                v
+            }),
+            "extra": self.extra.iter().map(|p| p.to_json(wall)).collect::<Vec<_>>(),
             "notes": self.notes,
         })
     }
@@ -336,27 +476,49 @@ impl Report {
             Cell::new("load phase wall s"),
             Cell::new(format!("{wall:.2}")).set_alignment(CellAlignment::Right),
         ]);
-        let pct = if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 };
+        let tool_pct = if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 };
         t.add_row(vec![
             Cell::new("tool CPU s (% of one core)"),
-            Cell::new(format!("{cpu:.2} ({pct:.0}%)")).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{cpu:.2} ({tool_pct:.0}%)")).set_alignment(CellAlignment::Right),
         ]);
+        let cpu_cell = |c: Duration| {
+            Cell::new(format!("{:.2} ({:.0}%)", c.as_secs_f64(), pct(c, wall))).set_alignment(CellAlignment::Right)
+        };
+        let rss_cell = |before: u64, after: u64, peak: u64| {
+            let mib = |kb: u64| kb as f64 / 1024.0;
+            Cell::new(format!("{:.1} / {:.1} / {:.1}", mib(before), mib(after), mib(peak)))
+                .set_alignment(CellAlignment::Right)
+        };
         if let Some(s) = &self.server {
-            let scpu = s.cpu.as_secs_f64();
-            let spct = if wall > 0.0 { 100.0 * scpu / wall } else { 0.0 };
+            if let [one] = s.processes.as_slice() {
+                t.add_row(vec![Cell::new(format!("server CPU s (pid {})", one.pid)), cpu_cell(s.cpu)]);
+                t.add_row(vec![
+                    Cell::new("server RSS MiB before / after / peak"),
+                    rss_cell(s.rss_before_kb, s.rss_after_kb, s.rss_peak_kb),
+                ]);
+            } else {
+                let n = s.processes.len();
+                t.add_row(vec![Cell::new(format!("server CPU s ({n} processes, summed)")), cpu_cell(s.cpu)]);
+                for p in &s.processes {
+                    t.add_row(vec![Cell::new(format!("  {} CPU s", p.label())), cpu_cell(p.cpu)]);
+                }
+                t.add_row(vec![
+                    Cell::new(format!("server RSS MiB before / after / peak ({n} processes, summed)")),
+                    rss_cell(s.rss_before_kb, s.rss_after_kb, s.rss_peak_kb),
+                ]);
+                for p in &s.processes {
+                    t.add_row(vec![
+                        Cell::new(format!("  {} RSS MiB", p.label())),
+                        rss_cell(p.rss_before_kb, p.rss_after_kb, p.rss_peak_kb),
+                    ]);
+                }
+            }
+        }
+        for p in &self.extra {
+            t.add_row(vec![Cell::new(format!("extra CPU s, {} (not in the server's)", p.label())), cpu_cell(p.cpu)]);
             t.add_row(vec![
-                Cell::new(format!("server CPU s (pid {})", s.pid)),
-                Cell::new(format!("{scpu:.2} ({spct:.0}%)")).set_alignment(CellAlignment::Right),
-            ]);
-            t.add_row(vec![
-                Cell::new("server RSS MiB before / after / peak"),
-                Cell::new(format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    s.rss_before_kb as f64 / 1024.0,
-                    s.rss_after_kb as f64 / 1024.0,
-                    s.rss_peak_kb as f64 / 1024.0
-                ))
-                .set_alignment(CellAlignment::Right),
+                Cell::new(format!("extra RSS MiB before / after / peak, {}", p.label())),
+                rss_cell(p.rss_before_kb, p.rss_after_kb, p.rss_peak_kb),
             ]);
         }
         t.add_row(vec![
@@ -409,6 +571,15 @@ impl Report {
     }
 }
 
+/// `cpu` as a percentage of one core over `wall` seconds, to 3 decimals.
+fn pct(cpu: Duration, wall: f64) -> f64 {
+    if wall > 0.0 {
+        round3(100.0 * cpu.as_secs_f64() / wall)
+    } else {
+        0.0
+    }
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -429,6 +600,38 @@ mod tests {
     fn own_cpu_time_is_readable() {
         assert!(cpu_time(None).is_some());
         assert!(rss_kb(std::process::id()).unwrap_or(0) > 0);
+    }
+
+    #[test]
+    fn several_server_pids_are_summed_and_extra_ones_kept_apart() {
+        let (me, parent) = (std::process::id(), std::os::unix::process::parent_id());
+        assert!(ServerProbe::start(&[me], &[me]).is_err());
+        assert!(ServerProbe::start(&[me, me], &[]).is_err());
+        let probe = ServerProbe::start(&[me, parent], &[]).expect("readable processes");
+        assert!(probe.rss_now().unwrap_or(0) > 0);
+        let mut r = Report::new("t", json!({}));
+        r.wall = Duration::from_secs(1);
+        probe.finish(&mut r);
+        let s = r.server.as_ref().expect("server usage");
+        assert_eq!(s.processes.len(), 2);
+        assert_eq!(s.rss_before_kb, s.processes.iter().map(|p| p.rss_before_kb).sum::<u64>());
+        assert!(s.rss_peak_kb >= s.rss_after_kb);
+        let v = r.to_json();
+        assert_eq!(v["server"]["pids"], json!([me, parent]));
+        assert!(v["server"].get("pid").is_none(), "{v}");
+        assert_eq!(v["server"]["processes"][0]["pid"], me);
+        assert_eq!(v["extra"], json!([]));
+        assert!(r.render().contains("2 processes, summed"));
+
+        let probe = ServerProbe::start(&[me], &[parent]).expect("readable processes");
+        let mut r = Report::new("t", json!({}));
+        probe.finish(&mut r);
+        r.server_cpu_per("op", 10);
+        let v = r.to_json();
+        assert_eq!(v["server"]["pid"], me);
+        assert_eq!(v["extra"][0]["pid"], parent);
+        assert!(v["figures"]["server_and_extra_cpu_us_per_op"].is_number(), "{v}");
+        assert!(r.render().contains("not in the server's"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! [`SendCmd`]s from the main thread through [`Outlets`] and write them on the named
 //! member's socket: that socket keeps receiving like every other.
 
-use crate::common::{unix_micros, ErrorTally};
+use crate::common::{unix_micros, ErrorTally, Target};
 use crate::metrics::histogram;
 use futures_util::stream::SelectAll;
 use futures_util::{SinkExt, Stream, StreamExt};
@@ -58,8 +58,9 @@ pub enum Mode {
 
 /// Settings every shard shares.
 pub struct ShardCfg {
-    pub addr: SocketAddr,
-    pub authority: String,
+    /// The servers the sockets connect to (one, or a core's edges); a [`SockSpec`] names
+    /// its own by index. Never empty.
+    pub servers: Vec<Target>,
     pub protocol: Protocol,
     pub mode: Mode,
     /// How long one socket's connect, handshake and setup may take.
@@ -73,6 +74,8 @@ pub struct SockSpec {
     pub user: u64,
     pub jwt: String,
     pub src: Option<IpAddr>,
+    /// Where it connects: an index into [`ShardCfg::servers`].
+    pub server: usize,
     /// This socket also sends: its shard takes [`SendCmd`]s for `user` (plain protocol).
     pub sends: bool,
 }
@@ -133,8 +136,12 @@ impl Live {
 pub struct SockOut {
     pub room: u64,
     pub user: u64,
+    /// The index into [`ShardCfg::servers`] of the server it was connected to.
+    pub server: usize,
     /// Keys `(sender - user_base) << 32 | seq` of the chat messages received.
     pub seen: HashSet<u64>,
+    /// Chat messages received again after the first time.
+    pub duplicates: u64,
     pub closed: bool,
 }
 
@@ -201,12 +208,12 @@ async fn tcp(addr: SocketAddr, src: Option<IpAddr>) -> std::io::Result<TcpStream
 }
 
 /// SignalR negotiation over a plain HTTP/1.1 request: the connection token.
-async fn negotiate(cfg: &ShardCfg, spec: &SockSpec) -> Result<String, String> {
-    let mut s = tcp(cfg.addr, spec.src).await.map_err(|e| format!("negotiate connect: {e}"))?;
+async fn negotiate(server: &Target, spec: &SockSpec) -> Result<String, String> {
+    let mut s = tcp(server.addr, spec.src).await.map_err(|e| format!("negotiate connect: {e}"))?;
     let req = format!(
         "POST /hubs/chat/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
          Content-Length: 0\r\nConnection: close\r\n\r\n",
-        cfg.authority, spec.jwt
+        server.authority, spec.jwt
     );
     s.write_all(req.as_bytes()).await.map_err(|e| format!("negotiate write: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
@@ -242,14 +249,15 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
 /// `pong` (the server answers frames only once the room was joined); for SignalR, the
 /// handshake and a `JoinRoom` whose Completion came back.
 async fn open(cfg: &ShardCfg, spec: &SockSpec) -> Result<Ws, String> {
+    let server = cfg.servers.get(spec.server).ok_or_else(|| format!("no server #{}", spec.server))?;
     let url = match cfg.protocol {
-        Protocol::Plain => format!("ws://{}/chat/ws/{}?token={}", cfg.authority, spec.room, spec.jwt),
+        Protocol::Plain => format!("ws://{}/chat/ws/{}?token={}", server.authority, spec.room, spec.jwt),
         Protocol::Signalr => {
-            let id = negotiate(cfg, spec).await?;
-            format!("ws://{}/hubs/chat?id={id}&access_token={}", cfg.authority, spec.jwt)
+            let id = negotiate(server, spec).await?;
+            format!("ws://{}/hubs/chat?id={id}&access_token={}", server.authority, spec.jwt)
         }
     };
-    let stream = tcp(cfg.addr, spec.src).await.map_err(|e| format!("connect: {}", e.kind()))?;
+    let stream = tcp(server.addr, spec.src).await.map_err(|e| format!("connect: {}", e.kind()))?;
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| match e {
             tungstenite::Error::Http(r) => format!("handshake: HTTP {}", r.status()),
@@ -402,7 +410,14 @@ pub async fn shard(
                     if spec.sends {
                         by_user.insert(spec.user, idx);
                     }
-                    out.sockets.push(SockOut { room: spec.room, user: spec.user, seen: HashSet::new(), closed: false });
+                    out.sockets.push(SockOut {
+                        room: spec.room,
+                        user: spec.user,
+                        server: spec.server,
+                        seen: HashSet::new(),
+                        duplicates: 0,
+                        closed: false,
+                    });
                     set.push(Tagged { idx, ws, done: false });
                     live.opened.fetch_add(1, Ordering::Relaxed);
                 }
@@ -472,6 +487,7 @@ fn on_text(cfg: &ShardCfg, live: &Live, out: &mut ShardOut, idx: usize, bytes: &
             live.delivered.fetch_add(1, Ordering::Relaxed);
             let key = (sender.wrapping_sub(user_base) << 32) | (seq & 0xffff_ffff);
             if !out.sockets[idx].seen.insert(key) {
+                out.sockets[idx].duplicates += 1;
                 live.duplicates.fetch_add(1, Ordering::Relaxed);
             }
         } else if cfg.protocol == Protocol::Plain && find(rec, br#""type":"error""#).is_some() {

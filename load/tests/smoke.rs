@@ -224,6 +224,47 @@ fn load_chat_fanout_sending_on_the_sockets_loses_and_duplicates_nothing() {
     assert_eq!(r["latency_ms"]["send (WebSocket write)"]["count"], 100, "{r}");
 }
 
+/// A process to name in `--extra-pid`; killed when dropped.
+struct Idle(Child);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn load_chat_fanout_on_separate_websocket_urls_sums_the_server_pids() {
+    let server = server();
+    let authority = server.base.trim_start_matches("http://").to_string();
+    let idle = Idle(Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let (me, parent) = (std::process::id(), std::os::unix::process::parent_id());
+    let pids = format!("{me},{parent}");
+    let extra = idle.0.id().to_string();
+    let r = chat(&server.base, &["--ws-url", &server.base, "--server-pid", &pids, "--extra-pid", &extra]);
+    assert_eq!(r["params"]["ws_urls"], serde_json::json!([server.base]), "{r}");
+    assert_eq!(fig(&r, &format!("sockets_via_{authority}")), 10, "{r}");
+    assert_eq!(fig(&r, &format!("deliveries_via_{authority}")), 500, "{r}");
+    assert_eq!(fig(&r, &format!("lost_via_{authority}")), 0, "{r}");
+    assert_eq!(r["server"]["pids"], serde_json::json!([me, parent]), "{r}");
+    assert!(r["server"]["pid"].is_null(), "{r}");
+    assert_eq!(r["server"]["processes"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(r["extra"][0]["pid"].as_u64(), Some(u64::from(idle.0.id())), "{r}");
+    assert!(r["figures"]["server_and_extra_cpu_us_per_delivery"].is_number(), "{r}");
+
+    // Every --ws-url must be on loopback.
+    let out = Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        .args(["chat-fanout", "--url", &server.base, "--json", "--no-progress", "--ws-url"])
+        .arg(format!("{},http://192.0.2.1:8080", server.base))
+        .env("BOXOFFICE_JWT_SECRET", SECRET)
+        .output()
+        .expect("run boxoffice-load");
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["error"].as_str().unwrap_or("").contains("loopback"), "{v}");
+}
+
 #[test]
 fn load_drives_the_node_peer_without_rest() {
     let peer = NodePeer::spawn();
