@@ -11,7 +11,8 @@
 #
 # Settings (environment): ROOMS, MEMBERS, RATE (messages/s in total), SENDERS (per room),
 # DURATION, RUNS, PROTOCOL (plain|signalr), SEND (rest|ws), EDGE_WORKERS, CORE_WORKERS,
-# NATS_SERVER (the binary), OUT (a directory for logs and JSON summaries).
+# MODES ("single cluster": which setups, in order), BIN and LOAD (the binaries),
+# NATS_SERVER, OUT (a directory for the logs and summaries).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,7 +29,9 @@ PROTOCOL=${PROTOCOL:-plain}
 SEND=${SEND:-rest}
 CORE_WORKERS=${CORE_WORKERS:-0}
 EDGE_WORKERS=${EDGE_WORKERS:-0}
+MODES=${MODES:-single cluster}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 SECRET=load-secret
 
 for f in "$BIN" "$LOAD" "$NATS_SERVER"; do
@@ -54,7 +57,7 @@ node() { # NAME PORT WORKERS EXTRA_ENV...
     local name=$1 port=$2 workers=$3
     shift 3
     env BOXOFFICE_DATA_DIR="$OUT/data-$name-$RANDOM" BOXOFFICE_BIND=127.0.0.1:$port BOXOFFICE_JWT_SECRET=$SECRET \
-        BOXOFFICE_CHAT_MAX_PARTICIPANTS=$((MEMBERS + 1)) BOXOFFICE_WORKERS=$workers RUST_LOG=warn \
+        BOXOFFICE_CHAT_MAX_PARTICIPANTS=$((MEMBERS + 1)) BOXOFFICE_WORKERS=$workers RUST_LOG=${RUST_LOG:-warn} \
         "$@" "$BIN" serve >"$OUT/$name.out" 2>"$OUT/$name.log" &
     PIDS+=($!)
     LAST=$!
@@ -76,7 +79,7 @@ single() {
     wait_ok "http://127.0.0.1:$port"
     echo "== run $run: one node (pid $pid)"
     load "single-$run" --url "http://127.0.0.1:$port" --server-pid "$pid"
-    kill -9 "$pid"
+    { kill -9 "$pid"; wait "$pid"; } 2>/dev/null || true
 }
 
 cluster() {
@@ -101,11 +104,12 @@ cluster() {
     load "cluster-$run" --url "http://127.0.0.1:$cport" \
         --ws-url "http://127.0.0.1:$e1port,http://127.0.0.1:$e2port" \
         --server-pid "$core,$e1,$e2" --extra-pid "$nats"
-    kill -9 "$e1" "$e2" "$core" "$nats"
+    { kill -9 "$e1" "$e2" "$core" "$nats"; wait "$e1" "$e2" "$core" "$nats"; } 2>/dev/null || true
 }
 
 echo "chat-fanout: $ROOMS rooms x $MEMBERS members, $RATE msg/s, $DURATION, $PROTOCOL, send $SEND; logs in $OUT"
 for run in $(seq 1 "$RUNS"); do
-    single "$run"
-    cluster "$run"
+    for mode in $MODES; do
+        "$mode" "$run"
+    done
 done
