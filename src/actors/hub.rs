@@ -440,6 +440,20 @@ impl Hub {
         self.inner.sessions.len()
     }
 
+    /// Tell the sessions of `group` to close with 1012 and come back.
+    pub fn restart_group(&self, group: Group) -> usize {
+        let Some(members) = self.inner.groups.get(&group) else { return 0 };
+        for sub in members.values() {
+            sub.recipient.do_send(Deliver::Restart);
+        }
+        members.len()
+    }
+
+    /// Whether `session` is in `group`.
+    pub fn is_member(&self, group: Group, session: u64) -> bool {
+        self.inner.groups.get(&group).is_some_and(|m| m.contains_key(&session))
+    }
+
     /// Whether any session of this process is in `group`.
     pub fn has_group(&self, group: Group) -> bool {
         self.inner.groups.get(&group).is_some_and(|m| !m.is_empty())

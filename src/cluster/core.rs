@@ -7,9 +7,9 @@
 //! hello's epoch grows so that every edge restarts its sessions (which then catch up from
 //! the store). REST and the core's own sockets go on as if alone.
 
-use super::{answer, decode, encode, encoded, Hello, Presence, Request, Subjects, EDGE_STALE, HELLO_EVERY};
+use super::{answer, decode, encode, encoded, Hello, Presence, Request, Stamp, Subjects, EDGE_STALE, HELLO_EVERY};
 use super::{OUTBOUND_EVENTS, SNAPSHOT_EVERY};
-use crate::actors::hub::{Event, Fanout, Group, Hub, Subscriber};
+use crate::actors::hub::{ChatEvent, Event, Fanout, Group, Hub, Subscriber};
 use crate::actors::Registry;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -22,31 +22,41 @@ use tokio::sync::mpsc;
 /// The core's [`Fanout`]: this process's hub, and NATS for the edges.
 pub struct Bridge {
     hub: Hub,
-    out: mpsc::Sender<(Group, bytes::Bytes)>,
+    out: mpsc::Sender<Queued>,
     epoch: Arc<AtomicU64>,
 }
 
+/// An event on its way to NATS: its group, its wire form, and the epoch it was queued in.
+type Queued = (Group, bytes::Bytes, u64);
+
 /// What the NATS side of the core takes over from [`Bridge::new`].
 pub struct Outbound {
-    events: mpsc::Receiver<(Group, bytes::Bytes)>,
+    events: mpsc::Receiver<Queued>,
     epoch: Arc<AtomicU64>,
+    boot: u64,
 }
 
 impl Bridge {
     pub fn new(hub: Hub) -> (Bridge, Outbound) {
         let (out, events) = mpsc::channel(OUTBOUND_EVENTS);
         let epoch = Arc::new(AtomicU64::new(0));
-        (Bridge { hub, out, epoch: epoch.clone() }, Outbound { events, epoch })
+        (Bridge { hub, out, epoch: epoch.clone() }, Outbound { events, epoch, boot: rand::random() })
     }
 }
 
 impl Fanout for Bridge {
     fn publish(&self, group: Group, event: &Arc<Event>) {
         self.hub.publish(group, event);
-        if self.out.try_send((group, encoded(event))).is_err() {
-            // NATS is away or far behind: the edges will be told to start over.
-            self.epoch.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if self.out.try_send((group, encoded(event), epoch)).is_err() {
             crate::observe::nats_dropped();
+            // NATS is away or far behind. A message can be caught up on: the edges are
+            // told to start over (their clients reconnect with `since=`). Other events
+            // (typing, presence, edits) are not replayed by a restart either; they are
+            // dropped and counted.
+            if matches!(event.kind, ChatEvent::Message(_)) {
+                self.epoch.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     fn join(&self, group: Group, sub: Subscriber) {
@@ -62,7 +72,7 @@ impl Fanout for Bridge {
 pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outbound) {
     let arbiter = actix::Arbiter::new();
     arbiter.spawn(async move {
-        let Outbound { mut events, epoch } = outbound;
+        let Outbound { mut events, epoch, boot } = outbound;
         let on_event = epoch.clone();
         let options = async_nats::ConnectOptions::new()
             .name("boxoffice-core")
@@ -90,9 +100,27 @@ pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outb
             let client = client.clone();
             let subjects = subjects.clone();
             async move {
-                while let Some((group, bytes)) = events.recv().await {
-                    if client.publish(subjects.group(group), bytes).await.is_err() {
-                        crate::observe::nats_dropped();
+                // Each subject's last event number, and the round it was last used in: a
+                // subject idle for a round (a minute or more) is forgotten, and its next
+                // event says `prev: 0` (by then the hello's epoch has covered any loss).
+                let (mut seq, mut round) = (0u64, 0u64);
+                let mut last: HashMap<Group, (u64, u64)> = HashMap::new();
+                let mut prune = tokio::time::interval(FORGET_SUBJECTS_AFTER);
+                loop {
+                    tokio::select! {
+                        queued = events.recv() => {
+                            let Some((group, event, epoch)) = queued else { return };
+                            seq += 1;
+                            let prev = last.insert(group, (seq, round)).map_or(0, |(s, _)| s);
+                            let wire = Stamp { boot, epoch, seq, prev }.before(&event);
+                            if client.publish(subjects.group(group), wire).await.is_err() {
+                                crate::observe::nats_dropped();
+                            }
+                        }
+                        _ = prune.tick() => {
+                            last.retain(|_, (_, used)| *used == round);
+                            round += 1;
+                        }
                     }
                 }
             }
@@ -101,7 +129,6 @@ pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outb
         let hello = {
             let client = client.clone();
             let subject = subjects.hello();
-            let boot: u64 = rand::random();
             async move {
                 let mut tick = tokio::time::interval(HELLO_EVERY);
                 loop {
@@ -153,6 +180,9 @@ async fn serve_requests(client: async_nats::Client, registry: Registry, subject:
         }
     }
 }
+
+/// How long the publisher remembers an idle subject's last event number.
+const FORGET_SUBJECTS_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn answer_owned(registry: Registry, request: Request) -> super::Answer {
     answer(&registry, request).await
@@ -227,17 +257,19 @@ async fn track_presence(client: async_nats::Client, registry: Registry, subject:
                     }
                     Presence::Snapshot { users, .. } => {
                         let now: HashMap<u64, String> = users.into_iter().collect();
-                        for (user, name) in &now {
-                            if !known.users.contains_key(user) {
-                                online(*user, name);
-                            }
-                        }
-                        for (user, name) in &known.users {
-                            if !now.contains_key(user) {
-                                offline(*user, name);
-                            }
-                        }
+                        let came: Vec<(u64, String)> =
+                            now.iter().filter(|(u, _)| !known.users.contains_key(u)).map(|(u, n)| (*u, n.clone())).collect();
+                        let went: Vec<(u64, String)> =
+                            known.users.iter().filter(|(u, _)| !now.contains_key(u)).map(|(u, n)| (*u, n.clone())).collect();
                         known.users = now;
+                        for (i, (user, name)) in came.iter().enumerate() {
+                            online(*user, name);
+                            pause(i).await;
+                        }
+                        for (i, (user, name)) in went.iter().enumerate() {
+                            offline(*user, name);
+                            pause(i).await;
+                        }
                     }
                 }
             }
@@ -246,12 +278,21 @@ async fn track_presence(client: async_nats::Client, registry: Registry, subject:
                 for id in gone {
                     tracing::warn!(edge = id, "core: an edge went silent; its users' connections are dropped");
                     if let Some(e) = edges.remove(&id) {
-                        for (user, name) in &e.users {
+                        for (i, (user, name)) in e.users.iter().enumerate() {
                             offline(*user, name);
+                            pause(i).await;
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Every 64th announcement, let the publisher drain what they queued (it shares this
+/// thread): a burst of presence must not fill the queue for NATS.
+async fn pause(i: usize) {
+    if i % 64 == 63 {
+        tokio::task::yield_now().await;
     }
 }

@@ -8,7 +8,7 @@
 //! vouch for its stream (NATS lost, the core restarted or dropped events) every session is
 //! closed with 1012 and catches up elsewhere with `since=`.
 
-use super::{decode, encode, Answer, Answered, Hello, Presence, Request, Subjects, WireEvent};
+use super::{decode, encode, Answer, Answered, Hello, Presence, Request, Stamp, Subjects, WireEvent};
 use super::{HELLO_STALE, REQUEST_TIMEOUT, SNAPSHOT_EVERY};
 use crate::actors::hub::{room_group, Event, Group, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, ChatError, MAX_CATCH_UP};
@@ -33,6 +33,9 @@ struct Inner {
     connected: AtomicBool,
     /// When the core's last hello came (ms; 0: never).
     heard: AtomicU64,
+    /// The core's boot and epoch as this edge last saw them (`None`: since NATS came back,
+    /// nothing yet).
+    known: std::sync::Mutex<Option<Hello>>,
 }
 
 enum Command {
@@ -77,6 +80,7 @@ impl Edge {
                 commands,
                 connected: AtomicBool::new(false),
                 heard: AtomicU64::new(0),
+                known: std::sync::Mutex::new(None),
             }));
             let _ = ready.send(Ok(edge.clone()));
             edge.run(rx, events).await;
@@ -103,11 +107,15 @@ impl Edge {
     }
 
     /// Ask the core; a timeout or a broken link is [`ChatError::Unavailable`]. The request
-    /// leaves in the caller's order.
+    /// leaves in the caller's order. A socket is let in (or into a room) only while the
+    /// edge hears the core, so that it can tell a gap in what follows.
     pub fn ask(&self, request: Request) -> impl Future<Output = Answer> + Send + 'static {
         let client = self.0.client.clone();
         let subject = self.0.subjects.request();
-        let up = self.connected();
+        let up = match request {
+            Request::Access { .. } | Request::CatchUp { .. } => self.healthy(),
+            _ => self.connected(),
+        };
         let payload = encode(&request);
         async move {
             if !up {
@@ -122,11 +130,27 @@ impl Edge {
         }
     }
 
-    /// Resolves once the edge hears `group`'s subject (false: it could not subscribe).
+    /// Resolves once the edge hears `group`'s subject (false: it could not subscribe in
+    /// time).
     pub fn ensure(&self, group: Group) -> impl Future<Output = bool> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let _ = self.0.commands.send(Command::Ensure(group, tx));
-        async move { rx.await.unwrap_or(false) }
+        async move { matches!(tokio::time::timeout(REQUEST_TIMEOUT, rx).await, Ok(Ok(true))) }
+    }
+
+    /// The core's stream as an event or a hello shows it: a new boot or a higher epoch
+    /// means events may be missing, so every session starts over (before anything after
+    /// them is handed on).
+    fn saw(&self, seen: Hello) {
+        let mut known = self.0.known.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(why) = stream_change(*known, seen) else { return };
+        *known = Some(seen);
+        drop(known);
+        if !why.is_empty() {
+            let n = self.0.hub.restart_all();
+            crate::observe::edge_restart(why);
+            tracing::warn!(sessions = n, why, "edge: the core's stream has a gap; closing every socket with 1012");
+        }
     }
 
     /// Join `room`: `sub` goes into the room's group here and the edge subscribes to its
@@ -136,6 +160,8 @@ impl Edge {
     pub async fn join(self, room: u64, sub: Subscriber, since: Option<u64>) -> Result<Vec<MessageEvent>, ChatError> {
         let group = room_group(room);
         let (session, user) = (sub.session, sub.user);
+        // A second join of a room must not take the session out of it when it fails.
+        let member = self.0.hub.is_member(group, session);
         self.0.hub.join(group, sub);
         let caught_up = async {
             if !self.ensure(group).await {
@@ -155,7 +181,7 @@ impl Edge {
             }
         }
         .await;
-        if caught_up.is_err() {
+        if caught_up.is_err() && !member {
             self.0.hub.leave(group, session);
         }
         caught_up
@@ -179,7 +205,6 @@ impl Edge {
             Ok(s) => s,
             Err(e) => return tracing::error!(error = %e, "edge: cannot hear the core"),
         };
-        let mut known: Option<Hello> = None;
         let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
         loop {
             tokio::select! {
@@ -190,7 +215,7 @@ impl Edge {
                             let subject = inner.subjects.group(group);
                             match tokio::time::timeout(REQUEST_TIMEOUT, inner.client.subscribe(subject)).await {
                                 Ok(Ok(sub)) => {
-                                    slot.insert(actix::spawn(relay(sub, group, inner.hub.clone())));
+                                    slot.insert(actix::spawn(self.clone().relay(sub, group)));
                                 }
                                 _ => {
                                     tracing::warn!(%group, "edge: cannot subscribe");
@@ -230,7 +255,7 @@ impl Edge {
                             // Healthy again only once the core is heard anew; its first hello
                             // then is the new baseline (every session here is restarted now).
                             inner.heard.store(0, Ordering::Relaxed);
-                            known = None;
+                            *inner.known.lock().unwrap_or_else(|e| e.into_inner()) = None;
                             let n = inner.hub.restart_all();
                             crate::observe::edge_restart("nats_lost");
                             tracing::warn!(sessions = n, "edge: lost NATS; closing every socket with 1012");
@@ -246,18 +271,10 @@ impl Edge {
                 hello = hellos.next() => {
                     let Some(hello) = hello else { return };
                     let Ok(hello) = decode::<Hello>(&hello.payload) else { continue };
-                    inner.heard.store(crate::time::now_ms(), Ordering::Relaxed);
-                    match known {
-                        Some(k) if k != hello => {
-                            let n = inner.hub.restart_all();
-                            let why = if k.boot != hello.boot { "core_restarted" } else { "core_dropped_events" };
-                            crate::observe::edge_restart(why);
-                            tracing::warn!(sessions = n, why, "edge: the core's stream has a gap; closing every socket with 1012");
-                        }
-                        None => tracing::info!("edge: hearing the core"),
-                        _ => {}
+                    if inner.heard.swap(crate::time::now_ms(), Ordering::Relaxed) == 0 {
+                        tracing::info!("edge: hearing the core");
                     }
-                    known = Some(hello);
+                    self.saw(hello);
                 }
                 _ = tick.tick() => {
                     // Nobody here is in these groups any more.
@@ -286,13 +303,83 @@ impl Edge {
     }
 }
 
-/// Hand a subject's events to the hub's group, in order. Aborting the task drops the
-/// subscription (which unsubscribes).
-async fn relay(mut events: async_nats::Subscriber, group: Group, hub: Hub) {
-    while let Some(m) = events.next().await {
-        match decode::<WireEvent>(&m.payload) {
-            Ok(w) => hub.publish(group, &Event::remote(w.seq, w.kind, w.skip_user)),
-            Err(e) => tracing::warn!(%group, error = %e, "edge: an event does not decode"),
+impl Edge {
+    /// Hand a subject's events to the hub's group, in order, checking that none is
+    /// missing: an event whose `prev` is not the last one this subscription got means NATS
+    /// or the core lost what came between, and the group's sessions start over before the
+    /// event is handed on. Aborting the task drops the subscription (which unsubscribes).
+    async fn relay(self, mut events: async_nats::Subscriber, group: Group) {
+        let hub = &self.0.hub;
+        let mut last: Option<u64> = None;
+        while let Some(m) = events.next().await {
+            let Some((stamp, body)) = Stamp::split(&m.payload) else {
+                self.broken(group, "an event without its stamp");
+                continue;
+            };
+            self.saw(stamp.hello());
+            if !continues(last, &stamp) {
+                let n = hub.restart_group(group);
+                crate::observe::edge_restart("gap");
+                tracing::warn!(%group, sessions = n, "edge: events are missing; the group's sockets close with 1012");
+            }
+            last = Some(stamp.seq);
+            match decode::<WireEvent>(body) {
+                Ok(w) => hub.publish(group, &Event::remote(w.seq, w.kind, w.skip_user)),
+                Err(e) => self.broken(group, &e),
+            }
         }
+    }
+
+    /// An event that cannot be read (a core of another version?): the group's sessions
+    /// cannot be told it, so they start over.
+    fn broken(&self, group: Group, why: &str) {
+        let n = self.0.hub.restart_group(group);
+        crate::observe::edge_restart("bad_event");
+        tracing::warn!(%group, sessions = n, why, "edge: an event does not decode; the group's sockets close with 1012");
+    }
+}
+
+/// How `seen` changes the core's stream as `known` had it: `None` if it does not (the same
+/// boot and epoch, or an older epoch that came late through another subject), `Some("")`
+/// if it is the first seen, else why sessions must start over.
+fn stream_change(known: Option<Hello>, seen: Hello) -> Option<&'static str> {
+    match known {
+        None => Some(""),
+        Some(k) if k.boot != seen.boot => Some("core_restarted"),
+        Some(k) if seen.epoch > k.epoch => Some("core_dropped_events"),
+        Some(_) => None,
+    }
+}
+
+/// Whether an event follows the last one a subscription got (`prev` 0: the core does not
+/// remember the subject's last event, which it forgets only after a minute of silence).
+fn continues(last: Option<u64>, stamp: &Stamp) -> bool {
+    match last {
+        Some(l) => stamp.prev == 0 || stamp.prev == l,
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_boot_or_a_higher_epoch_restarts_sessions_once() {
+        let h = |boot, epoch| Hello { boot, epoch };
+        assert_eq!(stream_change(None, h(1, 0)), Some(""), "the first hello is the baseline");
+        assert_eq!(stream_change(Some(h(1, 0)), h(1, 0)), None);
+        assert_eq!(stream_change(Some(h(1, 0)), h(1, 1)), Some("core_dropped_events"));
+        assert_eq!(stream_change(Some(h(1, 2)), h(1, 1)), None, "an older epoch arriving late");
+        assert_eq!(stream_change(Some(h(1, 2)), h(9, 0)), Some("core_restarted"));
+    }
+
+    #[test]
+    fn an_event_whose_previous_one_never_came_is_a_gap() {
+        let at = |seq, prev| Stamp { boot: 1, epoch: 0, seq, prev };
+        assert!(continues(None, &at(10, 7)), "the first event of a subscription");
+        assert!(continues(Some(7), &at(10, 7)), "other subjects' events come between");
+        assert!(!continues(Some(7), &at(12, 10)), "event 10 of this subject was lost");
+        assert!(continues(Some(7), &at(40, 0)), "a subject the core forgot after a silence");
     }
 }

@@ -50,7 +50,48 @@ pub const CATCH_UP_PAGE_BYTES: usize = 256 << 10;
 /// and the edges told, see [`Hello::epoch`]).
 pub const OUTBOUND_EVENTS: usize = 8 << 10;
 
-/// An event as it crosses NATS.
+/// Where an event stands in the core's stream, written before it on NATS: the core's boot
+/// and epoch when the event was queued (see [`Hello`]), its number among everything the
+/// core published since it started, and the number of the previous event on the same
+/// subject (0: none the core remembers). An edge that sees `prev` differ from the last
+/// number it got on that subject, or the boot or epoch change, knows of a gap *before* it
+/// hands on anything after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub boot: u64,
+    pub epoch: u64,
+    pub seq: u64,
+    pub prev: u64,
+}
+
+impl Stamp {
+    pub const LEN: usize = 32;
+
+    /// The stamp, then `event`.
+    pub fn before(&self, event: &[u8]) -> bytes::Bytes {
+        let mut out = bytes::BytesMut::with_capacity(Self::LEN + event.len());
+        for n in [self.boot, self.epoch, self.seq, self.prev] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out.extend_from_slice(event);
+        out.freeze()
+    }
+
+    /// The stamp and the event after it.
+    pub fn split(bytes: &[u8]) -> Option<(Stamp, &[u8])> {
+        if bytes.len() < Self::LEN {
+            return None;
+        }
+        let n = |i: usize| u64::from_be_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Some((Stamp { boot: n(0), epoch: n(1), seq: n(2), prev: n(3) }, &bytes[Self::LEN..]))
+    }
+
+    pub fn hello(&self) -> Hello {
+        Hello { boot: self.boot, epoch: self.epoch }
+    }
+}
+
+/// An event as it crosses NATS (after its [`Stamp`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEvent {
     /// The event's id in the core (a session sends an event once by it).
@@ -94,13 +135,15 @@ pub enum Request {
         after: Option<u64>,
         upto: Option<u64>,
     },
-    /// A message from a socket.
+    /// A message from a socket; not posted after `deadline` (ms since the epoch), when the
+    /// edge has told its client it failed.
     Post {
         room: u64,
         from: Person,
         content: String,
         kind: String,
         reply_to: Option<u64>,
+        deadline: u64,
     },
     Typing {
         room: u64,
@@ -273,7 +316,8 @@ impl Backend {
                 async move { sent?.await.map_err(busy)?.map(|_| ()) }.boxed()
             }
             Backend::Remote(e) => {
-                let asked = e.ask(Request::Post { room, from: from.into(), content, kind, reply_to });
+                let deadline = crate::time::now_ms() + crate::time::ms(REQUEST_TIMEOUT);
+                let asked = e.ask(Request::Post { room, from: from.into(), content, kind, reply_to, deadline });
                 async move { asked.await.map(|_| ()) }.boxed()
             }
         }
@@ -364,7 +408,10 @@ pub async fn answer(registry: &Registry, request: Request) -> Answer {
             let page = CatchUp { user, after, upto, max_bytes: CATCH_UP_PAGE_BYTES };
             Ok(Answered::CaughtUp(room(id)?.send(page).await.map_err(busy)??))
         }
-        Request::Post { room: id, from, content, kind, reply_to } => {
+        Request::Post { room: id, from, content, kind, reply_to, deadline } => {
+            if crate::time::now_ms() > deadline {
+                return Err(ChatError::Unavailable("the request came too late; it was not posted".into()));
+            }
             let msg = PostMessage {
                 from: from.into(),
                 content: Some(content),
@@ -407,10 +454,15 @@ mod tests {
             content: "hi".into(),
             kind: "text".into(),
             reply_to: Some(2),
+            deadline: 7,
         };
         assert_eq!(decode::<Request>(&encode(&r)).expect("request"), r);
         let a: Answer = Err(ChatError::NotInRoom(5));
         assert_eq!(decode::<Answer>(&encode(&a)).expect("answer").err(), Some(ChatError::NotInRoom(5)));
+        let stamp = Stamp { boot: 1, epoch: 2, seq: 3, prev: u64::MAX };
+        let wire = stamp.before(b"event");
+        assert_eq!(Stamp::split(&wire), Some((stamp, &b"event"[..])));
+        assert_eq!(Stamp::split(b"short"), None);
         let s = Subjects::new("bx.");
         assert_eq!((s.group(Group::Room(7)), s.group(Group::User(8))), ("bx.room.7".into(), "bx.user.8".into()));
     }

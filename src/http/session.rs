@@ -600,9 +600,16 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
                 return self.close(ctx, ws::CloseCode::Restart, "This node lost its link to the service; reconnect.")
             }
         };
-        // A room's event that came while its join was refused, or after the room was left.
-        let left = matches!(group, Group::Room(room) if !self.rooms.contains(&room));
-        if self.closing || left || !self.fresh(&event) {
+        let skip = match (group, &event.kind) {
+            // A room's event that came while its join was refused, or after the room was left.
+            (Group::Room(room), _) => !self.rooms.contains(&room),
+            // A joined room's message reaches the session in order through the room's group;
+            // its copy through the user's group may overtake an older one (over NATS they
+            // are two subscriptions), which would then look stale.
+            (Group::User(_), ChatEvent::Message(m)) => self.rooms.contains(&m.room),
+            (Group::User(_), _) => false,
+        };
+        if self.closing || skip || !self.fresh(&event) {
             return self.outbox.taken(frame.len());
         }
         self.push(ctx, frame);

@@ -323,6 +323,11 @@ impl Hub {
     /// Connect as `user` (with the `connectionToken` of a negotiation, if any) and do the
     /// JSON handshake.
     async fn connect(base: &str, user: u64, negotiated: Option<&str>) -> Hub {
+        Hub::connect_sending(base, user, negotiated, "").await
+    }
+
+    /// [`connect`](Hub::connect), with `after` in the handshake's frame.
+    async fn connect_sending(base: &str, user: u64, negotiated: Option<&str>, after: &str) -> Hub {
         let host = base.strip_prefix("http://").unwrap_or(base);
         let mut query = format!("access_token={}", urlencode(&jwt(user)));
         if let Some(id) = negotiated {
@@ -341,7 +346,7 @@ impl Hub {
             pending: VecDeque::new(),
             closed: None,
         };
-        hub.frame(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await;
+        hub.frame(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}{after}")).await;
         assert_eq!(hub.raw_record(T).await.as_deref(), Some("{}"), "the handshake answer of the hub on {base}");
         hub
     }
@@ -1041,4 +1046,25 @@ async fn cluster_the_core_restarts_and_the_edges_carry_on() {
     assert_no_messages(&qb, "the client on edge B");
     on_a.close().await;
     on_b.close().await;
+}
+
+/// A client may send its first invocations in the handshake's frame: on the core and on an
+/// edge alike, the handshake's answer comes first, then their Completions, in order.
+#[actix_rt::test]
+async fn cluster_signalr_invocations_sent_with_the_handshake_wait_for_its_answer() {
+    let cl = Cluster::start().await;
+    let calls = format!(
+        "{}{RS}{}{RS}",
+        json!({ "type": 1, "invocationId": "1", "target": "LeaveRoom", "arguments": [1] }),
+        json!({ "type": 1, "invocationId": "2", "target": "NoSuchMethod", "arguments": [] }),
+    );
+    for base in [&cl.core.base, &cl.a.base] {
+        // `connect_sending` asserts that the first record is the handshake's answer.
+        let mut hub = Hub::connect_sending(base, 7, None, &calls).await;
+        let first = hub.record(T).await.expect("the first Completion");
+        assert_eq!((first["type"].clone(), first["invocationId"].clone()), (json!(3), json!("1")), "{first}");
+        let second = hub.record(T).await.expect("the second Completion");
+        assert_eq!(second["invocationId"], "2", "{second}");
+        assert!(second["error"].is_string(), "an unknown method is an error: {second}");
+    }
 }

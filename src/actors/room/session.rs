@@ -63,22 +63,29 @@ impl Handler<CatchUp> for Room {
         self.member(msg.user)?;
         let upto = msg.upto.unwrap_or(self.published).min(self.published);
         let Some(after) = msg.after else { return Ok(CaughtUp { messages: Vec::new(), upto, more: false }) };
+        // The window is the newest MAX_CATCH_UP up to `upto`, the same for every page
+        // whatever is published meanwhile.
         let mut page = Vec::new();
-        for m in self.newest_first().take(MAX_CATCH_UP) {
+        let mut counted = 0;
+        for m in self.newest_first() {
             let m = m?;
-            if m.id <= after {
+            if m.id > upto {
+                continue;
+            }
+            if m.id <= after || counted == MAX_CATCH_UP {
                 break;
             }
-            if m.id <= upto {
-                page.push(m);
-            }
+            counted += 1;
+            page.push(m);
         }
         page.reverse();
         let mut bytes = 0;
         let mut messages = Vec::new();
         let mut more = false;
         for m in page {
-            let size = 128 + m.content.as_ref().map_or(0, String::len) + m.sender_name.len();
+            let files = m.file.iter().chain(&m.images).map(|f| 64 + f.name.len() + f.stored.len()).sum::<usize>();
+            let text = m.content.as_ref().map_or(0, String::len) + m.sender_picture.as_ref().map_or(0, String::len);
+            let size = 128 + text + m.sender_name.len() + m.kind.len() + files;
             if bytes + size > msg.max_bytes && !messages.is_empty() {
                 more = true;
                 break;

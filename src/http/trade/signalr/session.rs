@@ -27,7 +27,7 @@ pub struct SignalRWire {
     buf: Vec<u8>,
     /// Messages read and not yet handled, in order (those after a `JoinRoom` wait for it).
     pending: VecDeque<HubMessage>,
-    /// A `JoinRoom` is waiting for its room.
+    /// The handshake's answer or a `JoinRoom` is waiting.
     busy: bool,
 }
 
@@ -96,12 +96,16 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
             Some(&p) => {
                 s.wire.protocol = Some(p);
                 let render = Arc::new(HubRender { protocol: p, links: s.wire.links.clone() });
-                // Answered once the user's group is heard here; what follows waits for it.
+                // Answered once the user's group is heard here; the messages after the
+                // handshake wait for the answer.
+                s.wire.busy = true;
                 s.go_online(ctx, render, move |s, ctx| {
                     s.write(
                         ctx,
                         if p.binary() { Frame::binary(HANDSHAKE_OK.as_bytes()) } else { Frame::text(HANDSHAKE_OK) },
                     );
+                    s.wire.busy = false;
+                    drain(s, ctx);
                 });
                 return true;
             }
