@@ -5,7 +5,7 @@
 //! bare WebSocket peer without REST (benches/node-peer): no room is created and the
 //! sockets join room `--room` (default 1).
 
-use crate::common::{jwt, source_addresses, Common, Http, Target};
+use crate::common::{jwt, reach, source_addresses, Common, Http, Target};
 use crate::metrics::{bar, histogram, Report, ServerProbe, ToolProbe};
 use crate::ws::{start_shards, wait_opened, Live, Mode, Protocol, ShardCfg, SockSpec};
 use anyhow::{anyhow, bail};
@@ -43,6 +43,10 @@ pub struct Args {
     /// Sockets read by one task.
     #[arg(long, default_value_t = 512)]
     pub sockets_per_task: usize,
+    /// Where the sockets connect instead of --url (e.g. a core's edges), in turn: socket i
+    /// to the (i mod n)-th; the room is still made through --url. Loopback only.
+    #[arg(long, value_delimiter = ',')]
+    pub ws_url: Vec<String>,
     /// The target is a bare WebSocket peer without REST (benches/node-peer): create no
     /// room and skip /healthz; the sockets join --room (default 1) as --room-user, or as
     /// --user-base and --user-base + 1 alternately.
@@ -75,6 +79,18 @@ pub async fn run(
             (r.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?, vec![u0, u1])
         }
     };
+    let servers = if a.ws_url.is_empty() {
+        vec![target]
+    } else {
+        let servers = a.ws_url.iter().map(|u| Target::parse_as("--ws-url", u)).collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, s) in servers.iter().enumerate() {
+            if servers[..i].iter().any(|t| t.addr == s.addr) {
+                bail!("--ws-url names {} twice", s.base);
+            }
+            reach(&Http::new(s, 1), s, a.peer, "WebSocket server").await?;
+        }
+        servers
+    };
     let addrs = source_addresses(&a.addresses, a.count, PER_ADDRESS)?;
     let tokens: Vec<String> = users.iter().map(|u| jwt(&secret, *u, false)).collect();
     let specs: Vec<SockSpec> = (0..a.count)
@@ -83,12 +99,13 @@ pub async fn run(
             user: users[i % users.len()],
             jwt: tokens[i % users.len()].clone(),
             src: if addrs.is_empty() { None } else { Some(addrs[i % addrs.len()]) },
-            server: 0,
+            server: i % servers.len(),
             sends: false,
         })
         .collect();
+    let ws_urls: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
     let cfg = Arc::new(ShardCfg {
-        servers: vec![target],
+        servers,
         protocol: Protocol::Plain,
         mode: Mode::Idle,
         setup_timeout: Duration::from_secs(30),
@@ -98,7 +115,7 @@ pub async fn run(
         json!({
             "count": a.count, "room": room, "hold_s": a.hold.as_secs_f64(), "concurrency": c.concurrency,
             "source_addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "run_id": run_id,
-            "ws_threads": c.ws_threads, "peer": a.peer,
+            "ws_threads": c.ws_threads, "peer": a.peer, "ws_urls": ws_urls,
         }),
     );
 

@@ -48,7 +48,8 @@
 //!   WebSockets to one room (the tool's, or `--room`), source addresses spread over
 //!   127.0.0.x past 25,000 sockets; reports opened, failed and the server's RSS per
 //!   connection. The tool raises its own RLIMIT_NOFILE to the hard limit; the server needs
-//!   enough descriptors too.
+//!   enough descriptors too. `--ws-url` opens them on other servers in turn (edges), the
+//!   room still made through `--url`.
 //!
 //! ## Against a bare WebSocket peer
 //!
