@@ -302,15 +302,7 @@ impl Backend {
     ) -> BoxFuture<'static, Result<(), ChatError>> {
         match self {
             Backend::Local(r) => {
-                let msg = PostMessage {
-                    from: from.clone(),
-                    content: Some(content),
-                    kind,
-                    reply_to,
-                    file: None,
-                    images: Vec::new(),
-                    system: false,
-                };
+                let msg = socket_post(from.clone(), content, kind, reply_to);
                 // Sent now, in the caller's order, through the room's mailbox.
                 let sent = local_room(r, room).map(|addr| addr.send(msg));
                 async move { sent?.await.map_err(busy)?.map(|_| ()) }.boxed()
@@ -353,27 +345,17 @@ impl Backend {
         }
     }
 
-    /// A connection of `who` went online: the first of theirs anywhere announces them.
-    pub fn connected(&self, who: &Author) {
+    /// A connection of `who` went online (or closed): the first of theirs anywhere
+    /// announces them online, the last one offline.
+    pub fn presence(&self, who: &Author, online: bool) {
         match self {
             Backend::Local(r) => {
-                if r.hub().connected(who.id) {
-                    r.announce_presence(who.id, &who.name, true);
+                let changed = if online { r.hub().connected(who.id) } else { r.hub().disconnected(who.id) };
+                if changed {
+                    r.announce_presence(who.id, &who.name, online);
                 }
             }
-            Backend::Remote(e) => e.presence(who, true),
-        }
-    }
-
-    /// A connection of `who` closed: their last one anywhere announces them offline.
-    pub fn disconnected(&self, who: &Author) {
-        match self {
-            Backend::Local(r) => {
-                if r.hub().disconnected(who.id) {
-                    r.announce_presence(who.id, &who.name, false);
-                }
-            }
-            Backend::Remote(e) => e.presence(who, false),
+            Backend::Remote(e) => e.presence(who, online),
         }
     }
 
@@ -386,6 +368,11 @@ impl Backend {
             Backend::Remote(e) => e.ensure(group).boxed(),
         }
     }
+}
+
+/// A message from a socket: text, no file, a person's.
+fn socket_post(from: Author, content: String, kind: String, reply_to: Option<u64>) -> PostMessage {
+    PostMessage { from, content: Some(content), kind, reply_to, file: None, images: Vec::new(), system: false }
 }
 
 fn local_room(r: &Registry, room: u64) -> Result<actix::Addr<crate::actors::room::Room>, ChatError> {
@@ -412,16 +399,7 @@ pub async fn answer(registry: &Registry, request: Request) -> Answer {
             if crate::time::now_ms() > deadline {
                 return Err(ChatError::Unavailable("the request came too late; it was not posted".into()));
             }
-            let msg = PostMessage {
-                from: from.into(),
-                content: Some(content),
-                kind,
-                reply_to,
-                file: None,
-                images: Vec::new(),
-                system: false,
-            };
-            room(id)?.send(msg).await.map_err(busy)??;
+            room(id)?.send(socket_post(from.into(), content, kind, reply_to)).await.map_err(busy)??;
             Ok(Answered::Done)
         }
         Request::Typing { room: id, from, is_typing } => {

@@ -232,7 +232,7 @@ impl<W: Wire> Session<W> {
             return;
         }
         self.render = Some(render);
-        self.backend.connected(&self.me);
+        self.backend.presence(&self.me, true);
         let group = user_group(self.me.id);
         if let Some(sub) = self.subscriber(ctx) {
             self.hub().join(group, sub);
@@ -582,7 +582,7 @@ impl<W: Wire> Actor for Session<W> {
         for room in self.rooms.drain(..) {
             hub.leave(room_group(room), self.id);
         }
-        self.backend.disconnected(&self.me);
+        self.backend.presence(&self.me, false);
     }
 }
 

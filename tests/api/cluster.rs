@@ -12,9 +12,8 @@
 
 use crate::chat::*;
 use crate::helpers::*;
-use awc::ws::{Frame, Message};
+use crate::signalr::{assert_completion_ok, send_t, trade_room, RawHub};
 use futures_util::future::{join, join3, join_all};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -307,16 +306,12 @@ impl Follower {
     }
 }
 
-/// A SignalR connection to `/hubs/chat` speaking the JSON hub protocol by hand, as in
-/// `signalr.rs`: text frames out, records (split on 0x1E) in.
+/// A SignalR connection to `/hubs/chat` speaking the JSON hub protocol by hand: the
+/// transport is `signalr.rs`'s [`RawHub`]; this adds Completions awaited among events.
 struct Hub {
-    conn: Box<dyn WsConn>,
-    /// Text after the last separator.
-    partial: String,
-    records: VecDeque<String>,
+    raw: RawHub,
     /// Records read while waiting for a Completion, handed out first.
     pending: VecDeque<Value>,
-    closed: Option<u16>,
 }
 
 impl Hub {
@@ -328,98 +323,32 @@ impl Hub {
 
     /// [`connect`](Hub::connect), with `after` in the handshake's frame.
     async fn connect_sending(base: &str, user: u64, negotiated: Option<&str>, after: &str) -> Hub {
-        let host = base.strip_prefix("http://").unwrap_or(base);
-        let mut query = format!("access_token={}", urlencode(&jwt(user)));
-        if let Some(id) = negotiated {
-            query = format!("id={}&{query}", urlencode(id));
-        }
-        let client = awc::Client::builder().timeout(T).finish();
-        let (_res, framed) = client
-            .ws(format!("ws://{host}/hubs/chat?{query}"))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("the hub on {base} refused user {user}: {e:?}"));
-        let mut hub = Hub {
-            conn: Box::new(framed),
-            partial: String::new(),
-            records: VecDeque::new(),
-            pending: VecDeque::new(),
-            closed: None,
-        };
-        hub.frame(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}{after}")).await;
-        assert_eq!(hub.raw_record(T).await.as_deref(), Some("{}"), "the handshake answer of the hub on {base}");
-        hub
+        let query = negotiated.map(|id| format!("id={}", urlencode(id))).unwrap_or_default();
+        let mut raw = RawHub::open(base, &query, &jwt(user)).await;
+        raw.frame(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}{after}")).await;
+        assert_eq!(raw.raw_record(T).await.as_deref(), Some("{}"), "the handshake answer of the hub on {base}");
+        Hub { raw, pending: VecDeque::new() }
     }
 
-    async fn frame(&mut self, text: &str) {
-        self.conn.send(Message::Text(text.to_string().into())).await.expect("send");
-    }
-
-    /// The next record as sent; None at the deadline or when closed.
-    async fn raw_record(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.records.pop_front() {
-                return Some(r);
-            }
-            if self.closed.is_some() {
-                return None;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let frame = match actix_rt::time::timeout(left, self.conn.next()).await {
-                Err(_) => return None,
-                Ok(None) | Ok(Some(Err(_))) => {
-                    self.closed = Some(NO_CLOSE_FRAME);
-                    continue;
-                }
-                Ok(Some(Ok(f))) => f,
-            };
-            match frame {
-                Frame::Text(b) => {
-                    self.partial.push_str(std::str::from_utf8(&b).expect("UTF-8 text"));
-                    while let Some(i) = self.partial.find(RS) {
-                        let rec: String = self.partial.drain(..=i).collect();
-                        self.records.push_back(rec[..rec.len() - RS.len_utf8()].to_string());
-                    }
-                }
-                Frame::Ping(p) => {
-                    let _ = self.conn.send(Message::Pong(p)).await;
-                }
-                Frame::Close(reason) => {
-                    self.closed = Some(reason.map(|r| u16::from(r.code)).unwrap_or(NO_STATUS));
-                    let _ = self.conn.send(Message::Close(None)).await;
-                }
-                other => panic!("an unexpected frame: {other:?}"),
-            }
-        }
-    }
-
-    /// The next record that is not a Ping, as JSON.
+    /// The next record that is not a Ping, as JSON (those read early first).
     async fn record(&mut self, timeout: Duration) -> Option<Value> {
-        if let Some(v) = self.pending.pop_front() {
-            return Some(v);
-        }
-        loop {
-            let raw = self.raw_record(timeout).await?;
-            let v: Value =
-                serde_json::from_str(&raw).unwrap_or_else(|e| panic!("a record that is not JSON ({e}): {raw:?}"));
-            if v["type"] != 6 {
-                return Some(v);
-            }
+        match self.pending.pop_front() {
+            Some(v) => Some(v),
+            None => self.raw.record(timeout).await,
         }
     }
 
     /// Invoke `method` and wait for its Completion; records that come first are kept.
     async fn invoke(&mut self, id: &str, method: &str, args: Value) -> Value {
         let v = json!({ "type": 1, "invocationId": id, "target": method, "arguments": args });
-        self.frame(&format!("{v}{RS}")).await;
+        self.raw.frame(&format!("{v}{RS}")).await;
         let deadline = Instant::now() + T;
         let mut early = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let raw = self.raw_record(left).await;
+            let raw = self.raw.raw_record(left).await;
             let Some(raw) = raw else {
-                panic!("no Completion of {method} {id} within {T:?}; closed: {:?}", self.closed)
+                panic!("no Completion of {method} {id} within {T:?}; closed: {:?}", self.raw.closed)
             };
             let v: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("not JSON ({e}): {raw:?}"));
             if v["type"] == 3 && v["invocationId"] == id {
@@ -447,7 +376,7 @@ impl Hub {
                 None => panic!(
                     "{} of {n} ReceiveMessage within {within:?} (closed: {:?}); the last: {:?}",
                     got.len(),
-                    self.closed,
+                    self.raw.closed,
                     &got[got.len().saturating_sub(3)..]
                 ),
             }
@@ -469,10 +398,6 @@ impl Hub {
     }
 }
 
-fn assert_completion_ok(v: &Value, id: &str) {
-    assert_eq!(v, &json!({ "type": 3, "invocationId": id, "result": null }), "a void Completion");
-}
-
 fn assert_completion_error(v: &Value, id: &str) {
     assert_eq!((&v["type"], &v["invocationId"]), (&json!(3), &json!(id)), "a Completion: {v}");
     assert!(v.get("result").is_none(), "an error Completion has no result: {v}");
@@ -481,27 +406,6 @@ fn assert_completion_error(v: &Value, id: &str) {
 
 fn message_ids(payloads: &[Value]) -> Vec<u64> {
     payloads.iter().map(|p| num(p, "messageId")).collect()
-}
-
-/// A contract T room on the core: the seller lists a ticket, the buyer opens the room.
-async fn trade_room(core: &TestServer, seller: u64, buyer: u64) -> u64 {
-    let api = core.api();
-    let listing = json!({ "title": "콘서트 티켓", "unitPrice": 150_000, "totalQuantity": 5 });
-    let r = api.call("POST", "/api/tickets", Some(&jwt(seller)), &[], Some(listing)).await;
-    assert_eq!(r.status, 201, "list a ticket: {r:?}");
-    let ticket = num(&r.body["data"], "ticketId");
-    let r = api.call("POST", "/api/chat/rooms", Some(&jwt(buyer)), &[], Some(json!({ "ticketId": ticket }))).await;
-    assert_eq!(r.status, 201, "open the room: {r:?}");
-    num(&r.body["data"], "roomId")
-}
-
-/// `POST /api/chat/messages` (contract T, multipart `roomId`, `message`) on `node` as `user`.
-async fn send_t(node: &TestServer, user: u64, room: u64, text: &str) -> Reply {
-    let body = multipart(&[("roomId", &room.to_string()), ("message", text)], None);
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    node.api()
-        .raw_bytes("POST", "/api/chat/messages", Some(&jwt(user)), &[("Content-Type", &content_type)], Some(body))
-        .await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -717,7 +621,7 @@ async fn cluster_signalr_user_groups_and_join_checks_work_across_edges() {
         let more: Vec<&Value> = q.iter().filter(|v| v["target"] == "ReceiveMessage").collect();
         assert!(more.is_empty(), "{who} got more: {more:?}");
     }
-    assert_eq!(stranger.closed, None, "a refused JoinRoom leaves the connection open");
+    assert_eq!(stranger.raw.closed, None, "a refused JoinRoom leaves the connection open");
 }
 
 /// One general-chat room, two protocols, two edges: SignalR connections and plain sockets

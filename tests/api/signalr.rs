@@ -454,13 +454,14 @@ async fn scenario_refuses_missing_and_bad_tokens_with_401(protocol: &str) {
 // ---------------------------------------------------------------------------------------
 // The protocol by hand
 
-/// A raw WebSocket to the hub: text frames in, records (split on 0x1E) out.
-struct RawHub {
+/// A raw WebSocket to the hub: text frames in, records (split on 0x1E) out. Also what
+/// `cluster.rs` drives hubs on edges with.
+pub(crate) struct RawHub {
     conn: Box<dyn WsConn>,
     /// Text after the last separator.
     partial: String,
     records: VecDeque<String>,
-    closed: Option<u16>,
+    pub(crate) closed: Option<u16>,
 }
 
 fn hub_url(base: &str, query: &str) -> String {
@@ -481,7 +482,7 @@ impl RawHub {
         Ok(RawHub { conn: Box::new(framed), partial: String::new(), records: VecDeque::new(), closed: None })
     }
 
-    async fn open(base: &str, query: &str, token: &str) -> RawHub {
+    pub(crate) async fn open(base: &str, query: &str, token: &str) -> RawHub {
         match RawHub::try_open(base, query, Some(token)).await {
             Ok(h) => h,
             Err(e) => panic!("the hub's WebSocket ({query}) was refused: {e:?}"),
@@ -497,7 +498,7 @@ impl RawHub {
     }
 
     /// Send one text frame as is.
-    async fn frame(&mut self, text: &str) {
+    pub(crate) async fn frame(&mut self, text: &str) {
         self.conn.send(Message::Text(text.to_string().into())).await.expect("send");
     }
 
@@ -508,7 +509,7 @@ impl RawHub {
     }
 
     /// The next record as sent (without the separator); None at the deadline or when closed.
-    async fn raw_record(&mut self, timeout: Duration) -> Option<String> {
+    pub(crate) async fn raw_record(&mut self, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.records.pop_front() {
@@ -547,7 +548,7 @@ impl RawHub {
     }
 
     /// The next record that is not a Ping (the server pings every 15 s), as JSON.
-    async fn record(&mut self, timeout: Duration) -> Option<Value> {
+    pub(crate) async fn record(&mut self, timeout: Duration) -> Option<Value> {
         loop {
             let raw = self.raw_record(timeout).await?;
             let v: Value =
@@ -590,7 +591,7 @@ fn invocation(id: Option<&str>, target: &str, args: Value) -> String {
     format!("{v}{RS}")
 }
 
-fn assert_completion_ok(v: &Value, id: &str) {
+pub(crate) fn assert_completion_ok(v: &Value, id: &str) {
     assert_eq!(v, &json!({ "type": 3, "invocationId": id, "result": null }), "a void Completion");
 }
 
@@ -839,7 +840,7 @@ async fn signalr_a_connection_that_stops_reading_is_closed_and_never_slows_the_r
 // Seed 001's scenarios (contract T broadcasts to `user_{receiverId}` too)
 
 /// `POST /api/chat/messages` (multipart `roomId`, `message`) as `user`: the envelope.
-async fn send_t(server: &TestServer, user: u64, room: u64, text: &str) -> Reply {
+pub(crate) async fn send_t(server: &TestServer, user: u64, room: u64, text: &str) -> Reply {
     let body = multipart(&[("roomId", &room.to_string()), ("message", text)], None);
     let http = awc::Client::builder().timeout(T).finish();
     let mut res = http
@@ -859,7 +860,7 @@ async fn send_t(server: &TestServer, user: u64, room: u64, text: &str) -> Reply 
 }
 
 /// A contract T room: the seller lists a ticket, the buyer opens the room about it.
-async fn trade_room(server: &TestServer, seller: u64, buyer: u64) -> u64 {
+pub(crate) async fn trade_room(server: &TestServer, seller: u64, buyer: u64) -> u64 {
     let api = server.api();
     let listing = json!({ "title": "콘서트 티켓", "unitPrice": 150_000, "totalQuantity": 5 });
     let r = api.call("POST", "/api/tickets", Some(&jwt(seller)), &[], Some(listing)).await;
