@@ -150,6 +150,12 @@ pub struct Settings {
     /// records are read from disk when the cache does not hold them.
     #[arg(long, env = "BOXOFFICE_STORE_CACHE_BYTES", default_value_t = 64 << 20)]
     pub store_cache_bytes: u64,
+    /// How long a wallet, room, ticket listing or seat map actor stays in memory after it
+    /// was last asked for; then it stops unless it still has work (a pending deadline, a
+    /// payment in flight, a write not yet durable), and starts again from its records on
+    /// the next request. Lower keeps less in memory; higher reloads less often.
+    #[arg(long, env = "BOXOFFICE_ACTOR_IDLE", default_value = "2m", value_parser = duration)]
+    pub actor_idle: Duration,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
     pub no_demo: bool,
@@ -212,7 +218,7 @@ impl Settings {
 /// Reads the config file named by `--config` (or `BOXOFFICE_CONFIG`) into the environment,
 /// under each setting's `BOXOFFICE_*` name, where the environment does not set it already.
 /// Clap then reads flags over the environment over these over its defaults: the
-/// precedence the README promises, with one parser for every source. Call before parsing
+/// precedence docs/configuration.md promises, with one parser for every source. Call before parsing
 /// the command line, while the process has one thread.
 pub fn apply_config_file(args: &[std::ffi::OsString]) -> anyhow::Result<Option<PathBuf>> {
     let mut path = None;

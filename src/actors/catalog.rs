@@ -3,7 +3,7 @@
 //! [`SeatMap`](super::seat_map) it creates. A performance may also be another name for a
 //! schedule's seat map: then both contracts sell the same seats.
 
-use super::seat_map::{Availability, SeatMapSnapshot, SeatMapStarter};
+use super::seat_map::{Availability, SeatMapSnapshot, SeatMaps};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
@@ -87,11 +87,11 @@ pub struct Catalog {
     state: CatalogSnapshot,
     store: Store,
     /// Starts the seat maps of new schedules and performances, and routes to them.
-    seat_maps: SeatMapStarter,
+    seat_maps: SeatMaps,
 }
 
 impl Catalog {
-    pub fn new(state: CatalogSnapshot, store: Store, seat_maps: SeatMapStarter) -> Self {
+    pub fn new(state: CatalogSnapshot, store: Store, seat_maps: SeatMaps) -> Self {
         Catalog { state, store, seat_maps }
     }
 }
@@ -170,7 +170,7 @@ impl Catalog {
         self.store.apply(batch)?;
         self.state = next;
         self.seat_maps.start(seat_map, Vec::new())?;
-        self.seat_maps.book.route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
+        self.seat_maps.route_schedule(schedule.id, schedule.concert, schedule.seat_map_id());
         Ok(schedule)
     }
 }
@@ -212,7 +212,7 @@ impl Handler<ListSchedules> for Catalog {
             .schedules
             .values()
             .filter(|s| s.concert == msg.concert)
-            .map(|s| (s.clone(), self.seat_maps.book.get(&s.seat_map_id())))
+            .map(|s| (s.clone(), self.seat_maps.get(&s.seat_map_id())))
             .collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(schedules.len());
@@ -298,7 +298,7 @@ impl Catalog {
         if let Some(seat_map) = seat_map {
             self.seat_maps.start(seat_map, Vec::new())?;
         }
-        self.seat_maps.book.route_performance(&performance.id, &performance.seat_map);
+        self.seat_maps.route_performance(&performance.id, &performance.seat_map);
         Ok(performance)
     }
 }
@@ -319,7 +319,7 @@ impl Handler<ListPerformances> for Catalog {
     type Result = ResponseFuture<Vec<PerformanceView>>;
     fn handle(&mut self, _: ListPerformances, _: &mut Context<Self>) -> Self::Result {
         let all: Vec<(Performance, Option<Addr<super::seat_map::SeatMap>>)> =
-            self.state.performances.values().map(|p| (p.clone(), self.seat_maps.book.get(&p.seat_map))).collect();
+            self.state.performances.values().map(|p| (p.clone(), self.seat_maps.get(&p.seat_map))).collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(all.len());
             for (performance, addr) in all {
@@ -342,7 +342,7 @@ pub struct SeatsLeft {
 impl Handler<SeatsLeft> for Catalog {
     type Result = ResponseFuture<(Vec<ScheduleView>, Vec<PerformanceView>)>;
     fn handle(&mut self, msg: SeatsLeft, _: &mut Context<Self>) -> Self::Result {
-        let book = &self.seat_maps.book;
+        let book = &self.seat_maps;
         let schedules: Vec<_> =
             self.state.schedules.values().take(msg.limit).map(|s| (s.clone(), book.get(&s.seat_map_id()))).collect();
         let performances: Vec<_> =

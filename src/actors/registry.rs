@@ -8,14 +8,14 @@ use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance,
 use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::{room_group, ChatEvent, Event, Fanout, Hub};
-use super::room::{Room, Rooms};
+use super::room::{Room, Rooms, RoomsEnv};
 use super::seat_map::booking::reservation_of_public_id;
-use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMapStarter, SeatMaps};
+use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMaps, SeatMapsEnv};
 use super::ticket_listing::{
-    GetListing, Listing, ListingBook, ListingEnv, ListingSnapshot, TicketListing, Transaction,
+    GetListing, Listing, ListingBook, ListingEnv, ListingSnapshot, ListingsEnv, TicketListing, Transaction,
 };
 use super::waiting_queue::{QueuePolicy, WaitingQueue};
-use super::wallet::{ChargeLimits, Wallet, WalletEnv, Wallets};
+use super::wallet::{ChargeLimits, Wallet, WalletEnv, Wallets, WalletsEnv};
 use crate::config::Settings;
 use crate::store::files::FileStore;
 use crate::store::{Key, Store, StoreError};
@@ -23,6 +23,15 @@ use actix::prelude::*;
 use std::sync::Arc;
 
 pub use super::seat_map::BookingRoute;
+
+/// How many keyed actors are running, by kind (those stopping included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveActors {
+    pub wallets: usize,
+    pub seat_maps: usize,
+    pub rooms: usize,
+    pub listings: usize,
+}
 
 #[derive(Clone)]
 pub struct Registry {
@@ -32,7 +41,7 @@ pub struct Registry {
 struct Inner {
     store: Store,
     settings: Settings,
-    seat_maps: SeatMapStarter,
+    seat_maps: SeatMaps,
     wallets: Wallets,
     /// Chat rooms started so far (others start on first use).
     rooms: Rooms,
@@ -89,21 +98,27 @@ impl Registry {
         };
         let queue = WaitingQueue::load(store.clone(), policy)?;
         let queue = WaitingQueue::start_in_arbiter(&arbiters.for_key(&"queue"), |_| queue);
-        // Wallets pay at seat maps (found through the book), and seat maps ask wallets
-        // about payments left unfinished: the book is made first, filled as maps start.
-        let book = SeatMaps::default();
-        let limits = ChargeLimits { max_single: settings.charge_max_single, max_monthly: settings.charge_max_monthly };
-        let wallet_env = WalletEnv { seat_maps: book.clone(), queue: queue.clone().recipient() };
-        let wallets = Wallets::new(store.clone(), limits, wallet_env, arbiters.clone());
+        // Wallets pay at seat maps, and seat maps ask wallets about payments left
+        // unfinished: the seat maps' lookup of wallets is filled once the wallets exist.
+        let idle = settings.actor_idle;
+        let wallets_later: Arc<std::sync::OnceLock<Wallets>> = Default::default();
         let seat_map_env = SeatMapEnv {
             gateway: gateway.clone(),
             gateway_timeout: settings.gateway_timeout,
             wallets: {
-                let wallets = wallets.clone();
-                Lookup::new(move |user| wallets.get(user).map(|w| Some(w.recipient())))
+                let wallets = wallets_later.clone();
+                Lookup::new(move |user| match wallets.get() {
+                    Some(w) => w.get(&user).map(|w| w.map(Addr::recipient)),
+                    None => Ok(None),
+                })
             },
         };
-        let seat_maps = SeatMapStarter::new(book.clone(), store.clone(), seat_map_env, arbiters.clone());
+        let seat_maps = SeatMaps::new(SeatMapsEnv { store: store.clone(), env: seat_map_env }, arbiters.clone(), idle);
+        let limits = ChargeLimits { max_single: settings.charge_max_single, max_monthly: settings.charge_max_monthly };
+        let wallet_env = WalletEnv { seat_maps: seat_maps.clone(), queue: queue.clone().recipient() };
+        let wallets =
+            Wallets::new(WalletsEnv { store: store.clone(), limits, env: wallet_env }, arbiters.clone(), idle);
+        let _ = wallets_later.set(wallets.clone());
         // Seat states are rebuilt from the reservations that still hold seats (or money):
         // those with a live entry. Finished ones stay on disk, read when asked for.
         let mut live = Vec::new();
@@ -119,22 +134,30 @@ impl Registry {
         for r in live {
             by_seat_map.entry(r.seat_map.clone()).or_default().push(r);
         }
-        for (_, snapshot) in store.scan::<SeatMapSnapshot>(&Key::SeatMap(String::new()))? {
-            let live = by_seat_map.remove(&snapshot.id).unwrap_or_default();
-            seat_maps.start(snapshot, live)?;
+        // Only seat maps with live reservations start now (their timers run there); the
+        // others start from their definitions when first asked for.
+        for (seat_map, live) in by_seat_map {
+            match store.get::<SeatMapSnapshot>(&Key::SeatMap(seat_map.clone()))? {
+                Some(snapshot) => {
+                    seat_maps.start(snapshot, live)?;
+                }
+                None => tracing::warn!(seat_map, "live reservations of a seat map without its definition"),
+            }
         }
         let catalog_state = store.get::<CatalogSnapshot>(&Key::Catalog)?.unwrap_or_default();
         for s in catalog_state.schedules.values() {
-            book.route_schedule(s.id, s.concert, s.seat_map_id());
+            seat_maps.route_schedule(s.id, s.concert, s.seat_map_id());
         }
         for p in catalog_state.performances.values() {
-            book.route_performance(&p.id, &p.seat_map);
+            seat_maps.route_performance(&p.id, &p.seat_map);
         }
-        let rooms = Rooms::new(store.clone(), fanout.clone(), directory.clone().recipient(), arbiters.clone());
+        let rooms_env =
+            RoomsEnv { store: store.clone(), fanout: fanout.clone(), directory: directory.clone().recipient() };
+        let rooms = Rooms::new(rooms_env, arbiters.clone(), idle);
         let listing_env = ListingEnv {
             rooms: {
                 let rooms = rooms.clone();
-                Lookup::new(move |id| rooms.get(id).map(|r| r.map(Addr::recipient)))
+                Lookup::new(move |id| rooms.get(&id).map(|r| r.map(Addr::recipient)))
             },
             gateway: gateway.clone(),
             gateway_timeout: settings.gateway_timeout,
@@ -152,7 +175,11 @@ impl Registry {
                 seat_maps,
                 wallets,
                 rooms,
-                listings: ListingBook::new(store.clone(), listing_env, arbiters.clone()),
+                listings: ListingBook::new(
+                    ListingsEnv { store: store.clone(), env: listing_env },
+                    arbiters.clone(),
+                    idle,
+                ),
                 hub,
                 fanout,
                 gateway,
@@ -163,9 +190,10 @@ impl Registry {
             }),
         };
         let mut busy = Vec::new();
-        for (_, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
+        for (id, listing) in store.scan::<ListingSnapshot>(&Key::Listing(0))? {
+            let Key::Listing(id) = id else { continue };
             if !listing.open.is_empty() {
-                busy.push(registry.inner.listings.start(listing)?);
+                busy.extend(registry.inner.listings.get(&id)?);
             }
         }
         // A listing cancels what ran out while the server was down as it starts: once each
@@ -260,7 +288,7 @@ impl Registry {
     }
 
     pub fn seat_map(&self, id: &str) -> Option<Addr<SeatMap>> {
-        self.inner.seat_maps.book.get(id)
+        self.inner.seat_maps.get(id)
     }
 
     /// Where booking `id` lives: its id names its reservation (see `Booking`), whose record
@@ -286,7 +314,7 @@ impl Registry {
     }
 
     pub fn seat_map_of_performance(&self, performance: &str) -> Option<Addr<SeatMap>> {
-        self.inner.seat_maps.book.of_performance(performance)
+        self.inner.seat_maps.of_performance(performance)
     }
 
     pub fn hub(&self) -> &Hub {
@@ -300,7 +328,7 @@ impl Registry {
     /// The actor of room `id`, started from its snapshot on first use; `None` if there is
     /// no such room.
     pub fn room(&self, id: u64) -> Result<Option<Addr<Room>>, StoreError> {
-        self.inner.rooms.get(id)
+        self.inner.rooms.get(&id)
     }
 
     /// The listing that holds payment request `tx`, read from the request's record.
@@ -313,7 +341,7 @@ impl Registry {
 
     /// The actor of listing `id`, started from its record on first use.
     pub fn listing(&self, id: u64) -> Result<Option<Addr<TicketListing>>, StoreError> {
-        self.inner.listings.get(id)
+        self.inner.listings.get(&id)
     }
 
     /// Every listing as its record says, ascending id (each listing writes its record
@@ -352,7 +380,7 @@ impl Registry {
         let snapshot = ListingSnapshot { listing: listing.clone(), open: Vec::new() };
         store.put(&Key::Listing(listing.id), &snapshot)?;
         store.durable().await?;
-        self.inner.listings.start(snapshot)?;
+        self.inner.listings.get(&listing.id)?;
         Ok(listing)
     }
 
@@ -368,21 +396,34 @@ impl Registry {
 
     /// The seat map of `reservation`, read from its record.
     pub fn seat_map_of_reservation(&self, reservation: u64) -> Result<Option<Addr<SeatMap>>, StoreError> {
-        self.inner.seat_maps.book.of_reservation(&self.inner.store, reservation)
+        self.inner.seat_maps.of_reservation(&self.inner.store, reservation)
     }
 
     /// The seat map of `schedule`, if it is a schedule of `concert`.
     pub fn seat_map_of_schedule(&self, concert: u64, schedule: u64) -> Option<Addr<SeatMap>> {
-        self.inner.seat_maps.book.of_schedule(concert, schedule)
+        self.inner.seat_maps.of_schedule(concert, schedule)
     }
 
     /// The concert a schedule belongs to.
     pub fn concert_of_schedule(&self, schedule: u64) -> Option<u64> {
-        self.inner.seat_maps.book.concert_of_schedule(schedule)
+        self.inner.seat_maps.concert_of_schedule(schedule)
+    }
+
+    /// How many actors of each kind are running: (wallets, seat maps, rooms, listings).
+    pub fn live_actors(&self) -> LiveActors {
+        LiveActors {
+            wallets: self.inner.wallets.len(),
+            seat_maps: self.inner.seat_maps.live(),
+            rooms: self.inner.rooms.len(),
+            listings: self.inner.listings.len(),
+        }
     }
 
     /// The wallet of `user`, started from its record on first use.
     pub fn wallet(&self, user: u64) -> Result<Addr<Wallet>, StoreError> {
-        self.inner.wallets.get(user)
+        match self.inner.wallets.get(&user)? {
+            Some(wallet) => Ok(wallet),
+            None => unreachable!("every user has a wallet"),
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! cancelled meanwhile is refunded. An expiry racing a payment ends in one state: the
 //! charge is kept only by a request that was still pending when it was captured.
 
-use super::book::{Arbiters, Lookup};
+use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease, Lookup};
 use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
@@ -165,42 +165,42 @@ impl From<StoreError> for TradeError {
 /// The address book of the listing actors, by listing id: a narrow handle for actors that
 /// must reach a listing (a trade room asking for payment) without the whole registry. A
 /// listing's actor starts with the server only if it has open payment requests (their
-/// timers run there); any other starts from its record on first use.
-#[derive(Clone)]
-pub struct ListingBook(std::sync::Arc<ListingBookInner>);
+/// timers run there); any other starts from its record on first use, and stops when idle
+/// with no request open.
+pub type ListingBook = ActorBook<TicketListing>;
 
-struct ListingBookInner {
-    by_id: dashmap::DashMap<u64, Addr<TicketListing>>,
-    store: Store,
-    env: ListingEnv,
-    arbiters: Arbiters,
+/// What every listing is activated with.
+pub struct ListingsEnv {
+    pub store: Store,
+    pub env: ListingEnv,
 }
 
-impl ListingBook {
-    pub fn new(store: Store, env: ListingEnv, arbiters: Arbiters) -> ListingBook {
-        ListingBook(std::sync::Arc::new(ListingBookInner { by_id: Default::default(), store, env, arbiters }))
+impl Activated for TicketListing {
+    type Id = u64;
+    type Env = ListingsEnv;
+    const KIND: &'static str = "listing";
+    fn activate(id: &u64, env: &ListingsEnv, lease: Lease<Self>) -> Result<Option<Self>, StoreError> {
+        let Some(snapshot) = env.store.get::<ListingSnapshot>(&Key::Listing(*id))? else { return Ok(None) };
+        TicketListing::load(snapshot, env.store.clone(), env.env.clone(), lease).map(Some)
     }
-
-    /// The actor of listing `id`; `None` if there is no such listing.
-    pub fn get(&self, id: u64) -> Result<Option<Addr<TicketListing>>, StoreError> {
-        if let Some(a) = self.0.by_id.get(&id) {
-            return Ok(Some(a.clone()));
-        }
-        match self.0.store.get::<ListingSnapshot>(&Key::Listing(id))? {
-            Some(snapshot) => self.start(snapshot).map(Some),
-            None => Ok(None),
-        }
+    /// An open payment request (its expiry, a refund or a notice owed), a timer, or a
+    /// gateway call in flight.
+    fn busy(&self) -> bool {
+        !self.state.transactions.is_empty()
+            || self.timer.is_some()
+            || !self.charging.is_empty()
+            || !self.refunding.is_empty()
+            || !self.notifying.is_empty()
     }
+    fn lease(&self) -> &Lease<Self> {
+        &self.lease
+    }
+}
 
-    /// The actor of the listing `snapshot` is the record of, started from it unless it
-    /// runs already (one actor per listing, whoever asks first).
-    pub fn start(&self, snapshot: ListingSnapshot) -> Result<Addr<TicketListing>, StoreError> {
-        let id = snapshot.listing.id;
-        let addr = self.0.by_id.entry(id).or_try_insert_with(|| {
-            let actor = TicketListing::load(snapshot, self.0.store.clone(), self.0.env.clone())?;
-            Ok::<_, StoreError>(TicketListing::start_in_arbiter(&self.0.arbiters.for_key(&("listing", id)), |_| actor))
-        })?;
-        Ok(addr.clone())
+impl Handler<Deactivate> for TicketListing {
+    type Result = ();
+    fn handle(&mut self, _: Deactivate, ctx: &mut Context<Self>) {
+        deactivate(self, ctx)
     }
 }
 
@@ -229,11 +229,17 @@ pub struct TicketListing {
     charging: HashSet<u64>,
     refunding: HashSet<u64>,
     notifying: HashSet<u64>,
+    lease: Lease<TicketListing>,
 }
 
 impl TicketListing {
     /// Bring a listing back from its record and its open payment requests.
-    pub fn load(snapshot: ListingSnapshot, store: Store, env: ListingEnv) -> Result<TicketListing, StoreError> {
+    pub fn load(
+        snapshot: ListingSnapshot,
+        store: Store,
+        env: ListingEnv,
+        lease: Lease<TicketListing>,
+    ) -> Result<TicketListing, StoreError> {
         let mut transactions = BTreeMap::new();
         for id in snapshot.open {
             let Some(mut tx) = store.get::<Transaction>(&Key::Transaction(id))? else {
@@ -255,6 +261,7 @@ impl TicketListing {
             charging: HashSet::new(),
             refunding: HashSet::new(),
             notifying: HashSet::new(),
+            lease,
         })
     }
 
@@ -524,6 +531,9 @@ impl Actor for TicketListing {
         // What ran out while the server was down is cancelled now; owed refunds and
         // notices resume.
         self.sweep(ctx);
+    }
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.lease.stopping()
     }
 }
 

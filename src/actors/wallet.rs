@@ -30,7 +30,7 @@
 //! So a debit (durable in step 2) always ends in a confirmed seat, and a confirmed seat
 //! always has a durable debit behind it, whatever crashes or expiries come in between.
 
-use super::book::Arbiters;
+use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease};
 use super::ledger::{self, Answer, Fingerprint, KeyError, KeyedRequest};
 use super::seat_map::booking::ExecuteBooking;
 use super::seat_map::{
@@ -145,6 +145,7 @@ pub struct Wallet {
     limits: ChargeLimits,
     store: Store,
     env: WalletEnv,
+    lease: Lease<Wallet>,
 }
 
 /// What a wallet reaches besides its own state: the seat maps it pays at, and the queue
@@ -156,10 +157,16 @@ pub struct WalletEnv {
 }
 
 impl Wallet {
-    pub fn load(user: u64, store: Store, env: WalletEnv, limits: ChargeLimits) -> Result<Wallet, StoreError> {
+    pub fn load(
+        user: u64,
+        store: Store,
+        env: WalletEnv,
+        limits: ChargeLimits,
+        lease: Lease<Wallet>,
+    ) -> Result<Wallet, StoreError> {
         let state =
             store.get::<WalletSnapshot>(&Key::Wallet(user))?.unwrap_or(WalletSnapshot { user, ..Default::default() });
-        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, env })
+        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, env, lease })
     }
 
     fn request(&self, key: String, fingerprint: Fingerprint) -> KeyedRequest {
@@ -254,6 +261,40 @@ impl Actor for Wallet {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX);
+    }
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.lease.stopping()
+    }
+}
+
+/// What every wallet is activated with.
+pub struct WalletsEnv {
+    pub store: Store,
+    pub limits: ChargeLimits,
+    pub env: WalletEnv,
+}
+
+impl Activated for Wallet {
+    type Id = u64;
+    type Env = WalletsEnv;
+    const KIND: &'static str = "wallet";
+    /// Every user has a wallet: one never charged starts empty.
+    fn activate(user: &u64, env: &WalletsEnv, lease: Lease<Self>) -> Result<Option<Self>, StoreError> {
+        Wallet::load(*user, env.store.clone(), env.env.clone(), env.limits, lease).map(Some)
+    }
+    /// A key whose request runs, or a payment between its steps.
+    fn busy(&self) -> bool {
+        !self.in_flight.is_empty() || !self.paying.is_empty()
+    }
+    fn lease(&self) -> &Lease<Self> {
+        &self.lease
+    }
+}
+
+impl Handler<Deactivate> for Wallet {
+    type Result = ();
+    fn handle(&mut self, _: Deactivate, ctx: &mut Context<Self>) {
+        deactivate(self, ctx)
     }
 }
 
@@ -669,35 +710,7 @@ impl Handler<ResolvePayment> for Wallet {
 }
 
 /// The wallets' address book: a user's wallet, started from its record on first use.
-#[derive(Clone)]
-pub struct Wallets(std::sync::Arc<WalletsInner>);
-
-struct WalletsInner {
-    by_user: dashmap::DashMap<u64, Addr<Wallet>>,
-    store: Store,
-    limits: ChargeLimits,
-    env: WalletEnv,
-    arbiters: Arbiters,
-}
-
-impl Wallets {
-    pub fn new(store: Store, limits: ChargeLimits, env: WalletEnv, arbiters: Arbiters) -> Wallets {
-        Wallets(std::sync::Arc::new(WalletsInner { by_user: Default::default(), store, limits, env, arbiters }))
-    }
-
-    /// The wallet of `user`.
-    pub fn get(&self, user: u64) -> Result<Addr<Wallet>, StoreError> {
-        if let Some(a) = self.0.by_user.get(&user) {
-            return Ok(a.clone());
-        }
-        let entry = self.0.by_user.entry(user);
-        let addr = entry.or_try_insert_with(|| {
-            let wallet = Wallet::load(user, self.0.store.clone(), self.0.env.clone(), self.0.limits)?;
-            Ok::<_, StoreError>(Wallet::start_in_arbiter(&self.0.arbiters.for_key(&user), |_| wallet))
-        })?;
-        Ok(addr.clone())
-    }
-}
+pub type Wallets = ActorBook<Wallet>;
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ mod edges;
 mod expiry;
 mod idempotency;
 mod ledger;
+mod lifecycle;
 mod money;
 mod operations;
 mod queue_and_catalog;

@@ -22,7 +22,7 @@
 //! `messages.rs`: pages, posts, edits, deletes, read positions, search; `session.rs`:
 //! subscribing, typing, files; `trade.rs`: leaving and payment requests.
 
-use super::book::Arbiters;
+use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease};
 use super::directory::RoomClosed;
 use super::hub::{room_group, ChatEvent, Event, Fanout, FileRef, MessageEvent, Subscriber};
 use super::ticket_listing::{ListingBook, RequestPayment, TradeError, Transaction};
@@ -69,6 +69,7 @@ pub struct Room {
     fanout: Arc<dyn Fanout>,
     /// Told when a trade room closes, before the leave is answered.
     directory: Recipient<RoomClosed>,
+    lease: Lease<Room>,
 }
 
 impl Room {
@@ -77,6 +78,7 @@ impl Room {
         store: Store,
         fanout: Arc<dyn Fanout>,
         directory: Recipient<RoomClosed>,
+        lease: Lease<Room>,
     ) -> Result<Room, StoreError> {
         let all = Key::MessagesOf(state.id);
         let mut messages = store
@@ -103,7 +105,7 @@ impl Room {
         };
         // Everything on disk is published now.
         let count = counts.messages as usize;
-        Ok(Room { state, messages, published, count, counts, store, fanout, directory })
+        Ok(Room { state, messages, published, count, counts, store, fanout, directory, lease })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
@@ -239,6 +241,42 @@ impl Actor for Room {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(super::MAILBOX);
     }
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.lease.stopping()
+    }
+}
+
+/// What every room is activated with.
+pub struct RoomsEnv {
+    pub store: Store,
+    /// Where rooms publish their events.
+    pub fanout: Arc<dyn Fanout>,
+    /// Told when a trade room closes.
+    pub directory: Recipient<RoomClosed>,
+}
+
+impl Activated for Room {
+    type Id = u64;
+    type Env = RoomsEnv;
+    const KIND: &'static str = "room";
+    fn activate(id: &u64, env: &RoomsEnv, lease: Lease<Self>) -> Result<Option<Self>, StoreError> {
+        let Some(snapshot) = env.store.get::<RoomSnapshot>(&Key::Room(*id))? else { return Ok(None) };
+        Room::restore(snapshot, env.store.clone(), env.fanout.clone(), env.directory.clone(), lease).map(Some)
+    }
+    /// Messages written but not yet published (waiting for their flush).
+    fn busy(&self) -> bool {
+        self.messages.last().is_some_and(|m| m.id > self.published)
+    }
+    fn lease(&self) -> &Lease<Self> {
+        &self.lease
+    }
+}
+
+impl Handler<Deactivate> for Room {
+    type Result = ();
+    fn handle(&mut self, _: Deactivate, ctx: &mut Context<Self>) {
+        deactivate(self, ctx)
+    }
 }
 
 /// The room as `user` sees it (participants only).
@@ -338,36 +376,7 @@ impl Handler<UpdateSettings> for Room {
 
 /// The rooms' address book: a room's actor, started from its record on first use (rooms
 /// are many and mostly idle, so none starts before it is asked for).
-#[derive(Clone)]
-pub struct Rooms(std::sync::Arc<RoomsInner>);
-
-struct RoomsInner {
-    by_id: dashmap::DashMap<u64, Addr<Room>>,
-    store: Store,
-    fanout: Arc<dyn Fanout>,
-    directory: Recipient<RoomClosed>,
-    arbiters: Arbiters,
-}
-
-impl Rooms {
-    pub fn new(store: Store, fanout: Arc<dyn Fanout>, directory: Recipient<RoomClosed>, arbiters: Arbiters) -> Rooms {
-        Rooms(std::sync::Arc::new(RoomsInner { by_id: Default::default(), store, fanout, directory, arbiters }))
-    }
-
-    /// The actor of room `id`; `None` if there is no such room.
-    pub fn get(&self, id: u64) -> Result<Option<Addr<Room>>, StoreError> {
-        if let Some(a) = self.0.by_id.get(&id) {
-            return Ok(Some(a.clone()));
-        }
-        let Some(snapshot) = self.0.store.get::<RoomSnapshot>(&Key::Room(id))? else { return Ok(None) };
-        let entry = self.0.by_id.entry(id);
-        let addr = entry.or_try_insert_with(|| {
-            let room = Room::restore(snapshot, self.0.store.clone(), self.0.fanout.clone(), self.0.directory.clone())?;
-            Ok::<_, StoreError>(Room::start_in_arbiter(&self.0.arbiters.for_key(&("room", id)), |_| room))
-        })?;
-        Ok(Some(addr.clone()))
-    }
-}
+pub type Rooms = ActorBook<Room>;
 
 #[cfg(test)]
 mod tests {
@@ -381,9 +390,14 @@ mod tests {
 
     fn start(store: &Store, snapshot: &RoomSnapshot) -> Addr<Room> {
         let directory = Directory::load(store.clone(), 100).expect("directory").start().recipient();
-        let room =
-            Room::restore(snapshot.clone(), store.clone(), Arc::new(crate::actors::hub::Hub::default()), directory)
-                .expect("restore");
+        let room = Room::restore(
+            snapshot.clone(),
+            store.clone(),
+            Arc::new(crate::actors::hub::Hub::default()),
+            directory,
+            Lease::detached(),
+        )
+        .expect("restore");
         room.start()
     }
 

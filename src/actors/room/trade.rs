@@ -90,7 +90,7 @@ impl Handler<RequestTradePayment> for Room {
             Ok(t) => t,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
-        let listing = match msg.listings.get(trade.listing) {
+        let listing = match msg.listings.get(&trade.listing) {
             Ok(Some(listing)) => listing,
             Ok(None) => return AtomicResponse::new(Box::pin(fut::ready(Ok(Err(TradeError::ListingNotFound))))),
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Ok(Err(TradeError::Storage(e.to_string())))))),

@@ -26,7 +26,7 @@ pub mod booking;
 
 pub use booking::{Booking, BookingSpec, ChargeState};
 
-use super::book::{Arbiters, Lookup};
+use super::book::{deactivate, Activated, ActorBook, Arbiters, Deactivate, Lease, Lookup};
 use super::gateway::PaymentGateway;
 use super::ledger::{self, Answer, KeyedRequest};
 use crate::store::{Batch, Key, Store, StoreError};
@@ -207,6 +207,7 @@ pub struct SeatMap {
     charging: HashSet<u64>,
     /// Bookings whose refund this process is waiting for.
     refunding: HashSet<u64>,
+    lease: Lease<SeatMap>,
 }
 
 /// Where a booking lives: its seat map and its reservation there.
@@ -243,21 +244,56 @@ pub struct SeatMapEnv {
 
 /// The seat maps' address book: by id, and the routes to them from schedules (contract
 /// Q) and performances (contract B). It decides nothing.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SeatMaps(Arc<SeatMapsInner>);
 
-#[derive(Default)]
 struct SeatMapsInner {
-    by_id: dashmap::DashMap<String, Addr<SeatMap>>,
+    book: ActorBook<SeatMap>,
     /// schedule id -> (concert id, seat map id).
     schedules: dashmap::DashMap<u64, (u64, String)>,
     /// performance id -> seat map id.
     performances: dashmap::DashMap<String, String>,
 }
 
+/// What every seat map is activated with.
+pub struct SeatMapsEnv {
+    pub store: Store,
+    pub env: SeatMapEnv,
+}
+
 impl SeatMaps {
+    pub fn new(env: SeatMapsEnv, arbiters: Arbiters, idle: Duration) -> SeatMaps {
+        SeatMaps(Arc::new(SeatMapsInner {
+            book: ActorBook::new(env, arbiters, idle),
+            schedules: Default::default(),
+            performances: Default::default(),
+        }))
+    }
+
+    /// The actor of seat map `id`, started from its definition if it is not running.
+    /// `None` when there is no such seat map (or its record cannot be read: logged).
     pub fn get(&self, id: &str) -> Option<Addr<SeatMap>> {
-        self.0.by_id.get(id).map(|a| a.clone())
+        match self.0.book.get(&id.to_string()) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(seat_map = id, error = %e, "could not start a seat map from its record");
+                None
+            }
+        }
+    }
+
+    /// How many seat map actors are running.
+    pub fn live(&self) -> usize {
+        self.0.book.len()
+    }
+
+    /// Start seat map `snapshot` with its live reservations (start-up, or a new one).
+    pub fn start(&self, snapshot: SeatMapSnapshot, live: Vec<Reservation>) -> Result<Addr<SeatMap>, StoreError> {
+        let env = self.0.book.env();
+        let (store, seat_map_env) = (env.store.clone(), env.env.clone());
+        self.0
+            .book
+            .start_with(&snapshot.id.clone(), |lease| SeatMap::restore(snapshot, live, store, seat_map_env, lease))
     }
 
     /// The seat map of `reservation`, read from its record.
@@ -272,12 +308,15 @@ impl SeatMaps {
 
     /// The seat map of `schedule`, if it is a schedule of `concert`.
     pub fn of_schedule(&self, concert: u64, schedule: u64) -> Option<Addr<SeatMap>> {
-        let entry = self.0.schedules.get(&schedule)?;
-        let (c, id) = entry.value();
-        if *c != concert {
-            return None;
-        }
-        self.get(id)
+        let id = {
+            let entry = self.0.schedules.get(&schedule)?;
+            let (c, id) = entry.value();
+            if *c != concert {
+                return None;
+            }
+            id.clone()
+        };
+        self.get(&id)
     }
 
     /// The concert a schedule belongs to.
@@ -295,28 +334,30 @@ impl SeatMaps {
     }
 }
 
-/// Starts seat map actors and enters them in the [`SeatMaps`] book: the handle the
-/// catalog (which creates seat maps) and start-up hold.
-#[derive(Clone)]
-pub struct SeatMapStarter {
-    pub book: SeatMaps,
-    store: Store,
-    env: SeatMapEnv,
-    arbiters: Arbiters,
+impl Activated for SeatMap {
+    type Id = String;
+    type Env = SeatMapsEnv;
+    const KIND: &'static str = "seat_map";
+    /// A seat map stops only with no live reservation (see [`busy`](Self::busy)), and only
+    /// it makes one live: so it starts again from its definition alone.
+    fn activate(id: &String, env: &SeatMapsEnv, lease: Lease<Self>) -> Result<Option<Self>, StoreError> {
+        let Some(snapshot) = env.store.get::<SeatMapSnapshot>(&Key::SeatMap(id.clone()))? else { return Ok(None) };
+        SeatMap::restore(snapshot, Vec::new(), env.store.clone(), env.env.clone(), lease).map(Some)
+    }
+    /// A live reservation (held, paying, sold, or owed a refund), a timer, or a gateway
+    /// call in flight.
+    fn busy(&self) -> bool {
+        !self.live.is_empty() || self.timer.is_some() || !self.charging.is_empty() || !self.refunding.is_empty()
+    }
+    fn lease(&self) -> &Lease<Self> {
+        &self.lease
+    }
 }
 
-impl SeatMapStarter {
-    pub fn new(book: SeatMaps, store: Store, env: SeatMapEnv, arbiters: Arbiters) -> Self {
-        SeatMapStarter { book, store, env, arbiters }
-    }
-
-    /// Start the actor for a seat map with its live reservations (none for a new one).
-    pub fn start(&self, snapshot: SeatMapSnapshot, live: Vec<Reservation>) -> Result<Addr<SeatMap>, StoreError> {
-        let id = snapshot.id.clone();
-        let seat_map = SeatMap::restore(snapshot, live, self.store.clone(), self.env.clone())?;
-        let addr = SeatMap::start_in_arbiter(&self.arbiters.for_key(&id), |_| seat_map);
-        self.book.0.by_id.insert(id, addr.clone());
-        Ok(addr)
+impl Handler<Deactivate> for SeatMap {
+    type Result = ();
+    fn handle(&mut self, _: Deactivate, ctx: &mut Context<Self>) {
+        deactivate(self, ctx)
     }
 }
 
@@ -328,6 +369,7 @@ impl SeatMap {
         reservations: Vec<Reservation>,
         store: Store,
         env: SeatMapEnv,
+        lease: Lease<SeatMap>,
     ) -> Result<SeatMap, StoreError> {
         let mut seats = snapshot.seats;
         for s in seats.iter_mut() {
@@ -374,6 +416,7 @@ impl SeatMap {
             earliest_added: None,
             charging: HashSet::new(),
             refunding: HashSet::new(),
+            lease,
         })
     }
 
@@ -724,6 +767,9 @@ impl Actor for SeatMap {
             self.ask_wallet(reservation, user, payment, ctx);
         }
         self.sweep(ctx);
+    }
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.lease.stopping()
     }
 }
 
