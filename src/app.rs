@@ -19,6 +19,9 @@ use actix_web::{web, App, HttpResponse};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+/// How many users' last profile hash the HTTP edge remembers (see `AppState::noted`).
+const NOTED_USERS: usize = 100_000;
+
 pub struct Application {
     server: actix_server::Server,
     /// `/metrics` on `BOXOFFICE_METRICS_BIND`, if set.
@@ -75,7 +78,7 @@ impl Application {
                     verifier: verifier()?,
                     settings: settings.clone(),
                     links: links.clone(),
-                    noted: Default::default(),
+                    noted: quick_cache::sync::Cache::new(NOTED_USERS),
                 });
                 (Some(store), Some(state), Backend::Local(registry))
             }

@@ -6,7 +6,6 @@
 //! `sub` may be a number, a numeric string, or contract B's `"user_123"` form.
 
 use crate::config::Settings;
-use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -86,10 +85,11 @@ pub struct Verifier {
     /// with every request, and decoding plus the signature check was ~4% of the server's
     /// CPU in a rush. The keys never change while the server runs, so a token once valid
     /// stays valid until its `exp`, which every hit checks again.
-    seen: DashMap<Box<str>, (Identity, u64)>,
+    /// Bounded: the least used are forgotten (and checked again if they come back).
+    seen: quick_cache::sync::Cache<Box<str>, (Identity, u64)>,
 }
 
-/// More remembered tokens than this and the cache starts over.
+/// How many verified tokens are remembered.
 const SEEN_TOKENS_MAX: usize = 100_000;
 
 impl Verifier {
@@ -105,18 +105,18 @@ impl Verifier {
                 ),
             }),
         };
-        Ok(Verifier { secret: DecodingKey::from_secret(secret), public, seen: DashMap::new() })
+        Ok(Verifier {
+            secret: DecodingKey::from_secret(secret),
+            public,
+            seen: quick_cache::sync::Cache::new(SEEN_TOKENS_MAX),
+        })
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        if let Some(hit) = self.seen.get(token) {
-            let (id, exp) = hit.value();
-            return if *exp >= crate::time::now_ms() / 1000 { Ok(id.clone()) } else { Err(AuthError::Expired) };
+        if let Some((id, exp)) = self.seen.get(token) {
+            return if exp >= crate::time::now_ms() / 1000 { Ok(id) } else { Err(AuthError::Expired) };
         }
         let (id, exp) = self.check(token)?;
-        if self.seen.len() >= SEEN_TOKENS_MAX {
-            self.seen.clear();
-        }
         self.seen.insert(token.into(), (id.clone(), exp));
         Ok(id)
     }
@@ -254,7 +254,8 @@ mod tests {
         assert_eq!(v.verify(&t).expect("valid").user_id, 7);
         assert_eq!(v.verify(&t).expect("valid again, from memory").user_id, 7);
         let past = crate::time::now_ms() / 1000 - 1;
-        v.seen.get_mut(t.as_str()).expect("remembered").1 = past;
+        let (id, _) = v.seen.get(t.as_str()).expect("remembered");
+        v.seen.insert(t.as_str().into(), (id, past));
         assert_eq!(v.verify(&t), Err(AuthError::Expired));
         // One character of the signature changed (not the last, whose low bits are padding).
         let i = t.len() - 10;

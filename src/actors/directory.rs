@@ -6,7 +6,8 @@
 //! It also keeps every user's name and picture as their latest token said ([`NoteUser`],
 //! sent on each authenticated request; written only when they change), which names the
 //! participants of new rooms and which the HTTP edge reads to name users
-//! ([`GetProfiles`]). Those are bounded by the users, loaded at start.
+//! ([`GetProfiles`]). Each is its own record; the directory keeps the
+//! [`PROFILES_KEPT`] most used in memory and reads the others when asked.
 //!
 //! Everything else it keeps is a keyed record, written in the same atomic batch as the room
 //! it concerns ([`Key::DirectRoom`], [`Key::TradeRoom`], [`Key::Membership`]), and read when
@@ -30,33 +31,44 @@ pub type Profile = (String, Option<String>);
 /// The profiles of some users (those the server has seen), by user id.
 pub type Profiles = HashMap<u64, Profile>;
 
+/// How many users' profiles the directory keeps in memory (the most used; the others are
+/// read from their records).
+pub const PROFILES_KEPT: usize = 20_000;
+
 pub struct Directory {
     store: Store,
     /// Most participants a group room may have (`BOXOFFICE_CHAT_MAX_PARTICIPANTS`).
     max_participants: u32,
-    /// Every user's profile, as persisted under [`Key::Profile`].
-    profiles: Profiles,
+    /// Recently used profiles, as persisted under [`Key::Profile`] (`None`: no record).
+    profiles: quick_cache::unsync::Cache<u64, Option<Profile>>,
 }
 
 impl Directory {
-    /// The directory with every user's profile (one small record per user).
+    /// The directory; it reads profiles as they are asked for.
     pub fn load(store: Store, max_participants: u32) -> Result<Directory, StoreError> {
-        let mut profiles = HashMap::new();
-        for (key, profile) in store.scan::<Profile>(&Key::Profile(0))? {
-            if let Key::Profile(user) = key {
-                profiles.insert(user, profile);
-            }
+        Ok(Directory { store, max_participants, profiles: quick_cache::unsync::Cache::new(PROFILES_KEPT) })
+    }
+
+    /// `user`'s profile, from memory or its record (kept in memory from now on).
+    fn profile(&mut self, user: u64) -> Option<Profile> {
+        if let Some(known) = self.profiles.get(&user) {
+            return known.clone();
         }
-        Ok(Directory { store, max_participants, profiles })
+        let read = self.store.get::<Profile>(&Key::Profile(user)).unwrap_or_else(|e| {
+            tracing::warn!(user, error = %e, "could not read a user's profile");
+            None
+        });
+        self.profiles.insert(user, read.clone());
+        read
     }
 
     /// A participant record for `user` as the server last saw them (their latest token);
     /// one never seen has no name until their first request names them.
-    fn participant(&self, id: u32, user: u64, author: Option<&Author>, now: u64) -> Participant {
+    fn participant(&mut self, id: u32, user: u64, author: Option<&Author>, now: u64) -> Participant {
         let (name, picture) = match author {
             Some(a) => (Some(a.name.clone()), a.picture.clone()),
-            None => match self.profiles.get(&user) {
-                Some((name, picture)) => (Some(name.clone()), picture.clone()),
+            None => match self.profile(user) {
+                Some((name, picture)) => (Some(name), picture),
                 None => (None, None),
             },
         };
@@ -256,13 +268,13 @@ pub struct NoteUser {
 impl Handler<NoteUser> for Directory {
     type Result = ();
     fn handle(&mut self, msg: NoteUser, _: &mut Context<Self>) {
-        if self.profiles.get(&msg.user) == Some(&msg.profile) {
+        if self.profile(msg.user).as_ref() == Some(&msg.profile) {
             return;
         }
         // Rides the next flush: a name is not an answer anyone waits for.
         match self.store.put(&Key::Profile(msg.user), &msg.profile) {
             Ok(()) => {
-                self.profiles.insert(msg.user, msg.profile);
+                self.profiles.insert(msg.user, Some(msg.profile));
             }
             Err(e) => tracing::warn!(user = msg.user, error = %e, "could not keep a user's profile"),
         }
@@ -279,6 +291,30 @@ pub struct GetProfiles {
 impl Handler<GetProfiles> for Directory {
     type Result = MessageResult<GetProfiles>;
     fn handle(&mut self, msg: GetProfiles, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(msg.users.into_iter().filter_map(|u| self.profiles.get(&u).map(|p| (u, p.clone()))).collect())
+        MessageResult(msg.users.into_iter().filter_map(|u| self.profile(u).map(|p| (u, p))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Profiles are read from their records on demand, not loaded at start: one written
+    /// before the directory started, or pushed out of memory by many others, is found.
+    #[actix_rt::test]
+    async fn profiles_past_the_memory_bound_are_read_from_their_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        store.put(&Key::Profile(1), &("kim".to_string(), None::<String>)).expect("put");
+        let directory = Directory::load(store, 10).expect("directory").start();
+        let users = (2..PROFILES_KEPT as u64 + 1_000).collect::<Vec<_>>();
+        for &user in &users {
+            directory.do_send(NoteUser { user, profile: (format!("u{user}"), None) });
+        }
+        let found = directory.send(GetProfiles { users: vec![1, 2, 3] }).await.expect("mailbox");
+        assert_eq!(found.get(&1).map(|p| p.0.as_str()), Some("kim"));
+        assert_eq!(found.get(&2).map(|p| p.0.as_str()), Some("u2"), "pushed out of memory, read back");
+        assert_eq!(found.len(), 3);
+        assert!(directory.send(GetProfiles { users: vec![u64::MAX] }).await.expect("mailbox").is_empty());
     }
 }

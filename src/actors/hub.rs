@@ -384,24 +384,35 @@ struct Congestion {
     overflow: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Presence {
-    connections: u32,
-    last_seen: u64,
-}
+/// How many offline users' last-seen times the hub remembers (the most recent ones).
+const LAST_SEEN_KEPT: usize = 100_000;
 
 #[derive(Clone, Default)]
 pub struct Hub {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     groups: DashMap<Group, HashMap<u64, Subscriber>>,
-    presence: DashMap<u64, Presence>,
+    /// Open connections of each online user (an offline user has no entry).
+    online: DashMap<u64, u32>,
+    /// When a user's last connection closed, for recent users (bounded).
+    last_seen: quick_cache::sync::Cache<u64, u64>,
     next_session: AtomicU64,
     /// Every open session, to tell when the server shuts down.
     sessions: DashMap<u64, Recipient<Deliver>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            groups: Default::default(),
+            online: Default::default(),
+            last_seen: quick_cache::sync::Cache::new(LAST_SEEN_KEPT),
+            next_session: Default::default(),
+            sessions: Default::default(),
+        }
+    }
 }
 
 impl Hub {
@@ -556,28 +567,55 @@ impl Hub {
 
     /// A connection of `user` opened; true if it is their first (they came online).
     pub fn connected(&self, user: u64) -> bool {
-        let mut p = self.inner.presence.entry(user).or_default();
-        p.connections += 1;
-        p.connections == 1
+        let mut n = self.inner.online.entry(user).or_default();
+        *n += 1;
+        *n == 1
     }
 
     /// A connection of `user` closed; true if it was their last (they went offline).
     pub fn disconnected(&self, user: u64) -> bool {
-        let mut p = self.inner.presence.entry(user).or_default();
-        p.connections = p.connections.saturating_sub(1);
-        p.last_seen = crate::time::now_ms();
-        p.connections == 0
+        use dashmap::mapref::entry::Entry;
+        self.inner.last_seen.insert(user, crate::time::now_ms());
+        match self.inner.online.entry(user) {
+            Entry::Occupied(mut n) if *n.get() > 1 => {
+                *n.get_mut() -= 1;
+                false
+            }
+            Entry::Occupied(n) => {
+                n.remove();
+                true
+            }
+            Entry::Vacant(_) => true,
+        }
     }
 
-    /// Whether `user` has an open connection, and when their last one closed (0: never).
+    /// Whether `user` has an open connection, and when their last one closed (0: never,
+    /// or too long ago to remember).
     pub fn presence(&self, user: u64) -> (bool, u64) {
-        self.inner.presence.get(&user).map(|p| (p.connections > 0, p.last_seen)).unwrap_or((false, 0))
+        let online = self.inner.online.contains_key(&user);
+        (online, self.inner.last_seen.get(&user).unwrap_or(0))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connections are counted for online users only: one who went offline leaves a
+    /// last-seen time in a bounded cache, not an entry in the counts.
+    #[test]
+    fn presence_keeps_online_users_only() {
+        let hub = Hub::default();
+        assert!(hub.connected(7), "the first connection comes online");
+        assert!(!hub.connected(7));
+        assert!(!hub.disconnected(7));
+        assert!(hub.presence(7).0);
+        assert!(hub.disconnected(7), "the last one goes offline");
+        let (online, last_seen) = hub.presence(7);
+        assert!(!online && last_seen > 0);
+        assert!(hub.inner.online.is_empty(), "an offline user leaves no entry");
+        assert_eq!(hub.presence(8), (false, 0), "never seen");
+    }
 
     /// Events cross the fan-out seam as plain data: each survives a serialization round
     /// trip whole, and groups keep SignalR's names.

@@ -53,10 +53,10 @@ pub struct AppState {
     pub settings: Settings,
     /// Signs and checks the expiring links to contract T's images.
     pub links: signed::LinkSigner,
-    /// A hash of the profile last sent to the directory for each user, so that a request
-    /// with an unchanged name sends nothing (a memo of messages sent, not state: the
-    /// directory decides). Bounded by the users.
-    pub noted: dashmap::DashMap<u64, u64>,
+    /// A hash of the profile last sent to the directory for each recent user, so that a
+    /// request with an unchanged name sends nothing (a memo of messages sent, not state:
+    /// the directory decides). Bounded: a user it forgot is noted once more.
+    pub noted: quick_cache::sync::Cache<u64, u64>,
 }
 
 /// What the realtime endpoints (contract C's WebSocket, the SignalR hub) reach, in a core
@@ -158,7 +158,7 @@ fn note_user(state: &AppState, id: &Identity) {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&id.name, &id.picture).hash(&mut h);
     let hash = h.finish();
-    if state.noted.get(&id.user_id).is_some_and(|n| *n == hash) {
+    if state.noted.get(&id.user_id) == Some(hash) {
         return;
     }
     state.noted.insert(id.user_id, hash);
