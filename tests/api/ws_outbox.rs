@@ -11,7 +11,7 @@ use std::time::Duration;
 
 #[actix_rt::test]
 async fn a_burst_to_sockets_that_stopped_reading_closes_them_1008_and_memory_stays_bounded() {
-    // The README's measurement runs it bigger (BURST_STALLED=20 BURST_N=4000), and with no
+    // docs/performance.md's measurement runs it bigger (BURST_STALLED=20 BURST_N=4000), and with no
     // stalled socket for the baseline.
     let count = |var: &str, default: usize| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (stalled_sockets, n) = (count("BURST_STALLED", 10), count("BURST_N", 2000));

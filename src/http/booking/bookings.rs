@@ -295,7 +295,7 @@ pub async fn cancel(
 pub struct ExecuteRequest {
     #[schema(pattern = "\\S", nullable = false, required = true)]
     pub payment_intent_id: Option<String>,
-    /// A test-gateway card token such as `tok_visa_creditCard` (see the README).
+    /// A test-gateway card token such as `tok_visa_creditCard` (see docs/api.md).
     #[schema(example = "tok_visa_creditCard", pattern = "\\S", nullable = false, required = true)]
     pub payment_method_token: Option<String>,
     #[schema(example = "123")]

@@ -1,5 +1,5 @@
 //! Contract C's WebSocket, `GET /chat/ws/{room_id}?token=JWT[&since=ID]`: the plain JSON
-//! protocol (see the README) as a [`Wire`] of the shared [`Session`] actor.
+//! protocol (see docs/api.md) as a [`Wire`] of the shared [`Session`] actor.
 //!
 //! The session goes online on connect (`user_{id}`) and joins `room_{id}` through the room
 //! (which hands it the messages after `since` in the same step, so the catch-up and the
@@ -29,7 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Contract C's WebSocket. Refused before the upgrade (401, 403, 404) so clients see why.
 #[utoipa::path(get, path = "/chat/ws/{room_id}", tag = "C: chat",
-    description = "A WebSocket (`Upgrade: websocket`) of JSON text frames; the token goes in `token`. Client frames: `{\"type\":\"message\",\"content\",\"message_type\",\"reply_to_message_id\"}`, `{\"type\":\"typing\",\"is_typing\"}`, `{\"type\":\"read\"}`, `{\"type\":\"ping\"}`. Server events: `message`, `message_updated`, `message_deleted`, `typing`, `user_status`, `message_read`, `room_updated`, `pong`, `error` (a bad frame; the socket stays open). With `since`, every message after it comes first. Close codes: 1008 (outgoing queue over its bound), 1009 (frame over 64 KiB), 1007/1002 (protocol violations), 1001 (idle 30 s). See the README.",
+    description = "A WebSocket (`Upgrade: websocket`) of JSON text frames; the token goes in `token`. Client frames: `{\"type\":\"message\",\"content\",\"message_type\",\"reply_to_message_id\"}`, `{\"type\":\"typing\",\"is_typing\"}`, `{\"type\":\"read\"}`, `{\"type\":\"ping\"}`. Server events: `message`, `message_updated`, `message_deleted`, `typing`, `user_status`, `message_read`, `room_updated`, `pong`, `error` (a bad frame; the socket stays open). With `since`, every message after it comes first. Close codes: 1008 (outgoing queue over its bound), 1009 (frame over 64 KiB), 1007/1002 (protocol violations), 1001 (idle 30 s). See docs/api.md.",
     params(("room_id" = u64, Path), ("token" = String, Query, description = "The JWT"),
         ("since" = Option<u64>, Query, description = "Deliver every message after this id first")),
     responses((status = 101, description = "Switching Protocols: the WebSocket"),

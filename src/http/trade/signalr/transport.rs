@@ -134,7 +134,7 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
 /// The WebSocket: refused before the upgrade with 401 (no valid token), 404 (an `id` that
 /// negotiate did not hand out, or that was used) or 403 (another user's `id`).
 #[utoipa::path(get, path = "/hubs/chat", tag = "T: ticket trade",
-    description = "The SignalR hub's WebSocket (`Upgrade: websocket`), after `POST /hubs/chat/negotiate`: the ASP.NET Core SignalR hub protocol, version 1, JSON (`{\"protocol\":\"json\",\"version\":1}` + 0x1E, text frames) or MessagePack (binary frames). Methods `JoinRoom(roomId)`, `LeaveRoom(roomId)`; events `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`, `MessageUpdated`, `MessageDeleted`. See the README.",
+    description = "The SignalR hub's WebSocket (`Upgrade: websocket`), after `POST /hubs/chat/negotiate`: the ASP.NET Core SignalR hub protocol, version 1, JSON (`{\"protocol\":\"json\",\"version\":1}` + 0x1E, text frames) or MessagePack (binary frames). Methods `JoinRoom(roomId)`, `LeaveRoom(roomId)`; events `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`, `MessageUpdated`, `MessageDeleted`. See docs/api.md.",
     params(("id" = Option<String>, Query, description = "The connectionToken from negotiate (absent with skipNegotiation)"),
         ("access_token" = Option<String>, Query, description = "The JWT (or the Authorization header)")),
     responses((status = 101, description = "Switching Protocols: the hub connection"),
