@@ -16,8 +16,8 @@
 //! is answered, so the buyer's next request opens a new room.
 
 use super::room::{
-    Author, ChatError, Participant, RoomCounts, RoomKind, RoomSettings, RoomSnapshot, RoomSummary, StoredMessage,
-    TradeInfo,
+    Author, ChatError, Participant, RoomCounts, RoomKind, RoomRule, RoomSettings, RoomSnapshot, RoomSummary,
+    StoredMessage, TradeInfo,
 };
 use super::ticket_listing::Listing;
 use crate::store::{Batch, Key, Store, StoreError};
@@ -174,8 +174,11 @@ fn summary(store: &Store, id: u64, user: u64) -> Result<Option<RoomSummary>, Sto
     Ok(Some(RoomSummary { room, last_message, unread }))
 }
 
-/// Create a room of `creator` with `others`; a direct room between two users is created
-/// once: the second request gets the first room, and `false`.
+/// Create a room of `creator` with `others` (the creator and repeats among them count
+/// once); a direct room between two users is created once: the second request gets the
+/// first room, and `false`. Refused ([`ChatError::Refused`]) unless a direct room has
+/// exactly one other user, and a group room a name, another user and no more than the
+/// participants a room may have.
 #[derive(Message)]
 #[rtype(result = "Result<(u64, bool), ChatError>")]
 pub struct CreateRoom {
@@ -191,7 +194,24 @@ impl Handler<CreateRoom> for Directory {
     fn handle(&mut self, msg: CreateRoom, _: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
         let mut users = vec![msg.creator.id];
-        users.extend(msg.others.into_iter().filter(|u| *u != msg.creator.id));
+        for user in msg.others {
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+        let refused = match msg.kind {
+            RoomKind::Direct if users.len() != 2 => Some(RoomRule::DirectNeedsOneOther),
+            RoomKind::Group if msg.name.is_none() => Some(RoomRule::GroupNeedsName),
+            RoomKind::Group if users.len() < 2 => Some(RoomRule::GroupNeedsOthers),
+            RoomKind::Group if users.len() > self.max_participants as usize => {
+                Some(RoomRule::TooMany { max: self.max_participants })
+            }
+            RoomKind::Trade => Some(RoomRule::TradeNeedsListing),
+            _ => None,
+        };
+        if let Some(rule) = refused {
+            return Box::pin(async move { Err(ChatError::Refused(rule)) });
+        }
         let pair = (msg.kind == RoomKind::Direct && users.len() == 2)
             .then(|| Key::DirectRoom(users[0].min(users[1]), users[0].max(users[1])));
         let participants = users
@@ -212,7 +232,7 @@ impl Handler<CreateRoom> for Directory {
 }
 
 /// The open trade room of `buyer` about `listing`, created if there is none; `true` when
-/// it was created.
+/// it was created. A seller's own listing is refused ([`RoomRule::OwnListing`]).
 #[derive(Message)]
 #[rtype(result = "Result<(u64, bool), ChatError>")]
 pub struct OpenTradeRoom {
@@ -223,6 +243,9 @@ pub struct OpenTradeRoom {
 impl Handler<OpenTradeRoom> for Directory {
     type Result = ResponseFuture<Result<(u64, bool), ChatError>>;
     fn handle(&mut self, msg: OpenTradeRoom, _: &mut Context<Self>) -> Self::Result {
+        if msg.listing.seller == msg.buyer.id {
+            return Box::pin(async { Err(ChatError::Refused(RoomRule::OwnListing)) });
+        }
         let now = now_ms();
         let buyer = self.participant(1, msg.buyer.id, Some(&msg.buyer), now);
         let seller = self.participant(2, msg.listing.seller, None, now);
@@ -316,5 +339,46 @@ mod tests {
         assert_eq!(found.get(&2).map(|p| p.0.as_str()), Some("u2"), "pushed out of memory, read back");
         assert_eq!(found.len(), 3);
         assert!(directory.send(GetProfiles { users: vec![u64::MAX] }).await.expect("mailbox").is_empty());
+    }
+
+    /// The rules of a new room hold whoever asks: not only the REST handlers.
+    #[actix_rt::test]
+    async fn the_directory_refuses_rooms_against_its_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let directory = Directory::load(store, 3).expect("directory").start();
+        let kim = Author { id: 1, name: "kim".into(), picture: None };
+        let create = |kind, name: Option<&str>, others: Vec<u64>| CreateRoom {
+            creator: kim.clone(),
+            kind,
+            name: name.map(String::from),
+            description: None,
+            others,
+        };
+        let refused = |rule| Err(ChatError::Refused(rule));
+        for (msg, rule) in [
+            (create(RoomKind::Direct, None, vec![1, 1]), RoomRule::DirectNeedsOneOther),
+            (create(RoomKind::Direct, None, vec![2, 3]), RoomRule::DirectNeedsOneOther),
+            (create(RoomKind::Group, None, vec![2]), RoomRule::GroupNeedsName),
+            (create(RoomKind::Group, Some("g"), vec![1]), RoomRule::GroupNeedsOthers),
+            (create(RoomKind::Group, Some("g"), vec![2, 3, 4]), RoomRule::TooMany { max: 3 }),
+            (create(RoomKind::Trade, Some("t"), vec![2]), RoomRule::TradeNeedsListing),
+        ] {
+            assert_eq!(directory.send(msg).await.expect("mailbox"), refused(rule));
+        }
+        let made = directory.send(create(RoomKind::Group, Some("g"), vec![2, 3, 2, 1])).await.expect("mailbox");
+        assert!(matches!(made, Ok((_, true))), "repeats and the creator count once: {made:?}");
+        let listing = Listing {
+            id: 5,
+            seller: 1,
+            title: "t".into(),
+            description: None,
+            unit_price: 1,
+            total_quantity: 1,
+            remaining_quantity: 1,
+            created_at: 0,
+        };
+        let own = directory.send(OpenTradeRoom { listing, buyer: kim.clone() }).await.expect("mailbox");
+        assert_eq!(own, refused(RoomRule::OwnListing));
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{BadRequest, Refused};
 use crate::actors::catalog::CatalogError;
-use crate::actors::room::ChatError;
+use crate::actors::room::{ChatError, RoomRule};
 use crate::actors::seat_map::SeatError;
 use crate::actors::waiting_queue::QueueError;
 use crate::actors::wallet::{ChargeRefusal, PayRefusal, WalletError};
@@ -401,6 +401,14 @@ impl From<ChatError> for CError {
             e @ ChatError::NotInRoom(_) => CError::bad_request(e.to_string()),
             ChatError::Storage(m) => CError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
             ChatError::Unavailable(m) => CError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Unavailable: {m}")),
+            ChatError::Refused(rule) => CError::invalid(match rule {
+                RoomRule::DirectNeedsOneOther => "a direct room has exactly one other participant".to_string(),
+                RoomRule::GroupNeedsName => "a group room needs a room_name".to_string(),
+                RoomRule::GroupNeedsOthers => "a group room needs at least one other participant".to_string(),
+                RoomRule::TooMany { max } => format!("a room has at most {max} participants"),
+                RoomRule::OwnListing => "you cannot open a trade room on your own listing".to_string(),
+                RoomRule::TradeNeedsListing => "room_type must be \"direct\" or \"group\"".to_string(),
+            }),
         }
     }
 }

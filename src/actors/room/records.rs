@@ -201,6 +201,26 @@ pub enum ChatError {
     /// An edge could not reach the core (NATS or the core is down): try again.
     #[error("the service is unavailable: {0}")]
     Unavailable(String),
+    /// A room the directory's rules do not allow.
+    #[error("refused: {0:?}")]
+    Refused(RoomRule),
+}
+
+/// The rules a new room must meet; the directory checks them, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomRule {
+    /// A direct room is between its creator and exactly one other user.
+    DirectNeedsOneOther,
+    /// A group room has a name.
+    GroupNeedsName,
+    /// A group room has at least one participant besides its creator.
+    GroupNeedsOthers,
+    /// More participants than a room may have (`BOXOFFICE_CHAT_MAX_PARTICIPANTS`).
+    TooMany { max: u32 },
+    /// A seller does not open a trade room on their own listing.
+    OwnListing,
+    /// A trade room is opened about a listing ([`OpenTradeRoom`](crate::actors::directory::OpenTradeRoom)).
+    TradeNeedsListing,
 }
 
 impl From<StoreError> for ChatError {

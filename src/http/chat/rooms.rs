@@ -153,9 +153,7 @@ pub async fn create_room(
             .as_u64()
             .filter(|n| (1..=crate::money::MAX_AMOUNT).contains(n))
             .ok_or_else(|| CError::invalid("participant_ids must be positive integers"))?;
-        if id != me.user_id && !others.contains(&id) {
-            others.push(id);
-        }
+        others.push(id);
     }
     if b.room_name.as_ref().is_some_and(|n| !crate::http::schema::length_within(n, 0, 100)) {
         return Err(CError::invalid("room_name must be at most 100 characters"));
@@ -163,20 +161,6 @@ pub async fn create_room(
     let name = b.room_name.as_deref().map(crate::http::schema::trimmed).filter(|n| !n.is_empty()).map(String::from);
     if b.room_description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         return Err(CError::invalid("room_description must be at most 1000 characters"));
-    }
-    match kind {
-        RoomKind::Direct if others.len() != 1 => {
-            return Err(CError::invalid("a direct room has exactly one other participant"))
-        }
-        RoomKind::Group if name.is_none() => return Err(CError::invalid("a group room needs a room_name")),
-        RoomKind::Group if others.is_empty() => {
-            return Err(CError::invalid("a group room needs at least one other participant"))
-        }
-        RoomKind::Group if others.len() as u32 + 1 > state.settings.chat_max_participants => {
-            let max = state.settings.chat_max_participants;
-            return Err(CError::invalid(format!("a room has at most {max} participants")));
-        }
-        _ => {}
     }
     let msg = CreateRoom { creator: author(&me), kind, name, description: b.room_description, others };
     let (id, created) = state.registry.directory().send(msg).await??;

@@ -107,6 +107,10 @@ impl From<ChatError> for TError {
             ChatError::Unavailable(m) => {
                 TError::new(StatusCode::SERVICE_UNAVAILABLE, format!("일시적으로 사용할 수 없습니다: {m}"))
             }
+            ChatError::Refused(crate::actors::room::RoomRule::OwnListing) => {
+                TError::bad_request("자신의 티켓에는 채팅방을 열 수 없습니다.")
+            }
+            ChatError::Refused(rule) => TError::bad_request(format!("{rule:?}")),
         }
     }
 }

@@ -103,9 +103,6 @@ pub async fn open_room(
 ) -> Result<HttpResponse, TError> {
     let ticket = positive(&body.0.ticket_id, "ticketId")?;
     let listing = listing_of(&state, ticket)?.send(GetListing).await?;
-    if listing.seller == me.user_id {
-        return Err(TError::bad_request("자신의 티켓에는 채팅방을 열 수 없습니다."));
-    }
     let (id, created) = state.registry.directory().send(OpenTradeRoom { listing, buyer: author(&me) }).await??;
     let room = room_actor(&state, id)?;
     let s = room.send(Summary { user: me.user_id }).await??;
