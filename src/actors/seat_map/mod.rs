@@ -866,6 +866,29 @@ impl Handler<GetReservation> for SeatMap {
     }
 }
 
+/// Several reservations of this seat map (those it does not have are left out), in the
+/// order asked.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Reservation>, SeatError>")]
+pub struct GetReservations {
+    pub ids: Vec<u64>,
+}
+
+impl Handler<GetReservations> for SeatMap {
+    type Result = Result<Vec<Reservation>, SeatError>;
+    fn handle(&mut self, msg: GetReservations, ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::with_capacity(msg.ids.len());
+        for id in msg.ids {
+            match self.handle(GetReservation { id }, ctx) {
+                Ok(r) => out.push(r),
+                Err(SeatError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Step 1 of a payment: lock the reservation for `payment` so it cannot expire.
 #[derive(Message)]
 #[rtype(result = "Result<Reservation, SeatError>")]

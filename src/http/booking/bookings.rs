@@ -225,14 +225,8 @@ pub async fn create(
     responses((status = 200, body = [BookingView]), (status = 401, body = BErrorBody)),
     security(("bearer" = [])))]
 pub async fn mine(state: web::Data<AppState>, me: Caller<BError>) -> Result<HttpResponse, BError> {
-    let mut out = Vec::new();
-    for route in state.registry.bookings_of(me.user_id).map_err(storage)? {
-        let seat_map = seat_map_of(&state, &route)?;
-        let r = seat_map.send(GetReservation { id: route.reservation }).await??;
-        if r.user == me.user_id {
-            out.extend(BookingView::new(&r));
-        }
-    }
+    let bookings = state.registry.bookings_of(me.user_id).await?;
+    let out: Vec<_> = bookings.iter().flat_map(BookingView::new).collect();
     Ok(HttpResponse::Ok().json(out))
 }
 
