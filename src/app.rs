@@ -109,7 +109,7 @@ impl Application {
                 .wrap_fn(|req, srv| {
                     use actix_web::dev::Service;
                     use futures_util::future::{ready, Either};
-                    match http::health::bad_query(req.request()) {
+                    match http::contract::bad_query(req.request()) {
                         Some(res) => Either::Left(ready(Err(actix_web::error::InternalError::from_response(
                             "the query string is not UTF-8",
                             res,
@@ -131,7 +131,7 @@ impl Application {
                     if edge {
                         edge_elsewhere(req).await
                     } else {
-                        http::health::not_found(req).await
+                        http::contract::not_found(req).await
                     }
                 }))
         };
@@ -256,7 +256,7 @@ async fn edge_health(state: web::Data<Realtime>) -> HttpResponse {
 /// Anything but a WebSocket on an edge: 404, in the contract's shape, saying where to go.
 async fn edge_elsewhere(req: actix_web::HttpRequest) -> HttpResponse {
     let message = "This is an edge node: it serves WebSockets only; send REST requests to the core.";
-    http::health::refusal(req.path(), actix_web::http::StatusCode::NOT_FOUND, "NOT_FOUND", message.into())
+    http::contract::refusal(req.path(), actix_web::http::StatusCode::NOT_FOUND, "NOT_FOUND", message.into())
 }
 
 /// The first SIGTERM or SIGINT (Ctrl-C).

@@ -10,8 +10,9 @@
 //! - [`queue`]: contract Q, concert seats behind a waiting queue, paid from a wallet.
 //! - [`booking`]: contract B, seat bookings paid by card through a payment gateway.
 //! - Shared by every contract: [`error`] (one error type per contract, each rendering
-//!   its contract's shape and statuses), [`health`] (health, the OpenAPI route, unknown
-//!   routes), [`openapi`] (the document, gathered from the handlers), [`signed`]
+//!   its contract's shape and statuses), [`contract`] (which contract a path belongs to,
+//!   refusals in its shape, unknown routes), [`health`] (`/healthz`), [`openapi`] (the
+//!   document, gathered from the handlers, and its route), [`signed`]
 //!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors.
 //!
 //! The extractors are generic over the contract's error type, so a bad token or body is
@@ -19,6 +20,7 @@
 
 pub mod booking;
 pub mod chat;
+pub mod contract;
 pub mod error;
 pub mod frame_guard;
 pub mod health;
@@ -300,6 +302,7 @@ pub fn fingerprint<T: Serialize>(route: &str, body: &T) -> Fingerprint {
 /// Every route of every contract.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     health::routes(cfg);
+    openapi::routes(cfg);
     queue::routes(cfg);
     booking::routes(cfg);
     chat::routes(cfg);

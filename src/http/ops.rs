@@ -3,8 +3,8 @@
 //! access log line and request metrics (see [`observe_requests`]).
 
 use crate::actors::catalog::SeatsLeft;
+use crate::http::contract::Contract;
 use crate::http::error::QError;
-use crate::http::health::Contract;
 use crate::http::AppState;
 use crate::time::rfc3339;
 use actix_web::body::BoxBody;

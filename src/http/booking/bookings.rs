@@ -23,7 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/bookings/my")
                 .route(web::get().to(mine))
-                .default_service(web::to(crate::http::health::not_found)),
+                .default_service(web::to(crate::http::contract::not_found)),
         )
         .route("/bookings/{booking_id}", web::get().to(get))
         .route("/bookings/{booking_id}", web::delete().to(cancel))
