@@ -6,11 +6,10 @@
 use actix::prelude::*;
 use boxoffice::actors::directory::CreateRoom;
 use boxoffice::actors::hub::{Deliver, Outbox, Subscriber};
-use boxoffice::actors::ledger::Answer;
+use boxoffice::actors::keys::{Answer, Reserve};
 use boxoffice::actors::room::{Author, Join, PostMessage, RoomKind};
 use boxoffice::actors::seat_map::{CancelReservation, HoldSeats, SeatMapSnapshot};
 use boxoffice::actors::waiting_queue::{Check, Issue, QueuePolicy, WaitingQueue};
-use boxoffice::actors::wallet::Reserve;
 use boxoffice::actors::Registry;
 use boxoffice::config::Cli;
 use boxoffice::store::{Key, Store};
@@ -273,7 +272,7 @@ fn ledger_history(c: &mut Criterion) {
         (registry, seat_map)
     });
     let run = |user: u64, from: u64, n: u64| {
-        let wallet = registry.wallet(user).expect("wallet");
+        let wallet = registry.keys(user).expect("key gate");
         let seat_map = seat_map.clone();
         let start = Instant::now();
         rt.block_on(async move {

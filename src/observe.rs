@@ -85,7 +85,7 @@ fn describe() {
     describe_histogram!("boxoffice_store_writes_per_commit", "Acknowledged writes released by one group commit");
     describe_histogram!("boxoffice_store_fsync_seconds", Unit::Seconds, "Time one store flush (fsync) took");
     describe_counter!("boxoffice_store_journal_replays_total", "Journal entries replayed at start-up");
-    describe_gauge!("boxoffice_actors_live", "Wallet, seat map, room and listing actors in memory, by kind");
+    describe_gauge!("boxoffice_actors_live", "Wallet, key gate, seat map, room and listing actors in memory, by kind");
     describe_counter!(
         "boxoffice_actors_idle_stops_total",
         "Actors let go of after BOXOFFICE_ACTOR_IDLE unasked, by kind"

@@ -324,8 +324,9 @@ mod tests {
     //! The lifecycle on real actors: a wallet (state in its record) and a seat map (a
     //! deadline keeps it), with an idle window of a few milliseconds.
 
+    use crate::actors::keys::Charge;
     use crate::actors::seat_map::{HoldSeats, SeatMapSnapshot};
-    use crate::actors::wallet::{Charge, GetBalance};
+    use crate::actors::wallet::GetBalance;
     use crate::actors::Registry;
     use crate::config::Cli;
     use crate::store::{Key, Store};
@@ -354,12 +355,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = registry(dir.path(), "20ms").await;
         let charge = || Charge { key: "c".into(), fingerprint: [1; 32], amount: 700 };
-        let first = registry.wallet(1).expect("wallet").send(charge()).await.expect("mailbox").expect("charge");
-        until("the wallet stops", || registry.live_actors().wallets == 0).await;
+        let first = registry.keys(1).expect("gate").send(charge()).await.expect("mailbox").expect("charge");
+        let idle = || registry.live_actors().wallets == 0 && registry.live_actors().key_gates == 0;
+        until("the wallet and the key gate stop", idle).await;
         let wallet = registry.wallet(1).expect("wallet");
         assert_eq!(registry.live_actors().wallets, 1);
         assert_eq!(wallet.send(GetBalance).await.expect("mailbox"), 700, "the balance came back");
-        let replay = wallet.send(charge()).await.expect("mailbox").expect("replay");
+        let replay = registry.keys(1).expect("gate").send(charge()).await.expect("mailbox").expect("replay");
         assert_eq!(replay, first, "a keyed retry after the stop replays the first answer");
         assert_eq!(wallet.send(GetBalance).await.expect("mailbox"), 700, "and charges nothing");
     }
@@ -383,6 +385,8 @@ mod tests {
     async fn a_stop_is_called_off_while_someone_still_holds_the_actor() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = registry(dir.path(), "20ms").await;
+        let charge = Charge { key: "k".into(), fingerprint: [0; 32], amount: 5 };
+        registry.keys(3).expect("gate").send(charge).await.expect("mailbox").expect("charged");
         let held = registry.wallet(3).expect("wallet");
         // Past several sweeps: the book let go of it, but a holder can still reach it, so it
         // runs on, and whoever asks next gets that same actor back, not a second one.
@@ -390,7 +394,7 @@ mod tests {
         assert!(held.connected(), "an actor somebody holds does not stop");
         let again = registry.wallet(3).expect("wallet");
         assert_eq!(again, held, "the stop was called off");
-        held.send(Charge { key: "k".into(), fingerprint: [0; 32], amount: 5 }).await.expect("mailbox").expect("ok");
+        assert_eq!(held.send(GetBalance).await.expect("mailbox"), 5, "and it still serves");
         let weak = held.downgrade();
         drop((held, again));
         until("the wallet stops once nobody holds it", || registry.live_actors().wallets == 0).await;

@@ -1,15 +1,17 @@
 //! The idempotency ledger: the first answer to every keyed request, one record per
-//! `(user, Idempotency-Key)`.
+//! `(user, Idempotency-Key)`, generic over what an answer is.
 //!
-//! Every keyed POST of contracts Q and B goes through the caller's [`Wallet`], which owns
-//! the user's keys while they run: a key whose first request is still running is refused
-//! (409), whichever actor that request went to. The actor that makes the change writes
-//! the ledger entry in the same atomic batch as the change itself (the seat map with the
-//! hold or the booking, the wallet with the debit), so after a crash a retry finds either
-//! both or neither. A refusal that changes nothing is recorded alone and answered without
-//! waiting for its flush; it rides the next group commit.
+//! The user's [`KeyGate`] owns their keys while their requests run: a key whose first
+//! request is still running is refused (409), whichever actor that request went to. The
+//! actor that makes the change writes the ledger entry in the same atomic batch as the
+//! change itself (the seat map with the hold or the booking, the wallet with the debit),
+//! through the [`Keyed`] handle it is given, so after a crash a retry finds either both or
+//! neither. The handle says how the actor's outcome becomes the recorded answer: the
+//! caller knows what the endpoint answers, the actor does not. A refusal that changes
+//! nothing is recorded alone and answered without waiting for its flush; it rides the next
+//! group commit.
 //!
-//! A retry of the same request gets the recorded [`Answer`], which the HTTP layer renders
+//! A retry of the same request gets the recorded answer, which the HTTP layer renders
 //! exactly as it rendered the first time (the answer holds everything the response shows,
 //! as it was then); the same key with another request is refused (422). Entries older than
 //! [`KEY_RETENTION`] no longer count and are purged by [`purge_expired`].
@@ -17,14 +19,13 @@
 //! Each entry is its own record, written once: a user's 10,000th keyed request costs what
 //! their first did.
 //!
-//! [`Wallet`]: super::wallet::Wallet
+//! [`KeyGate`]: super::keys::KeyGate
 
-use super::seat_map::booking::ExecuteOutcome;
-use super::seat_map::{Reservation, SeatError};
-use super::wallet::{ChargeReceipt, ChargeRefusal, PayRefusal, PaymentReceipt};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 use std::time::Duration;
 
 /// How long an idempotency key and its answer are kept (the contracts ask for 24 hours).
@@ -41,35 +42,52 @@ pub struct KeyedRequest {
     pub fingerprint: Fingerprint,
 }
 
-/// The answer to a keyed request, as recorded and replayed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Answer {
-    /// `POST /reservations`: the hold as it was made.
-    Reserved(Reservation),
-    ReserveRefused(SeatError),
-    /// `PATCH /users/{id}/charge`.
-    Charged(ChargeReceipt),
-    ChargeRefused(ChargeRefusal),
-    /// `POST /payments`.
-    Paid(PaymentReceipt),
-    PayRefused(PayRefusal),
-    /// `POST /bookings`: the booking as it was created (its status then, not now).
-    Booked(Reservation),
-    BookRefused(SeatError),
-    /// `POST /payments/execute`: a definite outcome (paid, declined, expired). Refusals
-    /// that say nothing about the charge (not yours, in progress) are not recorded.
-    Executed(ExecuteOutcome),
-    /// Answered but not recorded: a retry asks again.
-    ExecuteRefused(SeatError),
+/// How an actor records outcome `O` of a keyed request as the key's answer: adds the
+/// ledger entry to the batch that makes the change.
+pub type Recorder<O> = fn(&KeyedRequest, &O, &mut Batch) -> Result<(), StoreError>;
+
+/// A keyed request handed to the actor that runs it, with how that actor records its
+/// outcome (the actor calls [`Keyed::record`] with the outcome it reached, in the batch of
+/// the change it makes).
+pub struct Keyed<O> {
+    pub req: KeyedRequest,
+    pub recorder: Recorder<O>,
+}
+
+impl<O> Clone for Keyed<O> {
+    fn clone(&self) -> Self {
+        Keyed { req: self.req.clone(), recorder: self.recorder }
+    }
+}
+
+impl<O> std::fmt::Debug for Keyed<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyed").field("req", &self.req).finish_non_exhaustive()
+    }
+}
+
+impl<O> Keyed<O> {
+    /// Add the entry recording `outcome` to `batch`.
+    pub fn record(&self, outcome: &O, batch: &mut Batch) -> Result<(), StoreError> {
+        (self.recorder)(&self.req, outcome, batch)
+    }
 }
 
 /// One ledger record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Entry<A> {
     pub fingerprint: Fingerprint,
     /// When the answer was recorded (ms since the epoch).
     pub at: u64,
-    pub answer: Answer,
+    pub answer: A,
+}
+
+/// An [`Entry`] to write, by reference (encoded alike).
+#[derive(Serialize)]
+struct EntryRef<'a, A> {
+    fingerprint: Fingerprint,
+    at: u64,
+    answer: &'a A,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -78,14 +96,17 @@ pub enum KeyError {
     Reused,
 }
 
-fn live(entry: &Entry, now: u64) -> bool {
+fn live<A>(entry: &Entry<A>, now: u64) -> bool {
     entry.at.saturating_add(crate::time::ms(KEY_RETENTION)) > now
 }
 
 /// The recorded answer for `req`'s key: `Ok(Some)` to replay, `Ok(None)` if the key is
 /// new (or its entry has run out), `Err(Reused)` if it answered another request.
-pub fn lookup(store: &Store, req: &KeyedRequest) -> Result<Result<Option<Answer>, KeyError>, StoreError> {
-    let entry = store.get::<Entry>(&Key::Ledger(req.user, req.key.clone()))?;
+pub fn lookup<A: DeserializeOwned>(
+    store: &Store,
+    req: &KeyedRequest,
+) -> Result<Result<Option<A>, KeyError>, StoreError> {
+    let entry = store.get::<Entry<A>>(&Key::Ledger(req.user, req.key.clone()))?;
     Ok(match entry.filter(|e| live(e, now_ms())) {
         None => Ok(None),
         Some(e) if e.fingerprint == req.fingerprint => Ok(Some(e.answer)),
@@ -94,16 +115,16 @@ pub fn lookup(store: &Store, req: &KeyedRequest) -> Result<Result<Option<Answer>
 }
 
 /// Add `req`'s entry with `answer` to `batch` (written with the change it answers).
-pub fn record(batch: &mut Batch, req: &KeyedRequest, answer: Answer) -> Result<(), StoreError> {
-    let entry = Entry { fingerprint: req.fingerprint, at: now_ms(), answer };
+pub fn record<A: Serialize>(batch: &mut Batch, req: &KeyedRequest, answer: &A) -> Result<(), StoreError> {
+    let entry = EntryRef { fingerprint: req.fingerprint, at: now_ms(), answer };
     batch.put(&Key::Ledger(req.user, req.key.clone()), &entry)
 }
 
 /// Remove every entry older than [`KEY_RETENTION`]; returns how many. An entry rewritten
 /// meanwhile (a key reused after its first entry ran out) is left alone.
-pub fn purge_expired(store: &Store) -> Result<usize, StoreError> {
+pub fn purge_expired<A: DeserializeOwned>(store: &Store) -> Result<usize, StoreError> {
     let now = now_ms();
-    store.remove_where::<Entry>(&Key::Ledger(0, String::new()), |e| !live(e, now))
+    store.remove_where::<Entry<A>>(&Key::Ledger(0, String::new()), |e| !live(e, now))
 }
 
 /// How often the [`Janitor`] purges run-out entries.
@@ -111,16 +132,18 @@ pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Purges run-out ledger entries every [`PURGE_EVERY`], on a thread of its own (a purge
 /// scans the ledger, which must not hold up the actors that serve requests). It owns no
-/// business state: an entry past its retention answers nothing any more.
-pub struct Janitor {
+/// business state: an entry past its retention answers nothing any more. `A` is what the
+/// ledger's answers are.
+pub struct Janitor<A> {
     pub store: Store,
+    pub answers: PhantomData<fn() -> A>,
 }
 
-impl actix::Actor for Janitor {
+impl<A: DeserializeOwned + 'static> actix::Actor for Janitor<A> {
     type Context = actix::Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         use actix::AsyncContext;
-        ctx.run_interval(PURGE_EVERY, |act, _| match purge_expired(&act.store) {
+        ctx.run_interval(PURGE_EVERY, |act, _| match purge_expired::<A>(&act.store) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "purged run-out idempotency keys"),
             Err(e) => tracing::warn!(error = %e, "could not purge run-out idempotency keys"),
@@ -137,22 +160,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let req = KeyedRequest { user: 7, key: "k".into(), fingerprint: [1; 32] };
-        assert_eq!(lookup(&store, &req).expect("lookup"), Ok(None));
-        let answer = Answer::ReserveRefused(SeatError::Taken("3".into()));
+        assert_eq!(lookup::<String>(&store, &req).expect("lookup"), Ok(None));
+        let answer = "seat 3 is taken".to_string();
         let mut batch = Batch::default();
-        record(&mut batch, &req, answer.clone()).expect("record");
+        record(&mut batch, &req, &answer).expect("record");
         store.apply(batch).expect("apply");
         assert_eq!(lookup(&store, &req).expect("lookup"), Ok(Some(answer.clone())));
         let other = KeyedRequest { fingerprint: [2; 32], ..req.clone() };
-        assert_eq!(lookup(&store, &other).expect("lookup"), Err(KeyError::Reused));
+        assert_eq!(lookup::<String>(&store, &other).expect("lookup"), Err(KeyError::Reused));
         let someone_else = KeyedRequest { user: 8, ..other };
-        assert_eq!(lookup(&store, &someone_else).expect("lookup"), Ok(None), "keys are per user");
-        assert_eq!(purge_expired(&store).expect("purge"), 0, "a fresh entry is kept");
+        assert_eq!(lookup::<String>(&store, &someone_else).expect("lookup"), Ok(None), "keys are per user");
+        assert_eq!(purge_expired::<String>(&store).expect("purge"), 0, "a fresh entry is kept");
         // An entry past the retention no longer counts, and the purge removes it.
         let old = Entry { fingerprint: [1; 32], at: now_ms() - crate::time::ms(KEY_RETENTION) - 1, answer };
         store.put(&Key::Ledger(7, "k".into()), &old).expect("put");
-        assert_eq!(lookup(&store, &req).expect("lookup"), Ok(None));
-        assert_eq!(purge_expired(&store).expect("purge"), 1);
+        assert_eq!(lookup::<String>(&store, &req).expect("lookup"), Ok(None));
+        assert_eq!(purge_expired::<String>(&store).expect("purge"), 1);
         assert!(!store.contains(&Key::Ledger(7, "k".into())).expect("contains"));
     }
 }

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod directory;
 pub mod gateway;
 pub mod hub;
+pub mod keys;
 pub mod ledger;
 pub mod registry;
 pub mod room;

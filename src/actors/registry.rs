@@ -8,6 +8,7 @@ use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance,
 use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::{room_group, ChatEvent, Event, Fanout, Hub};
+use super::keys::{Answer, KeyGate, KeyGates, KeysEnv};
 use super::room::{Room, Rooms, RoomsEnv};
 use super::seat_map::booking::reservation_of_public_id;
 use super::seat_map::{
@@ -30,6 +31,7 @@ pub use super::seat_map::BookingRoute;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveActors {
     pub wallets: usize,
+    pub key_gates: usize,
     pub seat_maps: usize,
     pub rooms: usize,
     pub listings: usize,
@@ -45,6 +47,8 @@ struct Inner {
     settings: Settings,
     seat_maps: SeatMaps,
     wallets: Wallets,
+    /// Each user's Idempotency-Keys while their requests run.
+    keys: KeyGates,
     /// Chat rooms started so far (others start on first use).
     rooms: Rooms,
     /// Ticket listings (all started at start: their timers run expiries).
@@ -165,7 +169,8 @@ impl Registry {
             gateway_timeout: settings.gateway_timeout,
             ttl: settings.trade_reservation_ttl,
         };
-        let janitor = super::ledger::Janitor { store: store.clone() };
+        let keys = KeyGates::new(KeysEnv { store: store.clone(), wallets: wallets.clone() }, arbiters.clone(), idle);
+        let janitor = super::ledger::Janitor::<Answer> { store: store.clone(), answers: std::marker::PhantomData };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
         let catalog = Catalog::new(catalog_state, store.clone(), seat_maps.clone());
         let catalog = Catalog::start_in_arbiter(&arbiters.for_key(&"catalog"), |_| catalog);
@@ -176,6 +181,7 @@ impl Registry {
                 settings: settings.clone(),
                 seat_maps,
                 wallets,
+                keys,
                 rooms,
                 listings: ListingBook::new(
                     ListingsEnv { store: store.clone(), env: listing_env },
@@ -427,13 +433,22 @@ impl Registry {
         self.inner.seat_maps.concert_of_schedule(schedule)
     }
 
-    /// How many actors of each kind are running: (wallets, seat maps, rooms, listings).
+    /// How many actors of each kind are running.
     pub fn live_actors(&self) -> LiveActors {
         LiveActors {
             wallets: self.inner.wallets.len(),
+            key_gates: self.inner.keys.len(),
             seat_maps: self.inner.seat_maps.live(),
             rooms: self.inner.rooms.len(),
             listings: self.inner.listings.len(),
+        }
+    }
+
+    /// The gate of `user`'s Idempotency-Keys: every keyed request goes through it.
+    pub fn keys(&self, user: u64) -> Result<Addr<KeyGate>, StoreError> {
+        match self.inner.keys.get(&user)? {
+            Some(gate) => Ok(gate),
+            None => unreachable!("every user has a key gate"),
         }
     }
 

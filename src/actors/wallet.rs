@@ -1,15 +1,9 @@
 //! `Wallet`: one actor per user. It owns the user's balance and monthly charge total, and
-//! the user's idempotency keys while their requests run; it coordinates each payment with
-//! the seat map.
+//! coordinates each payment with the seat map.
 //!
-//! # Idempotency
-//! Every keyed request of a user (a hold, a booking, a charge, a payment, a card payment)
-//! passes through
-//! the user's wallet, which refuses a key whose first request is still running (409) and
-//! answers a known key from the [`ledger`](super::ledger) (the first answer; 422 for
-//! another request). The actor that makes the change records the answer in the same
-//! atomic write as the change: the seat map for holds and bookings, the wallet for
-//! charges and payments.
+//! Charges and payments come keyed, through the user's [`KeyGate`], which owns the keys
+//! while the requests run and answers replays. The wallet records each outcome through the
+//! [`Keyed`] handle it is given, in the same atomic write as the change itself.
 //!
 //! # What is persisted
 //! The wallet's own record is its current state only (balance, month, monthly total): a
@@ -29,22 +23,19 @@
 //!
 //! So a debit (durable in step 2) always ends in a confirmed seat, and a confirmed seat
 //! always has a durable debit behind it, whatever crashes or expiries come in between.
+//!
+//! [`KeyGate`]: super::keys::KeyGate
 
 use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease};
-use super::ledger::{self, Answer, Fingerprint, KeyError, KeyedRequest};
-use super::seat_map::booking::ExecuteBooking;
-use super::seat_map::{
-    BeginPayment, BookingSpec, FinishPayment, HoldSeats, PaymentDecision, Reservation, ResolvePayment, SeatError,
-    SeatMap, SeatMaps,
-};
+use super::ledger::Keyed;
+use super::seat_map::{BeginPayment, FinishPayment, PaymentDecision, Reservation, ResolvePayment, SeatError, SeatMaps};
 use super::waiting_queue::Retire;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{month_of, now_ms};
 use actix::prelude::*;
 use futures_util::future::ready;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::HashSet;
 
 /// The charge policy.
 #[derive(Debug, Clone, Copy)]
@@ -92,12 +83,15 @@ pub enum PayRefusal {
     InsufficientBalance { balance: u64, price: u64 },
 }
 
+/// What a charge comes to: the receipt, or why not.
+pub type ChargeOutcome = Result<ChargeReceipt, ChargeRefusal>;
+
+/// What a payment comes to: the receipt, or why not.
+pub type PayOutcome = Result<PaymentReceipt, PayRefusal>;
+
+/// A failure that is no answer to the request (nothing was recorded): try again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WalletError {
-    #[error("this idempotency key was used with a different request")]
-    KeyReused,
-    #[error("a request with this idempotency key is still in progress")]
-    KeyInProgress,
     #[error("the server is busy; try again")]
     Unavailable,
     #[error("storage failure: {0}")]
@@ -137,9 +131,6 @@ pub struct WalletSnapshot {
 
 pub struct Wallet {
     state: WalletSnapshot,
-    /// Keys whose first request is running, with its fingerprint (memory only: after a
-    /// crash nothing is running, and the ledger answers for what was recorded).
-    in_flight: HashMap<String, Fingerprint>,
     /// Payments between `BeginPayment` and their decision.
     paying: HashSet<u64>,
     limits: ChargeLimits,
@@ -166,80 +157,38 @@ impl Wallet {
     ) -> Result<Wallet, StoreError> {
         let state =
             store.get::<WalletSnapshot>(&Key::Wallet(user))?.unwrap_or(WalletSnapshot { user, ..Default::default() });
-        Ok(Wallet { state, in_flight: HashMap::new(), paying: HashSet::new(), limits, store, env, lease })
+        Ok(Wallet { state, paying: HashSet::new(), limits, store, env, lease })
     }
 
-    fn request(&self, key: String, fingerprint: Fingerprint) -> KeyedRequest {
-        KeyedRequest { user: self.state.user, key, fingerprint }
-    }
-
-    /// Look the key up: `Ok(Some(answer))` replays, `Ok(None)` means run the request (the
-    /// key is now in flight until [`Wallet::release`]).
-    fn begin(&mut self, req: &KeyedRequest) -> Result<Option<Answer>, WalletError> {
-        if let Some(fp) = self.in_flight.get(&req.key) {
-            return Err(if *fp == req.fingerprint { WalletError::KeyInProgress } else { WalletError::KeyReused });
-        }
-        match ledger::lookup(&self.store, req)? {
-            Ok(Some(answer)) => return Ok(Some(answer)),
-            Ok(None) => {}
-            Err(KeyError::Reused) => return Err(WalletError::KeyReused),
-        }
-        self.in_flight.insert(req.key.clone(), req.fingerprint);
-        Ok(None)
-    }
-
-    /// Start `req`, or the answer to give instead: the recorded one (once durable), or a
-    /// refusal of the key (409, 422).
-    fn start(&mut self, req: &KeyedRequest) -> Option<ResponseFuture<Result<Answer, WalletError>>> {
-        match self.begin(req) {
-            Err(e) => Some(Box::pin(ready(Err(e)))),
-            Ok(Some(answer)) => Some(self.replay(answer)),
-            Ok(None) => None,
-        }
-    }
-
-    fn release(&mut self, key: &str) {
-        self.in_flight.remove(key);
-    }
-
-    fn replay(&self, answer: Answer) -> ResponseFuture<Result<Answer, WalletError>> {
-        // The first answer may still be on its way to disk: replay it no sooner.
-        let store = self.store.clone();
-        Box::pin(async move {
-            store.durable().await?;
-            Ok(answer)
-        })
-    }
-
-    /// Apply the charge policy to the state: the answer, and whether the state changed.
-    fn charge(&mut self, amount: u64) -> Answer {
+    /// Apply the charge policy to the state (changed only when the charge is made).
+    fn charge(&mut self, amount: u64) -> ChargeOutcome {
         let now = now_ms();
         let month = month_of(now);
         let used = if self.state.month == month { self.state.month_charged } else { 0 };
         if amount == 0 {
-            return Answer::ChargeRefused(ChargeRefusal::NotPositive);
+            return Err(ChargeRefusal::NotPositive);
         }
         if amount > self.limits.max_single {
-            return Answer::ChargeRefused(ChargeRefusal::OverSingleLimit { limit: self.limits.max_single });
+            return Err(ChargeRefusal::OverSingleLimit { limit: self.limits.max_single });
         }
         if used.saturating_add(amount) > self.limits.max_monthly {
-            return Answer::ChargeRefused(ChargeRefusal::OverMonthlyLimit { limit: self.limits.max_monthly, used });
+            return Err(ChargeRefusal::OverMonthlyLimit { limit: self.limits.max_monthly, used });
         }
         let Some(balance) = crate::money::add(self.state.balance, amount) else {
-            return Answer::ChargeRefused(ChargeRefusal::OverMaxBalance);
+            return Err(ChargeRefusal::OverMaxBalance);
         };
         self.state.month = month;
         self.state.month_charged = used + amount;
         self.state.balance = balance;
-        Answer::Charged(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
+        Ok(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
     }
 
-    /// Write the ledger entry for `req` (and the wallet's state with it, when `changed`),
-    /// settling the key; on a failed write the state goes back to `before`.
-    fn write(
+    /// Write the ledger entry recording `outcome` (and the wallet's state with it, when
+    /// `changed`); on a failed write the state goes back to `before`.
+    fn write<O>(
         &mut self,
-        req: &KeyedRequest,
-        answer: &Answer,
+        keyed: &Keyed<O>,
+        outcome: &O,
         changed: bool,
         before: WalletSnapshot,
         extra: Batch,
@@ -248,7 +197,7 @@ impl Wallet {
         if changed {
             batch.put(&Key::Wallet(self.state.user), &self.state)?;
         }
-        ledger::record(&mut batch, req, answer.clone())?;
+        keyed.record(outcome, &mut batch)?;
         if let Err(e) = self.store.apply(batch) {
             self.state = before;
             return Err(e.into());
@@ -282,9 +231,9 @@ impl Activated for Wallet {
     fn activate(user: &u64, env: &WalletsEnv, lease: Lease<Self>) -> Result<Option<Self>, StoreError> {
         Wallet::load(*user, env.store.clone(), env.env.clone(), env.limits, lease).map(Some)
     }
-    /// A key whose request runs, or a payment between its steps.
+    /// A payment between its steps.
     fn busy(&self) -> bool {
-        !self.in_flight.is_empty() || !self.paying.is_empty()
+        !self.paying.is_empty()
     }
     fn lease(&self) -> &Lease<Self> {
         &self.lease
@@ -310,172 +259,40 @@ impl Handler<GetBalance> for Wallet {
     }
 }
 
-/// Add `amount` to the balance under the charge policy.
+/// Add `amount` to the balance under the charge policy, recording the outcome for `key`.
 #[derive(Message)]
-#[rtype(result = "Result<Answer, WalletError>")]
+#[rtype(result = "Result<ChargeOutcome, WalletError>")]
 pub struct Charge {
-    pub key: String,
-    pub fingerprint: Fingerprint,
+    pub key: Keyed<ChargeOutcome>,
     pub amount: u64,
 }
 
 impl Handler<Charge> for Wallet {
-    type Result = ResponseFuture<Result<Answer, WalletError>>;
+    type Result = ResponseFuture<Result<ChargeOutcome, WalletError>>;
     fn handle(&mut self, msg: Charge, _: &mut Context<Self>) -> Self::Result {
-        let req = self.request(msg.key, msg.fingerprint);
-        if let Some(answered) = self.start(&req) {
-            return answered;
-        }
         let before = self.state.clone();
-        let answer = self.charge(msg.amount);
-        let changed = matches!(answer, Answer::Charged(_));
-        let written = self.write(&req, &answer, changed, before, Batch::default());
-        self.release(&req.key);
-        if let Err(e) = written {
+        let outcome = self.charge(msg.amount);
+        let changed = outcome.is_ok();
+        if let Err(e) = self.write(&msg.key, &outcome, changed, before, Batch::default()) {
             return Box::pin(ready(Err(e)));
         }
         if !changed {
             // A refusal changes nothing: its record rides the next flush.
-            return Box::pin(ready(Ok(answer)));
+            return Box::pin(ready(Ok(outcome)));
         }
         let store = self.store.clone();
         Box::pin(async move {
             store.durable().await?;
-            Ok(answer)
+            Ok(outcome)
         })
     }
 }
 
-/// Hold seats for this user, once per key.
+/// Pay for a held reservation from the balance, recording the outcome for `key`.
 #[derive(Message)]
-#[rtype(result = "Result<Answer, WalletError>")]
-pub struct Reserve {
-    pub key: String,
-    pub fingerprint: Fingerprint,
-    pub seat_map: Addr<SeatMap>,
-    pub seats: Vec<String>,
-    pub ttl: Duration,
-}
-
-/// Lock seats for a contract B booking, once per key.
-#[derive(Message)]
-#[rtype(result = "Result<Answer, WalletError>")]
-pub struct Book {
-    pub key: String,
-    pub fingerprint: Fingerprint,
-    pub seat_map: Addr<SeatMap>,
-    pub seats: Vec<String>,
-    pub ttl: Duration,
-    pub spec: BookingSpec,
-}
-
-impl Handler<Reserve> for Wallet {
-    type Result = ResponseFuture<Result<Answer, WalletError>>;
-    fn handle(&mut self, msg: Reserve, ctx: &mut Context<Self>) -> Self::Result {
-        let req = self.request(msg.key, msg.fingerprint);
-        let hold = HoldSeats { user: req.user, seats: msg.seats, ttl: msg.ttl, key: Some(req.clone()), booking: None };
-        self.hold_once(req, msg.seat_map, hold, ctx)
-    }
-}
-
-impl Handler<Book> for Wallet {
-    type Result = ResponseFuture<Result<Answer, WalletError>>;
-    fn handle(&mut self, msg: Book, ctx: &mut Context<Self>) -> Self::Result {
-        let req = self.request(msg.key, msg.fingerprint);
-        let hold = HoldSeats {
-            user: req.user,
-            seats: msg.seats,
-            ttl: msg.ttl,
-            key: Some(req.clone()),
-            booking: Some(msg.spec),
-        };
-        self.hold_once(req, msg.seat_map, hold, ctx)
-    }
-}
-
-impl Wallet {
-    /// A keyed hold or booking: replayed from the ledger, or run at the seat map, which
-    /// records its answer (the hold, or a refusal) with the change.
-    fn hold_once(
-        &mut self,
-        req: KeyedRequest,
-        seat_map: Addr<SeatMap>,
-        hold: HoldSeats,
-        ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<Answer, WalletError>> {
-        if let Some(answered) = self.start(&req) {
-            return answered;
-        }
-        let me = ctx.address();
-        let store = self.store.clone();
-        let booking = hold.booking.is_some();
-        Box::pin(async move {
-            let held = seat_map.send(hold).await;
-            // Whatever happened, the seat map is done with the key: the ledger answers now.
-            me.do_send(Release { key: req.key, payment: None });
-            match held {
-                Ok(Ok(r)) => {
-                    store.durable().await?;
-                    Ok(if booking { Answer::Booked(r) } else { Answer::Reserved(r) })
-                }
-                Ok(Err(SeatError::Storage(e))) => Err(WalletError::Storage(e)),
-                Ok(Err(e)) if booking => Ok(Answer::BookRefused(e)),
-                Ok(Err(e)) => Ok(Answer::ReserveRefused(e)),
-                Err(_) => Err(WalletError::Unavailable),
-            }
-        })
-    }
-}
-
-/// Pay a booking by card (`POST /payments/execute`) under an `Idempotency-Key`: a known
-/// key replays its first definite outcome; otherwise the seat map runs the payment and
-/// records the outcome with the change it makes.
-#[derive(Message)]
-#[rtype(result = "Result<Answer, WalletError>")]
-pub struct Execute {
-    pub key: String,
-    pub fingerprint: Fingerprint,
-    pub seat_map: Addr<SeatMap>,
-    pub reservation: u64,
-    pub token: String,
-    pub cvv: String,
-}
-
-impl Handler<Execute> for Wallet {
-    type Result = ResponseFuture<Result<Answer, WalletError>>;
-    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
-        let req = self.request(msg.key, msg.fingerprint);
-        if let Some(answered) = self.start(&req) {
-            return answered;
-        }
-        let me = ctx.address();
-        let key = req.key.clone();
-        let execute = ExecuteBooking {
-            reservation: msg.reservation,
-            user: req.user,
-            token: msg.token,
-            cvv: msg.cvv,
-            key: Some(req),
-        };
-        Box::pin(async move {
-            let outcome = msg.seat_map.send(execute).await;
-            me.do_send(Release { key, payment: None });
-            match outcome {
-                Ok(Ok(outcome)) => Ok(Answer::Executed(outcome)),
-                Ok(Err(SeatError::Storage(e))) => Err(WalletError::Storage(e)),
-                Ok(Err(e)) => Ok(Answer::ExecuteRefused(e)),
-                Err(_) => Err(WalletError::Unavailable),
-            }
-        })
-    }
-}
-
-/// Pay for a held reservation from the balance, once per key.
-#[derive(Message)]
-#[rtype(result = "Result<Answer, WalletError>")]
+#[rtype(result = "Result<PayOutcome, WalletError>")]
 pub struct Pay {
-    pub key: String,
-    pub fingerprint: Fingerprint,
+    pub key: Keyed<PayOutcome>,
     pub reservation: u64,
     pub amount: u64,
     /// The queue token to retire once paid.
@@ -483,18 +300,11 @@ pub struct Pay {
 }
 
 impl Handler<Pay> for Wallet {
-    type Result = ResponseFuture<Result<Answer, WalletError>>;
+    type Result = ResponseFuture<Result<PayOutcome, WalletError>>;
     fn handle(&mut self, msg: Pay, ctx: &mut Context<Self>) -> Self::Result {
-        let req = self.request(msg.key.clone(), msg.fingerprint);
-        if let Some(answered) = self.start(&req) {
-            return answered;
-        }
         let payment = match self.store.next_id() {
             Ok(p) => p,
-            Err(e) => {
-                self.release(&req.key);
-                return Box::pin(ready(Err(e.into())));
-            }
+            Err(e) => return Box::pin(ready(Err(e.into()))),
         };
         self.paying.insert(payment);
         let flow = PayFlow {
@@ -506,10 +316,9 @@ impl Handler<Pay> for Wallet {
         };
         Box::pin(async move {
             let result = flow.run(msg).await;
-            // Whatever happened, neither the key nor the payment is in flight any more:
-            // from now on the ledger answers for the key, and the payment record for the
-            // payment (committed if it is there, aborted if not).
-            flow.me.do_send(Release { key: req.key, payment: Some(payment) });
+            // Whatever happened, the payment is no longer in flight: from now on its
+            // record answers for it (committed if it is there, aborted if not).
+            flow.me.do_send(Release { payment });
             result
         })
     }
@@ -526,10 +335,10 @@ struct PayFlow {
 }
 
 impl PayFlow {
-    async fn run(&self, msg: Pay) -> Result<Answer, WalletError> {
-        let refuse = |e: SeatError| Answer::PayRefused(PayRefusal::Seat(e));
+    async fn run(&self, msg: Pay) -> Result<PayOutcome, WalletError> {
+        let refuse = |e: SeatError| Err(PayRefusal::Seat(e));
         let Some(seat_map) = self.env.seat_maps.of_reservation(&self.store, msg.reservation)? else {
-            return self.refuse(msg.key, msg.fingerprint, refuse(SeatError::NotFound)).await;
+            return self.refuse(&msg.key, refuse(SeatError::NotFound));
         };
         let begin = BeginPayment { reservation: msg.reservation, user: self.user, payment: self.payment };
         let reservation = match seat_map.send(begin).await? {
@@ -537,16 +346,11 @@ impl PayFlow {
             Err(SeatError::Storage(e)) => return Err(WalletError::Storage(e)),
             // Not final (another payment of it is being settled): answer, do not record.
             Err(e @ SeatError::PaymentInProgress) => return Ok(refuse(e)),
-            Err(e) => return self.refuse(msg.key, msg.fingerprint, refuse(e)).await,
+            Err(e) => return self.refuse(&msg.key, refuse(e)),
         };
-        let commit = CommitPayment {
-            req: KeyedRequest { user: self.user, key: msg.key, fingerprint: msg.fingerprint },
-            payment: self.payment,
-            reservation,
-            amount: msg.amount,
-        };
-        let answer = match self.me.send(commit).await {
-            Ok(Ok(answer)) => answer,
+        let commit = CommitPayment { key: msg.key, payment: self.payment, reservation, amount: msg.amount };
+        let outcome = match self.me.send(commit).await {
+            Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
                 // Nothing was recorded: the seat map puts the hold back.
                 seat_map.do_send(FinishPayment { reservation: msg.reservation, payment: self.payment, commit: false });
@@ -555,7 +359,7 @@ impl PayFlow {
             // The seat map will ask (ResolvePayment) and settle it from our record.
             Err(_) => return Err(WalletError::Unavailable),
         };
-        let paid = matches!(answer, Answer::Paid(_));
+        let paid = outcome.is_ok();
         if paid {
             // The commit point: the debit is on disk before anyone hears of it.
             self.store.durable().await?;
@@ -571,71 +375,40 @@ impl PayFlow {
             }
             self.store.durable().await?;
         }
-        Ok(answer)
+        Ok(outcome)
     }
 
     /// Record a final refusal for the key and answer it (a refusal changes nothing, so
     /// its record rides the next flush).
-    async fn refuse(&self, key: String, fingerprint: Fingerprint, answer: Answer) -> Result<Answer, WalletError> {
-        let req = KeyedRequest { user: self.user, key, fingerprint };
-        self.me.send(Record { req, answer: answer.clone() }).await??;
-        Ok(answer)
-    }
-}
-
-/// The recorded answer for a key, if it has one and the request matches. Lets a retry
-/// be answered after the request itself ended what it needed (a payment retires the
-/// queue token that let it in). Resolves once the answer is on disk.
-#[derive(Message)]
-#[rtype(result = "Option<Result<Answer, WalletError>>")]
-pub struct Recorded {
-    pub key: String,
-    pub fingerprint: Fingerprint,
-}
-
-impl Handler<Recorded> for Wallet {
-    type Result = ResponseFuture<Option<Result<Answer, WalletError>>>;
-    fn handle(&mut self, msg: Recorded, _: &mut Context<Self>) -> Self::Result {
-        let req = self.request(msg.key, msg.fingerprint);
-        let found = match ledger::lookup(&self.store, &req) {
-            Ok(Ok(Some(answer))) => Some(Ok(answer)),
-            Ok(Ok(None)) => None,
-            Ok(Err(_)) => Some(Err(WalletError::KeyReused)),
-            Err(e) => Some(Err(e.into())),
-        };
-        let store = self.store.clone();
-        Box::pin(async move {
-            if let Some(Ok(_)) = &found {
-                if let Err(e) = store.durable().await {
-                    return Some(Err(e.into()));
-                }
-            }
-            found
-        })
+    fn refuse(&self, key: &Keyed<PayOutcome>, outcome: PayOutcome) -> Result<PayOutcome, WalletError> {
+        let mut batch = Batch::default();
+        key.record(&outcome, &mut batch)?;
+        self.store.apply(batch)?;
+        Ok(outcome)
     }
 }
 
 /// Step 2 of a payment, run alone on the wallet's state: debit and record, or refuse.
 /// The key stays in flight until the whole payment is over.
 #[derive(Message)]
-#[rtype(result = "Result<Answer, WalletError>")]
+#[rtype(result = "Result<PayOutcome, WalletError>")]
 struct CommitPayment {
-    req: KeyedRequest,
+    key: Keyed<PayOutcome>,
     payment: u64,
     reservation: Reservation,
     amount: u64,
 }
 
 impl Handler<CommitPayment> for Wallet {
-    type Result = Result<Answer, WalletError>;
+    type Result = Result<PayOutcome, WalletError>;
     fn handle(&mut self, msg: CommitPayment, _: &mut Context<Self>) -> Self::Result {
         let before = self.state.clone();
         let price = msg.reservation.price;
         let mut batch = Batch::default();
-        let answer = if msg.amount != price {
-            Answer::PayRefused(PayRefusal::AmountMismatch { amount: msg.amount, price })
+        let outcome = if msg.amount != price {
+            Err(PayRefusal::AmountMismatch { amount: msg.amount, price })
         } else if self.state.balance < price {
-            Answer::PayRefused(PayRefusal::InsufficientBalance { balance: self.state.balance, price })
+            Err(PayRefusal::InsufficientBalance { balance: self.state.balance, price })
         } else {
             let now = now_ms();
             self.state.balance -= price;
@@ -645,48 +418,25 @@ impl Handler<CommitPayment> for Wallet {
             let mut reservation = msg.reservation;
             reservation.status = super::seat_map::ReservationStatus::Confirmed;
             let balance_after = self.state.balance;
-            Answer::Paid(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after, at: now })
+            Ok(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after, at: now })
         };
-        let changed = matches!(answer, Answer::Paid(_));
-        self.write(&msg.req, &answer, changed, before, batch)?;
-        Ok(answer)
+        let changed = outcome.is_ok();
+        self.write(&msg.key, &outcome, changed, before, batch)?;
+        Ok(outcome)
     }
 }
 
-/// Record the answer of a keyed request that changed nothing, and settle its key.
-#[derive(Message)]
-#[rtype(result = "Result<(), WalletError>")]
-struct Record {
-    req: KeyedRequest,
-    answer: Answer,
-}
-
-impl Handler<Record> for Wallet {
-    type Result = Result<(), WalletError>;
-    fn handle(&mut self, msg: Record, _: &mut Context<Self>) -> Self::Result {
-        let before = self.state.clone();
-        let written = self.write(&msg.req, &msg.answer, false, before, Batch::default());
-        self.release(&msg.req.key);
-        written
-    }
-}
-
-/// Settle a key whose request is over (its answer, if any, is in the ledger), and a
-/// payment that is no longer in flight.
+/// A payment that is no longer in flight.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Release {
-    key: String,
-    payment: Option<u64>,
+    payment: u64,
 }
 
 impl Handler<Release> for Wallet {
     type Result = ();
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
-        self.release(&msg.key);
-        if let Some(p) = msg.payment {
-            self.paying.remove(&p);
-        }
+        self.paying.remove(&msg.payment);
     }
 }
 
@@ -718,10 +468,20 @@ mod tests {
     //! the same store (a restart) must settle the reservation from the wallet's record.
 
     use super::*;
-    use crate::actors::seat_map::{GetReservation, ReservationStatus, SeatMapSnapshot};
+    use crate::actors::ledger::KeyedRequest;
+    use crate::actors::seat_map::{GetReservation, HoldSeats, ReservationStatus, SeatMapSnapshot};
     use crate::actors::Registry;
     use crate::config::Cli;
     use clap::Parser;
+    use std::time::Duration;
+
+    /// A keyed handle that records nothing (these tests look at the payment, not the key).
+    fn unrecorded<O>(key: &str) -> Keyed<O> {
+        fn nothing<O>(_: &KeyedRequest, _: &O, _: &mut Batch) -> Result<(), StoreError> {
+            Ok(())
+        }
+        Keyed { req: KeyedRequest { user: 1, key: key.into(), fingerprint: [0; 32] }, recorder: nothing::<O> }
+    }
 
     async fn setup(dir: &std::path::Path) -> (Store, crate::config::Settings, Registry) {
         let data = dir.to_str().expect("utf-8").to_string();
@@ -742,18 +502,14 @@ mod tests {
             HoldSeats { user: 1, seats: vec!["1".into()], ttl: Duration::from_secs(60), key: None, booking: None };
         let r = seat_map.send(hold).await.expect("mailbox").expect("hold");
         let wallet = registry.wallet(1).expect("wallet");
-        wallet
-            .send(Charge { key: "c".into(), fingerprint: [0; 32], amount: 500 })
-            .await
-            .expect("mailbox")
-            .expect("charge");
+        let charged = wallet.send(Charge { key: unrecorded("c"), amount: 500 }).await.expect("mailbox");
+        charged.expect("charge").expect("charged");
         let payment = 4242;
         seat_map.send(BeginPayment { reservation: r.id, user: 1, payment }).await.expect("mailbox").expect("begin");
         if commit {
-            let req = KeyedRequest { user: 1, key: "p".into(), fingerprint: [0; 32] };
-            let step2 = CommitPayment { req, payment, reservation: r.clone(), amount: 100 };
-            let answer = wallet.send(step2).await.expect("mailbox").expect("commit");
-            assert!(matches!(answer, Answer::Paid(_)));
+            let step2 = CommitPayment { key: unrecorded("p"), payment, reservation: r.clone(), amount: 100 };
+            let outcome = wallet.send(step2).await.expect("mailbox").expect("commit");
+            assert!(outcome.is_ok(), "{outcome:?}");
         }
         store.durable().await.expect("durable");
         r.id

@@ -4,10 +4,11 @@
 
 use super::{BadRequest, Refused};
 use crate::actors::catalog::CatalogError;
+use crate::actors::keys::GateError;
 use crate::actors::room::{ChatError, RoomRule};
 use crate::actors::seat_map::SeatError;
 use crate::actors::waiting_queue::QueueError;
-use crate::actors::wallet::{ChargeRefusal, PayRefusal, WalletError};
+use crate::actors::wallet::{ChargeRefusal, PayRefusal};
 use crate::auth::AuthError;
 use actix::MailboxError;
 use actix_web::http::StatusCode;
@@ -116,13 +117,13 @@ impl From<MailboxError> for QError {
     }
 }
 
-impl From<WalletError> for QError {
-    fn from(e: WalletError) -> Self {
+impl From<GateError> for QError {
+    fn from(e: GateError) -> Self {
         let (status, code) = match e {
-            WalletError::KeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
-            WalletError::KeyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_PROGRESS"),
-            WalletError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            WalletError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE"),
+            GateError::KeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+            GateError::KeyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_PROGRESS"),
+            GateError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            GateError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE"),
         };
         QError::new(status, code, e.to_string())
     }
@@ -279,17 +280,17 @@ impl From<CatalogError> for BError {
     }
 }
 
-impl From<WalletError> for BError {
-    fn from(e: WalletError) -> Self {
+impl From<GateError> for BError {
+    fn from(e: GateError) -> Self {
         match e {
-            WalletError::KeyReused => {
+            GateError::KeyReused => {
                 BError::new(StatusCode::UNPROCESSABLE_ENTITY, "This Idempotency-Key was used with a different request.")
             }
-            WalletError::KeyInProgress => {
+            GateError::KeyInProgress => {
                 BError::new(StatusCode::CONFLICT, "A request with this Idempotency-Key is still in progress.")
             }
-            WalletError::Unavailable => BError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again."),
-            WalletError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
+            GateError::Unavailable => BError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again."),
+            GateError::Storage(m) => BError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
         }
     }
 }

@@ -25,7 +25,7 @@
 
 use super::{HoldSeats, Reservation, ReservationStatus, SeatError, SeatMap, SeatState};
 use crate::actors::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayError};
-use crate::actors::ledger::{self, Answer, KeyedRequest};
+use crate::actors::ledger::Keyed;
 use crate::store::{Batch, Key};
 use crate::time::now_ms;
 use actix::prelude::*;
@@ -238,7 +238,7 @@ impl SeatMap {
         &mut self,
         id: u64,
         answer: Result<crate::actors::gateway::GatewayCharge, GatewayError>,
-        key: Option<KeyedRequest>,
+        key: Option<Keyed<ExecuteOutcome>>,
         ctx: &mut Context<Self>,
     ) -> Result<ExecuteOutcome, SeatError> {
         self.charging.remove(&id);
@@ -282,8 +282,8 @@ impl SeatMap {
         };
         // A definite answer is the key's first answer, written with the change it reports.
         let mut extra = Batch::default();
-        if let (true, Some(req)) = (keep_answer, &key) {
-            ledger::record(&mut extra, req, Answer::Executed(outcome.clone()))?;
+        if let (true, Some(keyed)) = (keep_answer, &key) {
+            keyed.record(&outcome, &mut extra)?;
         }
         self.commit(r, seats, extra)?;
         self.settle(ctx);
@@ -339,7 +339,7 @@ impl SeatMap {
 }
 
 /// Lock every listed seat for a new booking, or none; answered once it is durable. (A
-/// booking with an `Idempotency-Key` goes through the user's wallet: `wallet::Book`.)
+/// booking with an `Idempotency-Key` goes through the user's key gate: `keys::Book`.)
 #[derive(Message)]
 #[rtype(result = "Result<Reservation, SeatError>")]
 pub struct BookSeats {
@@ -367,9 +367,9 @@ pub struct ExecuteBooking {
     pub user: u64,
     pub token: String,
     pub cvv: String,
-    /// The keyed request this is (its wallet has checked the key): a definite outcome is
+    /// The keyed request this is (its key gate has checked the key): a definite outcome is
     /// recorded in the ledger with the change.
-    pub key: Option<KeyedRequest>,
+    pub key: Option<Keyed<ExecuteOutcome>>,
 }
 
 impl Handler<ExecuteBooking> for SeatMap {

@@ -28,7 +28,7 @@ pub use booking::{Booking, BookingSpec, ChargeState};
 
 use super::book::{deactivate, Activated, ActorBook, Arbiters, Deactivate, Lease, Lookup};
 use super::gateway::PaymentGateway;
-use super::ledger::{self, Answer, KeyedRequest};
+use super::ledger::Keyed;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{now_ms, until};
 use actix::prelude::*;
@@ -499,17 +499,15 @@ impl SeatMap {
         Ok(res)
     }
 
-    /// Hold the seats. A keyed hold (see [`ledger`]) records its answer with the change: the
+    /// Hold the seats. A keyed hold (see [`ledger`](super::ledger)) records its answer with the change: the
     /// hold and its ledger entry in one write, or a refusal's entry alone.
     fn hold(&mut self, msg: HoldSeats) -> Result<Reservation, SeatError> {
         let key = msg.key.clone();
-        let booking = msg.booking.is_some();
         let result = self.place(msg);
-        if let (Err(e), Some(req)) = (&result, &key) {
+        if let (Err(e), Some(keyed)) = (&result, &key) {
             if !matches!(e, SeatError::Storage(_)) {
-                let answer = if booking { Answer::BookRefused(e.clone()) } else { Answer::ReserveRefused(e.clone()) };
                 let mut batch = Batch::default();
-                ledger::record(&mut batch, req, answer)?;
+                keyed.record(&Err(e.clone()), &mut batch)?;
                 self.store.apply(batch)?;
             }
         }
@@ -558,10 +556,8 @@ impl SeatMap {
             let route = BookingRoute { seat_map: self.id.clone(), reservation: id };
             extra.put(&Key::UserBooking(res.user, id), &route)?;
         }
-        if let Some(req) = &msg.key {
-            let answer =
-                if res.booking.is_some() { Answer::Booked(res.clone()) } else { Answer::Reserved(res.clone()) };
-            ledger::record(&mut extra, req, answer)?;
+        if let Some(keyed) = &msg.key {
+            keyed.record(&Ok(res.clone()), &mut extra)?;
         }
         self.commit(res, Some(SeatState::Held(id)), extra)
     }
@@ -773,6 +769,9 @@ impl Actor for SeatMap {
     }
 }
 
+/// What a hold comes to: the reservation, or why not.
+pub type HoldOutcome = Result<Reservation, SeatError>;
+
 /// Hold every listed seat for `user`, or none.
 #[derive(Message)]
 #[rtype(result = "Result<Reservation, SeatError>")]
@@ -780,9 +779,9 @@ pub struct HoldSeats {
     pub user: u64,
     pub seats: Vec<String>,
     pub ttl: Duration,
-    /// The keyed request this hold answers: its answer (the hold or a refusal) goes into
-    /// the ledger with the change. The caller's wallet has checked the key.
-    pub key: Option<KeyedRequest>,
+    /// The keyed request this hold answers: its outcome (the hold or a refusal) goes into
+    /// the ledger with the change. The caller's key gate has checked the key.
+    pub key: Option<Keyed<HoldOutcome>>,
     /// Make the hold a contract B booking.
     pub booking: Option<BookingSpec>,
 }

@@ -1,11 +1,10 @@
 //! Contract B: bookings (`/bookings`) and paying them by card (`POST /payments/execute`).
 //! Errors are `{"error": "..."}` with the seed's texts; see [`BError`].
 
-use crate::actors::ledger::Answer;
+use crate::actors::keys::{Answer, Book, Execute as PayByCard, GateError};
 use crate::actors::registry::BookingRoute;
 use crate::actors::seat_map::booking::{BookSeats, CancelBooking, ExecuteBooking, ExecuteOutcome};
 use crate::actors::seat_map::{BookingSpec, GetReservation, Reservation, ReservationStatus, SeatError, SeatMap};
-use crate::actors::wallet::{Book, Execute as PayByCard, WalletError};
 use crate::auth::parse_user_id;
 use crate::http::error::{BError, BErrorBody};
 use crate::http::{fingerprint, AppState, Caller, JsonBody, MaybeIdempotencyKey};
@@ -196,15 +195,15 @@ pub async fn create(
     let spec =
         BookingSpec { performance: request.performance, user_label: label, payment_method: request.payment_method };
     let r = match key.0 {
-        // A keyed booking goes through the caller's wallet, which owns their keys: the
-        // first answer is recorded with the booking and replayed as it was.
+        // A keyed booking goes through the caller's key gate: the first answer is
+        // recorded with the booking and replayed as it was.
         Some(key) => {
-            let wallet = state.registry.wallet(me.user_id).map_err(storage)?;
+            let keys = state.registry.keys(me.user_id).map_err(storage)?;
             let msg = Book { key, fingerprint, seat_map, seats: request.seats, ttl, spec };
-            match wallet.send(msg).await?? {
+            match keys.send(msg).await?? {
                 Answer::Booked(r) => r,
                 Answer::BookRefused(e) => return Err(e.into()),
-                _ => return Err(BError::from(WalletError::KeyReused)),
+                _ => return Err(BError::from(GateError::KeyReused)),
             }
         }
         None => seat_map.send(BookSeats { user: me.user_id, seats: request.seats, ttl, spec }).await??,
@@ -402,11 +401,11 @@ pub async fn execute(
         e => e.into(),
     };
     let outcome = match key.0 {
-        // A keyed payment goes through the caller's wallet, which owns their keys; the
-        // first definite outcome is recorded with the change and replayed as it was.
+        // A keyed payment goes through the caller's key gate; the first definite
+        // outcome is recorded with the change and replayed as it was.
         Some(key) => {
             let fingerprint = fingerprint("POST /payments/execute", &request);
-            let wallet = state.registry.wallet(me.user_id).map_err(storage)?;
+            let keys = state.registry.keys(me.user_id).map_err(storage)?;
             let msg = PayByCard {
                 key,
                 fingerprint,
@@ -415,10 +414,10 @@ pub async fn execute(
                 token: request.token,
                 cvv: request.cvv,
             };
-            match wallet.send(msg).await?? {
+            match keys.send(msg).await?? {
                 Answer::Executed(o) => o,
                 Answer::ExecuteRefused(e) => return Err(refused(e)),
-                _ => return Err(BError::from(WalletError::KeyReused)),
+                _ => return Err(BError::from(GateError::KeyReused)),
             }
         }
         None => {

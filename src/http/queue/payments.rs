@@ -1,8 +1,7 @@
 //! Contract Q: paying a held reservation from the wallet (`POST /payments`).
 
 use super::reservations::{mismatch, ReservationResponse};
-use crate::actors::ledger::Answer;
-use crate::actors::wallet::{Pay, Recorded, WalletError};
+use crate::actors::keys::{Answer, GateError, Pay, Recorded};
 use crate::http::error::{QError, QErrorBody};
 use crate::http::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
 use crate::time::rfc3339;
@@ -78,15 +77,14 @@ pub async fn pay(
         amount: positive(&body.0.amount, "amount")?,
     };
     let fingerprint = fingerprint("POST /payments", &p);
-    let wallet = state.registry.wallet(me.user_id).map_err(WalletError::from)?;
+    let keys = state.registry.keys(me.user_id).map_err(GateError::from)?;
     let answer = match super::waiting::require_active(&state, &req, me.user_id).await {
         Ok(queue_token) => {
-            wallet
-                .send(Pay { key: key.0, fingerprint, reservation: p.reservation, amount: p.amount, queue_token })
+            keys.send(Pay { key: key.0, fingerprint, reservation: p.reservation, amount: p.amount, queue_token })
                 .await??
         }
         // A retry of a payment that retired its own token is answered from the ledger.
-        Err(gate) => match wallet.send(Recorded { key: key.0, fingerprint }).await? {
+        Err(gate) => match keys.send(Recorded { key: key.0, fingerprint }).await? {
             Some(answer) => answer?,
             None => return Err(gate),
         },

@@ -1,9 +1,8 @@
 //! Contract Q: seat holds (`POST /reservations`) and reading them back.
 
 use super::concerts::path_id;
-use crate::actors::ledger::Answer;
+use crate::actors::keys::{Answer, GateError, Reserve};
 use crate::actors::seat_map::{GetReservation, Reservation, ReservationStatus};
-use crate::actors::wallet::Reserve;
 use crate::actors::Registry;
 use crate::auth::parse_user_id;
 use crate::http::error::{QError, QErrorBody};
@@ -129,8 +128,7 @@ pub async fn reserve(
         .registry
         .seat_map_of_schedule(hold.concert, hold.schedule)
         .ok_or_else(|| QError::not_found("SCHEDULE_NOT_FOUND", "no such schedule of this concert"))?;
-    let wallet =
-        state.registry.wallet(me.user_id).map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?;
+    let keys = state.registry.keys(me.user_id).map_err(GateError::from)?;
     let msg = Reserve {
         key: key.0,
         fingerprint: fingerprint("POST /reservations", &hold),
@@ -138,7 +136,7 @@ pub async fn reserve(
         seats: vec![hold.seat.to_string()],
         ttl: state.settings.hold_ttl,
     };
-    match wallet.send(msg).await?? {
+    match keys.send(msg).await?? {
         Answer::Reserved(r) => Ok(HttpResponse::Ok().json(ReservationResponse::new(&r, &state.registry))),
         Answer::ReserveRefused(e) => Err(e.into()),
         other => Err(mismatch(other)),
@@ -147,7 +145,7 @@ pub async fn reserve(
 
 /// A replayed answer of another kind than the endpoint's: the key was used elsewhere.
 pub fn mismatch(_: Answer) -> QError {
-    QError::from(crate::actors::wallet::WalletError::KeyReused)
+    QError::from(GateError::KeyReused)
 }
 
 /// A reservation of yours. Reading needs no queue token: a payment ends the token, and
@@ -169,7 +167,7 @@ pub async fn get(
     let seat_map = state
         .registry
         .seat_map_of_reservation(id)
-        .map_err(|e| QError::from(crate::actors::wallet::WalletError::from(e)))?
+        .map_err(GateError::from)?
         .ok_or_else(|| QError::not_found("RESERVATION_NOT_FOUND", "reservation not found"))?;
     let r = seat_map.send(GetReservation { id }).await??;
     if r.booking.is_some() {

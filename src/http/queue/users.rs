@@ -1,8 +1,8 @@
 //! Contract Q: the wallet (`/users/{userId}/amount`, `/users/{userId}/charge`).
 
 use super::reservations::mismatch;
-use crate::actors::ledger::Answer;
-use crate::actors::wallet::{Charge, GetBalance, WalletError};
+use crate::actors::keys::{Answer, Charge, GateError};
+use crate::actors::wallet::GetBalance;
 use crate::auth::parse_user_id_str;
 use crate::http::error::{QError, QErrorBody};
 use crate::http::{fingerprint, AppState, Caller, IdempotencyKey, JsonBody};
@@ -71,7 +71,7 @@ pub async fn amount(
 ) -> Result<HttpResponse, QError> {
     let user = own_user(&path, &me)?;
     super::waiting::require_active(&state, &req, user).await?;
-    let balance = state.registry.wallet(user).map_err(WalletError::from)?.send(GetBalance).await?;
+    let balance = state.registry.wallet(user).map_err(GateError::from)?.send(GetBalance).await?;
     Ok(HttpResponse::Ok().json(BalanceResponse { user_id: user, amount: balance, balance }))
 }
 
@@ -101,9 +101,9 @@ pub async fn charge(
         .and_then(crate::http::schema::json_positive)
         .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
     super::waiting::require_active(&state, &req, user).await?;
-    let wallet = state.registry.wallet(user).map_err(WalletError::from)?;
+    let keys = state.registry.keys(user).map_err(GateError::from)?;
     let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };
-    match wallet.send(msg).await?? {
+    match keys.send(msg).await?? {
         Answer::Charged(r) => Ok(HttpResponse::Ok().json(ChargeResponse {
             user_id: r.user,
             charged_amount: r.charged,
