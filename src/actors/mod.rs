@@ -3,6 +3,7 @@
 
 pub mod book;
 pub mod catalog;
+pub mod deadline;
 pub mod directory;
 pub mod gateway;
 pub mod hub;

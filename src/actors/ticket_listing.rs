@@ -17,11 +17,12 @@
 //! charge is kept only by a request that was still pending when it was captured.
 
 use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease, Lookup};
+use super::deadline::Deadline;
 use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
 use crate::store::{Batch, Key, Store, StoreError};
-use crate::time::{now_ms, until};
+use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -187,7 +188,7 @@ impl Activated for TicketListing {
     /// gateway call in flight.
     fn busy(&self) -> bool {
         !self.state.transactions.is_empty()
-            || self.timer.is_some()
+            || self.timer.is_armed()
             || !self.charging.is_empty()
             || !self.refunding.is_empty()
             || !self.notifying.is_empty()
@@ -225,7 +226,8 @@ pub struct TicketListing {
     state: ListingState,
     store: Store,
     env: ListingEnv,
-    timer: Option<(u64, SpawnHandle)>,
+    /// The expiry timer, aimed at the earliest pending request's expiry.
+    timer: Deadline,
     charging: HashSet<u64>,
     refunding: HashSet<u64>,
     notifying: HashSet<u64>,
@@ -257,7 +259,7 @@ impl TicketListing {
             state,
             store,
             env,
-            timer: None,
+            timer: Deadline::default(),
             charging: HashSet::new(),
             refunding: HashSet::new(),
             notifying: HashSet::new(),
@@ -358,19 +360,12 @@ impl TicketListing {
             .filter(|t| t.status == TxStatus::PendingPayment)
             .map(|t| t.reservation_expires_at)
             .min();
-        if let Some((armed, h)) = self.timer {
-            if next == Some(armed) {
-                return;
-            }
-            ctx.cancel_future(h);
-            self.timer = None;
-        }
-        if let Some(at) = next {
-            let h = ctx.run_later(until(at) + Duration::from_millis(1), |act, ctx| {
-                act.timer = None;
+        match next {
+            Some(at) => self.timer.set(ctx, at, |act, ctx| {
+                act.timer.fired();
                 act.sweep(ctx);
-            });
-            self.timer = Some((at, h));
+            }),
+            None => self.timer.clear(ctx),
         }
     }
 

@@ -27,10 +27,11 @@ pub mod booking;
 pub use booking::{Booking, BookingSpec, ChargeState};
 
 use super::book::{deactivate, Activated, ActorBook, Arbiters, Deactivate, Lease, Lookup};
+use super::deadline::Deadline;
 use super::gateway::PaymentGateway;
 use super::ledger::Keyed;
 use crate::store::{Batch, Key, Store, StoreError};
-use crate::time::{now_ms, until};
+use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -196,8 +197,8 @@ pub struct SeatMap {
     live: HashMap<u64, Reservation>,
     store: Store,
     env: SeatMapEnv,
-    /// The armed expiry timer and the deadline it is for.
-    timer: Option<(u64, SpawnHandle)>,
+    /// The expiry timer, aimed at the earliest deadline.
+    timer: Deadline,
     /// After a failed write, no timer fires before this (no busy retry loop).
     backoff_until: u64,
     /// The earliest deadline a change has set since the timer was last armed.
@@ -347,7 +348,7 @@ impl Activated for SeatMap {
     /// A live reservation (held, paying, sold, or owed a refund), a timer, or a gateway
     /// call in flight.
     fn busy(&self) -> bool {
-        !self.live.is_empty() || self.timer.is_some() || !self.charging.is_empty() || !self.refunding.is_empty()
+        !self.live.is_empty() || self.timer.is_armed() || !self.charging.is_empty() || !self.refunding.is_empty()
     }
     fn lease(&self) -> &Lease<Self> {
         &self.lease
@@ -411,7 +412,7 @@ impl SeatMap {
             live,
             store,
             env,
-            timer: None,
+            timer: Deadline::default(),
             backoff_until: 0,
             earliest_added: None,
             charging: HashSet::new(),
@@ -665,30 +666,23 @@ impl SeatMap {
     /// live reservations runs when no timer is armed, as after every sweep.
     fn arm(&mut self, ctx: &mut Context<Self>) {
         let added = self.earliest_added.take();
-        let next = match (self.timer, added) {
-            (Some((armed, _)), Some(at)) if at.max(self.backoff_until) < armed => Some(at),
+        let next = match (self.timer.at(), added) {
+            (Some(armed), Some(at)) if at.max(self.backoff_until) < armed => Some(at),
             (Some(_), _) => return,
             (None, _) => self.live.values().filter_map(deadline).min(),
         };
         let next = next.map(|at| at.max(self.backoff_until));
         let Some(at) = next else {
-            if let Some((_, h)) = self.timer.take() {
-                ctx.cancel_future(h);
-            }
+            self.timer.clear(ctx);
             return;
         };
-        if let Some((armed, h)) = self.timer {
-            if armed <= at {
-                return;
-            }
-            ctx.cancel_future(h);
+        if self.timer.at().is_some_and(|armed| armed <= at) {
+            return;
         }
-        // A millisecond late rather than early: the sweep compares against the wall clock.
-        let handle = ctx.run_later(until(at) + Duration::from_millis(1), |act, ctx| {
-            act.timer = None;
+        self.timer.set(ctx, at, |act, ctx| {
+            act.timer.fired();
             act.sweep(ctx);
         });
-        self.timer = Some((at, handle));
     }
 
     fn view(&self, seat: &Seat) -> SeatView {
