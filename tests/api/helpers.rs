@@ -183,6 +183,29 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
+        self.try_raw_bytes(method, path, token, headers, body).await.expect("request")
+    }
+
+    /// [`Api::call`], or `None` when no answer came (the server went away mid-request).
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Option<Reply> {
+        self.try_raw_bytes(method, path, token, headers, body.map(|b| b.to_string().into_bytes())).await
+    }
+
+    async fn try_raw_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Option<Reply> {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
@@ -197,14 +220,14 @@ impl Api {
             Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b).await,
             None => req.send().await,
         }
-        .expect("request");
-        let bytes = res.body().limit(16 << 20).await.expect("body");
-        Reply {
+        .ok()?;
+        let bytes = res.body().limit(16 << 20).await.ok()?;
+        Some(Reply {
             status: res.status().as_u16(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             raw: bytes,
             headers: res.headers().clone(),
-        }
+        })
     }
 
     pub async fn call(

@@ -4,6 +4,7 @@
 
 use crate::chat::{ids, Chat};
 use crate::helpers::*;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn idle_server() -> TestServer {
@@ -79,4 +80,95 @@ async fn a_room_stopped_when_idle_carries_on_from_its_records() {
     assert!(b > a, "ids keep growing across the stop");
     assert!(ids(&all).ends_with(&[a, b]), "both messages, in order: {all:?}");
     assert_eq!(chat.summary(41, room).await["unread_count"].as_u64(), Some(1), "read state came back");
+}
+
+/// A keyed request that may get no answer (the server is killed under it): `None` then.
+async fn try_keyed(
+    api: &Api,
+    b: &Buyer,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> Option<Reply> {
+    let headers = [("X-Queue-Token", b.queue.as_str()), ("Idempotency-Key", key)];
+    api.try_call(method, path, Some(&b.jwt), &headers, Some(body)).await.filter(|r| r.status == 200)
+}
+
+/// Actors stop and start all the time (an idle window of 30 ms, clients pausing past it)
+/// while 8 users charge, hold and pay; the server is killed with `kill -9` in the middle.
+/// After the restart every acknowledged write is there: each balance is what its
+/// acknowledged charges and payments say, every paid seat is confirmed, and every
+/// acknowledged answer replays byte for byte.
+#[actix_rt::test]
+async fn kill9_while_actors_stop_and_start_loses_nothing_acknowledged() {
+    let mut env = fast_queue();
+    env.push(("BOXOFFICE_ACTOR_IDLE", "30ms"));
+    env.push(("BOXOFFICE_HOLD_TTL", "10m"));
+    let mut server = TestServer::spawn(&env);
+    let api = server.api();
+    let users: Vec<u64> = (51..=58).collect();
+    let mut buyers = Vec::new();
+    for &u in &users {
+        buyers.push(Buyer::enter(&api, u).await);
+    }
+    // Each user charges, pauses past the idle window, and so on; at round 2 they hold a
+    // seat of their own on schedule 3 and pay for it. The kill comes while they run.
+    let runs = buyers.iter().enumerate().map(|(i, b)| {
+        let api = api.clone();
+        async move {
+            let mut acked: Vec<(String, Reply)> = Vec::new();
+            let mut balance = 0u64;
+            let seat = i as u64 + 1;
+            let charge_path = format!("/users/{}/charge", b.id);
+            for round in 0..20u64 {
+                let key = format!("c{round}");
+                let body = json!({ "amount": 100_000 });
+                let Some(r) = try_keyed(&api, b, "PATCH", &charge_path, &key, body).await else { break };
+                balance += 100_000;
+                acked.push((key, r));
+                actix_rt::time::sleep(Duration::from_millis(35 + 5 * i as u64)).await;
+                if round == 2 {
+                    let body = json!({ "userId": b.id, "concertId": 1, "scheduleId": 3, "seatNumber": seat });
+                    let Some(h) = try_keyed(&api, b, "POST", "/reservations", "hold", body).await else { break };
+                    let id = h.body["reservationId"].as_u64().expect("id");
+                    acked.push(("hold".into(), h));
+                    actix_rt::time::sleep(Duration::from_millis(35)).await;
+                    let body = json!({ "reservationId": id, "amount": 80_000 });
+                    let Some(p) = try_keyed(&api, b, "POST", "/payments", "pay", body).await else { break };
+                    balance -= 80_000;
+                    acked.push(("pay".into(), p));
+                    break; // the payment retired the queue token
+                }
+            }
+            (acked, balance)
+        }
+    });
+    let killer = async {
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+        server.kill9();
+    };
+    let (results, ()) = futures_util::future::join(futures_util::future::join_all(runs), killer).await;
+    server.restart();
+    let api = server.api();
+    let mut replayed = 0;
+    for (u, (acked, balance)) in users.iter().zip(results) {
+        let b = Buyer::enter(&api, *u).await;
+        assert_eq!(b.balance(&api).await.body["amount"].as_u64(), Some(balance), "user {u}'s balance");
+        for (key, first) in &acked {
+            let again = match key.as_str() {
+                "hold" => b.hold(&api, 3, first.body["seatNumber"].as_u64().expect("seat"), key).await,
+                "pay" => {
+                    let id = first.body["reservationId"].as_u64().expect("id");
+                    let r = b.pay(&api, id, 80_000, key).await;
+                    assert_eq!(b.reservation(&api, id).await.body["status"], "CONFIRMED", "user {u}'s paid seat");
+                    r
+                }
+                _ => b.charge(&api, 100_000, key).await,
+            };
+            assert_eq!((again.status, &again.raw), (first.status, &first.raw), "user {u} replays {key}");
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= users.len(), "every user got at least one answer before the kill");
 }
