@@ -50,6 +50,28 @@
 //!   connection. The tool raises its own RLIMIT_NOFILE to the hard limit; the server needs
 //!   enough descriptors too. `--ws-url` opens them on other servers in turn (edges), the
 //!   room still made through `--url`.
+//! - `soak --duration 30m [--queue-users 2000] [--booking-users 500] [--rooms 5]
+//!   [--members 200] [--server-pid PID] [--settle 0s]`: the three scenarios above in
+//!   rounds, in this process, until `--duration` is over (a round starts only while it is
+//!   not; the last one runs to its end). Each round runs a queue-rush of `--queue-users` on
+//!   a catalog of its own (a quarter more seats than users), a booking-rush of
+//!   `--booking-users` on a performance of its own (20 rows, about two seats a user) and a
+//!   chat-fanout of `--rooms` x `--members` (one REST sender a room, `--chat-rate` 20
+//!   messages/s for `--chat-duration` 3 s), each from its own `--user-base`: round i's
+//!   scenarios take ids from `--user-base` + i x 100,000 on (more per round when the
+//!   counts need it), so no two rounds or scenarios share a user. After each round it
+//!   prints one line: the round, the time elapsed, the server's RSS in MB (MiB, summed over
+//!   `--server-pid`), whether every audit of the round passed, and the live actors per
+//!   kind from the `boxoffice_actors_live` gauges of `GET /metrics` (scraped with an admin
+//!   JWT; nothing when the server has no such gauge). After the last round it waits
+//!   `--settle`, if given, and prints RSS and live actors again; then the summary: the mean
+//!   RSS of the first third of the rounds, of the last third, the growth between them and
+//!   whether it is within 40 MB (the aim: reported, not enforced). With `--json` the lines
+//!   go to stderr and stdout has one JSON object with `rounds` (each with `rss_mb`,
+//!   `actors`, `audits_passed` and the scenarios' figures), `start` and `after_settle`.
+//!   Exit code 1 when any round's audits failed. The default `--members 200` needs the
+//!   server started with `BOXOFFICE_CHAT_MAX_PARTICIPANTS=200` or more, plus the high
+//!   queue rates of `queue-rush`.
 //!
 //! ## Against a bare WebSocket peer
 //!
@@ -94,6 +116,12 @@
 //! target/release/boxoffice-load chat-fanout --url http://127.0.0.1:9100 --peer --rooms 10 --members 100 --rate 100 \
 //!     --server-pid $NODE
 //!
+//! # Half an hour of rounds against a server of its own, watching its memory.
+//! BOXOFFICE_DATA_DIR=$(mktemp -d) BOXOFFICE_BIND=127.0.0.1:8093 BOXOFFICE_QUEUE_ADMIT_RATE=1000000 \
+//!     BOXOFFICE_QUEUE_MAX_ACTIVE=1000000 BOXOFFICE_CHAT_MAX_PARTICIPANTS=200 RUST_LOG=warn \
+//!     target/release/boxoffice serve & SOAK=$!
+//! target/release/boxoffice-load soak --url http://127.0.0.1:8093 --duration 30m --settle 60s --server-pid $SOAK
+//!
 //! # A core and two edges over NATS; sockets spread over the edges, REST on the core.
 //! nats-server -a 127.0.0.1 -p 4333 & NATS=$!
 //! BOXOFFICE_DATA_DIR=$(mktemp -d) BOXOFFICE_BIND=127.0.0.1:8090 BOXOFFICE_NATS_URL=nats://127.0.0.1:4333 \
@@ -113,6 +141,7 @@ mod common;
 mod connections;
 mod metrics;
 mod queue_rush;
+mod soak;
 mod ws;
 
 use clap::{Parser, Subcommand};
@@ -137,6 +166,9 @@ enum Cmd {
     ChatFanout(chat_fanout::Args),
     /// Many idle plain WebSockets held open.
     Connections(connections::Args),
+    /// Rounds of queue-rush, booking-rush and chat-fanout for --duration, watching the
+    /// server's RSS and live actors.
+    Soak(soak::Args),
 }
 
 impl Cmd {
@@ -146,6 +178,7 @@ impl Cmd {
             Cmd::BookingRush(a) => &a.common,
             Cmd::ChatFanout(a) => &a.common,
             Cmd::Connections(a) => &a.common,
+            Cmd::Soak(a) => &a.common,
         }
     }
 
@@ -154,7 +187,7 @@ impl Cmd {
         match self {
             Cmd::ChatFanout(a) => a.peer,
             Cmd::Connections(a) => a.peer,
-            Cmd::QueueRush(_) | Cmd::BookingRush(_) => false,
+            Cmd::QueueRush(_) | Cmd::BookingRush(_) | Cmd::Soak(_) => false,
         }
     }
 
@@ -164,6 +197,7 @@ impl Cmd {
             Cmd::BookingRush(_) => "booking-rush",
             Cmd::ChatFanout(_) => "chat-fanout",
             Cmd::Connections(_) => "connections",
+            Cmd::Soak(_) => "soak",
         }
     }
 }
@@ -218,6 +252,7 @@ fn main() -> ExitCode {
             Cmd::BookingRush(a) => booking_rush::run(a, http, secret, run_id).await,
             Cmd::ChatFanout(a) => chat_fanout::run(a, http, secret, run_id, target, handle).await,
             Cmd::Connections(a) => connections::run(a, http, secret, run_id, target, handle).await,
+            Cmd::Soak(a) => soak::run(a, http, secret, run_id, target, handle).await,
         }
     });
     ws_rt.shutdown_timeout(Duration::from_secs(2));

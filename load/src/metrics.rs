@@ -347,6 +347,8 @@ pub struct Report {
     pub server: Option<ServerUsage>,
     /// `--extra-pid`: processes measured beside the server but not counted in it.
     pub extra: Vec<ProcessUsage>,
+    /// More top-level entries of the JSON report (the soak's rounds), not in the tables.
+    pub sections: Map<String, Value>,
 }
 
 impl Report {
@@ -363,6 +365,7 @@ impl Report {
             total_wall: Duration::ZERO,
             server: None,
             extra: Vec::new(),
+            sections: Map::new(),
         }
     }
 
@@ -427,7 +430,7 @@ impl Report {
         }
         let wall = self.wall.as_secs_f64();
         let cpu = self.tool_cpu.as_secs_f64();
-        json!({
+        let mut v = json!({
             "scenario": self.scenario,
             "passed": self.passed(),
             "params": self.params,
@@ -458,7 +461,13 @@ impl Report {
             }),
             "extra": self.extra.iter().map(|p| p.to_json(wall)).collect::<Vec<_>>(),
             "notes": self.notes,
-        })
+        });
+        if let Some(obj) = v.as_object_mut() {
+            for (k, x) in &self.sections {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
+        v
     }
 
     /// The summary tables.

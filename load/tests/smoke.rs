@@ -318,3 +318,60 @@ fn load_refuses_targets_off_this_machine_and_oversized_rooms() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert!(v["error"].as_str().unwrap_or("").contains("BOXOFFICE_CHAT_MAX_PARTICIPANTS"), "{v}");
 }
+
+#[test]
+fn load_soak_runs_rounds_of_every_scenario_and_samples_the_server() {
+    let server = server();
+    let me = std::process::id().to_string();
+    let args = [
+        "--duration",
+        "1s",
+        "--queue-users",
+        "20",
+        "--booking-users",
+        "10",
+        "--rooms",
+        "2",
+        "--members",
+        "5",
+        "--chat-duration",
+        "1s",
+        "--chat-rate",
+        "10",
+        "--settle",
+        "1s",
+        "--server-pid",
+        &me,
+        "--user-base",
+        "7000000",
+    ];
+    let r = load(&server.base, "soak", &args);
+    let rounds = r["rounds"].as_array().expect("rounds");
+    assert!(!rounds.is_empty(), "{r}");
+    assert_eq!(fig(&r, "rounds"), rounds.len() as u64, "{r}");
+    assert_eq!(fig(&r, "rounds_failed"), 0, "{r}");
+    assert_eq!(r["params"]["user_ids_per_round"], 100_000, "{r}");
+    for (i, round) in rounds.iter().enumerate() {
+        assert_eq!(round["round"], i as u64 + 1, "{r}");
+        assert_eq!(round["audits_passed"], true, "{r}");
+        assert!(round["rss_mb"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+        let scenarios: Vec<&Value> = round["scenarios"].as_array().expect("scenarios").iter().collect();
+        let names: Vec<&str> = scenarios.iter().map(|s| s["scenario"].as_str().unwrap_or("?")).collect();
+        assert_eq!(names, ["queue-rush", "booking-rush", "chat-fanout"], "{r}");
+        // Each scenario of each round from a user base of its own.
+        let base = 7_000_000 + i as u64 * 100_000;
+        let bases: Vec<u64> = scenarios.iter().map(|s| s["user_base"].as_u64().unwrap_or(0)).collect();
+        assert_eq!(bases, [base, base + 1_000, base + 2_000], "{r}");
+        assert!(scenarios.iter().all(|s| s["passed"] == true), "{r}");
+    }
+    let q = &rounds[0]["scenarios"][0]["figures"];
+    assert_eq!(q["payments_ok"], 20, "{r}");
+    let c = &rounds[0]["scenarios"][2]["figures"];
+    assert_eq!(c["lost"], 0, "{r}");
+    assert!(c["deliveries"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["figures"]["rss_first_third_mean_mb"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert!(r["figures"]["rss_growth_mb"].is_number(), "{r}");
+    assert!(r["figures"]["rss_growth_within_40mb"].is_boolean(), "{r}");
+    assert!(r["after_settle"]["rss_mb"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert_eq!(r["server"]["pid"].as_u64(), Some(u64::from(std::process::id())), "{r}");
+}
