@@ -131,7 +131,14 @@ impl Registry {
         for key in store.family_keys(&Key::LiveReservation(0))? {
             let Key::LiveReservation(id) = key else { continue };
             match store.get::<Reservation>(&Key::Reservation(id))? {
-                Some(r) => live.push(r),
+                Some(r) => {
+                    // Data written before the per-seat-map index: add its entry.
+                    let indexed = Key::SeatMapLive(r.seat_map.clone(), r.id);
+                    if !store.contains(&indexed)? {
+                        store.put(&indexed, &())?;
+                    }
+                    live.push(r)
+                }
                 None => tracing::warn!(reservation = id, "a live entry without its reservation"),
             }
         }

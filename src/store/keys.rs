@@ -18,6 +18,8 @@ pub enum Key {
     Payment(u64),
     /// Present while a reservation is live (or owes a refund): what start-up loads.
     LiveReservation(u64),
+    /// The same, by seat map: what a seat map reads when it starts again.
+    SeatMapLive(String, u64),
     /// One of a user's bookings, by user and reservation id (an index entry).
     UserBooking(u64, u64),
     /// One contract T payment request (transaction), by id.
@@ -61,6 +63,9 @@ pub enum Key {
     TransactionsOf(u64),
     /// Not a record: the prefix of every room of one user.
     RoomsOf(u64),
+    /// Not a record: the prefix of the live reservations of one seat map (it may also
+    /// match a seat map whose id extends this one's with `/`: check the parsed key).
+    LiveOf(String),
 }
 
 impl Key {
@@ -76,6 +81,8 @@ impl Key {
             Key::Ledger(user, k) => format!("idem/{user:020}/{k}").into_bytes(),
             Key::Payment(id) => format!("pay/{id:020}").into_bytes(),
             Key::LiveReservation(id) => format!("live/{id:020}").into_bytes(),
+            Key::SeatMapLive(seat_map, id) => format!("seatlive/{seat_map}/{id:020}").into_bytes(),
+            Key::LiveOf(seat_map) => format!("seatlive/{seat_map}/").into_bytes(),
             Key::UserBooking(user, r) => format!("ubook/{user:020}/{r:020}").into_bytes(),
             Key::BookingsOf(user) => format!("ubook/{user:020}/").into_bytes(),
             Key::Transaction(id) => format!("tx/{id:020}").into_bytes(),
@@ -109,6 +116,7 @@ impl Key {
             Key::Ledger(..) => b"idem/".to_vec(),
             Key::Payment(_) => b"pay/".to_vec(),
             Key::LiveReservation(_) => b"live/".to_vec(),
+            Key::SeatMapLive(..) | Key::LiveOf(_) => b"seatlive/".to_vec(),
             Key::UserBooking(..) | Key::BookingsOf(_) => b"ubook/".to_vec(),
             Key::Transaction(_) => b"tx/".to_vec(),
             Key::RoomTransaction(..) | Key::TransactionsOf(_) => b"roomtx/".to_vec(),
@@ -154,6 +162,10 @@ impl Key {
             }
             "pay" => Key::Payment(id.parse().ok()?),
             "live" => Key::LiveReservation(id.parse().ok()?),
+            "seatlive" => {
+                let (seat_map, r) = id.rsplit_once('/')?;
+                Key::SeatMapLive(seat_map.to_string(), r.parse().ok()?)
+            }
             "ubook" => {
                 let (user, r) = id.split_once('/')?;
                 Key::UserBooking(user.parse().ok()?, r.parse().ok()?)
@@ -198,6 +210,8 @@ mod tests {
             Key::Ledger(123, "retry/1".into()),
             Key::Payment(9),
             Key::LiveReservation(10),
+            Key::SeatMapLive("perf_001".into(), 10),
+            Key::SeatMapLive("a/b".into(), 11),
             Key::UserBooking(1, 2),
             Key::Transaction(11),
             Key::RoomTransaction(12, 13),

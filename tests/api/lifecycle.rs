@@ -64,6 +64,11 @@ async fn keyed_retries_after_the_actors_stopped_replay_the_first_answer_byte_for
     assert_eq!((replay.status, &replay.raw), (paid.status, &paid.raw));
     let kim = Buyer::enter(&api, 31).await;
     assert_eq!(kim.balance(&api).await.body["amount"].as_u64(), Some(20_000), "charged once, paid once");
+    // Every seat map stops too (none has a deadline left): a sold seat is read back.
+    until_live(&api, "seat_map", 0).await;
+    let seats = seat_statuses(&kim.seats(&api, 2).await);
+    assert_eq!(seats[8], (9, "RESERVED".to_string()), "the paid seat stays sold");
+    assert!(seats.iter().filter(|(_, s)| s == "RESERVED").count() == 1, "{seats:?}");
 }
 
 #[actix_rt::test]

@@ -339,16 +339,31 @@ impl Activated for SeatMap {
     type Id = String;
     type Env = SeatMapsEnv;
     const KIND: &'static str = "seat_map";
-    /// A seat map stops only with no live reservation (see [`busy`](Self::busy)), and only
-    /// it makes one live: so it starts again from its definition alone.
+    /// From its definition and its live reservations (sold seats among them), read by
+    /// the seat map's own index ([`Key::SeatMapLive`]).
     fn activate(id: &String, env: &SeatMapsEnv, lease: Lease<Self>) -> Result<Option<Self>, StoreError> {
         let Some(snapshot) = env.store.get::<SeatMapSnapshot>(&Key::SeatMap(id.clone()))? else { return Ok(None) };
-        SeatMap::restore(snapshot, Vec::new(), env.store.clone(), env.env.clone(), lease).map(Some)
+        let mut live = Vec::new();
+        for (key, ()) in env.store.scan_under::<()>(&Key::LiveOf(id.clone()))? {
+            let Key::SeatMapLive(seat_map, r) = key else { continue };
+            if seat_map != *id {
+                continue;
+            }
+            match env.store.get::<Reservation>(&Key::Reservation(r))? {
+                Some(r) => live.push(r),
+                None => tracing::warn!(seat_map, reservation = r, "a live entry without its reservation"),
+            }
+        }
+        live.sort_by_key(|r| r.created_at);
+        SeatMap::restore(snapshot, live, env.store.clone(), env.env.clone(), lease).map(Some)
     }
-    /// A live reservation (held, paying, sold, or owed a refund), a timer, or a gateway
-    /// call in flight.
+    /// A reservation with a deadline (held, paying) or owed a refund, a timer, or a
+    /// gateway call in flight. Sold seats alone do not keep it: they are read back.
     fn busy(&self) -> bool {
-        !self.live.is_empty() || self.timer.is_armed() || !self.charging.is_empty() || !self.refunding.is_empty()
+        self.live.values().any(|r| deadline(r).is_some() || r.needs_refund())
+            || self.timer.is_armed()
+            || !self.charging.is_empty()
+            || !self.refunding.is_empty()
     }
     fn lease(&self) -> &Lease<Self> {
         &self.lease
@@ -432,8 +447,14 @@ impl SeatMap {
         let mut batch = extra;
         batch.put(&Key::Reservation(r.id), r)?;
         match became {
-            Some(true) => batch.put(&Key::LiveReservation(r.id), &())?,
-            Some(false) => batch.delete(&Key::LiveReservation(r.id)),
+            Some(true) => {
+                batch.put(&Key::LiveReservation(r.id), &())?;
+                batch.put(&Key::SeatMapLive(self.id.clone(), r.id), &())?;
+            }
+            Some(false) => {
+                batch.delete(&Key::LiveReservation(r.id));
+                batch.delete(&Key::SeatMapLive(self.id.clone(), r.id));
+            }
             None => {}
         }
         self.store.apply(batch)
