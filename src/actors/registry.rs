@@ -27,6 +27,9 @@ use std::sync::Arc;
 
 pub use super::seat_map::BookingRoute;
 
+/// The longest a key gate stays unasked (shorter when `BOXOFFICE_ACTOR_IDLE` is).
+pub const KEY_GATE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many keyed actors are running, by kind (those stopping included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveActors {
@@ -176,7 +179,11 @@ impl Registry {
             gateway_timeout: settings.gateway_timeout,
             ttl: settings.trade_reservation_ttl,
         };
-        let keys = KeyGates::new(KeysEnv { store: store.clone(), wallets: wallets.clone() }, arbiters.clone(), idle);
+        // A key gate keeps nothing but the keys in flight, and starts again from nothing:
+        // it need not wait the whole window.
+        let gate_idle = idle.min(KEY_GATE_IDLE);
+        let keys =
+            KeyGates::new(KeysEnv { store: store.clone(), wallets: wallets.clone() }, arbiters.clone(), gate_idle);
         let janitor = super::ledger::Janitor::<Answer> { store: store.clone(), answers: std::marker::PhantomData };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
         let catalog = Catalog::new(catalog_state, store.clone(), seat_maps.clone());
