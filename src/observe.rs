@@ -243,31 +243,63 @@ pub fn refusal(contract: Contract, reason: &'static str) {
 
 // ---- Sales ----
 
-/// Seats held (`Q`), a booking's seats locked (`B`), or tickets reserved by a payment
-/// request (`T`).
-pub fn hold(contract: Contract) {
+/// What kind of sale a count is about, as the actors know it; metrics label it with the
+/// contract that sells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sale {
+    /// Seats held and paid from a wallet (contract Q).
+    Seats,
+    /// Seats booked and paid by card (contract B).
+    Booking,
+    /// Listed tickets reserved by a payment request (contract T).
+    Trade,
+}
+
+impl Sale {
+    /// The `contract` label.
+    fn contract(self) -> Contract {
+        match self {
+            Sale::Seats => "Q",
+            Sale::Booking => "B",
+            Sale::Trade => "T",
+        }
+    }
+
+    /// The `kind` label of its expiry.
+    fn expiry(self) -> &'static str {
+        match self {
+            Sale::Seats => "hold",
+            Sale::Booking => "booking",
+            Sale::Trade => "trade_reservation",
+        }
+    }
+}
+
+/// Seats held, a booking's seats locked, or tickets reserved by a payment request.
+pub fn hold(sale: Sale) {
     TOTALS.holds.fetch_add(1, Relaxed);
-    counter!("boxoffice_holds_total", "contract" => contract).increment(1);
-    if contract == "B" {
+    counter!("boxoffice_holds_total", "contract" => sale.contract()).increment(1);
+    if sale == Sale::Booking {
         TOTALS.bookings.fetch_add(1, Relaxed);
         counter!("boxoffice_bookings_total").increment(1);
     }
 }
 
-/// Something that ran out: `hold`, `booking`, `trade_reservation`, `queue_token`.
-pub fn expiry(kind: &'static str) {
-    counter!("boxoffice_expiries_total", "kind" => kind).increment(1);
+/// A hold, booking or payment request that ran out.
+pub fn expiry(sale: Sale) {
+    counter!("boxoffice_expiries_total", "kind" => sale.expiry()).increment(1);
 }
 
-/// `n` things of `kind` that ran out at once.
-pub fn expiries(kind: &'static str, n: u64) {
+/// `n` queue tokens that ran out at once.
+pub fn queue_tokens_expired(n: u64) {
     if n > 0 {
-        counter!("boxoffice_expiries_total", "kind" => kind).increment(n);
+        counter!("boxoffice_expiries_total", "kind" => "queue_token").increment(n);
     }
 }
 
 /// A completed payment of `amount`.
-pub fn payment(contract: Contract, amount: u64) {
+pub fn payment(sale: Sale, amount: u64) {
+    let contract = sale.contract();
     TOTALS.payments.fetch_add(1, Relaxed);
     counter!("boxoffice_payments_total", "contract" => contract).increment(1);
     counter!("boxoffice_money_captured_total", "contract" => contract).increment(amount);

@@ -21,6 +21,7 @@ use super::deadline::Deadline;
 use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
 use super::room::{Author, PostMessage};
 use super::seat_map::ChargeState;
+use crate::observe::Sale;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
@@ -297,9 +298,9 @@ impl TicketListing {
         self.store.apply(batch)?;
         for (was, now, amount, expired) in changes {
             match now {
-                TxStatus::PendingPayment if was.is_none() => crate::observe::hold("T"),
-                TxStatus::Paid => crate::observe::payment("T", amount),
-                TxStatus::Cancelled if expired => crate::observe::expiry("trade_reservation"),
+                TxStatus::PendingPayment if was.is_none() => crate::observe::hold(Sale::Trade),
+                TxStatus::Paid => crate::observe::payment(Sale::Trade, amount),
+                TxStatus::Cancelled if expired => crate::observe::expiry(Sale::Trade),
                 _ => {}
             }
         }

@@ -216,7 +216,7 @@ impl WaitingQueue {
         }
         self.budget -= admit as f64;
         crate::observe::queue_admitted(admit as u64);
-        crate::observe::expiries("queue_token", (expired_active.len() + expired_waiting) as u64);
+        crate::observe::queue_tokens_expired((expired_active.len() + expired_waiting) as u64);
     }
 
     /// The queue's figures for operators.

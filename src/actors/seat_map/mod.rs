@@ -977,11 +977,12 @@ fn count(was: Option<ReservationStatus>, res: &Reservation) {
     if was == Some(res.status) {
         return;
     }
-    let contract = if res.booking.is_some() { "B" } else { "Q" };
+    use crate::observe::Sale;
+    let sale = if res.booking.is_some() { Sale::Booking } else { Sale::Seats };
     match res.status {
-        ReservationStatus::Held if was.is_none() => crate::observe::hold(contract),
-        ReservationStatus::Expired => crate::observe::expiry(if contract == "B" { "booking" } else { "hold" }),
-        ReservationStatus::Confirmed => crate::observe::payment(contract, res.price),
+        ReservationStatus::Held if was.is_none() => crate::observe::hold(sale),
+        ReservationStatus::Expired => crate::observe::expiry(sale),
+        ReservationStatus::Confirmed => crate::observe::payment(sale, res.price),
         _ => {}
     }
 }
