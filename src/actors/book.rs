@@ -421,4 +421,21 @@ mod tests {
         let seats = registry.seat_map("m").expect("seat map").send(crate::actors::seat_map::GetSeats).await;
         assert_eq!(seats.expect("mailbox")[0].state, crate::actors::seat_map::SeatState::Available);
     }
+
+    #[actix_rt::test]
+    async fn a_seat_map_whose_last_deadline_went_away_does_not_wait_for_its_timer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = registry(dir.path(), "20ms").await;
+        let definition = SeatMapSnapshot::new("c".into(), ["1".to_string()], 100);
+        registry.store().put(&Key::SeatMap("c".into()), &definition).expect("definition");
+        let seat_map = registry.seat_map("c").expect("started from its definition");
+        let hold =
+            HoldSeats { user: 1, seats: vec!["1".into()], ttl: Duration::from_secs(600), key: None, booking: None };
+        let r = seat_map.send(hold).await.expect("mailbox").expect("hold");
+        let cancel = crate::actors::seat_map::CancelReservation { reservation: r.id, user: 1 };
+        seat_map.send(cancel).await.expect("mailbox").expect("cancelled");
+        drop(seat_map);
+        // Not ten minutes: the timer of the cancelled hold is disarmed with it.
+        until("the seat map stops", || registry.live_actors().seat_maps == 0).await;
+    }
 }

@@ -203,6 +203,9 @@ pub struct SeatMap {
     backoff_until: u64,
     /// The earliest deadline a change has set since the timer was last armed.
     earliest_added: Option<u64>,
+    /// How many live reservations have a deadline (held or paying): at none, the timer
+    /// is disarmed at once rather than left to fire on nothing.
+    pending: usize,
     /// Bookings whose gateway charge this process is waiting for (never persisted: after
     /// a restart nothing is in flight).
     charging: HashSet<u64>,
@@ -360,7 +363,8 @@ impl Activated for SeatMap {
     /// A reservation with a deadline (held, paying) or owed a refund, a timer, or a
     /// gateway call in flight. Sold seats alone do not keep it: they are read back.
     fn busy(&self) -> bool {
-        self.live.values().any(|r| deadline(r).is_some() || r.needs_refund())
+        self.pending > 0
+            || self.live.values().any(Reservation::needs_refund)
             || self.timer.is_armed()
             || !self.charging.is_empty()
             || !self.refunding.is_empty()
@@ -419,6 +423,7 @@ impl SeatMap {
             live.insert(res.id, res);
         }
         let places = seats.iter().map(|s| SeatPlace { label: s.label.clone(), price: s.price }).collect();
+        let pending = live.values().filter(|r| deadline(r).is_some()).count();
         Ok(SeatMap {
             id: snapshot.id,
             seats,
@@ -430,6 +435,7 @@ impl SeatMap {
             timer: Deadline::default(),
             backoff_until: 0,
             earliest_added: None,
+            pending,
             charging: HashSet::new(),
             refunding: HashSet::new(),
             lease,
@@ -503,6 +509,8 @@ impl SeatMap {
             (true, false) => Some(false),
             _ => None,
         };
+        let had_deadline = before.as_ref().is_some_and(|b| deadline(b).is_some());
+        let has_deadline = keep && deadline(&res).is_some();
         if let Err(e) = self.persist(&res, became, extra) {
             for (i, state) in before_seats {
                 self.seats[i].state = state;
@@ -513,6 +521,11 @@ impl SeatMap {
             };
             tracing::error!(seat_map = %self.id, error = %e, "could not persist a seat map change");
             return Err(e.into());
+        }
+        match (had_deadline, has_deadline) {
+            (false, true) => self.pending += 1,
+            (true, false) => self.pending = self.pending.saturating_sub(1),
+            _ => {}
         }
         if let Some(at) = deadline(&res) {
             self.earliest_added = Some(self.earliest_added.map_or(at, |e| e.min(at)));
@@ -687,6 +700,10 @@ impl SeatMap {
     /// live reservations runs when no timer is armed, as after every sweep.
     fn arm(&mut self, ctx: &mut Context<Self>) {
         let added = self.earliest_added.take();
+        if self.pending == 0 {
+            self.timer.clear(ctx);
+            return;
+        }
         let next = match (self.timer.at(), added) {
             (Some(armed), Some(at)) if at.max(self.backoff_until) < armed => Some(at),
             (Some(_), _) => return,
