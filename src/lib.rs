@@ -15,6 +15,9 @@
 //!   [`actors::Registry`] finds or starts actors by id and holds no business state; actors
 //!   hold the narrow handles of [`actors::book`] (and address books such as
 //!   [`actors::seat_map::SeatMaps`]) instead of the registry.
+//! - [`usecase`]: one function per use case that takes more than one actor (opening a
+//!   trade room, creating a room, booking seats); handlers call these, and the rules stay
+//!   in the actors.
 //! - [`http`]: thin handlers, one folder per contract: authenticate, parse, send one
 //!   message, render. [`http::trade`] (contract T, with its SignalR hub),
 //!   [`http::chat`] (contract C, with its WebSocket), [`http::queue`] (contract Q) and
@@ -38,3 +41,4 @@ pub mod money;
 pub mod observe;
 pub mod store;
 pub mod time;
+pub mod usecase;

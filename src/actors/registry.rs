@@ -11,9 +11,7 @@ use super::hub::{room_group, ChatEvent, Event, Fanout, Hub};
 use super::keys::{Answer, KeyGate, KeyGates, KeysEnv};
 use super::room::{Room, Rooms, RoomsEnv};
 use super::seat_map::booking::reservation_of_public_id;
-use super::seat_map::{
-    Booking, GetReservations, Reservation, SeatError, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMaps, SeatMapsEnv,
-};
+use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot, SeatMaps, SeatMapsEnv};
 use super::ticket_listing::{
     GetListing, Listing, ListingBook, ListingEnv, ListingSnapshot, ListingsEnv, TicketListing, Transaction,
 };
@@ -328,27 +326,6 @@ impl Registry {
         let Some(reservation) = reservation_of_public_id(id) else { return Ok(None) };
         let Some(r) = self.inner.store.get::<Reservation>(&Key::Reservation(reservation))? else { return Ok(None) };
         Ok(r.booking.as_ref().filter(|b| is_it(b)).map(|_| BookingRoute { seat_map: r.seat_map.clone(), reservation }))
-    }
-
-    /// Every booking of `user`, oldest first (reservation ids only grow): one message to
-    /// each seat map they have bookings on.
-    pub async fn bookings_of(&self, user: u64) -> Result<Vec<Reservation>, SeatError> {
-        let routes = self.inner.store.scan_under::<BookingRoute>(&Key::BookingsOf(user))?;
-        let mut by_seat_map: Vec<(String, Vec<u64>)> = Vec::new();
-        for (_, route) in routes {
-            match by_seat_map.iter_mut().find(|(id, _)| *id == route.seat_map) {
-                Some((_, ids)) => ids.push(route.reservation),
-                None => by_seat_map.push((route.seat_map, vec![route.reservation])),
-            }
-        }
-        let mut out = Vec::new();
-        for (id, ids) in by_seat_map {
-            let Some(seat_map) = self.seat_map(&id) else { continue };
-            out.extend(seat_map.send(GetReservations { ids }).await.map_err(SeatError::from_mailbox)??);
-        }
-        out.retain(|r| r.user == user);
-        out.sort_by_key(|r| r.id);
-        Ok(out)
     }
 
     pub fn seat_map_of_performance(&self, performance: &str) -> Option<Addr<SeatMap>> {

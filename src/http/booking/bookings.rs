@@ -1,15 +1,16 @@
 //! Contract B: bookings (`/bookings`) and paying them by card (`POST /payments/execute`).
 //! Errors are `{"error": "..."}` with the seed's texts; see [`BError`].
 
-use crate::actors::keys::{Answer, Book, Execute as PayByCard, GateError};
+use crate::actors::keys::{Answer, Execute as PayByCard, GateError};
 use crate::actors::registry::BookingRoute;
-use crate::actors::seat_map::booking::{BookSeats, CancelBooking, ExecuteBooking, ExecuteOutcome};
+use crate::actors::seat_map::booking::{CancelBooking, ExecuteBooking, ExecuteOutcome};
 use crate::actors::seat_map::{BookingSpec, GetReservation, Reservation, ReservationStatus, SeatError, SeatMap};
 use crate::auth::parse_user_id;
 use crate::http::error::{BError, BErrorBody};
 use crate::http::{fingerprint, AppState, Caller, JsonBody, MaybeIdempotencyKey};
 use crate::store::StoreError;
 use crate::time::rfc3339;
+use crate::usecase::seats::{book_seats, BookError};
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -185,29 +186,17 @@ pub async fn create(
     if seats.iter().any(String::is_empty) {
         return Err(BError::bad_request("Seat ids must not be empty."));
     }
-    let seat_map = state
-        .registry
-        .seat_map_of_performance(&performance)
-        .ok_or_else(|| BError::bad_request(format!("Performance {performance} does not exist.")))?;
     let request = NewBooking { user: me.user_id, performance, seats, payment_method: b.payment_method };
     let ttl = state.settings.booking_lock_ttl;
-    let fingerprint = fingerprint("POST /bookings", &request);
-    let spec =
-        BookingSpec { performance: request.performance, user_label: label, payment_method: request.payment_method };
-    let r = match key.0 {
-        // A keyed booking goes through the caller's key gate: the first answer is
-        // recorded with the booking and replayed as it was.
-        Some(key) => {
-            let keys = state.registry.keys(me.user_id).map_err(storage)?;
-            let msg = Book { key, fingerprint, seat_map, seats: request.seats, ttl, spec };
-            match keys.send(msg).await?? {
-                Answer::Booked(r) => r,
-                Answer::BookRefused(e) => return Err(e.into()),
-                _ => return Err(BError::from(GateError::KeyReused)),
-            }
-        }
-        None => seat_map.send(BookSeats { user: me.user_id, seats: request.seats, ttl, spec }).await??,
-    };
+    let key = key.0.map(|key| (key, fingerprint("POST /bookings", &request)));
+    let NewBooking { performance, seats, payment_method, .. } = request;
+    let spec = BookingSpec { performance: performance.clone(), user_label: label, payment_method };
+    let booked = book_seats(&state.registry, me.user_id, &performance, seats, ttl, spec, key).await;
+    let r = booked.map_err(|e| match e {
+        BookError::NoPerformance => BError::bad_request(format!("Performance {performance} does not exist.")),
+        BookError::Refused(e) => e.into(),
+        BookError::Gate(e) => e.into(),
+    })?;
     let booking = r.booking.as_ref().ok_or_else(|| BError::not_found("Booking not found."))?;
     Ok(HttpResponse::Created().json(BookingCreated {
         message: "Booking initiated. Please proceed to payment.",
@@ -224,7 +213,7 @@ pub async fn create(
     responses((status = 200, body = [BookingView]), (status = 401, body = BErrorBody)),
     security(("bearer" = [])))]
 pub async fn mine(state: web::Data<AppState>, me: Caller<BError>) -> Result<HttpResponse, BError> {
-    let bookings = state.registry.bookings_of(me.user_id).await?;
+    let bookings = crate::usecase::seats::bookings_of(&state.registry, me.user_id).await?;
     let out: Vec<_> = bookings.iter().flat_map(BookingView::new).collect();
     Ok(HttpResponse::Ok().json(out))
 }

@@ -3,8 +3,8 @@
 //! two users is made once), one room, its participants, and who of them is online.
 
 use super::room_of;
-use crate::actors::directory::{CreateRoom, Profiles};
-use crate::actors::room::{GetRoom, RoomKind, RoomSnapshot, RoomSummary, Summary};
+use crate::actors::directory::Profiles;
+use crate::actors::room::{GetRoom, RoomKind, RoomSnapshot, RoomSummary};
 use crate::auth::default_name;
 use crate::http::error::{CError, CErrorBody};
 use crate::http::{author, profiles_of, AppState, Caller, JsonBody};
@@ -162,10 +162,9 @@ pub async fn create_room(
     if b.room_description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         return Err(CError::invalid("room_description must be at most 1000 characters"));
     }
-    let msg = CreateRoom { creator: author(&me), kind, name, description: b.room_description, others };
-    let (id, created) = state.registry.directory().send(msg).await??;
-    let (_, addr) = room_of(&state, &id.to_string())?;
-    let summary = addr.send(Summary { user: me.user_id }).await??;
+    let created =
+        crate::usecase::chat::create_room(&state.registry, author(&me), kind, name, b.room_description, others).await?;
+    let (summary, created) = created;
     let names = names_in(&state, [&summary.room]).await?;
     let view = RoomSummaryView::new(&names, &summary, me.user_id);
     Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })

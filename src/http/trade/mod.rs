@@ -94,6 +94,15 @@ async fn trade_room(state: &AppState, id: u64, me: u64) -> Result<(Addr<Room>, R
 }
 
 /// A room's refusals in contract T's words.
+impl From<crate::usecase::chat::OpenTradeRoomError> for TError {
+    fn from(e: crate::usecase::chat::OpenTradeRoomError) -> Self {
+        match e {
+            crate::usecase::chat::OpenTradeRoomError::ListingNotFound => TError::not_found("티켓을 찾을 수 없습니다."),
+            crate::usecase::chat::OpenTradeRoomError::Chat(e) => e.into(),
+        }
+    }
+}
+
 impl From<ChatError> for TError {
     fn from(e: ChatError) -> Self {
         match e {

@@ -3,9 +3,9 @@
 //! its ticket's stock and payment requests, marking a room read, and leaving it.
 
 use super::payments::TxView;
-use super::{listing_of, ok, positive, room_actor, trade_room};
-use crate::actors::directory::{OpenTradeRoom, Profiles};
-use crate::actors::room::{Leave, MarkRead, RoomSnapshot, StoredMessage, Summary};
+use super::{listing_of, ok, positive, trade_room};
+use crate::actors::directory::Profiles;
+use crate::actors::room::{Leave, MarkRead, RoomSnapshot, StoredMessage};
 use crate::actors::ticket_listing::{GetListing, RoomTransactions};
 use crate::auth::default_name;
 use crate::http::error::{TData, TEnvelope, TError};
@@ -102,10 +102,7 @@ pub async fn open_room(
     body: JsonBody<OpenRoomRequest, TError>,
 ) -> Result<HttpResponse, TError> {
     let ticket = positive(&body.0.ticket_id, "ticketId")?;
-    let listing = listing_of(&state, ticket)?.send(GetListing).await?;
-    let (id, created) = state.registry.directory().send(OpenTradeRoom { listing, buyer: author(&me) }).await??;
-    let room = room_actor(&state, id)?;
-    let s = room.send(Summary { user: me.user_id }).await??;
+    let (s, created) = crate::usecase::chat::open_trade_room(&state.registry, author(&me), ticket).await?;
     let names = profiles_of(&state, s.room.participants.iter().map(|p| p.user)).await?;
     let item = room_item(&names, &s.room, me.user_id, s.last_message.as_ref(), s.unread);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
