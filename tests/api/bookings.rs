@@ -668,7 +668,7 @@ async fn an_unpaid_lock_runs_out_and_frees_its_seats() {
     let b = assert_initiated(&book(&api, kim, "perf_001", &["F1", "F2"]).await, 2 * PRICE);
     assert_eq!(taken(&seat_map(&api, lee, "perf_001").await), ["F1", "F2"]);
     assert_error(&book(&api, lee, "perf_001", &["F2"]).await, 400, Some(&not_available("F2")));
-    actix_rt::time::sleep(Duration::from_millis(900)).await;
+    eventually!("the lock runs out", states(&api, kim, &b.id).await.0 == "expired");
 
     assert_eq!(states(&api, kim, &b.id).await, pair("expired", "unpaid"));
     assert!(taken(&seat_map(&api, lee, "perf_001").await).is_empty());

@@ -16,8 +16,7 @@ async fn an_expired_hold_frees_its_seat() {
     assert_eq!(r.status, 200);
     let id = r.body["reservationId"].as_u64().expect("id");
     assert_eq!(seat_statuses(&kim.seats(&api, 1).await)[9].1, "TEMP_RESERVED");
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(seat_statuses(&kim.seats(&api, 1).await)[9].1, "AVAILABLE");
+    eventually!("the hold expires", seat_statuses(&kim.seats(&api, 1).await)[9].1 == "AVAILABLE");
     assert_eq!(kim.reservation(&api, id).await.body["status"], "EXPIRED");
     assert_eq!(kim.charge(&api, 80_000, "c").await.status, 200);
     assert_q_error(&kim.pay(&api, id, 80_000, "p").await, 404);

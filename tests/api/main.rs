@@ -1,5 +1,20 @@
 //! One test binary that drives the real server process over HTTP, like a client.
 
+/// Poll `$check` (an expression that may `.await`) until it is true, for at most 10 s:
+/// what a timer does is awaited, not slept for.
+macro_rules! eventually {
+    ($what:expr, $check:expr) => {{
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if $check {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never: {}", $what);
+            actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
 mod helpers;
 
 mod auth;

@@ -309,14 +309,15 @@ async fn an_expired_request_restores_stock_and_tells_the_room() {
     let room = t.room(BUYER, ticket).await;
     let tx = n(envelope(&t.request(SELLER, room, 3).await, 200), "transactionId");
     assert_eq!(t.remaining(room).await, 2);
-    actix_rt::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(t.remaining(room).await, 5, "the expiry gave the stock back");
+    eventually!("the expiry gives the stock back", t.remaining(room).await == 5);
     let d = t.detail(BUYER, room).await;
     let txv = &d["transactions"][0];
     assert_eq!((txv["status"].as_str(), txv["cancelReason"].as_str()), (Some("cancelled"), Some("expired")));
     refused(&t.pay(BUYER, tx, "tok_visa").await, 400, EXPIRED);
     assert_eq!(t.charges(tx).await, (0, 0));
-    let notices: Vec<Value> = t.history(BUYER, room).await.into_iter().filter(|m| m["message"] == EXPIRED).collect();
+    let expired = |history: Vec<Value>| history.into_iter().filter(|m| m["message"] == EXPIRED).collect::<Vec<_>>();
+    eventually!("the room is told", !expired(t.history(BUYER, room).await).is_empty());
+    let notices = expired(t.history(BUYER, room).await);
     assert_eq!(notices.len(), 1, "one notice, once");
     assert_eq!(notices[0]["type"], "SYSTEM");
 }
