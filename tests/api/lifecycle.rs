@@ -100,11 +100,19 @@ async fn try_keyed(
     api.try_call(method, path, Some(&b.jwt), &headers, Some(body)).await.filter(|r| r.status == 200)
 }
 
+/// A request the kill may have cut off: its answer never came, so it may or may not have
+/// been applied. A retry with its key settles it, exactly once.
+enum Unanswered {
+    Charge(String),
+    Hold(u64),
+    Pay(u64),
+}
+
 /// Actors stop and start all the time (an idle window of 30 ms, clients pausing past it)
 /// while 8 users charge, hold and pay; the server is killed with `kill -9` in the middle.
-/// After the restart every acknowledged write is there: each balance is what its
-/// acknowledged charges and payments say, every paid seat is confirmed, and every
-/// acknowledged answer replays byte for byte.
+/// After the restart every acknowledged write is there and every acknowledged answer
+/// replays byte for byte; the one request each user had in flight, retried with its key,
+/// is applied exactly once: each balance is then exactly what the answers say.
 #[actix_rt::test]
 async fn kill9_while_actors_stop_and_start_loses_nothing_acknowledged() {
     let mut env = fast_queue();
@@ -129,24 +137,30 @@ async fn kill9_while_actors_stop_and_start_loses_nothing_acknowledged() {
             for round in 0..20u64 {
                 let key = format!("c{round}");
                 let body = json!({ "amount": 100_000 });
-                let Some(r) = try_keyed(&api, b, "PATCH", &charge_path, &key, body).await else { break };
+                let Some(r) = try_keyed(&api, b, "PATCH", &charge_path, &key, body).await else {
+                    return (acked, balance, Some(Unanswered::Charge(key)));
+                };
                 balance += 100_000;
                 acked.push((key, r));
                 actix_rt::time::sleep(Duration::from_millis(35 + 5 * i as u64)).await;
                 if round == 2 {
                     let body = json!({ "userId": b.id, "concertId": 1, "scheduleId": 3, "seatNumber": seat });
-                    let Some(h) = try_keyed(&api, b, "POST", "/reservations", "hold", body).await else { break };
+                    let Some(h) = try_keyed(&api, b, "POST", "/reservations", "hold", body).await else {
+                        return (acked, balance, Some(Unanswered::Hold(seat)));
+                    };
                     let id = h.body["reservationId"].as_u64().expect("id");
                     acked.push(("hold".into(), h));
                     actix_rt::time::sleep(Duration::from_millis(35)).await;
                     let body = json!({ "reservationId": id, "amount": 80_000 });
-                    let Some(p) = try_keyed(&api, b, "POST", "/payments", "pay", body).await else { break };
+                    let Some(p) = try_keyed(&api, b, "POST", "/payments", "pay", body).await else {
+                        return (acked, balance, Some(Unanswered::Pay(id)));
+                    };
                     balance -= 80_000;
                     acked.push(("pay".into(), p));
                     break; // the payment retired the queue token
                 }
             }
-            (acked, balance)
+            (acked, balance, None)
         }
     });
     let killer = async {
@@ -157,9 +171,8 @@ async fn kill9_while_actors_stop_and_start_loses_nothing_acknowledged() {
     server.restart();
     let api = server.api();
     let mut replayed = 0;
-    for (u, (acked, balance)) in users.iter().zip(results) {
+    for (u, (acked, mut balance, unanswered)) in users.iter().zip(results) {
         let b = Buyer::enter(&api, *u).await;
-        assert_eq!(b.balance(&api).await.body["amount"].as_u64(), Some(balance), "user {u}'s balance");
         for (key, first) in &acked {
             let again = match key.as_str() {
                 "hold" => b.hold(&api, 3, first.body["seatNumber"].as_u64().expect("seat"), key).await,
@@ -174,6 +187,22 @@ async fn kill9_while_actors_stop_and_start_loses_nothing_acknowledged() {
             assert_eq!((again.status, &again.raw), (first.status, &first.raw), "user {u} replays {key}");
             replayed += 1;
         }
+        // Whatever became of the request the kill cut off, its retry settles it once.
+        let b = Buyer::enter(&api, *u).await;
+        match unanswered {
+            Some(Unanswered::Charge(key)) => {
+                assert_eq!(b.charge(&api, 100_000, &key).await.status, 200, "user {u} retries {key}");
+                balance += 100_000;
+            }
+            Some(Unanswered::Hold(seat)) => assert_eq!(b.hold(&api, 3, seat, "hold").await.status, 200),
+            Some(Unanswered::Pay(id)) => {
+                assert_eq!(b.pay(&api, id, 80_000, "pay").await.status, 200, "user {u} retries the payment");
+                balance -= 80_000;
+            }
+            None => {}
+        }
+        let b = Buyer::enter(&api, *u).await;
+        assert_eq!(b.balance(&api).await.body["amount"].as_u64(), Some(balance), "user {u}'s balance");
     }
     assert!(replayed >= users.len(), "every user got at least one answer before the kill");
 }
