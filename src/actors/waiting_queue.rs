@@ -35,6 +35,7 @@ enum TokenState {
     Active,
 }
 
+/// A token as its record keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TokenRecord {
     token: String,
@@ -42,6 +43,42 @@ struct TokenRecord {
     state: TokenState,
     issued_at: u64,
     expires_at: u64,
+}
+
+/// A token in memory: its 16 random bytes as a number. Clients and records see it as 32
+/// lowercase hex digits; the queue keeps numbers, copied rather than cloned, so a hundred
+/// thousand tokens hold no strings.
+type TokenId = u128;
+
+/// The token `s` names, if it is one the queue could have issued.
+fn token_id(s: &str) -> Option<TokenId> {
+    let hex = s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u128::from_str_radix(s, 16).ok()).flatten()
+}
+
+fn token_text(t: TokenId) -> String {
+    format!("{t:032x}")
+}
+
+/// What the queue keeps of a token in memory.
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    user: u64,
+    state: TokenState,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+impl Token {
+    fn record(&self, id: TokenId) -> TokenRecord {
+        TokenRecord {
+            token: token_text(id),
+            user: self.user,
+            state: self.state,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,12 +118,12 @@ impl From<StoreError> for QueueError {
 
 pub struct WaitingQueue {
     policy: QueuePolicy,
-    tokens: HashMap<String, TokenRecord>,
-    by_user: HashMap<u64, String>,
+    tokens: HashMap<TokenId, Token>,
+    by_user: HashMap<u64, TokenId>,
     /// Waiting tokens, front first; their sequence numbers are consecutive.
-    line: VecDeque<String>,
+    line: VecDeque<TokenId>,
     /// Active tokens by expiry.
-    active: BTreeSet<(u64, String)>,
+    active: BTreeSet<(u64, TokenId)>,
     meta: QueueMeta,
     /// Admissions the rate still allows (a token bucket holding at most one second's).
     budget: f64,
@@ -108,45 +145,51 @@ impl WaitingQueue {
             refilled_at: Instant::now(),
             store,
         };
-        let mut waiting: Vec<(u64, String)> = Vec::new();
+        let mut waiting: Vec<(u64, TokenId)> = Vec::new();
         for (_, rec) in q.store.scan::<TokenRecord>(&Key::QueueToken(String::new()))? {
+            let Some(id) = token_id(&rec.token) else {
+                tracing::warn!(token = rec.token, "a queue token record that names no token the queue issues");
+                continue;
+            };
             match rec.state {
-                TokenState::Waiting { seq } => waiting.push((seq, rec.token.clone())),
+                TokenState::Waiting { seq } => waiting.push((seq, id)),
                 TokenState::Active => {
-                    q.active.insert((rec.expires_at, rec.token.clone()));
+                    q.active.insert((rec.expires_at, id));
                 }
             }
             // A crash may leave a user's old token beside the new one: the newest wins.
             let newer =
                 q.by_user.get(&rec.user).and_then(|t| q.tokens.get(t)).is_none_or(|old| old.issued_at <= rec.issued_at);
             if newer {
-                q.by_user.insert(rec.user, rec.token.clone());
+                q.by_user.insert(rec.user, id);
             }
-            q.tokens.insert(rec.token.clone(), rec);
+            let token =
+                Token { user: rec.user, state: rec.state, issued_at: rec.issued_at, expires_at: rec.expires_at };
+            q.tokens.insert(id, token);
         }
         waiting.sort();
         q.line = waiting.into_iter().map(|(_, t)| t).collect();
         Ok(q)
     }
 
-    fn seq_of(&self, token: &str) -> Option<u64> {
-        match self.tokens.get(token)?.state {
+    fn seq_of(&self, token: TokenId) -> Option<u64> {
+        match self.tokens.get(&token)?.state {
             TokenState::Waiting { seq } => Some(seq),
             TokenState::Active => None,
         }
     }
 
-    fn view(&self, rec: &TokenRecord) -> TokenView {
+    fn view(&self, id: TokenId, rec: &Token) -> TokenView {
         let (position, active) = match rec.state {
             TokenState::Active => (0, true),
             TokenState::Waiting { seq } => {
-                let front = self.line.front().and_then(|t| self.seq_of(t)).unwrap_or(seq);
+                let front = self.line.front().and_then(|t| self.seq_of(*t)).unwrap_or(seq);
                 (seq.saturating_sub(front) + 1, false)
             }
         };
         let rate = self.policy.admit_rate.max(1) as u64;
         TokenView {
-            token: rec.token.clone(),
+            token: token_text(id),
             user: rec.user,
             position,
             active,
@@ -155,8 +198,8 @@ impl WaitingQueue {
         }
     }
 
-    fn live(&self, token: &str) -> Option<&TokenRecord> {
-        self.tokens.get(token).filter(|r| r.expires_at > now_ms())
+    fn live(&self, token: TokenId) -> Option<&Token> {
+        self.tokens.get(&token).filter(|r| r.expires_at > now_ms())
     }
 
     /// Admit what the rate and the cap allow, and expire what is due. The changes are
@@ -169,7 +212,8 @@ impl WaitingQueue {
         self.budget = (self.budget + elapsed * rate).min(rate.max(1.0));
 
         // Active tokens past their TTL.
-        let expired_active: Vec<(u64, String)> = self.active.iter().take_while(|(at, _)| *at <= now).cloned().collect();
+        let expired_active: Vec<(u64, TokenId)> =
+            self.active.iter().take_while(|(at, _)| *at <= now).copied().collect();
         // Waiting tokens past their TTL leave from the front.
         let expired_waiting =
             self.line.iter().take_while(|t| self.tokens.get(*t).is_none_or(|r| r.expires_at <= now)).count();
@@ -182,20 +226,20 @@ impl WaitingQueue {
         let admitted_expiry = now + ms(self.policy.active_ttl);
         let mut batch = Batch::default();
         for (_, t) in &expired_active {
-            batch.delete(&Key::QueueToken(t.clone()));
+            batch.delete(&Key::QueueToken(token_text(*t)));
         }
         for t in self.line.iter().take(expired_waiting) {
-            batch.delete(&Key::QueueToken(t.clone()));
+            batch.delete(&Key::QueueToken(token_text(*t)));
         }
         let mut admitted = Vec::with_capacity(admit);
         for t in self.line.iter().skip(expired_waiting).take(admit) {
             if let Some(rec) = self.tokens.get(t) {
-                let rec = TokenRecord { state: TokenState::Active, expires_at: admitted_expiry, ..rec.clone() };
-                if let Err(e) = batch.put(&Key::QueueToken(t.clone()), &rec) {
+                let rec = Token { state: TokenState::Active, expires_at: admitted_expiry, ..*rec };
+                if let Err(e) = batch.put(&Key::QueueToken(token_text(*t)), &rec.record(*t)) {
                     tracing::error!(error = %e, "could not encode a queue token");
                     return;
                 }
-                admitted.push(rec);
+                admitted.push((*t, rec));
             }
         }
         if let Err(e) = self.store.apply(batch) {
@@ -204,15 +248,15 @@ impl WaitingQueue {
         }
         for entry in &expired_active {
             self.active.remove(entry);
-            self.forget(&entry.1);
+            self.forget(entry.1);
         }
-        let left: Vec<String> = self.line.drain(..expired_waiting + admit).take(expired_waiting).collect();
+        let left: Vec<TokenId> = self.line.drain(..expired_waiting + admit).take(expired_waiting).collect();
         for t in left {
-            self.forget(&t);
+            self.forget(t);
         }
-        for rec in admitted {
-            self.active.insert((rec.expires_at, rec.token.clone()));
-            self.tokens.insert(rec.token.clone(), rec);
+        for (id, rec) in admitted {
+            self.active.insert((rec.expires_at, id));
+            self.tokens.insert(id, rec);
         }
         self.budget -= admit as f64;
         crate::observe::queue_admitted(admit as u64);
@@ -227,9 +271,9 @@ impl WaitingQueue {
     }
 
     /// Drop a token from memory (its record is deleted by the caller's write).
-    fn forget(&mut self, token: &str) {
-        if let Some(rec) = self.tokens.remove(token) {
-            if self.by_user.get(&rec.user).map(String::as_str) == Some(token) {
+    fn forget(&mut self, token: TokenId) {
+        if let Some(rec) = self.tokens.remove(&token) {
+            if self.by_user.get(&rec.user) == Some(&token) {
                 self.by_user.remove(&rec.user);
             }
         }
@@ -260,7 +304,7 @@ impl Handler<Issue> for WaitingQueue {
     type Result = ResponseFuture<Result<TokenView, QueueError>>;
     fn handle(&mut self, msg: Issue, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
-        let existing = self.by_user.get(&msg.user).and_then(|t| self.live(t)).map(|r| self.view(r));
+        let existing = self.by_user.get(&msg.user).copied().and_then(|t| self.live(t).map(|r| self.view(t, r)));
         let view = match existing {
             Some(v) => Ok(v),
             None => self.issue(msg.user),
@@ -276,38 +320,36 @@ impl Handler<Issue> for WaitingQueue {
 impl WaitingQueue {
     fn issue(&mut self, user: u64) -> Result<TokenView, QueueError> {
         let now = now_ms();
-        let token = {
+        let token: TokenId = {
             use rand::Rng;
-            let bytes: [u8; 16] = rand::thread_rng().gen();
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            rand::thread_rng().gen()
         };
         let seq = self.meta.next_seq;
-        let rec = TokenRecord {
-            token: token.clone(),
+        let rec = Token {
             user,
             state: TokenState::Waiting { seq },
             issued_at: now,
             expires_at: now + ms(self.policy.wait_ttl),
         };
         let mut batch = Batch::default();
-        batch.put(&Key::QueueToken(token.clone()), &rec)?;
+        batch.put(&Key::QueueToken(token_text(token)), &rec.record(token))?;
         batch.put(&Key::QueueMeta, &QueueMeta { next_seq: seq + 1 })?;
         self.store.apply(batch)?;
         self.meta.next_seq = seq + 1;
-        if let Some(old) = self.by_user.insert(user, token.clone()) {
+        if let Some(old) = self.by_user.insert(user, token) {
             // An expired token of the same user that the tick has not swept yet.
             if let Some(r) = self.tokens.get_mut(&old) {
                 r.expires_at = r.expires_at.min(now);
             }
         }
-        self.tokens.insert(token.clone(), rec);
-        self.line.push_back(token.clone());
+        self.tokens.insert(token, rec);
+        self.line.push_back(token);
         crate::observe::queue_issued();
         // Admit at once what the rate and the cap allow (in line order, so nobody is passed):
         // a quiet queue lets a user straight in, a busy one at the admission rate.
         self.tick();
         let rec = self.tokens.get(&token).ok_or(QueueError::Unknown)?;
-        Ok(self.view(rec))
+        Ok(self.view(token, rec))
     }
 }
 
@@ -321,7 +363,8 @@ pub struct Check {
 impl Handler<Check> for WaitingQueue {
     type Result = Result<TokenView, QueueError>;
     fn handle(&mut self, msg: Check, _: &mut Context<Self>) -> Self::Result {
-        self.live(&msg.token).map(|r| self.view(r)).ok_or(QueueError::Unknown)
+        let token = token_id(&msg.token).ok_or(QueueError::Unknown)?;
+        self.live(token).map(|r| self.view(token, r)).ok_or(QueueError::Unknown)
     }
 }
 
@@ -336,7 +379,7 @@ pub struct RequireActive {
 impl Handler<RequireActive> for WaitingQueue {
     type Result = Result<(), QueueError>;
     fn handle(&mut self, msg: RequireActive, _: &mut Context<Self>) -> Self::Result {
-        let rec = self.live(&msg.token).ok_or(QueueError::Unknown)?;
+        let rec = token_id(&msg.token).and_then(|t| self.live(t)).ok_or(QueueError::Unknown)?;
         if rec.user != msg.user {
             return Err(QueueError::NotYours);
         }
@@ -369,15 +412,35 @@ impl Handler<Retire> for WaitingQueue {
 
 impl WaitingQueue {
     fn retire(&mut self, token: &str) -> Result<(), QueueError> {
-        let Some(rec) = self.tokens.get(token) else { return Ok(()) };
+        let Some(id) = token_id(token) else { return Ok(()) };
+        let Some(rec) = self.tokens.get(&id) else { return Ok(()) };
         if rec.state != TokenState::Active {
             return Ok(());
         }
         let mut batch = Batch::default();
-        batch.delete(&Key::QueueToken(token.to_string()));
+        batch.delete(&Key::QueueToken(token_text(id)));
         self.store.apply(batch)?;
-        self.active.remove(&(rec.expires_at, token.to_string()));
-        self.forget(token);
+        self.active.remove(&(rec.expires_at, id));
+        self.forget(id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token is 32 lowercase hex digits both ways; nothing else names one.
+    #[test]
+    fn tokens_are_numbers_in_memory_and_hex_outside() {
+        let t: TokenId = 0x0f0c_0000_0000_0000_0000_0000_0000_00ff;
+        let text = token_text(t);
+        assert_eq!(text, "0f0c00000000000000000000000000ff");
+        assert_eq!(token_id(&text), Some(t));
+        for bad in
+            ["", "0f0c", "0F0C00000000000000000000000000FF", "0f0c00000000000000000000000000fg", &format!("{text}0")]
+        {
+            assert_eq!(token_id(bad), None, "{bad:?}");
+        }
     }
 }
