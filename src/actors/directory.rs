@@ -16,8 +16,8 @@
 //! is answered, so the buyer's next request opens a new room.
 
 use super::room::{
-    Author, ChatError, Participant, RoomCounts, RoomKind, RoomRule, RoomSettings, RoomSnapshot, RoomSummary,
-    StoredMessage, TradeInfo,
+    write_new_room, Author, ChatError, Participant, RoomClosed, RoomCounts, RoomKind, RoomRule, RoomSettings,
+    RoomSnapshot, RoomSummary, StoredMessage, TradeInfo,
 };
 use super::ticket_listing::Listing;
 use crate::store::{Batch, Key, Store, StoreError};
@@ -93,7 +93,7 @@ impl Directory {
         if let Some(entry) = &entry {
             batch.put(entry, &room.id)?;
         }
-        batch.put(&Key::Room(room.id), &room)?;
+        write_new_room(&mut batch, &room)?;
         for p in &room.participants {
             batch.put(&Key::Membership(p.user, room.id), &())?;
         }
@@ -259,14 +259,8 @@ impl Handler<OpenTradeRoom> for Directory {
     }
 }
 
-/// A trade room closed: the next request of its buyer about its listing opens a new one.
-#[derive(Message)]
-#[rtype(result = "Result<(), ChatError>")]
-pub struct RoomClosed {
-    pub room: u64,
-    pub trade: TradeInfo,
-}
-
+/// A trade room closed ([`RoomClosed`], which the room sends): the next request of its
+/// buyer about its listing opens a new one.
 impl Handler<RoomClosed> for Directory {
     type Result = Result<(), ChatError>;
     fn handle(&mut self, msg: RoomClosed, _: &mut Context<Self>) -> Self::Result {

@@ -23,7 +23,6 @@
 //! subscribing, typing, files; `trade.rs`: leaving and payment requests.
 
 use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease};
-use super::directory::RoomClosed;
 use super::hub::{room_group, ChatEvent, Event, Fanout, FileRef, MessageEvent, Subscriber};
 use super::ticket_listing::{ListingBook, RequestPayment, TradeError, Transaction};
 use crate::store::{Batch, Key, Store, StoreError};
@@ -372,6 +371,21 @@ impl Handler<UpdateSettings> for Room {
         })();
         self.when_durable(r)
     }
+}
+
+/// Told to the directory when a trade room closes (before the leave is answered): the
+/// next request of its buyer about its listing opens a new room.
+#[derive(Message)]
+#[rtype(result = "Result<(), ChatError>")]
+pub struct RoomClosed {
+    pub room: u64,
+    pub trade: TradeInfo,
+}
+
+/// Add a new room's first record to `batch` (the directory writes it with its own entries
+/// for the room, in one batch; from then on only the room's actor writes it).
+pub fn write_new_room(batch: &mut Batch, room: &RoomSnapshot) -> Result<(), StoreError> {
+    batch.put(&Key::Room(room.id), room)
 }
 
 /// The rooms' address book: a room's actor, started from its record on first use (rooms
