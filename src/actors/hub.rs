@@ -231,12 +231,9 @@ pub enum ChatEvent {
         last_read: u64,
         read_at: u64,
     },
-    /// A room's state changed (contract T: `RoomClosed` when a party leaves).
-    RoomUpdated {
+    /// A trade room closed: a party left (contract T's `RoomUpdated` with `RoomClosed`).
+    RoomClosed {
         room: u64,
-        event: String,
-        status: String,
-        message: String,
     },
 }
 
@@ -644,12 +641,7 @@ mod tests {
             ChatEvent::Typing { room: 3, user: 7, user_name: "kim".into(), is_typing: true },
             ChatEvent::UserStatus { user: 7, user_name: "kim".into(), online: false },
             ChatEvent::MessageRead { room: 3, user: 7, user_name: "kim".into(), last_read: 42, read_at: 5 },
-            ChatEvent::RoomUpdated {
-                room: 3,
-                event: "RoomClosed".into(),
-                status: "CLOSED".into(),
-                message: "x".into(),
-            },
+            ChatEvent::RoomClosed { room: 3 },
         ];
         for e in events {
             let json = serde_json::to_string(&e).expect("serialize");

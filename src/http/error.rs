@@ -398,7 +398,7 @@ impl From<ChatError> for CError {
             ChatError::NotParticipant => CError::new(StatusCode::FORBIDDEN, "You are not a participant of this room."),
             ChatError::MessageNotFound => CError::not_found("Message not found."),
             ChatError::NotSender => CError::new(StatusCode::FORBIDDEN, "Only the sender may change this message."),
-            ChatError::RoomClosed => CError::bad_request(crate::actors::room::ROOM_CLOSED),
+            ChatError::RoomClosed => CError::bad_request(crate::http::ROOM_CLOSED),
             e @ ChatError::NotInRoom(_) => CError::bad_request(e.to_string()),
             ChatError::Storage(m) => CError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
             ChatError::Unavailable(m) => CError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Unavailable: {m}")),

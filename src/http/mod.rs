@@ -18,6 +18,10 @@
 //! The extractors are generic over the contract's error type, so a bad token or body is
 //! answered in that contract's shape.
 
+/// The text of a room-closed event and refusal (contract T's words; contract C's
+/// WebSocket sends the same event).
+pub const ROOM_CLOSED: &str = "채팅방이 종료되었습니다.";
+
 pub mod booking;
 pub mod chat;
 pub mod contract;

@@ -40,9 +40,6 @@ impl TradeInfo {
     }
 }
 
-/// The text of contract T's room-closed event and refusals.
-pub const ROOM_CLOSED: &str = "채팅방이 종료되었습니다.";
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
     /// The participant's number in the room (1, 2, ...).

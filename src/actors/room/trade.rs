@@ -47,12 +47,7 @@ impl Handler<Leave> for Room {
         };
         Box::pin(fut::wrap_future::<_, Self>(settled).map(move |settled, act, _| {
             settled?;
-            let event = Event::new(ChatEvent::RoomUpdated {
-                room: r.id,
-                event: "RoomClosed".into(),
-                status: "closed".into(),
-                message: ROOM_CLOSED.into(),
-            });
+            let event = Event::new(ChatEvent::RoomClosed { room: r.id });
             act.fanout.publish(room_group(r.id), &event);
             for p in &r.participants {
                 act.fanout.publish(crate::actors::hub::user_group(p.user), &event);

@@ -200,8 +200,9 @@ pub fn render(e: &ChatEvent) -> String {
             "type": "message_read", "room_id": room, "user_id": user, "user_name": user_name,
             "last_read_message_id": last_read, "read_at": rfc3339(*read_at),
         }),
-        ChatEvent::RoomUpdated { room, event, status, message } => json!({
-            "type": "room_updated", "room_id": room, "event": event, "status": status, "message": message,
+        ChatEvent::RoomClosed { room } => json!({
+            "type": "room_updated", "room_id": room, "event": "RoomClosed", "status": "closed",
+            "message": crate::http::ROOM_CLOSED,
         }),
     };
     v.to_string()

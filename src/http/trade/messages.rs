@@ -217,7 +217,7 @@ pub async fn send_message(
     }
     let (room, snapshot) = trade_room(&state, id, me.user_id).await?;
     if snapshot.closed_at.is_some() {
-        return Err(TError::bad_request(crate::actors::room::ROOM_CLOSED));
+        return Err(TError::bad_request(crate::http::ROOM_CLOSED));
     }
     let mut images: Vec<StoredFile> = Vec::new();
     for up in uploads {

@@ -110,7 +110,7 @@ impl From<ChatError> for TError {
             ChatError::NotParticipant => TError::forbidden("채팅방에 접근할 권한이 없습니다."),
             ChatError::MessageNotFound => TError::not_found("메시지를 찾을 수 없습니다."),
             ChatError::NotSender => TError::forbidden("메시지를 보낸 사람만 할 수 있습니다."),
-            ChatError::RoomClosed => TError::bad_request(crate::actors::room::ROOM_CLOSED),
+            ChatError::RoomClosed => TError::bad_request(crate::http::ROOM_CLOSED),
             e @ ChatError::NotInRoom(_) => TError::bad_request(e.to_string()),
             ChatError::Storage(m) => TError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("저장소 오류: {m}")),
             ChatError::Unavailable(m) => {

@@ -277,7 +277,7 @@ pub async fn leave(
     let r = room.send(Leave { user: me.user_id }).await??;
     Ok(ok(
         StatusCode::OK,
-        crate::actors::room::ROOM_CLOSED,
+        crate::http::ROOM_CLOSED,
         LeaveView { room_id: id, status: "closed", closed_at: r.closed_at.map(rfc3339) },
     ))
 }

@@ -162,9 +162,10 @@ pub fn invocation(e: &ChatEvent, links: &LinkSigner, now: u64) -> (&'static str,
                 "lastReadMessageId": last_read, "readAt": rfc3339(*read_at),
             }),
         ),
-        ChatEvent::RoomUpdated { room, event, status, message } => {
-            ("RoomUpdated", json!({ "roomId": room, "event": event, "statusCode": status, "message": message }))
-        }
+        ChatEvent::RoomClosed { room } => (
+            "RoomUpdated",
+            json!({ "roomId": room, "event": "RoomClosed", "statusCode": "closed", "message": crate::http::ROOM_CLOSED }),
+        ),
     }
 }
 
@@ -239,12 +240,7 @@ mod tests {
     #[test]
     fn room_updates_and_other_events_have_their_targets() {
         let links = LinkSigner::new(b"k");
-        let e = ChatEvent::RoomUpdated {
-            room: 1,
-            event: "RoomClosed".into(),
-            status: "closed".into(),
-            message: "채팅방이 종료되었습니다.".into(),
-        };
+        let e = ChatEvent::RoomClosed { room: 1 };
         let v = parse(&render(&e, &links, 0));
         assert_eq!(v["target"], "RoomUpdated");
         assert_eq!(
