@@ -9,12 +9,13 @@
 //! - [`store`]: sled behind a typed API: keyed records, atomic batches through a journal,
 //!   group commit, a layout version.
 //! - [`actors`]: the owners of all business state: one actor per seat map, wallet (a
-//!   user's balance and running idempotency keys), room, ticket listing, and one each for
-//!   the waiting queue, the catalog and the directory (which rooms exist between whom);
-//!   [`actors::ledger`] keeps the first answer of every keyed request; the
-//!   [`actors::Registry`] finds or starts actors by id and holds no business state; actors
-//!   hold the narrow handles of [`actors::book`] (and address books such as
-//!   [`actors::seat_map::SeatMaps`]) instead of the registry.
+//!   user's balance), key gate (a user's idempotency keys in flight), room, ticket
+//!   listing, and one each for the waiting queue, the catalog and the directory (which
+//!   rooms exist between whom); [`actors::ledger`] keeps the first answer of every keyed
+//!   request. [`actors::book::ActorBook`] starts a keyed actor from its records on first
+//!   use and stops it when idle; the [`actors::Registry`] composes those books and holds
+//!   no business state; actors hold narrow handles ([`actors::book::Lookup`], address
+//!   books such as [`actors::seat_map::SeatMaps`]) instead of the registry.
 //! - [`usecase`]: one function per use case that takes more than one actor (opening a
 //!   trade room, creating a room, booking seats); handlers call these, and the rules stay
 //!   in the actors.
