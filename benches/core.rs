@@ -9,7 +9,7 @@ use boxoffice::actors::hub::{Deliver, Outbox, Subscriber};
 use boxoffice::actors::keys::{Answer, Reserve};
 use boxoffice::actors::room::{Author, Join, PostMessage, RoomKind};
 use boxoffice::actors::seat_map::{CancelReservation, HoldSeats, SeatMapSnapshot};
-use boxoffice::actors::waiting_queue::{Check, Issue, QueuePolicy, WaitingQueue};
+use boxoffice::actors::waiting_queue::{Issue, QueuePolicy, TicketKey, WaitingQueue};
 use boxoffice::actors::Registry;
 use boxoffice::config::Cli;
 use boxoffice::store::{Key, Store};
@@ -125,9 +125,10 @@ fn queue_issue_admit(c: &mut Criterion) {
         active_ttl: Duration::from_secs(3600),
         wait_ttl: Duration::from_secs(3600),
     };
-    let queue = rt.block_on(async {
+    let (queue, gate) = rt.block_on(async {
         let store = Store::open(dir.path()).expect("store");
-        WaitingQueue::load(store, policy).expect("queue").start()
+        let (queue, gate) = WaitingQueue::load(store, policy, TicketKey::new(b"bench")).expect("queue");
+        (queue.start(), gate)
     });
     let mut user = 0u64;
     let mut g = c.benchmark_group("queue");
@@ -146,8 +147,9 @@ fn queue_issue_admit(c: &mut Criterion) {
                     .await;
                     let tokens: Vec<String> =
                         issued.into_iter().map(|r| r.expect("mailbox").expect("issue").token).collect();
-                    for t in tokens {
-                        while !queue.send(Check { token: t.clone() }).await.expect("mailbox").expect("check").active {
+                    for (i, t) in tokens.iter().enumerate() {
+                        let u = user - 255 + i as u64;
+                        while !gate.check(t, u, boxoffice::time::now_ms()).expect("check").active {
                             actix_rt::time::sleep(Duration::from_millis(1)).await;
                         }
                     }

@@ -15,7 +15,7 @@ use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot
 use super::ticket_listing::{
     GetListing, Listing, ListingBook, ListingEnv, ListingSnapshot, ListingsEnv, TicketListing, Transaction,
 };
-use super::waiting_queue::{QueuePolicy, WaitingQueue};
+use super::waiting_queue::{QueueGate, QueuePolicy, TicketKey, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet, WalletEnv, Wallets, WalletsEnv};
 use crate::config::Settings;
 use crate::store::files::FileStore;
@@ -63,6 +63,8 @@ struct Inner {
     gateway: Arc<dyn PaymentGateway>,
     test_gateway: Addr<TestGateway>,
     queue: Addr<WaitingQueue>,
+    /// Checks queue tokens against what the queue publishes, without messaging it.
+    queue_gate: QueueGate,
     directory: Addr<Directory>,
     catalog: Addr<Catalog>,
 }
@@ -103,7 +105,10 @@ impl Registry {
             active_ttl: settings.queue_active_ttl,
             wait_ttl: settings.queue_wait_ttl,
         };
-        let queue = WaitingQueue::load(store.clone(), policy)?;
+        // Queue tokens are signed with a key derived from the JWT secret, which every node
+        // of a deployment shares.
+        let tickets = TicketKey::new(&crate::auth::load_secret(&settings)?);
+        let (queue, queue_gate) = WaitingQueue::load(store.clone(), policy, tickets)?;
         let queue = WaitingQueue::start_in_arbiter(&arbiters.for_key(&"queue"), |_| queue);
         // Wallets pay at seat maps, and seat maps ask wallets about payments left
         // unfinished: the seat maps' lookup of wallets is filled once the wallets exist.
@@ -205,6 +210,7 @@ impl Registry {
                 gateway,
                 test_gateway,
                 queue,
+                queue_gate,
                 directory,
                 catalog,
             }),
@@ -267,6 +273,11 @@ impl Registry {
 
     pub fn queue(&self) -> &Addr<WaitingQueue> {
         &self.inner.queue
+    }
+
+    /// Checks queue tokens on the caller's thread (see [`QueueGate`]).
+    pub fn queue_gate(&self) -> &QueueGate {
+        &self.inner.queue_gate
     }
 
     /// The owner of which rooms exist between whom.

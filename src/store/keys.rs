@@ -34,8 +34,14 @@ pub enum Key {
     TradeRoom(u64, u64),
     /// A user is in a room, by user and room (an index entry).
     Membership(u64, u64),
-    /// One waiting-queue token, by token.
+    /// A waiting-queue token of the build before signed tokens (only ever deleted).
     QueueToken(String),
+    /// A live place in the waiting queue, by place number.
+    QueuePlace(u64),
+    /// A stretch of places that left the waiting line at once, by its first place.
+    QueueStep(u64),
+    /// An admitted place that ended early (paid), by place number.
+    QueueEnded(u64),
     /// The waiting queue's counters.
     QueueMeta,
     /// The test payment gateway's record of one charge, by the gateway-side key.
@@ -77,6 +83,9 @@ impl Key {
             Key::Wallet(user) => format!("wallet/{user:020}").into_bytes(),
             Key::QueueToken(t) => format!("qtoken/{t}").into_bytes(),
             Key::QueueMeta => b"qmeta".to_vec(),
+            Key::QueuePlace(seq) => format!("qplace/{seq:020}").into_bytes(),
+            Key::QueueStep(seq) => format!("qstep/{seq:020}").into_bytes(),
+            Key::QueueEnded(seq) => format!("qended/{seq:020}").into_bytes(),
             Key::GatewayCharge(k) => format!("gwcharge/{k}").into_bytes(),
             Key::Ledger(user, k) => format!("idem/{user:020}/{k}").into_bytes(),
             Key::Payment(id) => format!("pay/{id:020}").into_bytes(),
@@ -112,6 +121,9 @@ impl Key {
             Key::Wallet(_) => b"wallet/".to_vec(),
             Key::QueueToken(_) => b"qtoken/".to_vec(),
             Key::QueueMeta => b"qmeta".to_vec(),
+            Key::QueuePlace(_) => b"qplace/".to_vec(),
+            Key::QueueStep(_) => b"qstep/".to_vec(),
+            Key::QueueEnded(_) => b"qended/".to_vec(),
             Key::GatewayCharge(_) => b"gwcharge/".to_vec(),
             Key::Ledger(..) => b"idem/".to_vec(),
             Key::Payment(_) => b"pay/".to_vec(),
@@ -143,6 +155,9 @@ impl Key {
             "resv" => Key::Reservation(id.parse().ok()?),
             "wallet" => Key::Wallet(id.parse().ok()?),
             "qtoken" => Key::QueueToken(id.to_string()),
+            "qplace" => Key::QueuePlace(id.parse().ok()?),
+            "qstep" => Key::QueueStep(id.parse().ok()?),
+            "qended" => Key::QueueEnded(id.parse().ok()?),
             "gwcharge" => Key::GatewayCharge(id.to_string()),
             "room" => Key::Room(id.parse().ok()?),
             "counts" => Key::RoomCounts(id.parse().ok()?),
@@ -206,6 +221,9 @@ mod tests {
             Key::Reservation(42),
             Key::Wallet(7),
             Key::QueueToken("abc".into()),
+            Key::QueuePlace(3),
+            Key::QueueStep(4),
+            Key::QueueEnded(5),
             Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
             Key::Ledger(123, "retry/1".into()),
             Key::Payment(9),

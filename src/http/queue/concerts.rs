@@ -151,7 +151,7 @@ pub async fn seats(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let (concert, schedule) = (path_id(&path.0, "concertId")?, path_id(&path.1, "scheduleId")?);
-    super::waiting::require_active(&state, &req, me.user_id).await?;
+    super::waiting::require_active(&state, &req, me.user_id)?;
     let seat_map = state
         .registry
         .seat_map_of_schedule(concert, schedule)

@@ -78,7 +78,7 @@ pub async fn pay(
     };
     let fingerprint = fingerprint("POST /payments", &p);
     let keys = state.registry.keys(me.user_id).map_err(GateError::from)?;
-    let answer = match super::waiting::require_active(&state, &req, me.user_id).await {
+    let answer = match super::waiting::require_active(&state, &req, me.user_id) {
         Ok(queue_token) => {
             keys.send(Pay { key: key.0, fingerprint, reservation: p.reservation, amount: p.amount, queue_token })
                 .await??

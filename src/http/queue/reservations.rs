@@ -123,7 +123,7 @@ pub async fn reserve(
     if hold.user != me.user_id {
         return Err(QError::forbidden("userId must be the authenticated user"));
     }
-    super::waiting::require_active(&state, &req, me.user_id).await?;
+    super::waiting::require_active(&state, &req, me.user_id)?;
     let seat_map = state
         .registry
         .seat_map_of_schedule(hold.concert, hold.schedule)

@@ -70,7 +70,7 @@ pub async fn amount(
     req: HttpRequest,
 ) -> Result<HttpResponse, QError> {
     let user = own_user(&path, &me)?;
-    super::waiting::require_active(&state, &req, user).await?;
+    super::waiting::require_active(&state, &req, user)?;
     let balance = state.registry.wallet(user).map_err(GateError::from)?.send(GetBalance).await?;
     Ok(HttpResponse::Ok().json(BalanceResponse { user_id: user, amount: balance, balance }))
 }
@@ -100,7 +100,7 @@ pub async fn charge(
         .as_ref()
         .and_then(crate::http::schema::json_positive)
         .ok_or_else(|| QError::bad_request("INVALID_AMOUNT", "amount must be a positive integer"))?;
-    super::waiting::require_active(&state, &req, user).await?;
+    super::waiting::require_active(&state, &req, user)?;
     let keys = state.registry.keys(user).map_err(GateError::from)?;
     let msg = Charge { key: key.0, fingerprint: fingerprint(&format!("PATCH /users/{user}/charge"), &amount), amount };
     match keys.send(msg).await?? {

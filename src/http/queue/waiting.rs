@@ -1,11 +1,11 @@
 //! Contract Q: the waiting queue (`/waiting/issue`, `/waiting/check`), and the gate that
 //! seat, reservation, wallet and payment endpoints pass through.
 
-use crate::actors::waiting_queue::{Check, Issue, QueueError, RequireActive, TokenView};
+use crate::actors::waiting_queue::{Issue, QueueError, TokenView};
 use crate::auth::parse_user_id;
 use crate::http::error::{QError, QErrorBody};
 use crate::http::{AppState, Caller, JsonBody};
-use crate::time::rfc3339;
+use crate::time::{now_ms, rfc3339};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -96,13 +96,10 @@ pub async fn check(state: web::Data<AppState>, me: Caller<QError>, req: HttpRequ
     let token = queue_token(&req).ok_or_else(|| {
         QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", "the X-Queue-Token header is required")
     })?;
-    let view = state.registry.queue().send(Check { token }).await?.map_err(|e| match e {
-        QueueError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
+    let view = state.registry.queue_gate().check(&token, me.user_id, now_ms()).map_err(|e| match e {
+        QueueError::NotYours => QError::forbidden("this queue token belongs to another user"),
         other => QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", other.to_string()),
     })?;
-    if view.user != me.user_id {
-        return Err(QError::forbidden("this queue token belongs to another user"));
-    }
     Ok(HttpResponse::Ok()
         .insert_header(("X-Queue-Position", view.position.to_string()))
         .json(QueueTokenResponse::from(view)))
@@ -119,8 +116,8 @@ fn storage(e: QueueError) -> QError {
 
 /// The queue gate: the request's `X-Queue-Token` must be an active token of `user`.
 /// Returns the token (a payment retires it).
-pub async fn require_active(state: &AppState, req: &HttpRequest, user: u64) -> Result<String, QError> {
+pub fn require_active(state: &AppState, req: &HttpRequest, user: u64) -> Result<String, QError> {
     let token = queue_token(req).ok_or_else(|| QError::from(QueueError::Unknown))?;
-    state.registry.queue().send(RequireActive { token: token.clone(), user }).await??;
+    state.registry.queue_gate().require_active(&token, user, now_ms())?;
     Ok(token)
 }
