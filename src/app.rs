@@ -96,6 +96,7 @@ impl Application {
             verifier: verifier()?,
             settings: settings.clone(),
             links: links.clone(),
+            limits: http::limits::Limits::from_settings(&settings),
         });
         let edge = state.is_none();
         http::ops::start_sampler();
@@ -103,7 +104,10 @@ impl Application {
         let addr = listener.local_addr()?;
         let app = move || {
             App::new()
-                // Outermost: every request's id, access line and metrics.
+                // Fair shares: a request over its rate limit is 429 before anything else
+                // runs (and is still counted and logged by the middleware around it).
+                .wrap_fn(http::limits::guard)
+                // Every request's id, access line and metrics.
                 .wrap_fn(http::ops::observe_requests)
                 // A query string that is not UTF-8 is 400 before any handler reads it.
                 .wrap_fn(|req, srv| {

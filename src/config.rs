@@ -156,6 +156,41 @@ pub struct Settings {
     /// the next request. Lower keeps less in memory; higher reloads less often.
     #[arg(long, env = "BOXOFFICE_ACTOR_IDLE", default_value = "2m", value_parser = duration)]
     pub actor_idle: Duration,
+    /// `off` turns every rate limit below off (for benchmarks and load tests that play
+    /// one user many times over); `on` applies them.
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT", value_enum, default_value = "on")]
+    pub rate_limit: Switch,
+    /// Requests one user (JWT subject) may make per second, sustained. A mobile app that
+    /// polls every 50 ms stays under it; a client sending 1,000 in a second gets 429 for
+    /// most of them.
+    #[arg(long, env = "BOXOFFICE_RATE_USER_PER_SECOND", default_value_t = 40)]
+    pub rate_user_per_second: u32,
+    /// Requests one user may make at once, above the sustained rate (a screen that loads
+    /// ten things in parallel).
+    #[arg(long, env = "BOXOFFICE_RATE_USER_BURST", default_value_t = 80)]
+    pub rate_user_burst: u32,
+    /// Requests per second from one address (an IPv6 /64) that carry no valid token:
+    /// logins gone wrong, probes, scanners.
+    #[arg(long, env = "BOXOFFICE_RATE_ADDRESS_PER_SECOND", default_value_t = 20)]
+    pub rate_address_per_second: u32,
+    #[arg(long, env = "BOXOFFICE_RATE_ADDRESS_BURST", default_value_t = 40)]
+    pub rate_address_burst: u32,
+    /// WebSocket and SignalR handshakes per second one user may make (reconnects), on
+    /// top of counting as requests.
+    #[arg(long, env = "BOXOFFICE_RATE_HANDSHAKE_PER_SECOND", default_value_t = 2)]
+    pub rate_handshake_per_second: u32,
+    #[arg(long, env = "BOXOFFICE_RATE_HANDSHAKE_BURST", default_value_t = 20)]
+    pub rate_handshake_burst: u32,
+    /// Chat posts, typing frames and SignalR invocations per second on one socket. One
+    /// over it gets an error; a socket that keeps going over it is closed (1008).
+    #[arg(long, env = "BOXOFFICE_RATE_FRAMES_PER_SECOND", default_value_t = 30)]
+    pub rate_frames_per_second: u32,
+    #[arg(long, env = "BOXOFFICE_RATE_FRAMES_BURST", default_value_t = 60)]
+    pub rate_frames_burst: u32,
+    /// Reverse proxies (IP addresses, comma-separated) whose `X-Forwarded-For` names the
+    /// client. From any other peer the header is ignored and the peer is the client.
+    #[arg(long, env = "BOXOFFICE_RATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub rate_trusted_proxies: Vec<std::net::IpAddr>,
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
     pub no_demo: bool,
@@ -173,6 +208,15 @@ pub struct Settings {
     /// The prefix of every NATS subject this deployment uses.
     #[arg(long, env = "BOXOFFICE_NATS_PREFIX", default_value = "boxoffice")]
     pub nats_prefix: String,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    #[value(alias = "true")]
+    On,
+    #[value(alias = "false")]
+    Off,
 }
 
 /// What a process of the one binary does.
@@ -268,6 +312,10 @@ pub fn file_settings(text: &str) -> Result<Vec<(String, String)>, String> {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // A list (of trusted proxies): as the environment writes it.
+            toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => {
+                items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(",")
+            }
             other => {
                 return Err(format!("`{key}` must be a string, an integer or a boolean, not {}", other.type_str()))
             }

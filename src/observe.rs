@@ -65,6 +65,10 @@ fn describe() {
     describe_gauge!("boxoffice_queue_active", "Queue tokens active");
     describe_gauge!("boxoffice_queue_estimated_wait_seconds", "The wait a token issued now would be told");
     describe_counter!("boxoffice_queue_issued_total", "Queue tokens issued");
+    describe_counter!(
+        "boxoffice_rate_limited_total",
+        "Requests, handshakes and socket frames refused for being over a rate limit, by limit"
+    );
     describe_counter!("boxoffice_queue_admitted_total", "Queue tokens admitted from waiting to active");
     describe_gauge!("boxoffice_ws_connections", "Open WebSocket connections, by protocol");
     describe_counter!(
@@ -326,6 +330,12 @@ pub fn queue(waiting: u64, active: u64, estimated_wait_seconds: u64) {
     gauge!("boxoffice_queue_waiting").set(waiting as f64);
     gauge!("boxoffice_queue_active").set(active as f64);
     gauge!("boxoffice_queue_estimated_wait_seconds").set(estimated_wait_seconds as f64);
+}
+
+/// A request, handshake or socket frame over its rate limit (`user`, `address`,
+/// `handshake`, `frame`).
+pub fn rate_limited(limit: &'static str) {
+    counter!("boxoffice_rate_limited_total", "limit" => limit).increment(1);
 }
 
 pub fn queue_issued() {

@@ -6,7 +6,7 @@
 set -euo pipefail
 BIN=$1; LOAD=$2; PORT=${PORT:-18191}; D=$(mktemp -d); export BOXOFFICE_JWT_SECRET=load-secret
 rss() { grep VmRSS /proc/$1/status | awk '{print $2/1024 " MiB"}'; }
-start() { BOXOFFICE_DATA_DIR=$D BOXOFFICE_BIND=127.0.0.1:$PORT RUST_LOG=warn $BIN serve > /dev/null 2>&1 & PID=$!; for i in $(seq 100); do curl -s -o /dev/null 127.0.0.1:$PORT/healthz && break; sleep 0.05; done; }
+start() { BOXOFFICE_RATE_LIMIT=off BOXOFFICE_DATA_DIR=$D BOXOFFICE_BIND=127.0.0.1:$PORT RUST_LOG=warn $BIN serve > /dev/null 2>&1 & PID=$!; for i in $(seq 100); do curl -s -o /dev/null 127.0.0.1:$PORT/healthz && break; sleep 0.05; done; }
 start
 $LOAD chat-fanout --url http://127.0.0.1:$PORT --rooms 1 --members 2 --senders 2 --rate 1000 --duration 60s --no-progress --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print("sent", r["figures"]["messages_sent_ok"])'
 kill -TERM $PID; wait $PID

@@ -56,7 +56,7 @@ wait_ok() { # URL
 node() { # NAME PORT WORKERS EXTRA_ENV...
     local name=$1 port=$2 workers=$3
     shift 3
-    env BOXOFFICE_DATA_DIR="$OUT/data-$name-$RANDOM" BOXOFFICE_BIND=127.0.0.1:$port BOXOFFICE_JWT_SECRET=$SECRET \
+    env BOXOFFICE_RATE_LIMIT=off BOXOFFICE_DATA_DIR="$OUT/data-$name-$RANDOM" BOXOFFICE_BIND=127.0.0.1:$port BOXOFFICE_JWT_SECRET=$SECRET \
         BOXOFFICE_CHAT_MAX_PARTICIPANTS=$((MEMBERS + 1)) BOXOFFICE_WORKERS=$workers RUST_LOG=${RUST_LOG:-warn} \
         "$@" "$BIN" serve >"$OUT/$name.out" 2>"$OUT/$name.log" &
     PIDS+=($!)

@@ -22,7 +22,7 @@ start() { # start node|bo: sets PID and URL and EXTRA
         URL=http://127.0.0.1:19100; EXTRA=--peer
     else
         DATA=$(mktemp -d)
-        BOXOFFICE_DATA_DIR=$DATA BOXOFFICE_BIND=127.0.0.1:18900 BOXOFFICE_WORKERS=1 \
+        BOXOFFICE_RATE_LIMIT=off BOXOFFICE_DATA_DIR=$DATA BOXOFFICE_BIND=127.0.0.1:18900 BOXOFFICE_WORKERS=1 \
             BOXOFFICE_CHAT_MAX_PARTICIPANTS=2000 RUST_LOG=warn \
             taskset -c 1 target/release/boxoffice serve --no-demo >/dev/null 2>&1 & PID=$!
         URL=http://127.0.0.1:18900; EXTRA=

@@ -117,7 +117,7 @@ flushes() { curl -s --max-time 5 "$URL/healthz" | jq -r '.store.flushes // "?"';
 start_server() {
   local t0 code
   t0="$(now_ns)"
-  env BOXOFFICE_BIND="127.0.0.1:$PORT" BOXOFFICE_DATA_DIR="$DATA" BOXOFFICE_JWT_SECRET="$SECRET" \
+  env BOXOFFICE_RATE_LIMIT=off BOXOFFICE_BIND="127.0.0.1:$PORT" BOXOFFICE_DATA_DIR="$DATA" BOXOFFICE_JWT_SECRET="$SECRET" \
     BOXOFFICE_QUEUE_ADMIT_RATE=1000000 BOXOFFICE_QUEUE_MAX_ACTIVE=1000000 \
     BOXOFFICE_HOLD_TTL="$HOLD_TTL" RUST_LOG="${SERVER_LOG:-warn}" \
     "${TS_SERVER[@]}" "$BIN" serve >>"$LOG.server.out" 2>>"$LOG.server.err" &

@@ -28,6 +28,7 @@ pub mod contract;
 pub mod error;
 pub mod frame_guard;
 pub mod health;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod queue;
@@ -73,6 +74,8 @@ pub struct Realtime {
     pub verifier: Verifier,
     pub settings: Settings,
     pub links: signed::LinkSigner,
+    /// The rate limits (none with `BOXOFFICE_RATE_LIMIT=off`).
+    pub limits: Option<std::sync::Arc<limits::Limits>>,
 }
 
 /// How a WebSocket ends when its client breaks the protocol, as RFC 6455 §7.4.1 says: 1009

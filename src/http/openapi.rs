@@ -75,7 +75,8 @@ fn refine(doc: &mut serde_json::Value) {
     // A malformed id in the path is refused before anything else, in the contract's
     // shape and status: say so on every operation that takes one.
     let paths = doc["paths"].as_object_mut().expect("paths");
-    for item in paths.values_mut() {
+    for (path, item) in paths.iter_mut() {
+        let limited = path != "/healthz" && path != "/metrics";
         for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
             // Each operation's first tag names its contract (`T: ticket trade`); an
             // untagged one (`/healthz`) answers in contract Q's shape, as unknown paths do.
@@ -100,11 +101,18 @@ fn refine(doc: &mut serde_json::Value) {
                 .as_array()
                 .is_some_and(|ps| ps.iter().any(|p| p["in"] == "path" && p["schema"]["type"] == "integer"));
             let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
+            let error = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}});
             if takes_id && !responses.contains_key(status) {
+                responses.insert(status.to_string(), json!({"description": why, "content": error}));
+            }
+            // Every operation but the probes is rate-limited (see docs/api.md).
+            if limited {
                 responses.insert(
-                    status.to_string(),
-                    json!({"description": why,
-                           "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}}),
+                    "429".to_string(),
+                    json!({"description": "Over a rate limit (per user, or per address without a valid token)",
+                           "headers": {"Retry-After": {"description": "Whole seconds to wait, at least 1",
+                                                       "schema": {"type": "integer", "minimum": 1}}},
+                           "content": error}),
                 );
             }
         }

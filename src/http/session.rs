@@ -37,6 +37,7 @@ use crate::actors::hub::{Render, Subscriber};
 use crate::actors::room::{Author, ChatError};
 use crate::cluster::Backend;
 use crate::http::frame_guard::{FrameGuard, OVERSIZED};
+use crate::http::limits::{FrameBudget, FrameVerdict};
 use crate::http::upgrade::Takeover;
 use actix::prelude::*;
 use actix_codec::Decoder;
@@ -136,6 +137,12 @@ pub struct Session<W: Wire> {
     backlog: VecDeque<(Frame, bool)>,
     flushing: bool,
     flush_scheduled: bool,
+    /// The client's allowance of posts, typing frames and invocations.
+    frames: FrameBudget,
+    /// The client's side has ended (or answered our close).
+    peer_done: bool,
+    /// Our side was shut down after the close frame (see `after_write`).
+    shut: bool,
 }
 
 /// A frame waiting for the socket, and how much of it is written.
@@ -174,6 +181,24 @@ impl<W: Wire> Session<W> {
             backlog: VecDeque::new(),
             flushing: false,
             flush_scheduled: false,
+            frames: state.limits.as_ref().map_or_else(FrameBudget::unlimited, |l| l.frames()),
+            peer_done: false,
+            shut: false,
+        }
+    }
+
+    /// Count a client frame that acts (a post, a typing frame, an invocation) against the
+    /// socket's allowance: `true` to act on it. Over the allowance the caller answers with
+    /// an error; a client that keeps going over it is closed here with 1008 (after the
+    /// protocol's farewell, which carries the error for SignalR).
+    pub fn frame_allowed(&mut self, ctx: &mut Ctx<W>) -> bool {
+        match self.frames.count() {
+            FrameVerdict::Allowed => true,
+            FrameVerdict::Refused => false,
+            FrameVerdict::Flooding => {
+                self.close(ctx, ws::CloseCode::Policy, "Too many messages: the connection is closed.");
+                false
+            }
         }
     }
 
@@ -379,10 +404,23 @@ impl<W: Wire> Session<W> {
         }
     }
 
-    /// Everything queued is written: a closing session is done.
+    /// Everything queued is written: a closing session is done once the client has seen
+    /// the close. A client still sending would lose it if the socket were dropped now
+    /// (unread bytes make the kernel answer with a reset, which discards what the client
+    /// had not read yet): so our side is shut down after the close frame, and the session
+    /// reads on, discarding, until the client answers or goes (or after [`CLOSE_GRACE`]).
     fn after_write(&mut self, ctx: &mut Ctx<W>) {
-        if self.closing && self.queue.is_empty() {
-            ctx.stop();
+        if !self.closing || !self.queue.is_empty() {
+            return;
+        }
+        if self.peer_done {
+            return ctx.stop();
+        }
+        if !self.shut {
+            self.shut = true;
+            if let Some(io) = self.io.as_ref() {
+                let _ = socket2::SockRef::from(io.as_ref()).shutdown(std::net::Shutdown::Write);
+            }
         }
     }
 
@@ -620,6 +658,12 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.heard = Instant::now();
         if self.closing {
+            // The client's answer to our close (or a broken stream) ends the session once
+            // the close is written; anything else is discarded.
+            if matches!(msg, Ok(ws::Message::Close(_)) | Err(_)) {
+                self.peer_done = true;
+                self.after_write(ctx);
+            }
             return;
         }
         match msg {
@@ -628,7 +672,11 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
             Ok(ws::Message::Ping(p)) => self.send(ctx, Frame::new(Frame::PONG, &p)),
             // The reader hands over whole messages.
             Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => self.close_quietly(ctx, reason),
+            Ok(ws::Message::Close(reason)) => {
+                // The client closed first: our echo is all it waits for.
+                self.peer_done = true;
+                self.close_quietly(ctx, reason)
+            }
             Err(e) => self.close_quietly(ctx, Some(crate::http::ws_violation(&e))),
         }
     }
@@ -636,8 +684,11 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
     /// The client's side ended: stop, unless a close is on its way out (the session stops
     /// once it is written).
     fn finished(&mut self, ctx: &mut Self::Context) {
+        self.peer_done = true;
         if !self.closing {
             ctx.stop();
+        } else {
+            self.after_write(ctx);
         }
     }
 }

@@ -42,6 +42,9 @@ impl TestServer {
             .env("BOXOFFICE_DATA_DIR", self.dir.path())
             .env("BOXOFFICE_JWT_SECRET", SECRET)
             .env("BOXOFFICE_WORKERS", "2")
+            // The suite plays a few users many times over (races, storms, restarts): the
+            // rate limits are off unless a test turns them on (tests/api/limits.rs does).
+            .env("BOXOFFICE_RATE_LIMIT", "off")
             .env("RUST_LOG", "info,sled=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));

@@ -31,6 +31,7 @@ mod expiry;
 mod idempotency;
 mod ledger;
 mod lifecycle;
+mod limits;
 mod money;
 mod operations;
 mod queue_and_catalog;

@@ -111,6 +111,13 @@ impl Wire for ChatWire {
             Ok(f) => f,
             Err(e) => return error(s, ctx, format!("invalid frame: {e}")),
         };
+        let acts = matches!(frame, ClientFrame::Message { .. } | ClientFrame::Typing { .. });
+        if acts && !s.frame_allowed(ctx) {
+            if !s.closing() {
+                error(s, ctx, "too many messages: slow down");
+            }
+            return;
+        }
         match frame {
             ClientFrame::Message { content, message_type, reply_to_message_id } => {
                 let kind = message_type.unwrap_or_else(|| "text".into());

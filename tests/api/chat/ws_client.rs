@@ -106,6 +106,11 @@ impl WsClient {
         self.conn.send(Message::Text(text.to_string().into())).await.expect("WebSocket send");
     }
 
+    /// Send a text frame; false once the connection no longer takes frames.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.conn.send(Message::Text(text.to_string().into())).await.is_ok()
+    }
+
     /// The next frame as JSON, answering pings; None at the deadline or once closed.
     async fn read_until(&mut self, deadline: Instant) -> Option<Value> {
         loop {

@@ -150,6 +150,12 @@ fn invoke(
     call: Result<(String, Vec<Value>), String>,
     streams: bool,
 ) {
+    if !s.frame_allowed(ctx) {
+        if !s.closing() {
+            complete(s, ctx, id, Err("Too many invocations: slow down.".into()));
+        }
+        return;
+    }
     let (target, args) = match call {
         Ok(c) => c,
         Err(e) => return complete(s, ctx, id, Err(e)),
