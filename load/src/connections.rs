@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// Connections per source address before the next 127.0.0.x is used (one address has
 /// about 28,000 ephemeral ports by default).
 const PER_ADDRESS: usize = 25_000;
+/// Most sockets the tool opens as one user, and most users in one of its rooms (the
+/// server's default `BOXOFFICE_CHAT_MAX_PARTICIPANTS`).
+const SOCKETS_PER_USER: usize = 10;
+const ROOM_USERS: usize = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -34,7 +38,9 @@ pub struct Args {
     /// How long to hold the sockets open once they are all open.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub hold: Duration,
-    /// An existing room to connect to (default: the tool creates one; with --peer, 1).
+    /// An existing room to connect to (default: the tool creates rooms of up to 100 users
+    /// and opens at most 10 sockets per user, as the server's per-user handshake limit
+    /// allows; with --peer, room 1).
     #[arg(long)]
     pub room: Option<u64>,
     /// A participant of --room whose JWT the sockets use (default: --user-base).
@@ -64,21 +70,35 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let c = &a.common;
-    let (room, users) = match a.room {
-        Some(room) => (room, vec![a.room_user.unwrap_or(c.user_base)]),
-        None if a.peer => (1, a.room_user.map_or_else(|| vec![c.user_base, c.user_base + 1], |u| vec![u])),
+    // Each socket's (room, user). The tool's own rooms spread the sockets over users as a
+    // crowd of phones would: at most SOCKETS_PER_USER each (so no user's handshakes go
+    // over the server's per-user limit), in rooms of at most ROOM_USERS.
+    let placed: Vec<(u64, u64)> = match a.room {
+        Some(room) => vec![(room, a.room_user.unwrap_or(c.user_base))],
+        None if a.peer => a.room_user.map_or_else(|| vec![(1, c.user_base), (1, c.user_base + 1)], |u| vec![(1, u)]),
         None => {
-            let (u0, u1) = (c.user_base, c.user_base + 1);
-            let body = json!({ "room_name": format!("load {run_id} connections"), "room_type": "group", "participant_ids": [u1] });
-            let token = jwt(&secret, u0, false);
-            let r =
-                http.req(Method::POST, "/chat/rooms/", Some(&token), &[], Some(&body)).await.map_err(|e| anyhow!(e))?;
-            if r.status != 201 {
-                bail!("POST /chat/rooms/: {}", r.snippet());
+            let users = a.count.div_ceil(SOCKETS_PER_USER).max(2) as u64;
+            let mut placed = Vec::new();
+            for first in (0..users).step_by(ROOM_USERS) {
+                let members: Vec<u64> =
+                    (first..(first + ROOM_USERS as u64).min(users)).map(|u| c.user_base + u).collect();
+                let room_name = format!("load {run_id} connections {}", first / ROOM_USERS as u64);
+                let body = json!({ "room_name": room_name, "room_type": "group", "participant_ids": &members[1..] });
+                let token = jwt(&secret, members[0], false);
+                let r = http
+                    .req(Method::POST, "/chat/rooms/", Some(&token), &[], Some(&body))
+                    .await
+                    .map_err(|e| anyhow!(e))?;
+                if r.status != 201 {
+                    bail!("POST /chat/rooms/: {}", r.snippet());
+                }
+                let room = r.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?;
+                placed.extend(members.into_iter().map(|u| (room, u)));
             }
-            (r.json()["room_id"].as_u64().ok_or_else(|| anyhow!("POST /chat/rooms/: no room_id"))?, vec![u0, u1])
+            placed
         }
     };
+    let room = placed[0].0;
     let servers = if a.ws_url.is_empty() {
         vec![target]
     } else {
@@ -92,12 +112,12 @@ pub async fn run(
         servers
     };
     let addrs = source_addresses(&a.addresses, a.count, PER_ADDRESS)?;
-    let tokens: Vec<String> = users.iter().map(|u| jwt(&secret, *u, false)).collect();
+    let tokens: Vec<String> = placed.iter().map(|(_, u)| jwt(&secret, *u, false)).collect();
     let specs: Vec<SockSpec> = (0..a.count)
         .map(|i| SockSpec {
-            room,
-            user: users[i % users.len()],
-            jwt: tokens[i % users.len()].clone(),
+            room: placed[i % placed.len()].0,
+            user: placed[i % placed.len()].1,
+            jwt: tokens[i % placed.len()].clone(),
             src: if addrs.is_empty() { None } else { Some(addrs[i % addrs.len()]) },
             server: i % servers.len(),
             sends: false,
@@ -113,7 +133,8 @@ pub async fn run(
     let mut report = Report::new(
         "connections",
         json!({
-            "count": a.count, "room": room, "hold_s": a.hold.as_secs_f64(), "concurrency": c.concurrency,
+            "count": a.count, "room": room, "rooms": placed.iter().map(|(r, _)| *r).collect::<std::collections::BTreeSet<_>>().len(),
+            "users": placed.len(), "hold_s": a.hold.as_secs_f64(), "concurrency": c.concurrency,
             "source_addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "run_id": run_id,
             "ws_threads": c.ws_threads, "peer": a.peer, "ws_urls": ws_urls,
         }),
