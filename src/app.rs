@@ -237,7 +237,7 @@ impl Application {
 fn edge_routes(cfg: &mut web::ServiceConfig) {
     http::chat::ws::routes(cfg);
     http::trade::signalr::routes(cfg);
-    cfg.route("/healthz", web::get().to(edge_health)).route("/metrics", web::get().to(http::ops::metrics));
+    cfg.route("/healthz", web::get().to(edge_health)).route("/metrics", web::get().to(http::ops::admin_metrics));
 }
 
 /// An edge's health: 200 while it is connected to NATS and hears the core, else 503 (a

@@ -68,8 +68,8 @@ pub struct Settings {
     /// `boxoffice::access` line).
     #[arg(long, env = "BOXOFFICE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Serve /metrics on this address too (Prometheus text format; it is always on the
-    /// main address).
+    /// Serve /metrics on this address too, without a token (Prometheus text format; on the
+    /// main address it answers admin tokens only).
     #[arg(long, env = "BOXOFFICE_METRICS_BIND")]
     pub metrics_bind: Option<String>,
     /// On SIGTERM or SIGINT: stop accepting, close WebSockets with 1001, let requests

@@ -246,15 +246,16 @@ where
             if std::str::from_utf8(&bytes).is_err() {
                 return Err(E::from(BadRequest("the body is not UTF-8".into())));
             }
-            serde_json::from_slice(&bytes)
+            let body = serde_json::from_slice(&bytes)
                 .or_else(|first| {
                     // `35.0` is the integer 35 to JSON Schema: read it so, on the slow path.
                     let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| first)?;
                     schema::integral_numbers(&mut v);
                     serde_json::from_value(v)
                 })
-                .map(|t| JsonBody(t, PhantomData))
-                .map_err(|e| E::from(BadRequest(format!("invalid JSON body: {e}"))))
+                .map_err(|e| E::from(BadRequest(format!("invalid JSON body: {e}"))))?;
+            schema::unique_keys(&bytes).map_err(|e| E::from(BadRequest(format!("invalid JSON body: {e}"))))?;
+            Ok(JsonBody(body, PhantomData))
         })
     }
 }

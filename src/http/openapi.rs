@@ -208,6 +208,13 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        // WebSocket handshakes from browsers cannot set headers: the JWT goes in `token`.
+        components.add_security_scheme(
+            "query_token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Query(
+                utoipa::openapi::security::ApiKeyValue::with_description("token", "The JWT"),
+            )),
+        );
     }
 }
 

@@ -20,14 +20,36 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics))
+    cfg.route("/metrics", web::get().to(admin_metrics))
         .route("/admin", web::get().to(page))
         .route("/admin/", web::get().to(page))
         .route("/admin/status.json", web::get().to(status));
 }
 
-/// Every metric in the Prometheus text format (unauthenticated, like every exporter;
-/// `BOXOFFICE_METRICS_BIND` serves it on a private address too).
+/// Every metric in the Prometheus text format, on the public address for admins only: it
+/// shows the revenue and the traffic. `Authorization: Bearer <admin JWT>` (Prometheus:
+/// `authorization: {credentials: ...}`); otherwise 401, or 403 for a token that is not an
+/// admin's. `BOXOFFICE_METRICS_BIND` serves it without a token on a private address
+/// ([`metrics`]).
+pub async fn admin_metrics(req: HttpRequest) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let verifier = req.app_data::<web::Data<crate::http::Realtime>>().map(|r| &r.verifier);
+    let refused = match (verifier, crate::http::bearer(&req)) {
+        (Some(v), Some(token)) => match v.verify(&token) {
+            Ok(id) if id.admin => None,
+            Ok(_) => Some((StatusCode::FORBIDDEN, "FORBIDDEN", "/metrics is for admins")),
+            Err(_) => Some((StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "/metrics needs a valid admin token")),
+        },
+        _ => Some((StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "/metrics needs an admin token (Authorization: Bearer)")),
+    };
+    match refused {
+        Some((status, code, message)) => crate::http::contract::refusal(req.path(), status, code, message.into()),
+        None => metrics().await,
+    }
+}
+
+/// Every metric in the Prometheus text format, unauthenticated: for the private address of
+/// `BOXOFFICE_METRICS_BIND` only.
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))

@@ -73,13 +73,18 @@ pub fn json_id(v: &serde_json::Value) -> Option<u64> {
     }
 }
 
-/// A whole number written in digits only (no sign, no spaces), at most 2^53 - 1: what an
-/// integer query or path parameter of the document may be.
+/// A whole number at most 2^53 - 1, written as JSON writes numbers: what an integer query
+/// or path parameter of the document may be. Digits only, or, since JSON Schema counts a
+/// number with no fraction as an integer, `7.0` or `7e0` too (no sign, no spaces).
 pub fn uint(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok().filter(|n| *n <= MAX_AMOUNT);
+    }
+    let number = s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if !number || s.starts_with(['-', '+']) {
         return None;
     }
-    s.parse::<u64>().ok().filter(|n| *n <= MAX_AMOUNT)
+    json_integer(&serde_json::from_str::<serde_json::Value>(s).ok()?)
 }
 
 /// A positive id in a path or query: [`uint`], and not 0.
@@ -98,6 +103,59 @@ pub fn json_integer(v: &serde_json::Value) -> Option<u64> {
     let n = v.as_number()?;
     n.as_u64()
         .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=MAX_AMOUNT as f64).contains(f)).map(|f| f as u64))
+}
+
+/// Refuses a JSON text in which an object repeats a name: RFC 7493 (I-JSON) says names
+/// must be unique, and a parser that keeps one of them silently would read another request
+/// than the one a proxy or a log shows. The error names the key.
+pub fn unique_keys(json: &[u8]) -> Result<(), String> {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    struct Unique;
+    impl<'de> Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if seen.contains(&key) {
+                    return Err(A::Error::custom(format!("the name `{key}` appears twice in one object")));
+                }
+                map.next_value::<Unique>()?;
+                seen.insert(key);
+            }
+            Ok(Unique)
+        }
+    }
+    serde_json::from_slice::<Unique>(json).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Rewrites every number with no fraction (`35.0`, `1e3`) as the integer it is, so that a
@@ -147,6 +205,40 @@ pub fn length_within(s: &str, min: usize, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_in_paths_are_read_as_json_schema_reads_them() {
+        for (s, want) in [
+            ("7", Some(7)),
+            ("007", Some(7)),
+            ("7.0", Some(7)),
+            ("7.000", Some(7)),
+            ("7e0", Some(7)),
+            ("1E3", Some(1000)),
+            ("7.5", None),
+            ("-7", None),
+            ("+7", None),
+            ("", None),
+            (" 7", None),
+            ("7.", None),
+            (".7", None),
+            ("1e400", None),
+            ("9007199254740992", None),
+            ("abc", None),
+        ] {
+            assert_eq!(uint(s), want, "{s:?}");
+        }
+        assert_eq!(path_id("0.0"), None);
+    }
+
+    #[test]
+    fn a_name_repeated_in_one_object_is_refused_at_any_depth() {
+        assert!(unique_keys(br#"{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}"#).is_ok());
+        for bad in [&br#"{"a":1,"a":1}"#[..], br#"{"x":{"y":1,"y":2}}"#, br#"[{"k":1,"z":0,"k":2}]"#] {
+            let e = unique_keys(bad).expect_err("a duplicate");
+            assert!(e.contains("appears twice"), "{e}");
+        }
+    }
 
     #[test]
     fn digits_match_their_pattern() {

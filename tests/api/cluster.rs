@@ -441,7 +441,7 @@ async fn cluster_an_edge_serves_sockets_health_and_metrics_and_nothing_else() {
     }
     assert_eq!(chat.all_messages(kim, room).await.len(), 0, "nothing reached the core through an edge's REST");
     for base in [&cl.a.base, &cl.b.base] {
-        let r = Api::new(base).raw("GET", "/metrics", None, &[], None).await;
+        let r = Api::new(base).raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
         assert_eq!(r.status, 200, "/metrics on an edge: {r:?}");
     }
 

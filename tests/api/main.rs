@@ -28,6 +28,7 @@ mod concurrency;
 mod directory;
 mod edges;
 mod expiry;
+mod hostile;
 mod idempotency;
 mod ledger;
 mod lifecycle;

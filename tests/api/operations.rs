@@ -41,7 +41,7 @@ async fn log_with(server: &TestServer, needle: &str) -> String {
 }
 
 async fn scrape(api: &Api) -> String {
-    let r = api.raw("GET", "/metrics", None, &[], None).await;
+    let r = api.raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
     assert_eq!(r.status, 200, "{r:?}");
     let ct = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
@@ -54,6 +54,10 @@ async fn metrics_count_a_rush_and_a_chat_exchange() {
     let api = server.api();
     let before = scrape(&api).await;
     assert!(before.contains("# TYPE boxoffice_store_commits_total counter"), "{before}");
+    // The revenue and the traffic are for admins only on the public address.
+    assert_q_error(&api.raw("GET", "/metrics", None, &[], None).await, 401);
+    assert_q_error(&api.raw("GET", "/metrics", Some("garbage"), &[], None).await, 401);
+    assert_q_error(&api.raw("GET", "/metrics", Some(&jwt(1)), &[], None).await, 403);
 
     // A rush: ten buyers each hold a seat and pay for it; one more tries a taken seat.
     let mut buyers = Vec::new();

@@ -36,7 +36,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 400, description = "Not a WebSocket handshake, or a bad `since`", body = CErrorBody),
         (status = 401, description = "No valid token", body = CErrorBody),
         (status = 403, description = "Not a participant", body = CErrorBody),
-        (status = 404, description = "No such room", body = CErrorBody)))]
+        (status = 404, description = "No such room", body = CErrorBody)),
+    security(("query_token" = [])))]
 pub async fn connect(
     state: web::Data<Realtime>,
     req: HttpRequest,

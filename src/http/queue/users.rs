@@ -49,7 +49,8 @@ pub struct ChargeResponse {
 }
 
 fn own_user(raw: &str, me: &Caller<QError>) -> Result<u64, QError> {
-    let user = parse_user_id_str(raw)
+    let user = crate::http::schema::path_id(raw)
+        .or_else(|| parse_user_id_str(raw))
         .ok_or_else(|| QError::bad_request("INVALID_USER_ID", "userId must be a positive integer"))?;
     if user != me.user_id {
         return Err(QError::forbidden("you may only reach your own wallet"));

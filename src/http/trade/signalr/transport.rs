@@ -100,8 +100,8 @@ pub struct NegotiateResponse {
 #[utoipa::path(post, path = "/hubs/chat/negotiate", tag = "T: SignalR",
     params(("negotiateVersion" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_u64, description = "The client's negotiate protocol version (0 if absent)")),
     responses((status = 200, body = NegotiateResponse),
-        (status = 400, description = "`negotiateVersion` is not a number; `{message, data: null, statusCode}`"),
-        (status = 401, description = "No valid token; `{message, data: null, statusCode}`")),
+        (status = 400, description = "`negotiateVersion` is not a number", body = TEnvelope),
+        (status = 401, description = "No valid token", body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn negotiate(req: HttpRequest) -> HttpResponse {
     let me = match crate::http::identify_with_query(&req) {
