@@ -65,6 +65,7 @@ fn describe() {
     describe_gauge!("boxoffice_queue_active", "Queue tokens active");
     describe_gauge!("boxoffice_queue_estimated_wait_seconds", "The wait a token issued now would be told");
     describe_counter!("boxoffice_queue_issued_total", "Queue tokens issued");
+    describe_gauge!("boxoffice_queue_sockets", "GET /waiting/ws sockets on this node, by state");
     describe_counter!(
         "boxoffice_rate_limited_total",
         "Requests, handshakes and socket frames refused for being over a rate limit, by limit"
@@ -336,6 +337,12 @@ pub fn queue(waiting: u64, active: u64, estimated_wait_seconds: u64) {
 /// `handshake`, `frame`).
 pub fn rate_limited(limit: &'static str) {
     counter!("boxoffice_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// The queue sockets of this node: waiting, and admitted.
+pub fn queue_sockets(waiting: u64, active: u64) {
+    gauge!("boxoffice_queue_sockets", "state" => "waiting").set(waiting as f64);
+    gauge!("boxoffice_queue_sockets", "state" => "active").set(active as f64);
 }
 
 pub fn queue_issued() {

@@ -15,6 +15,7 @@ use super::seat_map::{Booking, Reservation, SeatMap, SeatMapEnv, SeatMapSnapshot
 use super::ticket_listing::{
     GetListing, Listing, ListingBook, ListingEnv, ListingSnapshot, ListingsEnv, TicketListing, Transaction,
 };
+use super::waiting_queue::watch::QueueWatch;
 use super::waiting_queue::{QueueGate, QueuePolicy, TicketKey, WaitingQueue};
 use super::wallet::{ChargeLimits, Wallet, WalletEnv, Wallets, WalletsEnv};
 use crate::config::Settings;
@@ -65,6 +66,8 @@ struct Inner {
     queue: Addr<WaitingQueue>,
     /// Checks queue tokens against what the queue publishes, without messaging it.
     queue_gate: QueueGate,
+    /// Pushes this node's waiting sockets their standing.
+    queue_watch: Addr<QueueWatch>,
     directory: Addr<Directory>,
     catalog: Addr<Catalog>,
 }
@@ -109,6 +112,10 @@ impl Registry {
         // of a deployment shares.
         let tickets = TicketKey::new(&crate::auth::load_secret(&settings)?);
         let (queue, queue_gate) = WaitingQueue::load(store.clone(), policy, tickets)?;
+        let queue_watch = {
+            let gate = queue_gate.clone();
+            QueueWatch::start_in_arbiter(&arbiters.for_key(&"queue-watch"), |_| QueueWatch::new(gate))
+        };
         let queue = WaitingQueue::start_in_arbiter(&arbiters.for_key(&"queue"), |_| queue);
         // Wallets pay at seat maps, and seat maps ask wallets about payments left
         // unfinished: the seat maps' lookup of wallets is filled once the wallets exist.
@@ -211,6 +218,7 @@ impl Registry {
                 test_gateway,
                 queue,
                 queue_gate,
+                queue_watch,
                 directory,
                 catalog,
             }),
@@ -273,6 +281,11 @@ impl Registry {
 
     pub fn queue(&self) -> &Addr<WaitingQueue> {
         &self.inner.queue
+    }
+
+    /// This node's watch of waiting sockets.
+    pub fn queue_watch(&self) -> &Addr<QueueWatch> {
+        &self.inner.queue_watch
     }
 
     /// Checks queue tokens on the caller's thread (see [`QueueGate`]).

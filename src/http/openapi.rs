@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "boxoffice", description = "Seats, tickets and the chat around them. Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <JWT>`. Contract Q's errors are `{status, error, code, message}`; contract B's are `{error}`; contract C's are `{detail}` (its WebSocket protocol is in docs/api.md); contract T answers in the envelope `{message, data, statusCode}`. `Idempotency-Key`: the first answer (status and body) is replayed for the same key and user; the same key with another request is 422; while the first is still running, 409; keys are kept 25 hours."),
     paths(
         health::healthz,
-        queue::waiting::issue, queue::waiting::check,
+        queue::waiting::issue, queue::waiting::check, queue::socket::connect,
         queue::concerts::list_concerts, queue::concerts::list_schedules, queue::concerts::seats,
         queue::concerts::create_concert, queue::concerts::create_schedule,
         queue::reservations::reserve, queue::reservations::get,

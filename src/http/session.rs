@@ -143,6 +143,8 @@ pub struct Session<W: Wire> {
     peer_done: bool,
     /// Our side was shut down after the close frame (see `after_write`).
     shut: bool,
+    /// The session went online as its user (presence, the user's group): see `go_online`.
+    present: bool,
 }
 
 /// A frame waiting for the socket, and how much of it is written.
@@ -184,6 +186,7 @@ impl<W: Wire> Session<W> {
             frames: state.limits.as_ref().map_or_else(FrameBudget::unlimited, |l| l.frames()),
             peer_done: false,
             shut: false,
+            present: false,
         }
     }
 
@@ -257,6 +260,7 @@ impl<W: Wire> Session<W> {
             return;
         }
         self.render = Some(render);
+        self.present = true;
         self.backend.presence(&self.me, true);
         let group = user_group(self.me.id);
         if let Some(sub) = self.subscriber(ctx) {
@@ -269,6 +273,23 @@ impl<W: Wire> Session<W> {
                 act.close(ctx, ws::CloseCode::Restart, "This node cannot reach the service; reconnect.")
             }
         }));
+    }
+
+    /// A socket that only listens to what the server pushes through its own messages (the
+    /// queue's): it needs no handshake, joins no group and does not count as its user
+    /// being online, but gets the keep-alive and the idle timeout.
+    pub fn listen_only(&mut self) {
+        struct Silent;
+        impl Render for Silent {
+            fn slot(&self) -> usize {
+                0
+            }
+            fn render(&self, _: &ChatEvent) -> Frame {
+                Frame::text("{}")
+            }
+        }
+        static SILENT: std::sync::LazyLock<Arc<dyn Render>> = std::sync::LazyLock::new(|| Arc::new(Silent));
+        self.render = Some(SILENT.clone());
     }
 
     /// Join `room_{room}` through the room (participants only), with the messages after
@@ -612,7 +633,7 @@ impl<W: Wire> Actor for Session<W> {
     fn stopped(&mut self, _: &mut Self::Context) {
         crate::observe::connection(W::KIND, -1);
         self.hub().closed(self.id);
-        if !self.online() {
+        if !self.present {
             return;
         }
         let hub = self.hub().clone();

@@ -152,6 +152,16 @@ impl QueueGate {
         &self.key
     }
 
+    /// The published state, read-locked (hold it briefly).
+    pub fn state(&self) -> RwLockReadGuard<'_, Admission> {
+        self.read()
+    }
+
+    /// Where a verified ticket stands at `now`.
+    pub fn standing(&self, ticket: &Ticket, now: u64) -> Result<Standing, QueueError> {
+        self.read().standing(ticket, now)
+    }
+
     /// The token `text` as `user` sees it: unknown (forged, altered, expired or ended),
     /// another user's, or where it stands.
     pub fn check(&self, text: &str, user: u64, now: u64) -> Result<TokenView, QueueError> {

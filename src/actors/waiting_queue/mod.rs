@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod ticket;
+pub mod watch;
 
 pub use admission::{QueueGate, Standing, TokenView};
 pub use ticket::{Ticket, TicketKey};

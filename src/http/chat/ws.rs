@@ -86,6 +86,18 @@ fn error(s: &mut Session<ChatWire>, ctx: &mut Ctx<ChatWire>, detail: impl Into<S
     s.write(ctx, Frame::text(frame));
 }
 
+/// A post the room refused: the session tells its client.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refused(String);
+
+impl Handler<Refused> for Session<ChatWire> {
+    type Result = ();
+    fn handle(&mut self, msg: Refused, ctx: &mut Ctx<ChatWire>) {
+        error(self, ctx, msg.0);
+    }
+}
+
 impl Wire for ChatWire {
     const KIND: &'static str = "chat";
     const PING_INTERVAL: Duration = HEARTBEAT;
@@ -130,13 +142,17 @@ impl Wire for ChatWire {
                     return error(s, ctx, "content must be 1 to 5000 characters");
                 }
                 // Sent in order through the room's mailbox; the room echoes it to every
-                // subscriber (this one too) once it is durable.
+                // subscriber (this one too) once it is durable. The answer is awaited
+                // outside the session: a session that stops (the client left, or was
+                // closed) must not take back a post it accepted, which dropping the answer
+                // would do (actix skips a message whose asker is gone).
                 let reply = s.backend.post(s.wire.room_id, &s.me, text, kind, reply_to_message_id);
-                ctx.spawn(reply.into_actor(s).map(|r, s, ctx| {
-                    if let Err(e) = r {
-                        error(s, ctx, e.to_string());
+                let session = ctx.address();
+                actix_rt::spawn(async move {
+                    if let Err(e) = reply.await {
+                        session.do_send(Refused(e.to_string()));
                     }
-                }));
+                });
             }
             ClientFrame::Typing { is_typing: Some(is_typing) } => s.backend.typing(s.wire.room_id, &s.me, is_typing),
             ClientFrame::Typing { is_typing: None } => error(s, ctx, "typing needs is_typing: true or false"),

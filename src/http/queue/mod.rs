@@ -4,6 +4,7 @@
 //!
 //! - [`waiting`]: the queue tokens (`/waiting/issue`, `/waiting/check`) and the gate that
 //!   the seat, reservation, wallet and payment endpoints pass through.
+//! - [`socket`]: `GET /waiting/ws`, the token's standing pushed.
 //! - [`concerts`]: concerts, their schedules and seats; admin creation of catalog data.
 //! - [`reservations`]: seat holds (`POST /reservations`) and reading them back.
 //! - [`users`]: the wallet (`/users/{userId}/amount`, `/users/{userId}/charge`).
@@ -12,6 +13,7 @@
 pub mod concerts;
 pub mod payments;
 pub mod reservations;
+pub mod socket;
 pub mod users;
 pub mod waiting;
 
@@ -22,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     waiting::routes(cfg);
     concerts::routes(cfg);
     reservations::routes(cfg);
+    socket::routes(cfg);
     users::routes(cfg);
     payments::routes(cfg);
 }

@@ -69,6 +69,17 @@ impl WsClient {
         Ok(WsClient { conn: Box::new(framed), pending: VecDeque::new(), closed: None })
     }
 
+    /// Open a socket at any `ws://` URL with these headers (no ping handshake).
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> Result<WsClient, WsClientError> {
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let mut req = client.ws(url).max_frame_size(1 << 20);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (_res, framed) = req.connect().await?;
+        Ok(WsClient { conn: Box::new(framed), pending: VecDeque::new(), closed: None })
+    }
+
     /// Open the socket, which must be accepted, and wait until the server answers a `ping`
     /// (so the subscription is in place). Events that arrive before the `pong` are kept.
     pub async fn connect(base: &str, room: u64, token: &str, since: Option<u64>) -> WsClient {
