@@ -56,7 +56,7 @@ impl Application {
         let links = http::signed::LinkSigner::new(&secret);
         let hub = Hub::default();
         let subjects = Subjects::new(&settings.nats_prefix);
-        let (store, state, backend) = match settings.role {
+        let (store, state, backend, queue_node) = match settings.role {
             Role::Core => {
                 let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
                 let registry = match &settings.nats_url {
@@ -80,7 +80,9 @@ impl Application {
                     links: links.clone(),
                     noted: quick_cache::sync::Cache::new(NOTED_USERS),
                 });
-                (Some(store), Some(state), Backend::Local(registry))
+                let queue_node =
+                    http::QueueNode { gate: registry.queue_gate().clone(), watch: registry.queue_watch().clone() };
+                (Some(store), Some(state), Backend::Local(registry), queue_node)
             }
             Role::Edge => {
                 let Some(url) = &settings.nats_url else {
@@ -88,7 +90,14 @@ impl Application {
                 };
                 let edge = Edge::start(url, subjects, hub.clone()).await?;
                 tracing::info!(%url, "edge: holding WebSockets for the core over NATS");
-                (None, None, Backend::Remote(edge))
+                // The queue's checks and sockets are answered here, from a copy of the
+                // core's admission state.
+                use crate::actors::waiting_queue::{watch::QueueWatch, QueueGate, TicketKey};
+                use actix::Actor;
+                let gate = QueueGate::replica(TicketKey::new(&secret));
+                edge.replicate_queue(gate.clone());
+                let watch = QueueWatch::new(gate.clone()).start();
+                (None, None, Backend::Remote(edge), http::QueueNode { gate, watch })
             }
         };
         let realtime = web::Data::new(Realtime {
@@ -97,6 +106,7 @@ impl Application {
             settings: settings.clone(),
             links: links.clone(),
             limits: http::limits::Limits::from_settings(&settings),
+            queue: queue_node,
         });
         let edge = state.is_none();
         http::ops::start_sampler();
@@ -233,10 +243,12 @@ impl Application {
     }
 }
 
-/// An edge's routes: the WebSocket endpoints, its health and its metrics.
+/// An edge's routes: the WebSocket endpoints, the queue's check, its health and its metrics.
 fn edge_routes(cfg: &mut web::ServiceConfig) {
     http::chat::ws::routes(cfg);
     http::trade::signalr::routes(cfg);
+    http::queue::socket::routes(cfg);
+    cfg.route("/waiting/check", web::get().to(http::queue::waiting::check));
     cfg.route("/healthz", web::get().to(edge_health)).route("/metrics", web::get().to(http::ops::admin_metrics));
 }
 

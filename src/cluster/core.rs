@@ -139,11 +139,43 @@ pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outb
             }
         };
         actix::spawn(hello);
+        actix::spawn(publish_admissions(client.clone(), registry.clone(), subjects.clone(), boot));
         actix::spawn(serve_requests(client.clone(), registry.clone(), subjects.request()));
         actix::spawn(track_presence(client, registry, subjects.presence()));
     });
     // The arbiter's thread runs for the life of the process.
     std::mem::forget(arbiter);
+}
+
+/// Publish the queue's admission deltas, and answer the edges' snapshot requests. The
+/// work per tick is one delta, whatever the number of waiting clients.
+async fn publish_admissions(client: async_nats::Client, registry: Registry, subjects: Subjects, boot: u64) {
+    let gate = registry.queue_gate().clone();
+    gate.publish_changes();
+    let mut snapshots = match client.subscribe(subjects.queue_snapshot()).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "core: cannot serve the queue's state to edges"),
+    };
+    let subject = subjects.queue_admission();
+    let mut tick = tokio::time::interval(super::QUEUE_TICK);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let heartbeat = last.elapsed() >= super::QUEUE_HEARTBEAT;
+                if let Some(delta) = gate.take_delta(boot, heartbeat) {
+                    last = Instant::now();
+                    let _ = client.publish(subject.clone(), encode(&delta)).await;
+                }
+            }
+            asked = snapshots.next() => {
+                let Some(msg) = asked else { return };
+                let Some(reply) = msg.reply else { continue };
+                crate::observe::nats_request("queue_snapshot");
+                let _ = client.publish(reply, encode(&gate.snapshot(boot))).await;
+            }
+        }
+    }
 }
 
 /// Answer every request with the actors. Each is handed to its room in arrival order (so

@@ -9,9 +9,10 @@
 //! closed with 1012 and catches up elsewhere with `since=`.
 
 use super::{decode, encode, Answer, Answered, Hello, Presence, Request, Stamp, Subjects, WireEvent};
-use super::{HELLO_STALE, REQUEST_TIMEOUT, SNAPSHOT_EVERY};
+use super::{HELLO_STALE, QUEUE_STALE, REQUEST_TIMEOUT, SNAPSHOT_EVERY};
 use crate::actors::hub::{room_group, Event, Group, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, ChatError, MAX_CATCH_UP};
+use crate::actors::waiting_queue::{Delta, QueueGate, Snapshot};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::future::Future;
@@ -94,6 +95,62 @@ impl Edge {
     }
 
     /// Connected to NATS and hearing the core.
+    /// Keep `gate` a copy of the core's queue admission state: a snapshot, then the core's
+    /// deltas. A gap (a missed delta, a new core) reloads the snapshot; a copy that has
+    /// heard nothing for [`QUEUE_STALE`] stops answering until it hears again.
+    pub fn replicate_queue(&self, gate: QueueGate) {
+        let client = self.0.client.clone();
+        let subjects = self.0.subjects.clone();
+        actix::spawn(async move {
+            let mut deltas = loop {
+                match client.subscribe(subjects.queue_admission()).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "edge: cannot follow the queue yet");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            let mut boot: Option<u64> = None;
+            let mut heard = std::time::Instant::now();
+            let mut check = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                if boot.is_none() {
+                    let asked = client.request(subjects.queue_snapshot(), bytes::Bytes::new());
+                    if let Ok(Ok(msg)) = tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
+                        if let Ok(snapshot) = decode::<Snapshot>(&msg.payload) {
+                            boot = Some(snapshot.boot);
+                            gate.install(snapshot);
+                            heard = std::time::Instant::now();
+                        }
+                    }
+                }
+                tokio::select! {
+                    next = deltas.next() => {
+                        let Some(msg) = next else { return };
+                        let Ok(delta) = decode::<Delta>(&msg.payload) else { continue };
+                        match boot {
+                            Some(b) if gate.apply(b, &delta).is_ok() => {
+                                heard = std::time::Instant::now();
+                            }
+                            // A missed delta or a new core: start over from a snapshot.
+                            _ => boot = None,
+                        }
+                    }
+                    _ = check.tick() => {
+                        let stale = heard.elapsed() > QUEUE_STALE;
+                        if stale == gate.available() {
+                            gate.set_unavailable(stale);
+                        }
+                        if stale {
+                            boot = None;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     pub fn healthy(&self) -> bool {
         let heard = self.0.heard.load(Ordering::Relaxed);
         self.0.connected.load(Ordering::Relaxed)

@@ -13,6 +13,11 @@
 //!   [`SNAPSHOT_EVERY`] the whole list ([`Presence`]); the core owns who is online.
 //! - `{p}.core.hello`: the core says it is there every [`HELLO_EVERY`], with its boot id
 //!   and how many times it may have lost events on the way to NATS ([`Hello`]).
+//! - `{p}.queue.admission`: the waiting queue's admission state as deltas, each tick it
+//!   changes and at least once a second ([`Delta`](crate::actors::waiting_queue::Delta));
+//!   `{p}.queue.snapshot`: the whole state, by request-reply, for an edge that starts or
+//!   missed a delta. With them an edge answers `/waiting/check` and `/waiting/ws` itself:
+//!   no request reaches the core per check or per waiting socket.
 //!
 //! # Nothing lost, nothing twice
 //! A session joining a room on an edge is in the edge's group, and the edge is subscribed
@@ -42,6 +47,13 @@ pub const HELLO_STALE: Duration = Duration::from_secs(4);
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 /// An edge not heard from this long is gone: its users' connections are dropped.
 pub const EDGE_STALE: Duration = Duration::from_secs(10);
+/// The core publishes the queue's admission state this often (when it changed)...
+pub const QUEUE_TICK: Duration = Duration::from_millis(50);
+/// ...and at least this often (a heartbeat).
+pub const QUEUE_HEARTBEAT: Duration = Duration::from_secs(1);
+/// An edge that has had no admission delta this long stops answering queue checks (503)
+/// and closes its queue sockets with 1012: the bound on how stale an answer may be.
+pub const QUEUE_STALE: Duration = Duration::from_secs(3);
 /// How long an edge waits for the core's answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A catch-up page's size, about (NATS messages are at most 1 MiB by default).
@@ -228,6 +240,16 @@ impl Subjects {
 
     pub fn hello(&self) -> String {
         format!("{}.core.hello", self.prefix)
+    }
+
+    /// The queue's admission deltas, every tick and at least once a second.
+    pub fn queue_admission(&self) -> String {
+        format!("{}.queue.admission", self.prefix)
+    }
+
+    /// An edge asks the core for the queue's whole admission state (at start, after a gap).
+    pub fn queue_snapshot(&self) -> String {
+        format!("{}.queue.snapshot", self.prefix)
     }
 }
 

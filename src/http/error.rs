@@ -134,6 +134,9 @@ impl From<QueueError> for QError {
     fn from(e: QueueError) -> Self {
         match e {
             QueueError::Storage(m) => QError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE_FAILURE", m),
+            QueueError::Unavailable => {
+                QError::new(StatusCode::SERVICE_UNAVAILABLE, "QUEUE_UNAVAILABLE", QueueError::Unavailable.to_string())
+            }
             other => QError::new(
                 StatusCode::FORBIDDEN,
                 "QUEUE_TOKEN_NOT_ACTIVE",

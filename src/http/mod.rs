@@ -76,6 +76,15 @@ pub struct Realtime {
     pub links: signed::LinkSigner,
     /// The rate limits (none with `BOXOFFICE_RATE_LIMIT=off`).
     pub limits: Option<std::sync::Arc<limits::Limits>>,
+    /// The waiting queue as this node sees it: the core's own state, or an edge's copy.
+    pub queue: QueueNode,
+}
+
+/// What a node needs to answer `/waiting/check` and `/waiting/ws` by itself.
+#[derive(Clone)]
+pub struct QueueNode {
+    pub gate: crate::actors::waiting_queue::QueueGate,
+    pub watch: actix::Addr<crate::actors::waiting_queue::watch::QueueWatch>,
 }
 
 /// How a WebSocket ends when its client breaks the protocol, as RFC 6455 §7.4.1 says: 1009

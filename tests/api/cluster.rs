@@ -972,3 +972,78 @@ async fn cluster_signalr_invocations_sent_with_the_handshake_wait_for_its_answer
         assert!(second["error"].is_string(), "an unknown method is an error: {second}");
     }
 }
+
+/// The core's `boxoffice_nats_requests_total`, all kinds but the queue's snapshots.
+async fn core_requests(core: &TestServer) -> u64 {
+    let r = Api::new(&core.base).raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
+    let text = String::from_utf8(r.raw.to_vec()).expect("text");
+    text.lines()
+        .filter(|l| l.starts_with("boxoffice_nats_requests_total{") && !l.contains("queue_snapshot"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Queue checks and waiting sockets on edges are answered from the edges' copy of the
+/// core's admission state: the same answers as the core's, admission pushed through an
+/// edge, and no request to the core per check or per socket.
+#[actix_rt::test]
+async fn cluster_edges_answer_queue_checks_and_sockets_without_asking_the_core() {
+    let nats = Nats::start();
+    let (url, prefix) = (nats.url(), nats.prefix());
+    let core = TestServer::spawn(&[
+        ("BOXOFFICE_NATS_URL", url.as_str()),
+        ("BOXOFFICE_NATS_PREFIX", prefix.as_str()),
+        ("BOXOFFICE_QUEUE_ADMIT_RATE", "1000"),
+        ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1"),
+        ("BOXOFFICE_QUEUE_ACTIVE_TTL", "3s"),
+    ]);
+    let a = spawn_node(Some("edge"), &nats);
+    let b = spawn_node(Some("edge"), &nats);
+    let cl = Cluster { nats, core, a, b };
+    cl.wait_edges(200, HEALTHY_WITHIN, "a new cluster").await;
+    let api = cl.core.api();
+    let mut tokens = Vec::new();
+    for user in 1..=3u64 {
+        let r = api.call("POST", "/waiting/issue", Some(&jwt(user)), &[], Some(json!({ "userId": user }))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        tokens.push(r.body["token"].as_str().expect("token").to_string());
+    }
+    let before = core_requests(&cl.core).await;
+
+    // Edge A answers a check as the core does, once its copy has caught up.
+    let edge = Api::new(&cl.a.base);
+    let on_core = api.get("/waiting/check", &jwt(2), &[("X-Queue-Token", &tokens[1])]).await;
+    let deadline = Instant::now() + T;
+    let on_edge = loop {
+        let r = edge.get("/waiting/check", &jwt(2), &[("X-Queue-Token", &tokens[1])]).await;
+        if r.status == 200 && r.body["position"] == on_core.body["position"] {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "edge A never answered as the core: {r:?} vs {on_core:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(on_edge.body, on_core.body);
+    assert_eq!(on_edge.body["position"], 1);
+    assert_q_error(&edge.get("/waiting/check", &jwt(3), &[("X-Queue-Token", &tokens[1])]).await, 403);
+    let forged = format!("{}A", &tokens[1][..tokens[1].len() - 1]);
+    let r = edge.get("/waiting/check", &jwt(2), &[("X-Queue-Token", &forged)]).await;
+    assert!(r.status == 401 || forged == tokens[1], "{r:?}");
+
+    // A waiting socket on edge B sees user 1's admission run out and its own place move.
+    let host = cl.b.base.strip_prefix("http://").expect("http");
+    let query = format!("?access_token={}&queueToken={}", urlencode(&jwt(3)), urlencode(&tokens[2]));
+    let mut third = WsClient::open(&format!("ws://{host}/waiting/ws{query}"), &[]).await.expect("a socket on edge B");
+    let first = third.next_event(T).await.expect("a first event");
+    assert_eq!((first["type"].as_str(), first["position"].as_u64()), (Some("queue"), Some(2)), "{first}");
+    let moved = third.event(|e| e["position"] == 1, Duration::from_secs(15)).await;
+    assert_eq!(moved["active"], false);
+    let r = edge.get("/waiting/check", &jwt(2), &[("X-Queue-Token", &tokens[1])]).await;
+    assert_eq!(r.body["active"], true, "edge A saw user 2 admitted: {r:?}");
+    // Polls and sockets on the edges asked the core nothing.
+    for _ in 0..50 {
+        let r = edge.get("/waiting/check", &jwt(3), &[("X-Queue-Token", &tokens[2])]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(core_requests(&cl.core).await, before, "no request reached the core for checks or queue sockets");
+    third.close().await;
+}

@@ -26,7 +26,7 @@ pub struct Step {
 }
 
 /// The queue's admission state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Admission {
     /// The queue that issued the tokens this state answers for.
     pub epoch: u32,
@@ -47,6 +47,110 @@ pub struct Admission {
     pub active_ttl: u64,
     /// ms.
     pub wait_ttl: u64,
+    /// Whether this copy may answer: always in the core; on an edge, only while it keeps
+    /// up with the core's updates (see `cluster::edge`).
+    #[serde(skip)]
+    pub unavailable: bool,
+    /// What changed since the last [`Delta`] was taken, when the core publishes them.
+    #[serde(skip)]
+    pub(super) pending: Pending,
+}
+
+/// Changes not yet published.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Pending {
+    on: bool,
+    dirty: bool,
+    version: u64,
+    steps: Vec<Step>,
+    ended: Vec<u64>,
+}
+
+/// The changes of the admission state from version `from` to `to`, as the core publishes
+/// them to the edges every tick (and at least once a second): the numbers whole, the
+/// steps and early ends that were added, and where the kept steps now start (older steps
+/// and ends are dropped).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    pub boot: u64,
+    pub from: u64,
+    pub to: u64,
+    pub epoch: u32,
+    pub next_seq: u64,
+    pub through: u64,
+    pub active: u64,
+    pub admit_rate: u32,
+    pub active_ttl: u64,
+    pub wait_ttl: u64,
+    pub steps_from: u64,
+    pub steps: Vec<Step>,
+    pub ended: Vec<u64>,
+}
+
+/// The whole state at `version`, for an edge that starts or missed a delta.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub boot: u64,
+    pub version: u64,
+    pub state: Admission,
+}
+
+/// An edge's copy missed a delta: it needs a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap;
+
+impl Admission {
+    /// Add a step (the queue's tick).
+    pub fn push_step(&mut self, step: Step) {
+        if self.pending.on {
+            self.pending.steps.push(step);
+        }
+        self.through = step.end;
+        self.steps.push_back(step);
+    }
+
+    /// An admitted place ended early.
+    pub fn end(&mut self, seq: u64) {
+        if self.pending.on {
+            self.pending.ended.push(seq);
+        }
+        self.ended.insert(seq);
+    }
+
+    fn steps_from(&self) -> u64 {
+        self.steps.front().map_or(self.through, |s| s.start)
+    }
+
+    /// Drop what lies before `from`: steps, and places ended early among them.
+    fn drop_before(&mut self, from: u64) {
+        while self.steps.front().is_some_and(|s| s.start < from) {
+            self.steps.pop_front();
+        }
+        self.ended = self.ended.split_off(&from);
+    }
+
+    /// Apply a delta published by the core (an edge's copy).
+    pub fn apply(&mut self, boot: u64, d: &Delta) -> Result<(), Gap> {
+        if d.boot != boot || d.from != self.pending.version {
+            return if d.boot == boot && d.to <= self.pending.version { Ok(()) } else { Err(Gap) };
+        }
+        for step in &d.steps {
+            if self.steps.back().is_none_or(|last| step.start >= last.end) {
+                self.steps.push_back(*step);
+            }
+        }
+        self.ended.extend(d.ended.iter().copied());
+        self.drop_before(d.steps_from);
+        self.epoch = d.epoch;
+        self.next_seq = d.next_seq;
+        self.through = d.through;
+        self.active = d.active;
+        self.admit_rate = d.admit_rate;
+        self.active_ttl = d.active_ttl;
+        self.wait_ttl = d.wait_ttl;
+        self.pending.version = d.to;
+        Ok(())
+    }
 }
 
 /// Where a valid token stands.
@@ -135,7 +239,9 @@ impl AdmissionWriter {
 
     pub fn write(&self) -> RwLockWriteGuard<'_, Admission> {
         // A writer that panicked left the state whole: every change is a few assignments.
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        let mut a = self.state.write().unwrap_or_else(|e| e.into_inner());
+        a.pending.dirty = true;
+        a
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Admission> {
@@ -152,6 +258,79 @@ impl QueueGate {
         &self.key
     }
 
+    fn write(&self) -> RwLockWriteGuard<'_, Admission> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this copy answers (false on an edge that lost the core's updates).
+    pub fn available(&self) -> bool {
+        !self.read().unavailable
+    }
+
+    /// The core: keep the changes from now on, for [`take_delta`](Self::take_delta).
+    pub fn publish_changes(&self) {
+        self.write().pending.on = true;
+    }
+
+    /// The core: what changed since the last delta, if anything did (or `always`: a
+    /// heartbeat that says nothing changed).
+    pub fn take_delta(&self, boot: u64, always: bool) -> Option<Delta> {
+        let mut a = self.write();
+        if !a.pending.dirty && !always {
+            return None;
+        }
+        let from = a.pending.version;
+        a.pending.version += 1;
+        a.pending.dirty = false;
+        let steps = std::mem::take(&mut a.pending.steps);
+        let ended = std::mem::take(&mut a.pending.ended);
+        Some(Delta {
+            boot,
+            from,
+            to: a.pending.version,
+            epoch: a.epoch,
+            next_seq: a.next_seq,
+            through: a.through,
+            active: a.active,
+            admit_rate: a.admit_rate,
+            active_ttl: a.active_ttl,
+            wait_ttl: a.wait_ttl,
+            steps_from: a.steps_from(),
+            steps,
+            ended,
+        })
+    }
+
+    /// The core: the whole state and the version of the last delta taken.
+    pub fn snapshot(&self, boot: u64) -> Snapshot {
+        let a = self.read();
+        Snapshot { boot, version: a.pending.version, state: a.clone() }
+    }
+
+    /// An edge: start over from a snapshot.
+    pub fn install(&self, snapshot: Snapshot) {
+        let mut a = self.write();
+        *a = snapshot.state;
+        a.pending = Pending { version: snapshot.version, ..Pending::default() };
+        a.unavailable = false;
+    }
+
+    /// An edge: apply the core's delta (from the core booted as `boot`).
+    pub fn apply(&self, boot: u64, delta: &Delta) -> Result<(), Gap> {
+        self.write().apply(boot, delta)
+    }
+
+    /// An edge: stop (or resume) answering.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.write().unavailable = unavailable;
+    }
+
+    /// An edge's gate before its first snapshot: unavailable until one is installed.
+    pub fn replica(key: TicketKey) -> QueueGate {
+        let state = Admission { unavailable: true, ..Admission::default() };
+        QueueGate { key, state: Arc::new(RwLock::new(state)) }
+    }
+
     /// The published state, read-locked (hold it briefly).
     pub fn state(&self) -> RwLockReadGuard<'_, Admission> {
         self.read()
@@ -166,7 +345,13 @@ impl QueueGate {
     /// another user's, or where it stands.
     pub fn check(&self, text: &str, user: u64, now: u64) -> Result<TokenView, QueueError> {
         let ticket = self.key.verify(text).ok_or(QueueError::Unknown)?;
-        let standing = self.read().standing(&ticket, now)?;
+        let standing = {
+            let a = self.read();
+            if a.unavailable {
+                return Err(QueueError::Unavailable);
+            }
+            a.standing(&ticket, now)?
+        };
         if ticket.user != user {
             return Err(QueueError::NotYours);
         }
@@ -176,7 +361,13 @@ impl QueueGate {
     /// Succeeds only for an active token of `user`; returns what the token says.
     pub fn require_active(&self, text: &str, user: u64, now: u64) -> Result<Ticket, QueueError> {
         let ticket = self.key.verify(text).ok_or(QueueError::Unknown)?;
-        let standing = self.read().standing(&ticket, now)?;
+        let standing = {
+            let a = self.read();
+            if a.unavailable {
+                return Err(QueueError::Unavailable);
+            }
+            a.standing(&ticket, now)?
+        };
         if ticket.user != user {
             return Err(QueueError::NotYours);
         }
@@ -218,6 +409,7 @@ mod tests {
             admit_rate: 2,
             active_ttl: 5_000,
             wait_ttl: 1_000,
+            ..Admission::default()
         }
     }
 
@@ -258,5 +450,46 @@ mod tests {
         assert_eq!(gate.require_active(&waiting, 1, 3_000), Err(QueueError::NotActive));
         let v = gate.check(&waiting, 1, 3_000).expect("waiting");
         assert_eq!((v.position, v.active, v.estimated_wait_secs, v.token), (2, false, 1, waiting));
+    }
+
+    /// An edge's copy follows the core through deltas, ignores one it already has (from a
+    /// snapshot), and reports a gap or a new core so that it reloads.
+    #[test]
+    fn a_copy_follows_the_core_and_knows_when_it_missed_something() {
+        let key = TicketKey::new(b"k");
+        let (core, gate) = AdmissionWriter::new(key.clone(), Admission { epoch: 7, ..Admission::default() });
+        gate.publish_changes();
+        let edge = QueueGate::replica(key);
+        assert!(!edge.available(), "no answers before the first snapshot");
+        // The edge starts from a snapshot taken while a change is still unpublished.
+        {
+            let mut a = core.write();
+            a.next_seq = 3;
+            a.push_step(Step { start: 0, end: 2, at: 1_000 });
+        }
+        edge.install(gate.snapshot(42));
+        let first = gate.take_delta(42, false).expect("a change");
+        assert_eq!(edge.apply(42, &first), Ok(()), "a delta the snapshot already holds");
+        {
+            let mut a = core.write();
+            a.push_step(Step { start: 2, end: 3, at: 2_000 });
+            a.end(1);
+        }
+        let second = gate.take_delta(42, false).expect("a change");
+        assert_eq!(gate.take_delta(42, false), None, "nothing changed since");
+        assert_eq!(edge.apply(42, &second), Ok(()));
+        {
+            let (c, e) = (gate.state(), edge.state());
+            assert_eq!((e.through, e.next_seq, e.epoch), (3, 3, 7));
+            assert_eq!(e.steps, c.steps);
+            assert_eq!(e.ended, c.ended);
+        }
+        core.write().next_seq = 4;
+        let _missed = gate.take_delta(42, false);
+        core.write().next_seq = 5;
+        let after_the_gap = gate.take_delta(42, false).expect("a change");
+        assert_eq!(edge.apply(42, &after_the_gap), Err(Gap), "a missed delta");
+        let heartbeat = gate.take_delta(43, true).expect("a heartbeat");
+        assert_eq!(edge.apply(42, &heartbeat), Err(Gap), "another core");
     }
 }

@@ -23,7 +23,7 @@ pub mod admission;
 pub mod ticket;
 pub mod watch;
 
-pub use admission::{QueueGate, Standing, TokenView};
+pub use admission::{Delta, QueueGate, Snapshot, Standing, TokenView};
 pub use ticket::{Ticket, TicketKey};
 
 use crate::store::{Batch, Key, Store, StoreError};
@@ -83,6 +83,8 @@ pub enum QueueError {
     NotActive,
     #[error("storage failure: {0}")]
     Storage(String),
+    #[error("this node has lost the queue's state for now; try again shortly")]
+    Unavailable,
 }
 
 impl From<StoreError> for QueueError {
@@ -153,6 +155,7 @@ impl WaitingQueue {
             admit_rate: policy.admit_rate,
             active_ttl: ms(policy.active_ttl),
             wait_ttl: ms(policy.wait_ttl),
+            ..Admission::default()
         };
         let mut line = Vec::new();
         let mut admitted = Vec::new();
@@ -292,8 +295,7 @@ impl WaitingQueue {
             }
             a.active = a.active - ending + admit as u64;
             if let Some(step) = new_step {
-                a.through = step.end;
-                a.steps.push_back(step);
+                a.push_step(step);
             }
             a.steps.drain(..old_steps);
         }
@@ -425,7 +427,7 @@ impl WaitingQueue {
         self.store.apply(batch)?;
         {
             let mut a = self.published.write();
-            a.ended.insert(place.seq);
+            a.end(place.seq);
             a.active -= 1;
         }
         self.forget(&place);

@@ -26,8 +26,11 @@ const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 pub enum QueueUpdate {
     /// Its token's standing now (the fields of `GET /waiting/check`).
     View(TokenView),
-    /// The token expired or ended: the socket closes.
+    /// The token expired or ended: the socket closes (1000).
     Ended,
+    /// This node lost the queue's state: the socket closes (1012) so that its client
+    /// reconnects, here once the state is back or elsewhere.
+    Restart,
 }
 
 struct Watcher {
@@ -62,6 +65,15 @@ impl QueueWatch {
     }
 
     fn tick(&mut self) {
+        if !self.gate.available() {
+            for (_, w) in std::mem::take(&mut self.waiting) {
+                w.to.do_send(QueueUpdate::Restart);
+            }
+            for (_, w) in self.active.drain() {
+                w.to.do_send(QueueUpdate::Restart);
+            }
+            return;
+        }
         let now = now_ms();
         let (through, wait_ttl) = {
             let a = self.gate.state();

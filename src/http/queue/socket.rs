@@ -14,10 +14,10 @@
 use super::waiting::QueueTokenResponse;
 use crate::actors::hub::Frame;
 use crate::actors::waiting_queue::watch::{QueueUpdate, QueueWatch, Watch};
-use crate::actors::waiting_queue::{QueueError, Ticket, TokenView};
+use crate::actors::waiting_queue::{Ticket, TokenView};
 use crate::http::error::{QError, QErrorBody};
 use crate::http::session::{Ctx, Data, Session, Wire};
-use crate::http::{author, identify_with_query, AppState, Realtime};
+use crate::http::{author, identify_with_query, Realtime};
 use crate::time::now_ms;
 use actix::prelude::*;
 use actix_web::http::StatusCode;
@@ -46,13 +46,10 @@ fn queue_token(req: &HttpRequest) -> Option<String> {
     responses((status = 101, description = "Switching Protocols: the WebSocket"),
         (status = 400, description = "Not a WebSocket handshake", body = QErrorBody),
         (status = 401, description = "No valid JWT, or the queue token is missing, unknown, expired, forged or altered", body = QErrorBody),
-        (status = 403, description = "Another user's queue token", body = QErrorBody)),
+        (status = 403, description = "Another user's queue token", body = QErrorBody),
+        (status = 503, description = "An edge that has lost the queue's state for now", body = QErrorBody)),
     security(("bearer" = []), ("query_token" = [])))]
-pub async fn connect(
-    state: web::Data<AppState>,
-    realtime: web::Data<Realtime>,
-    req: HttpRequest,
-) -> Result<HttpResponse, actix_web::Error> {
+pub async fn connect(realtime: web::Data<Realtime>, req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
     let me = identify_with_query(&req).map_err(QError::from)?;
     if let Err(e) = ws::handshake(&req) {
         let message = format!("This endpoint takes WebSocket requests only: {e}");
@@ -61,13 +58,10 @@ pub async fn connect(
     let invalid = |m: String| QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", m);
     let token =
         queue_token(&req).ok_or_else(|| invalid("the queue token (X-Queue-Token or queueToken) is required".into()))?;
-    let gate = state.registry.queue_gate();
-    let view = gate.check(&token, me.user_id, now_ms()).map_err(|e| match e {
-        QueueError::NotYours => QError::forbidden("this queue token belongs to another user"),
-        other => invalid(other.to_string()),
-    })?;
+    let gate = &realtime.queue.gate;
+    let view = gate.check(&token, me.user_id, now_ms()).map_err(super::waiting::check_error)?;
     let ticket = gate.key().verify(&token).ok_or_else(|| invalid("queue token is unknown or expired".into()))?;
-    let wire = QueueWire { first: Some(view), ticket, token, watch: state.registry.queue_watch().clone() };
+    let wire = QueueWire { first: Some(view), ticket, token, watch: realtime.queue.watch.clone() };
     Session::new(&realtime, author(&me), wire).start(&req, 4096)
 }
 
@@ -112,6 +106,9 @@ impl Handler<QueueUpdate> for Session<QueueWire> {
         match update {
             QueueUpdate::View(view) => self.write(ctx, Frame::text(event(view))),
             QueueUpdate::Ended => self.close(ctx, ws::CloseCode::Normal, "the queue token expired or ended"),
+            QueueUpdate::Restart => {
+                self.close(ctx, ws::CloseCode::Restart, "This node lost the queue's state; reconnect.")
+            }
         }
     }
 }

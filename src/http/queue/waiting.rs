@@ -4,7 +4,7 @@
 use crate::actors::waiting_queue::{Issue, QueueError, TokenView};
 use crate::auth::parse_user_id;
 use crate::http::error::{QError, QErrorBody};
-use crate::http::{AppState, Caller, JsonBody};
+use crate::http::{AppState, Caller, JsonBody, Realtime};
 use crate::time::{now_ms, rfc3339};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -90,19 +90,28 @@ pub async fn issue(
     responses(
         (status = 200, description = "Position, active flag and estimated wait", body = QueueTokenResponse),
         (status = 401, description = "No valid JWT, or the queue token is unknown or expired", body = QErrorBody),
-        (status = 403, description = "The queue token is another user's", body = QErrorBody)),
+        (status = 403, description = "The queue token is another user's", body = QErrorBody),
+        (status = 503, description = "An edge that has lost the queue's state for now", body = QErrorBody)),
     security(("bearer" = [])))]
-pub async fn check(state: web::Data<AppState>, me: Caller<QError>, req: HttpRequest) -> Result<HttpResponse, QError> {
+pub async fn check(realtime: web::Data<Realtime>, req: HttpRequest) -> Result<HttpResponse, QError> {
+    let me = crate::http::identify_with_query(&req).map_err(QError::from)?;
     let token = queue_token(&req).ok_or_else(|| {
         QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", "the X-Queue-Token header is required")
     })?;
-    let view = state.registry.queue_gate().check(&token, me.user_id, now_ms()).map_err(|e| match e {
-        QueueError::NotYours => QError::forbidden("this queue token belongs to another user"),
-        other => QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", other.to_string()),
-    })?;
+    let view = realtime.queue.gate.check(&token, me.user_id, now_ms()).map_err(check_error)?;
     Ok(HttpResponse::Ok()
         .insert_header(("X-Queue-Position", view.position.to_string()))
         .json(QueueTokenResponse::from(view)))
+}
+
+/// A check's refusal: 403 for another user's token, 503 on an edge that lost the queue's
+/// state, 401 otherwise.
+pub fn check_error(e: QueueError) -> QError {
+    match e {
+        QueueError::NotYours => QError::forbidden("this queue token belongs to another user"),
+        QueueError::Unavailable => QError::from(e),
+        other => QError::new(StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_INVALID", other.to_string()),
+    }
 }
 
 fn queue_token(req: &HttpRequest) -> Option<String> {
