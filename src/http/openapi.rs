@@ -11,6 +11,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         health::healthz,
         queue::waiting::issue, queue::waiting::check, queue::socket::connect,
+        queue::waiting::get_settings, queue::waiting::put_settings,
         queue::concerts::list_concerts, queue::concerts::list_schedules, queue::concerts::seats,
         queue::concerts::create_concert, queue::concerts::create_schedule,
         queue::reservations::reserve, queue::reservations::get,

@@ -44,6 +44,8 @@ pub enum Key {
     QueueEnded(u64),
     /// The waiting queue's counters.
     QueueMeta,
+    /// The waiting queue's settings (over the configured ones), and its pre-queue.
+    QueueSettings,
     /// The test payment gateway's record of one charge, by the gateway-side key.
     GatewayCharge(String),
     /// A chat room: its settings, participants and read positions (one snapshot).
@@ -83,6 +85,7 @@ impl Key {
             Key::Wallet(user) => format!("wallet/{user:020}").into_bytes(),
             Key::QueueToken(t) => format!("qtoken/{t}").into_bytes(),
             Key::QueueMeta => b"qmeta".to_vec(),
+            Key::QueueSettings => b"qsettings".to_vec(),
             Key::QueuePlace(seq) => format!("qplace/{seq:020}").into_bytes(),
             Key::QueueStep(seq) => format!("qstep/{seq:020}").into_bytes(),
             Key::QueueEnded(seq) => format!("qended/{seq:020}").into_bytes(),
@@ -121,6 +124,7 @@ impl Key {
             Key::Wallet(_) => b"wallet/".to_vec(),
             Key::QueueToken(_) => b"qtoken/".to_vec(),
             Key::QueueMeta => b"qmeta".to_vec(),
+            Key::QueueSettings => b"qsettings".to_vec(),
             Key::QueuePlace(_) => b"qplace/".to_vec(),
             Key::QueueStep(_) => b"qstep/".to_vec(),
             Key::QueueEnded(_) => b"qended/".to_vec(),
@@ -151,6 +155,7 @@ impl Key {
         Some(match family {
             "catalog" => Key::Catalog,
             "qmeta" => Key::QueueMeta,
+            "qsettings" => Key::QueueSettings,
             "seatmap" => Key::SeatMap(id.to_string()),
             "resv" => Key::Reservation(id.parse().ok()?),
             "wallet" => Key::Wallet(id.parse().ok()?),
@@ -217,6 +222,7 @@ mod tests {
         for k in [
             Key::Catalog,
             Key::QueueMeta,
+            Key::QueueSettings,
             Key::SeatMap("perf_001".into()),
             Key::Reservation(42),
             Key::Wallet(7),

@@ -36,6 +36,7 @@ mod limits;
 mod money;
 mod operations;
 mod queue_and_catalog;
+mod queue_fair_start;
 mod queue_socket;
 mod reservations_and_payments;
 mod restart;

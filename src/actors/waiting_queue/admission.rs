@@ -47,6 +47,12 @@ pub struct Admission {
     pub active_ttl: u64,
     /// ms.
     pub wait_ttl: u64,
+    /// When the queue opens (Unix ms): before it, new places go to the pre-queue.
+    pub opens_at: Option<u64>,
+    /// Pre-queue places taken so far are `PRE | 0 .. PRE | pre_next`.
+    pub pre_next: u64,
+    /// The pre-queue's shuffle, once the queue opened.
+    pub shuffle: Option<Shuffle>,
     /// Whether this copy may answer: always in the core; on an edge, only while it keeps
     /// up with the core's updates (see `cluster::edge`).
     #[serde(skip)]
@@ -54,6 +60,62 @@ pub struct Admission {
     /// What changed since the last [`Delta`] was taken, when the core publishes them.
     #[serde(skip)]
     pub(super) pending: Pending,
+}
+
+/// Marks a ticket's place as a pre-queue number (before the shuffle gives it a place).
+pub const PRE: u64 = 1 << 63;
+
+/// The pre-queue's order, drawn at the opening: a uniform random permutation of the
+/// `size` pre-queue places (Fisher-Yates driven by ChaCha20 from `seed`, see
+/// [`shuffle_order`]), placed from `base` on, ahead of everyone who came after. Anyone with
+/// the seed can draw the order again (the audit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shuffle {
+    pub seed: [u8; 32],
+    pub base: u64,
+    pub size: u64,
+    /// When it was drawn (Unix ms): a pre-queue place waits from then on.
+    pub at: u64,
+    /// Pre-queue number -> offset from `base` (drawn again from the seed, not sent).
+    #[serde(skip)]
+    pub offsets: Arc<Vec<u64>>,
+}
+
+impl Shuffle {
+    pub fn draw(seed: [u8; 32], base: u64, size: u64, at: u64) -> Shuffle {
+        let order = shuffle_order(&seed, size);
+        let mut offsets = vec![0u64; order.len()];
+        for (k, n) in order.iter().enumerate() {
+            offsets[*n as usize] = k as u64;
+        }
+        Shuffle { seed, base, size, at, offsets: Arc::new(offsets) }
+    }
+
+    /// The place of pre-queue number `n`.
+    pub fn place(&self, n: u64) -> Option<u64> {
+        self.offsets.get(n as usize).map(|o| self.base + o)
+    }
+}
+
+/// The order of `size` pre-queue numbers drawn from `seed`: the k-th in line is
+/// `order[k]`. Fisher-Yates from the last position down, each index drawn uniformly from
+/// `0..=i` by rejection sampling of ChaCha20's 64-bit outputs.
+pub fn shuffle_order(seed: &[u8; 32], size: u64) -> Vec<u64> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+    let mut order: Vec<u64> = (0..size).collect();
+    for i in (1..order.len()).rev() {
+        let bound = i as u64 + 1;
+        let zone = u64::MAX - u64::MAX % bound;
+        let j = loop {
+            let x = rng.next_u64();
+            if x < zone {
+                break x % bound;
+            }
+        };
+        order.swap(i, j as usize);
+    }
+    order
 }
 
 /// Changes not yet published.
@@ -85,6 +147,10 @@ pub struct Delta {
     pub steps_from: u64,
     pub steps: Vec<Step>,
     pub ended: Vec<u64>,
+    pub opens_at: Option<u64>,
+    pub pre_next: u64,
+    /// The shuffle, in every delta once drawn (its offsets are drawn again from the seed).
+    pub shuffle: Option<Shuffle>,
 }
 
 /// The whole state at `version`, for an edge that starts or missed a delta.
@@ -148,6 +214,12 @@ impl Admission {
         self.admit_rate = d.admit_rate;
         self.active_ttl = d.active_ttl;
         self.wait_ttl = d.wait_ttl;
+        self.opens_at = d.opens_at;
+        self.pre_next = d.pre_next;
+        let drawn = |s: &Option<Shuffle>| s.as_ref().map(|s| (s.seed, s.base, s.size));
+        if drawn(&self.shuffle) != drawn(&d.shuffle) {
+            self.shuffle = d.shuffle.as_ref().map(|s| Shuffle::draw(s.seed, s.base, s.size, s.at));
+        }
         self.pending.version = d.to;
         Ok(())
     }
@@ -156,6 +228,11 @@ impl Admission {
 /// Where a valid token stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
+    /// In the pre-queue, before the opening: no place yet.
+    PreQueue {
+        opens_at: u64,
+        expires_at: u64,
+    },
     /// 1 for the first in line.
     Waiting {
         position: u64,
@@ -179,24 +256,43 @@ impl Admission {
     /// What the token `t` stands for at `now`: unknown (expired, ended, or of another
     /// queue), waiting, or active.
     pub fn standing(&self, t: &Ticket, now: u64) -> Result<Standing, QueueError> {
-        if t.epoch != self.epoch || t.seq >= self.next_seq {
+        if t.epoch != self.epoch {
             return Err(QueueError::Unknown);
         }
-        if t.seq >= self.through {
-            let expires_at = t.issued_at.saturating_add(self.wait_ttl);
+        if t.seq & PRE != 0 && t.seq & !PRE < self.pre_next && self.shuffle.is_none() {
+            let opens_at = self.opens_at.unwrap_or(now).max(t.issued_at);
+            return Ok(Standing::PreQueue { opens_at, expires_at: opens_at.saturating_add(self.wait_ttl) });
+        }
+        let (seq, waits_from) = self.place_of(t).ok_or(QueueError::Unknown)?;
+        if seq >= self.next_seq {
+            return Err(QueueError::Unknown);
+        }
+        if seq >= self.through {
+            let expires_at = waits_from.saturating_add(self.wait_ttl);
             return if expires_at > now {
-                Ok(Standing::Waiting { position: t.seq - self.through + 1, expires_at })
+                Ok(Standing::Waiting { position: seq - self.through + 1, expires_at })
             } else {
                 Err(QueueError::Unknown)
             };
         }
-        let at = self.left_at(t.seq).ok_or(QueueError::Unknown)?;
-        let admitted = t.issued_at.saturating_add(self.wait_ttl) > at;
+        let at = self.left_at(seq).ok_or(QueueError::Unknown)?;
+        let admitted = waits_from.saturating_add(self.wait_ttl) > at;
         let expires_at = at.saturating_add(self.active_ttl);
-        if !admitted || expires_at <= now || self.ended.contains(&t.seq) {
+        if !admitted || expires_at <= now || self.ended.contains(&seq) {
             return Err(QueueError::Unknown);
         }
         Ok(Standing::Active { expires_at })
+    }
+
+    /// A ticket's place in line and when its wait began: its own place, or for a
+    /// pre-queue ticket the place the shuffle gave it, waiting from the opening.
+    pub fn place_of(&self, t: &Ticket) -> Option<(u64, u64)> {
+        if t.seq & PRE == 0 {
+            return Some((t.seq, t.issued_at));
+        }
+        let n = t.seq & !PRE;
+        let shuffle = self.shuffle.as_ref().filter(|_| n < self.pre_next)?;
+        Some((shuffle.place(n)?, t.issued_at.max(shuffle.at)))
     }
 
     /// Seconds until a place at `position` is admitted, at the admission rate.
@@ -215,6 +311,8 @@ pub struct TokenView {
     pub active: bool,
     pub expires_at: u64,
     pub estimated_wait_secs: u64,
+    /// In the pre-queue: when the queue opens.
+    pub opens_at: Option<u64>,
 }
 
 /// The read side: checks tokens against the published state, on the caller's thread. The
@@ -298,6 +396,9 @@ impl QueueGate {
             steps_from: a.steps_from(),
             steps,
             ended,
+            opens_at: a.opens_at,
+            pre_next: a.pre_next,
+            shuffle: a.shuffle.clone(),
         })
     }
 
@@ -311,6 +412,7 @@ impl QueueGate {
     pub fn install(&self, snapshot: Snapshot) {
         let mut a = self.write();
         *a = snapshot.state;
+        a.shuffle = a.shuffle.take().map(|s| Shuffle::draw(s.seed, s.base, s.size, s.at));
         a.pending = Pending { version: snapshot.version, ..Pending::default() };
         a.unavailable = false;
     }
@@ -373,24 +475,22 @@ impl QueueGate {
         }
         match standing {
             Standing::Active { .. } => Ok(ticket),
-            Standing::Waiting { .. } => Err(QueueError::NotActive),
+            Standing::Waiting { .. } | Standing::PreQueue { .. } => Err(QueueError::NotActive),
         }
     }
 
     /// The view of `ticket` (whose text is `token`) standing as it does.
     pub fn view(&self, token: String, ticket: &Ticket, standing: Standing) -> TokenView {
-        let (position, active, expires_at) = match standing {
-            Standing::Waiting { position, expires_at } => (position, false, expires_at),
-            Standing::Active { expires_at } => (0, true, expires_at),
+        let (position, active, expires_at, opens_at) = match standing {
+            Standing::PreQueue { opens_at, expires_at } => (0, false, expires_at, Some(opens_at)),
+            Standing::Waiting { position, expires_at } => (position, false, expires_at, None),
+            Standing::Active { expires_at } => (0, true, expires_at, None),
         };
-        TokenView {
-            token,
-            user: ticket.user,
-            position,
-            active,
-            expires_at,
-            estimated_wait_secs: self.read().estimated_wait_secs(position),
-        }
+        let estimated_wait_secs = match opens_at {
+            Some(at) => at.saturating_sub(crate::time::now_ms()).div_ceil(1000),
+            None => self.read().estimated_wait_secs(position),
+        };
+        TokenView { token, user: ticket.user, position, active, expires_at, estimated_wait_secs, opens_at }
     }
 }
 
@@ -450,6 +550,22 @@ mod tests {
         assert_eq!(gate.require_active(&waiting, 1, 3_000), Err(QueueError::NotActive));
         let v = gate.check(&waiting, 1, 3_000).expect("waiting");
         assert_eq!((v.position, v.active, v.estimated_wait_secs, v.token), (2, false, 1, waiting));
+    }
+
+    /// The shuffle is a permutation, the same for the same seed, and another for another.
+    #[test]
+    fn the_pre_queue_order_is_drawn_from_its_seed() {
+        let a = shuffle_order(&[7; 32], 1000);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>(), "a permutation");
+        assert_eq!(shuffle_order(&[7; 32], 1000), a, "drawn again from the seed");
+        assert_ne!(shuffle_order(&[8; 32], 1000), a);
+        assert_ne!(a, (0..1000).collect::<Vec<_>>());
+        let s = Shuffle::draw([7; 32], 50, 1000, 0);
+        assert_eq!(s.place(a[0]), Some(50), "the first drawn is first in line");
+        assert_eq!(s.place(a[999]), Some(1049));
+        assert!(shuffle_order(&[1; 32], 0).is_empty() && shuffle_order(&[1; 32], 1) == [0]);
     }
 
     /// An edge's copy follows the core through deltas, ignores one it already has (from a

@@ -29,7 +29,7 @@ pub use ticket::{Ticket, TicketKey};
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::{ms, now_ms};
 use actix::prelude::*;
-use admission::{Admission, AdmissionWriter, Step};
+use admission::{Admission, AdmissionWriter, Shuffle, Step, PRE};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -52,12 +52,49 @@ struct PlaceRecord {
     issued_at: u64,
 }
 
-/// A live place: waiting, or admitted and not yet ended.
+/// A live place: in the pre-queue, waiting, or admitted and not yet ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Place {
+    /// Its place in line (for a pre-queue place, once the shuffle gave it one).
     seq: u64,
+    /// Its record's number and its ticket's: `seq`, or `PRE | n` for pre-queue place n.
+    record: u64,
     user: u64,
     issued_at: u64,
+    /// When its wait began: `issued_at`, or the opening for a pre-queue place.
+    waits_from: u64,
+}
+
+impl Place {
+    fn new(seq: u64, user: u64, issued_at: u64) -> Place {
+        Place { seq, record: seq, user, issued_at, waits_from: issued_at }
+    }
+}
+
+/// What operators set through `PUT /waiting/settings` (over the configured policy), and
+/// the pre-queue's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SettingsRecord {
+    opens_at: Option<u64>,
+    admit_rate: Option<u32>,
+    max_active: Option<u32>,
+    active_ttl_ms: Option<u64>,
+    pre_next: u64,
+    /// (seed, base, size, at) once the pre-queue was shuffled.
+    shuffle: Option<([u8; 32], u64, u64, u64)>,
+}
+
+/// The queue's settings as `GET /waiting/settings` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub opens_at: Option<u64>,
+    pub admit_rate: u32,
+    pub max_active: u32,
+    pub active_ttl: Duration,
+    /// Places in the pre-queue (taken before the opening).
+    pub pre_queue: u64,
+    /// The shuffle, once drawn: its seed (hex), when, and how many places it ordered.
+    pub shuffle: Option<(String, u64, u64)>,
 }
 
 /// The queue's counters.
@@ -85,6 +122,8 @@ pub enum QueueError {
     Storage(String),
     #[error("this node has lost the queue's state for now; try again shortly")]
     Unavailable,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<StoreError> for QueueError {
@@ -105,6 +144,9 @@ pub struct WaitingQueue {
     admitted: VecDeque<(Place, u64)>,
     /// Each user's live place.
     by_user: HashMap<u64, Place>,
+    /// Pre-queue places, before the shuffle.
+    pre: Vec<Place>,
+    settings: SettingsRecord,
     /// Admissions the rate still allows (a token bucket holding at most one second's).
     budget: f64,
     refilled_at: Instant,
@@ -139,6 +181,12 @@ impl WaitingQueue {
         for k in legacy {
             cleanup.delete(&k);
         }
+        let settings = store.get::<SettingsRecord>(&Key::QueueSettings)?.unwrap_or_default();
+        let mut policy = policy;
+        policy.admit_rate = settings.admit_rate.unwrap_or(policy.admit_rate);
+        policy.max_active = settings.max_active.unwrap_or(policy.max_active);
+        policy.active_ttl = settings.active_ttl_ms.map_or(policy.active_ttl, Duration::from_millis);
+        let shuffle = settings.shuffle.map(|(seed, base, size, at)| Shuffle::draw(seed, base, size, at));
         let mut steps: Vec<Step> = store.scan::<Step>(&Key::QueueStep(0))?.into_iter().map(|(_, s)| s).collect();
         steps.sort_by_key(|s| s.start);
         let ended = store.scan::<()>(&Key::QueueEnded(0))?.into_iter().filter_map(|(k, _)| match k {
@@ -155,23 +203,53 @@ impl WaitingQueue {
             admit_rate: policy.admit_rate,
             active_ttl: ms(policy.active_ttl),
             wait_ttl: ms(policy.wait_ttl),
+            opens_at: settings.opens_at,
+            pre_next: settings.pre_next,
+            shuffle: shuffle.clone(),
             ..Admission::default()
         };
         let mut line = Vec::new();
         let mut admitted = Vec::new();
         let mut by_user: HashMap<u64, Place> = HashMap::new();
+        let mut pre = Vec::new();
         for (k, rec) in store.scan::<PlaceRecord>(&Key::QueuePlace(0))? {
-            let Key::QueuePlace(seq) = k else { continue };
-            let place = Place { seq, user: rec.user, issued_at: rec.issued_at };
+            let Key::QueuePlace(record) = k else { continue };
+            let place = if record & PRE == 0 {
+                Place::new(record, rec.user, rec.issued_at)
+            } else {
+                let n = record & !PRE;
+                match shuffle.as_ref().and_then(|s| Some((s.place(n)?, s.at))) {
+                    Some((seq, at)) => Place {
+                        seq,
+                        record,
+                        user: rec.user,
+                        issued_at: rec.issued_at,
+                        waits_from: rec.issued_at.max(at),
+                    },
+                    None => {
+                        let place = Place {
+                            seq: record,
+                            record,
+                            user: rec.user,
+                            issued_at: rec.issued_at,
+                            waits_from: rec.issued_at,
+                        };
+                        pre.push(place);
+                        by_user.insert(place.user, place);
+                        continue;
+                    }
+                }
+            };
+            let seq = place.seq;
             if seq >= admission.through {
                 line.push(place);
             } else {
                 match admission.left_at(seq) {
                     // Admitted: active until the first tick says otherwise.
-                    Some(at) if place.issued_at.saturating_add(admission.wait_ttl) > at => admitted.push((place, at)),
+                    Some(at) if place.waits_from.saturating_add(admission.wait_ttl) > at => admitted.push((place, at)),
                     // Left the line unadmitted, or long ago: a record a crash left behind.
                     _ => {
-                        cleanup.delete(&Key::QueuePlace(seq));
+                        cleanup.delete(&Key::QueuePlace(record));
                         continue;
                     }
                 }
@@ -182,6 +260,7 @@ impl WaitingQueue {
             }
         }
         store.apply(cleanup)?;
+        pre.sort_by_key(|p| p.record);
         line.sort_by_key(|p| p.seq);
         admitted.sort_by_key(|(p, _)| p.seq);
         let mut admission = admission;
@@ -194,6 +273,8 @@ impl WaitingQueue {
             line: line.into(),
             admitted: admitted.into(),
             by_user,
+            pre,
+            settings,
             budget: policy.admit_rate as f64,
             refilled_at: Instant::now(),
             store,
@@ -203,7 +284,7 @@ impl WaitingQueue {
 
     /// The token of `place`.
     fn ticket(&self, place: &Place) -> Ticket {
-        Ticket { user: place.user, seq: place.seq, issued_at: place.issued_at, epoch: self.published.read().epoch }
+        Ticket { user: place.user, seq: place.record, issued_at: place.issued_at, epoch: self.published.read().epoch }
     }
 
     /// Admit what the rate and the cap allow, expire what is due, and forget steps whose
@@ -211,6 +292,11 @@ impl WaitingQueue {
     /// once the write succeeded.
     fn tick(&mut self) {
         let now = now_ms();
+        if self.settings.shuffle.is_none() && !self.pre.is_empty() && self.settings.opens_at.is_none_or(|t| now >= t) {
+            if let Err(e) = self.open(now) {
+                tracing::error!(error = %e, "could not persist the pre-queue's shuffle; will retry");
+            }
+        }
         let elapsed = self.refilled_at.elapsed().as_secs_f64();
         self.refilled_at = Instant::now();
         let rate = self.policy.admit_rate as f64;
@@ -221,7 +307,7 @@ impl WaitingQueue {
         // Admitted places past their TTL (some ended early already).
         let expired_active = self.admitted.iter().take_while(|(_, at)| at.saturating_add(active_ttl) <= now).count();
         // Waiting places past their TTL leave from the front.
-        let expired_waiting = self.line.iter().take_while(|p| p.issued_at.saturating_add(wait_ttl) <= now).count();
+        let expired_waiting = self.line.iter().take_while(|p| p.waits_from.saturating_add(wait_ttl) <= now).count();
         let (active, old_steps) = {
             let a = self.published.read();
             let old = a.steps.iter().take(a.steps.len().saturating_sub(1));
@@ -240,10 +326,10 @@ impl WaitingQueue {
         let mut batch = Batch::default();
         // An ended place's record went when it ended; the others' go now.
         for (p, _) in self.admitted.iter().take(expired_active) {
-            batch.delete(&Key::QueuePlace(p.seq));
+            batch.delete(&Key::QueuePlace(p.record));
         }
         for p in self.line.iter().take(expired_waiting) {
-            batch.delete(&Key::QueuePlace(p.seq));
+            batch.delete(&Key::QueuePlace(p.record));
         }
         let leaving = expired_waiting + admit;
         let through = self.published.read().through;
@@ -302,6 +388,43 @@ impl WaitingQueue {
         self.budget -= admit as f64;
         crate::observe::queue_admitted(admit as u64);
         crate::observe::queue_tokens_expired(ending + expired_waiting as u64);
+    }
+
+    /// The opening: shuffle the pre-queue (a uniform random order from a new seed, kept
+    /// for the audit) and place it in line after everyone already there, ahead of everyone
+    /// who comes later. Written first; its places wait from now on.
+    fn open(&mut self, now: u64) -> Result<(), QueueError> {
+        use rand::RngCore;
+        let mut seed = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut seed);
+        let (base, epoch) = {
+            let a = self.published.read();
+            (a.next_seq, a.epoch)
+        };
+        let size = self.settings.pre_next;
+        let shuffle = Shuffle::draw(seed, base, size, now);
+        let settings = SettingsRecord { shuffle: Some((seed, base, size, now)), ..self.settings.clone() };
+        let mut batch = Batch::default();
+        batch.put(&Key::QueueSettings, &settings)?;
+        batch.put(&Key::QueueMeta, &QueueMeta { next_seq: base + size, epoch })?;
+        self.store.apply(batch)?;
+        self.settings = settings;
+        let mut placed: Vec<Place> = std::mem::take(&mut self.pre)
+            .into_iter()
+            .filter_map(|p| Some(Place { seq: shuffle.place(p.record & !PRE)?, waits_from: p.issued_at.max(now), ..p }))
+            .collect();
+        placed.sort_by_key(|p| p.seq);
+        for p in &placed {
+            self.by_user.insert(p.user, *p);
+        }
+        self.line.extend(placed);
+        {
+            let mut a = self.published.write();
+            a.next_seq = base + size;
+            a.shuffle = Some(shuffle);
+        }
+        tracing::info!(places = size, seed = %hex(&seed), "the queue opened: the pre-queue is shuffled");
+        Ok(())
     }
 
     /// The queue's figures for operators.
@@ -371,11 +494,14 @@ impl Handler<Issue> for WaitingQueue {
 
 impl WaitingQueue {
     fn issue(&mut self, user: u64, now: u64) -> Result<TokenView, QueueError> {
+        if self.settings.shuffle.is_none() && self.settings.opens_at.is_some_and(|t| now < t) {
+            return self.issue_before_opening(user, now);
+        }
         let (seq, epoch) = {
             let a = self.published.read();
             (a.next_seq, a.epoch)
         };
-        let place = Place { seq, user, issued_at: now };
+        let place = Place::new(seq, user, now);
         let mut batch = Batch::default();
         batch.put(&Key::QueuePlace(seq), &PlaceRecord { user, issued_at: now })?;
         batch.put(&Key::QueueMeta, &QueueMeta { next_seq: seq + 1, epoch })?;
@@ -390,6 +516,122 @@ impl WaitingQueue {
         // a quiet queue lets a user straight in, a busy one at the admission rate.
         self.tick();
         self.view(&place, now).ok_or(QueueError::Unknown)
+    }
+}
+
+impl WaitingQueue {
+    /// A place in the pre-queue: numbered in arrival order, which the shuffle forgets.
+    fn issue_before_opening(&mut self, user: u64, now: u64) -> Result<TokenView, QueueError> {
+        let n = self.settings.pre_next;
+        let place = Place { seq: PRE | n, record: PRE | n, user, issued_at: now, waits_from: now };
+        let settings = SettingsRecord { pre_next: n + 1, ..self.settings.clone() };
+        let mut batch = Batch::default();
+        batch.put(&Key::QueuePlace(PRE | n), &PlaceRecord { user, issued_at: now })?;
+        batch.put(&Key::QueueSettings, &settings)?;
+        self.store.apply(batch)?;
+        self.settings = settings;
+        self.published.write().pre_next = n + 1;
+        self.by_user.insert(user, place);
+        self.pre.push(place);
+        crate::observe::queue_issued();
+        self.view(&place, now).ok_or(QueueError::Unknown)
+    }
+
+    fn settings_view(&self) -> QueueSettings {
+        QueueSettings {
+            opens_at: self.settings.opens_at,
+            admit_rate: self.policy.admit_rate,
+            max_active: self.policy.max_active,
+            active_ttl: self.policy.active_ttl,
+            pre_queue: self.settings.pre_next,
+            shuffle: self.settings.shuffle.map(|(seed, _, size, at)| (hex(&seed), at, size)),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The queue's settings.
+#[derive(Message)]
+#[rtype(result = "QueueSettings")]
+pub struct GetSettings;
+
+impl Handler<GetSettings> for WaitingQueue {
+    type Result = MessageResult<GetSettings>;
+    fn handle(&mut self, _: GetSettings, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.settings_view())
+    }
+}
+
+/// Change the queue's settings; a field left `None` stays. `opens_at: Some(None)` clears
+/// the opening (a pre-queue then opens at the next tick).
+#[derive(Message, Debug, Default)]
+#[rtype(result = "Result<QueueSettings, QueueError>")]
+pub struct PutSettings {
+    pub opens_at: Option<Option<u64>>,
+    pub admit_rate: Option<u32>,
+    pub max_active: Option<u32>,
+    pub active_ttl: Option<Duration>,
+}
+
+impl Handler<PutSettings> for WaitingQueue {
+    type Result = ResponseFuture<Result<QueueSettings, QueueError>>;
+    fn handle(&mut self, msg: PutSettings, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let result = self.put_settings(msg, now_ms());
+        Box::pin(async move {
+            let view = result?;
+            store.durable().await?;
+            Ok(view)
+        })
+    }
+}
+
+impl WaitingQueue {
+    fn put_settings(&mut self, msg: PutSettings, now: u64) -> Result<QueueSettings, QueueError> {
+        let invalid = |m: &str| Err(QueueError::Invalid(m.to_string()));
+        if let Some(Some(at)) = msg.opens_at {
+            if self.settings.shuffle.is_some() {
+                return invalid("the queue has opened and its pre-queue was shuffled; an opening cannot be set again");
+            }
+            if at <= now {
+                return invalid("opensAt must be in the future");
+            }
+        }
+        if msg.admit_rate == Some(0) || msg.max_active == Some(0) || msg.active_ttl == Some(Duration::ZERO) {
+            return invalid("admitRate, maxActive and activeTtlSeconds must be at least 1");
+        }
+        let mut settings = self.settings.clone();
+        if let Some(at) = msg.opens_at {
+            settings.opens_at = at;
+        }
+        settings.admit_rate = msg.admit_rate.or(settings.admit_rate);
+        settings.max_active = msg.max_active.or(settings.max_active);
+        settings.active_ttl_ms = msg.active_ttl.map(ms).or(settings.active_ttl_ms);
+        let mut batch = Batch::default();
+        batch.put(&Key::QueueSettings, &settings)?;
+        self.store.apply(batch)?;
+        self.settings = settings;
+        if let Some(r) = msg.admit_rate {
+            self.policy.admit_rate = r;
+        }
+        if let Some(m) = msg.max_active {
+            self.policy.max_active = m;
+        }
+        if let Some(t) = msg.active_ttl {
+            self.policy.active_ttl = t;
+        }
+        {
+            let mut a = self.published.write();
+            a.opens_at = self.settings.opens_at;
+            a.admit_rate = self.policy.admit_rate;
+            a.active_ttl = ms(self.policy.active_ttl);
+        }
+        // A cleared opening opens a waiting pre-queue now.
+        self.tick();
+        Ok(self.settings_view())
     }
 }
 
@@ -418,11 +660,11 @@ impl WaitingQueue {
         let Some(ticket) = self.gate.key().verify(token) else { return Ok(()) };
         let Some(place) = self.by_user.get(&ticket.user).copied() else { return Ok(()) };
         let active = matches!(self.published.read().standing(&ticket, now_ms()), Ok(Standing::Active { .. }));
-        if place.seq != ticket.seq || !active {
+        if place.record != ticket.seq || !active {
             return Ok(());
         }
         let mut batch = Batch::default();
-        batch.delete(&Key::QueuePlace(place.seq));
+        batch.delete(&Key::QueuePlace(place.record));
         batch.put(&Key::QueueEnded(place.seq), &())?;
         self.store.apply(batch)?;
         {

@@ -47,13 +47,22 @@ pub struct QueueWatch {
     waiting: BTreeMap<(u64, u64), Watcher>,
     /// Admitted sockets, by socket id.
     active: HashMap<u64, Watcher>,
+    /// Pre-queue sockets, until the opening gives their places.
+    pre: Vec<(u64, Watcher)>,
     next_id: u64,
     positions_at: Instant,
 }
 
 impl QueueWatch {
     pub fn new(gate: QueueGate) -> QueueWatch {
-        QueueWatch { gate, waiting: BTreeMap::new(), active: HashMap::new(), next_id: 0, positions_at: Instant::now() }
+        QueueWatch {
+            gate,
+            waiting: BTreeMap::new(),
+            active: HashMap::new(),
+            pre: Vec::new(),
+            next_id: 0,
+            positions_at: Instant::now(),
+        }
     }
 
     /// The update for `w` standing as it does at `now`.
@@ -75,10 +84,21 @@ impl QueueWatch {
             return;
         }
         let now = now_ms();
-        let (through, wait_ttl) = {
+        let (through, wait_ttl, opened) = {
             let a = self.gate.state();
-            (a.through, a.wait_ttl)
+            (a.through, a.wait_ttl, a.shuffle.is_some())
         };
+        if opened && !self.pre.is_empty() {
+            for (id, w) in std::mem::take(&mut self.pre) {
+                let place = self.gate.state().place_of(&w.ticket);
+                match place {
+                    Some((seq, _)) => {
+                        self.waiting.insert((seq, id), w);
+                    }
+                    None => w.to.do_send(QueueUpdate::Ended),
+                }
+            }
+        }
         // Places the line has reached: admitted, or passed over.
         let still = self.waiting.split_off(&(through, 0));
         let reached = std::mem::replace(&mut self.waiting, still);
@@ -92,7 +112,8 @@ impl QueueWatch {
         }
         // Waiting places that expired: a prefix of the line (places are taken in order).
         while let Some(entry) = self.waiting.first_entry() {
-            if entry.get().ticket.issued_at.saturating_add(wait_ttl) > now {
+            let waits_from = self.gate.state().place_of(&entry.get().ticket).map_or(0, |(_, from)| from);
+            if waits_from.saturating_add(wait_ttl) > now {
                 break;
             }
             entry.remove().to.do_send(QueueUpdate::Ended);
@@ -114,6 +135,7 @@ impl QueueWatch {
             self.positions_at = Instant::now();
             // Sockets that have gone are forgotten here.
             self.waiting.retain(|_, w| w.to.connected());
+            self.pre.retain(|(_, w)| w.to.connected());
             let keys: Vec<(u64, u64)> = self.waiting.keys().copied().collect();
             for key in keys {
                 let Some(w) = self.waiting.get(&key) else { continue };
@@ -157,10 +179,16 @@ impl Handler<Watch> for QueueWatch {
         self.next_id += 1;
         let id = self.next_id;
         let w = Watcher { ticket: msg.ticket, token: msg.token, to: msg.to, position: msg.position };
-        if msg.position == 0 {
-            self.active.insert(id, w);
-        } else {
-            self.waiting.insert((msg.ticket.seq, id), w);
+        let place = self.gate.state().place_of(&msg.ticket);
+        match place {
+            Some(_) if msg.position == 0 => {
+                self.active.insert(id, w);
+            }
+            Some((seq, _)) => {
+                self.waiting.insert((seq, id), w);
+            }
+            // In the pre-queue: no place yet.
+            None => self.pre.push((id, w)),
         }
     }
 }

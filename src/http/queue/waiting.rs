@@ -1,7 +1,7 @@
 //! Contract Q: the waiting queue (`/waiting/issue`, `/waiting/check`), and the gate that
 //! seat, reservation, wallet and payment endpoints pass through.
 
-use crate::actors::waiting_queue::{Issue, QueueError, TokenView};
+use crate::actors::waiting_queue::{GetSettings, Issue, PutSettings, QueueError, QueueSettings, TokenView};
 use crate::auth::parse_user_id;
 use crate::http::error::{QError, QErrorBody};
 use crate::http::{AppState, Caller, JsonBody, Realtime};
@@ -12,7 +12,130 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/waiting/issue", web::post().to(issue)).route("/waiting/check", web::get().to(check));
+    cfg.route("/waiting/issue", web::post().to(issue))
+        .route("/waiting/check", web::get().to(check))
+        .route("/waiting/settings", web::get().to(get_settings))
+        .route("/waiting/settings", web::put().to(put_settings));
+}
+
+/// The queue's settings: the opening, the admission policy, the pre-queue and its shuffle.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::QueueSettingsResponse)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSettingsResponse {
+    /// When the queue opens (RFC 3339); `null`: it is open.
+    pub opens_at: Option<String>,
+    pub admit_rate: u32,
+    pub max_active: u32,
+    pub active_ttl_seconds: u64,
+    /// Places taken in the pre-queue.
+    pub pre_queue: u64,
+    /// Once the queue opened: the shuffle's seed (64 hex digits), when it was drawn, and
+    /// how many places it ordered. See docs/api.md for drawing the order again.
+    pub shuffle: Option<ShuffleView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = q::Shuffle)]
+#[serde(rename_all = "camelCase")]
+pub struct ShuffleView {
+    pub seed: String,
+    pub drawn_at: String,
+    pub places: u64,
+}
+
+impl From<QueueSettings> for QueueSettingsResponse {
+    fn from(s: QueueSettings) -> Self {
+        QueueSettingsResponse {
+            opens_at: s.opens_at.map(rfc3339),
+            admit_rate: s.admit_rate,
+            max_active: s.max_active,
+            active_ttl_seconds: s.active_ttl.as_secs(),
+            pre_queue: s.pre_queue,
+            shuffle: s.shuffle.map(|(seed, at, places)| ShuffleView { seed, drawn_at: rfc3339(at), places }),
+        }
+    }
+}
+
+/// A change of the queue's settings: any field may be left out; `opensAt: null` clears
+/// the opening.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = q::QueueSettingsRequest)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueSettingsRequest {
+    /// RFC 3339, in the future; `null` clears it (a pre-queue then opens at once).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub opens_at: Option<Option<String>>,
+    #[schema(minimum = 1)]
+    pub admit_rate: Option<u32>,
+    #[schema(minimum = 1)]
+    pub max_active: Option<u32>,
+    #[schema(minimum = 1)]
+    pub active_ttl_seconds: Option<u64>,
+}
+
+/// A field that may be absent (`None`) or `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn admin(me: &Caller<QError>) -> Result<(), QError> {
+    if me.admin {
+        Ok(())
+    } else {
+        Err(QError::forbidden("the queue's settings are for admins"))
+    }
+}
+
+/// The queue's settings (admins).
+#[utoipa::path(get, path = "/waiting/settings", tag = "Q: waiting queue",
+    responses((status = 200, body = QueueSettingsResponse), (status = 401, body = QErrorBody),
+        (status = 403, description = "Not an admin", body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_settings(state: web::Data<AppState>, me: Caller<QError>) -> Result<HttpResponse, QError> {
+    admin(&me)?;
+    let settings = state.registry.queue().send(GetSettings).await?;
+    Ok(HttpResponse::Ok().json(QueueSettingsResponse::from(settings)))
+}
+
+/// Change the queue's settings (admins): a fair start with `opensAt`, and the admission
+/// policy. Kept across restarts.
+#[utoipa::path(put, path = "/waiting/settings", tag = "Q: waiting queue", request_body = QueueSettingsRequest,
+    responses((status = 200, body = QueueSettingsResponse),
+        (status = 400, description = "A malformed or past opensAt, an opening after the shuffle, or a value below 1", body = QErrorBody),
+        (status = 401, body = QErrorBody), (status = 403, description = "Not an admin", body = QErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_settings(
+    state: web::Data<AppState>,
+    me: Caller<QError>,
+    body: JsonBody<QueueSettingsRequest, QError>,
+) -> Result<HttpResponse, QError> {
+    admin(&me)?;
+    let b = body.0;
+    let opens_at = match b.opens_at {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(text)) => {
+            let at = humantime::parse_rfc3339_weak(&text)
+                .ok()
+                .filter(|_| text.contains('T'))
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .ok_or_else(|| QError::bad_request("INVALID_REQUEST", "opensAt must be an RFC 3339 time"))?;
+            Some(Some(at.as_millis() as u64))
+        }
+    };
+    let put = PutSettings {
+        opens_at,
+        admit_rate: b.admit_rate,
+        max_active: b.max_active,
+        active_ttl: b.active_ttl_seconds.map(std::time::Duration::from_secs),
+    };
+    let settings = state.registry.queue().send(put).await?.map_err(|e| match e {
+        QueueError::Invalid(m) => QError::bad_request("INVALID_REQUEST", m),
+        other => QError::from(other),
+    })?;
+    Ok(HttpResponse::Ok().json(QueueSettingsResponse::from(settings)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -34,12 +157,16 @@ pub struct QueueTokenResponse {
     /// 0 once active; 1 for the first in line.
     pub position: u64,
     pub active: bool,
-    /// `WAITING` or `ACTIVE`.
+    /// `PRE_QUEUE` (before the opening), `WAITING` or `ACTIVE`.
     pub status: &'static str,
     /// When the token stops being valid (RFC 3339).
     pub expires_at: String,
-    /// Seconds until admission, from the admission rate.
+    /// Seconds until admission, from the admission rate (in the pre-queue: until the
+    /// opening).
     pub estimated_wait_seconds: u64,
+    /// In the pre-queue: when the queue opens (RFC 3339); its order is drawn then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
 }
 
 impl From<TokenView> for QueueTokenResponse {
@@ -49,9 +176,14 @@ impl From<TokenView> for QueueTokenResponse {
             user_id: v.user,
             position: v.position,
             active: v.active,
-            status: if v.active { "ACTIVE" } else { "WAITING" },
+            status: match (v.active, v.opens_at) {
+                (true, _) => "ACTIVE",
+                (false, Some(_)) => "PRE_QUEUE",
+                (false, None) => "WAITING",
+            },
             expires_at: rfc3339(v.expires_at),
             estimated_wait_seconds: v.estimated_wait_secs,
+            opens_at: v.opens_at.map(rfc3339),
         }
     }
 }
