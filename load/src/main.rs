@@ -50,6 +50,13 @@
 //!   connection. The tool raises its own RLIMIT_NOFILE to the hard limit; the server needs
 //!   enough descriptors too. `--ws-url` opens them on other servers in turn (edges), the
 //!   room still made through `--url`.
+//! - `queue-wait --users N [--admit-rate 100] [--max-active 50] [--active-ttl 1s]
+//!   [--ws-url URL,...]`: contract Q's queue over `GET /waiting/ws`. The tool sets the
+//!   queue's policy (`PUT /waiting/settings`, admin JWT), each user takes a token and waits
+//!   on its socket (on the `--ws-url` targets in turn, e.g. a core's edges) until it is
+//!   admitted. Checks: every user admitted once and told so; at most the rate's worth (a
+//!   one-second bucket) in any second; at most `--max-active` within one TTL; admissions in
+//!   the order of the places.
 //! - `soak --duration 30m [--queue-users 2000] [--booking-users 500] [--rooms 5]
 //!   [--members 200] [--server-pid PID] [--settle 0s]`: the three scenarios above in
 //!   rounds, in this process, until `--duration` is over (a round starts only while it is
@@ -141,6 +148,7 @@ mod common;
 mod connections;
 mod metrics;
 mod queue_rush;
+mod queue_wait;
 mod soak;
 mod ws;
 
@@ -169,6 +177,9 @@ enum Cmd {
     /// Rounds of queue-rush, booking-rush and chat-fanout for --duration, watching the
     /// server's RSS and live actors.
     Soak(soak::Args),
+    /// Contract Q's queue over GET /waiting/ws: a crowd waits on sockets (on edges with
+    /// --ws-url); then check admissions against the rate, the cap and the order.
+    QueueWait(queue_wait::Args),
 }
 
 impl Cmd {
@@ -179,6 +190,7 @@ impl Cmd {
             Cmd::ChatFanout(a) => &a.common,
             Cmd::Connections(a) => &a.common,
             Cmd::Soak(a) => &a.common,
+            Cmd::QueueWait(a) => &a.common,
         }
     }
 
@@ -187,7 +199,7 @@ impl Cmd {
         match self {
             Cmd::ChatFanout(a) => a.peer,
             Cmd::Connections(a) => a.peer,
-            Cmd::QueueRush(_) | Cmd::BookingRush(_) | Cmd::Soak(_) => false,
+            Cmd::QueueRush(_) | Cmd::BookingRush(_) | Cmd::Soak(_) | Cmd::QueueWait(_) => false,
         }
     }
 
@@ -198,6 +210,7 @@ impl Cmd {
             Cmd::ChatFanout(_) => "chat-fanout",
             Cmd::Connections(_) => "connections",
             Cmd::Soak(_) => "soak",
+            Cmd::QueueWait(_) => "queue-wait",
         }
     }
 }
@@ -253,6 +266,7 @@ fn main() -> ExitCode {
             Cmd::ChatFanout(a) => chat_fanout::run(a, http, secret, run_id, target, handle).await,
             Cmd::Connections(a) => connections::run(a, http, secret, run_id, target, handle).await,
             Cmd::Soak(a) => soak::run(a, http, secret, run_id, target, handle).await,
+            Cmd::QueueWait(a) => queue_wait::run(a, http, secret, run_id, target).await,
         }
     });
     ws_rt.shutdown_timeout(Duration::from_secs(2));

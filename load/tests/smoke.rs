@@ -375,3 +375,14 @@ fn load_soak_runs_rounds_of_every_scenario_and_samples_the_server() {
     assert!(r["after_settle"]["rss_mb"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     assert_eq!(r["server"]["pid"].as_u64(), Some(u64::from(std::process::id())), "{r}");
 }
+
+#[test]
+fn load_queue_wait_admits_everyone_once_within_the_rate_the_cap_and_the_order() {
+    let server = server();
+    let r = load(
+        &server.base,
+        "queue-wait",
+        &["--users", "60", "--admit-rate", "20", "--max-active", "10", "--active-ttl", "1s"],
+    );
+    assert_eq!(fig(&r, "admitted"), 60, "{r}");
+}
