@@ -40,6 +40,8 @@ async fn the_pre_queue_is_shuffled_at_the_opening_and_placed_ahead_of_later_arri
         json!({ "opensAt": "tomorrow" }),
         json!({ "activeTtlSeconds": 0 }),
         json!({ "admitRate": 0 }),
+        json!({ "maxActive": 2_147_483_648u64 }),
+        json!({ "opensAt": "2026-13-01T00:00:00Z" }),
     ] {
         assert_q_error(&settings(&api, bad).await, 400);
     }
@@ -91,5 +93,5 @@ async fn the_pre_queue_is_shuffled_at_the_opening_and_placed_ahead_of_later_arri
         assert_eq!(p, Some(positions[user as usize - 1]), "user {user} after a restart");
     }
     let again = boxoffice::time::rfc3339(boxoffice::time::now_ms() + 60_000);
-    assert_q_error(&settings(&api, json!({ "opensAt": again })).await, 400);
+    assert_q_error(&settings(&api, json!({ "opensAt": again })).await, 409);
 }

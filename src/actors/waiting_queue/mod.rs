@@ -124,6 +124,8 @@ pub enum QueueError {
     Unavailable,
     #[error("{0}")]
     Invalid(String),
+    #[error("the queue has opened and its pre-queue was shuffled: an opening cannot be set again")]
+    Opened,
 }
 
 impl From<StoreError> for QueueError {
@@ -594,7 +596,7 @@ impl WaitingQueue {
         let invalid = |m: &str| Err(QueueError::Invalid(m.to_string()));
         if let Some(Some(at)) = msg.opens_at {
             if self.settings.shuffle.is_some() {
-                return invalid("the queue has opened and its pre-queue was shuffled; an opening cannot be set again");
+                return Err(QueueError::Opened);
             }
             if at <= now {
                 return invalid("opensAt must be in the future");

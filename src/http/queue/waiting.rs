@@ -63,15 +63,16 @@ impl From<QueueSettings> for QueueSettingsResponse {
 #[schema(as = q::QueueSettingsRequest)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueueSettingsRequest {
-    /// RFC 3339, in the future; `null` clears it (a pre-queue then opens at once).
+    /// RFC 3339, in the future (400 otherwise); `null` clears it (a pre-queue then opens
+    /// at once). 409 once a pre-queue was shuffled.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub opens_at: Option<Option<String>>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub admit_rate: Option<u32>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_active: Option<u32>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub active_ttl_seconds: Option<u64>,
 }
 
@@ -103,7 +104,8 @@ pub async fn get_settings(state: web::Data<AppState>, me: Caller<QError>) -> Res
 /// policy. Kept across restarts.
 #[utoipa::path(put, path = "/waiting/settings", tag = "Q: waiting queue", request_body = QueueSettingsRequest,
     responses((status = 200, body = QueueSettingsResponse),
-        (status = 400, description = "A malformed or past opensAt, an opening after the shuffle, or a value below 1", body = QErrorBody),
+        (status = 400, description = "A malformed or past opensAt, or a value out of range", body = QErrorBody),
+        (status = 409, description = "An opensAt once a pre-queue was shuffled (one opening per queue)", body = QErrorBody),
         (status = 401, body = QErrorBody), (status = 403, description = "Not an admin", body = QErrorBody)),
     security(("bearer" = [])))]
 pub async fn put_settings(
@@ -117,14 +119,23 @@ pub async fn put_settings(
         None => None,
         Some(None) => Some(None),
         Some(Some(text)) => {
-            let at = humantime::parse_rfc3339_weak(&text)
+            let at = chrono::DateTime::parse_from_rfc3339(&text)
                 .ok()
-                .filter(|_| text.contains('T'))
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .ok_or_else(|| QError::bad_request("INVALID_REQUEST", "opensAt must be an RFC 3339 time"))?;
-            Some(Some(at.as_millis() as u64))
+                .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+                .ok_or_else(|| QError::bad_request("INVALID_REQUEST", "opensAt must be an RFC 3339 date-time"))?;
+            Some(Some(at))
         }
     };
+    let too_big = |v: Option<u64>, max: u64| v.is_some_and(|v| v > max);
+    if too_big(b.admit_rate.map(u64::from), 1_000_000_000)
+        || too_big(b.max_active.map(u64::from), 1_000_000_000)
+        || too_big(b.active_ttl_seconds, 31_536_000)
+    {
+        return Err(QError::bad_request(
+            "INVALID_REQUEST",
+            "admitRate and maxActive are at most 1000000000, activeTtlSeconds at most 31536000",
+        ));
+    }
     let put = PutSettings {
         opens_at,
         admit_rate: b.admit_rate,
@@ -133,6 +144,7 @@ pub async fn put_settings(
     };
     let settings = state.registry.queue().send(put).await?.map_err(|e| match e {
         QueueError::Invalid(m) => QError::bad_request("INVALID_REQUEST", m),
+        QueueError::Opened => QError::new(StatusCode::CONFLICT, "QUEUE_OPENED", QueueError::Opened.to_string()),
         other => QError::from(other),
     })?;
     Ok(HttpResponse::Ok().json(QueueSettingsResponse::from(settings)))
