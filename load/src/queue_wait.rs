@@ -80,7 +80,9 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String, target: T
     let deadline = t0 + c.timeout;
     let users: Vec<u64> = (0..a.users).map(|i| c.user_base + i).collect();
     // Each user takes a place, then waits on a socket opened right after.
-    let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    // No pool limit: every socket holds its connection (awc's default allows 100).
+    let connector = awc::Connector::new().limit(0);
+    let client = awc::Client::builder().connector(connector).timeout(Duration::from_secs(10)).finish();
     let issuing = std::rc::Rc::new(tokio::sync::Semaphore::new(c.concurrency.max(1)));
     let waits = users.iter().enumerate().map(|(i, user)| {
         let host = hosts[i % hosts.len()].replace("http://", "ws://");
@@ -125,7 +127,7 @@ pub async fn run(a: Args, http: Http, secret: Vec<u8>, run_id: String, target: T
             let mut socket = match opened {
                 Ok((_, s)) => s,
                 Err(e) => {
-                    seen.error = Some(format!("handshake: {e}"));
+                    seen.error = Some(format!("handshake: {e:?}"));
                     return seen;
                 }
             };

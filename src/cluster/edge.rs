@@ -26,6 +26,9 @@ pub struct Edge(Arc<Inner>);
 
 struct Inner {
     client: async_nats::Client,
+    /// The NATS thread's arbiter, which runs every task that uses `client` (it lives for
+    /// the life of the process: a NATS subscription must not be dropped off its runtime).
+    arbiter: actix::ArbiterHandle,
     subjects: Subjects,
     hub: Hub,
     /// This process among the edges (random at every start).
@@ -75,6 +78,7 @@ impl Edge {
             let (commands, rx) = mpsc::unbounded_channel();
             let edge = Edge(Arc::new(Inner {
                 client,
+                arbiter: actix::Arbiter::current(),
                 subjects,
                 hub,
                 id: rand::random(),
@@ -101,7 +105,7 @@ impl Edge {
     pub fn replicate_queue(&self, gate: QueueGate) {
         let client = self.0.client.clone();
         let subjects = self.0.subjects.clone();
-        actix::spawn(async move {
+        self.0.arbiter.spawn(async move {
             let mut deltas = loop {
                 match client.subscribe(subjects.queue_admission()).await {
                     Ok(s) => break s,

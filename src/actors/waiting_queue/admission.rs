@@ -259,14 +259,13 @@ impl Admission {
         if t.epoch != self.epoch {
             return Err(QueueError::Unknown);
         }
-        if t.seq & PRE != 0 && t.seq & !PRE < self.pre_next && self.shuffle.is_none() {
+        // A signed ticket beyond what this copy has heard of (`next_seq`, `pre_next`) was
+        // issued since its last update: on an edge, a token taken a moment ago.
+        if t.seq & PRE != 0 && self.shuffle.is_none() {
             let opens_at = self.opens_at.unwrap_or(now).max(t.issued_at);
             return Ok(Standing::PreQueue { opens_at, expires_at: opens_at.saturating_add(self.wait_ttl) });
         }
         let (seq, waits_from) = self.place_of(t).ok_or(QueueError::Unknown)?;
-        if seq >= self.next_seq {
-            return Err(QueueError::Unknown);
-        }
         if seq >= self.through {
             let expires_at = waits_from.saturating_add(self.wait_ttl);
             return if expires_at > now {
@@ -291,7 +290,7 @@ impl Admission {
             return Some((t.seq, t.issued_at));
         }
         let n = t.seq & !PRE;
-        let shuffle = self.shuffle.as_ref().filter(|_| n < self.pre_next)?;
+        let shuffle = self.shuffle.as_ref()?;
         Some((shuffle.place(n)?, t.issued_at.max(shuffle.at)))
     }
 
@@ -530,10 +529,11 @@ mod tests {
         assert_eq!(s.standing(&t(4, 1_500), 7_000), Err(QueueError::Unknown), "active TTL over");
         // It had expired when its step came: it left the line without being admitted.
         assert_eq!(s.standing(&t(3, 0), 1_500), Err(QueueError::Unknown));
-        // Ended early, before the window, not issued yet, or of another epoch.
+        // Ended early, before the window, or of another epoch.
         assert_eq!(s.standing(&t(5, 1_500), 3_000), Err(QueueError::Unknown));
         assert_eq!(s.standing(&t(1, 900), 1_000), Err(QueueError::Unknown));
-        assert_eq!(s.standing(&t(10, 2_900), 3_000), Err(QueueError::Unknown));
+        // Issued since this copy's last update (an edge a moment behind the core).
+        assert_eq!(s.standing(&t(10, 2_900), 3_000), Ok(Standing::Waiting { position: 5, expires_at: 3_900 }));
         assert_eq!(s.standing(&Ticket { epoch: 2, ..t(2, 500) }, 3_000), Err(QueueError::Unknown));
     }
 
