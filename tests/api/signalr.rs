@@ -1010,3 +1010,30 @@ async fn scenario_a_message_of_any_contract_reaches_signalr_and_plain_websockets
     plain.close().await;
     sender.close().await;
 }
+
+/// Invocations over the per-connection limit (rate limits on): each one over it gets a
+/// Completion error and is not acted on; a connection that keeps going gets a Close
+/// message with an error, then 1008.
+#[actix_rt::test]
+async fn signalr_invocations_past_the_limit_get_completion_errors_then_a_close() {
+    let server = TestServer::spawn(&[("BOXOFFICE_RATE_LIMIT", "on")]);
+    let chat = Chat::new(&server);
+    chat.touch(&[BUYER, SELLER]).await;
+    let room = chat.direct(SELLER, BUYER).await;
+    let mut hub = RawHub::open(&server.base, "", &jwt(BUYER)).await;
+    hub.handshake().await;
+    // 500 LeaveRoom invocations in one frame: cheap, each answered.
+    let burst: String = (0..500).map(|i| invocation(Some(&format!("i{i}")), "LeaveRoom", json!([room]))).collect();
+    hub.frame(&burst).await;
+    let got = hub.until_closed(Duration::from_secs(20)).await.expect("the flooding connection is closed");
+    let completions: Vec<&Value> = got.iter().filter(|v| v["type"] == 3).collect();
+    let ok = completions.iter().filter(|v| v.get("error").is_none()).count();
+    let refused =
+        completions.iter().filter(|v| v["error"].as_str().is_some_and(|e| e.contains("Too many invocations"))).count();
+    assert!((1..500).contains(&ok), "{ok} answered");
+    assert!(refused >= 1, "over the limit: Completion errors ({} completions)", completions.len());
+    let close = got.last().expect("records");
+    assert_eq!(close["type"], 7, "a Close message last: {close}");
+    assert!(close["error"].as_str().is_some_and(|e| !e.is_empty()), "{close}");
+    assert_eq!(hub.closed, Some(1008));
+}
