@@ -19,8 +19,9 @@ use actix_web::{web, App, HttpResponse};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-/// How many users' last profile hash the HTTP edge remembers (see `AppState::noted`).
-const NOTED_USERS: usize = 100_000;
+/// How many users' last profile hash the HTTP edge remembers (see `AppState::noted`): the
+/// recently active ones; a user forgotten is noted to the directory once more.
+const NOTED_USERS: usize = 20_000;
 
 pub struct Application {
     server: actix_server::Server,
