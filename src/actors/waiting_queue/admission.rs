@@ -442,9 +442,11 @@ impl QueueGate {
         self.read().standing(ticket, now)
     }
 
-    /// The token `text` as `user` sees it: unknown (forged, altered, expired or ended),
-    /// another user's, or where it stands.
-    pub fn check(&self, text: &str, user: u64, now: u64) -> Result<TokenView, QueueError> {
+    /// What the token `text` says and where it stands for `user`: unknown (forged,
+    /// altered, expired or ended), another user's, or its standing. The one check behind
+    /// [`check`](Self::check), [`require_active`](Self::require_active) and the queue
+    /// socket's handshake.
+    pub fn stand(&self, text: &str, user: u64, now: u64) -> Result<(Ticket, Standing), QueueError> {
         let ticket = self.key.verify(text).ok_or(QueueError::Unknown)?;
         let standing = {
             let a = self.read();
@@ -456,25 +458,20 @@ impl QueueGate {
         if ticket.user != user {
             return Err(QueueError::NotYours);
         }
+        Ok((ticket, standing))
+    }
+
+    /// The token `text` as `user` sees it (see [`stand`](Self::stand)).
+    pub fn check(&self, text: &str, user: u64, now: u64) -> Result<TokenView, QueueError> {
+        let (ticket, standing) = self.stand(text, user, now)?;
         Ok(self.view(text.to_string(), &ticket, standing))
     }
 
     /// Succeeds only for an active token of `user`; returns what the token says.
     pub fn require_active(&self, text: &str, user: u64, now: u64) -> Result<Ticket, QueueError> {
-        let ticket = self.key.verify(text).ok_or(QueueError::Unknown)?;
-        let standing = {
-            let a = self.read();
-            if a.unavailable {
-                return Err(QueueError::Unavailable);
-            }
-            a.standing(&ticket, now)?
-        };
-        if ticket.user != user {
-            return Err(QueueError::NotYours);
-        }
-        match standing {
-            Standing::Active { .. } => Ok(ticket),
-            Standing::Waiting { .. } | Standing::PreQueue { .. } => Err(QueueError::NotActive),
+        match self.stand(text, user, now)? {
+            (ticket, Standing::Active { .. }) => Ok(ticket),
+            (_, Standing::Waiting { .. } | Standing::PreQueue { .. }) => Err(QueueError::NotActive),
         }
     }
 

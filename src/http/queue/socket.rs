@@ -59,8 +59,8 @@ pub async fn connect(realtime: web::Data<Realtime>, req: HttpRequest) -> Result<
     let token =
         queue_token(&req).ok_or_else(|| invalid("the queue token (X-Queue-Token or queueToken) is required".into()))?;
     let gate = &realtime.queue.gate;
-    let view = gate.check(&token, me.user_id, now_ms()).map_err(super::waiting::check_error)?;
-    let ticket = gate.key().verify(&token).ok_or_else(|| invalid("queue token is unknown or expired".into()))?;
+    let (ticket, standing) = gate.stand(&token, me.user_id, now_ms()).map_err(super::waiting::check_error)?;
+    let view = gate.view(token.clone(), &ticket, standing);
     let wire = QueueWire { first: Some(view), ticket, token, watch: realtime.queue.watch.clone() };
     Session::new(&realtime, author(&me), wire).start(&req, 4096)
 }
