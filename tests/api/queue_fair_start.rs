@@ -95,3 +95,36 @@ async fn the_pre_queue_is_shuffled_at_the_opening_and_placed_ahead_of_later_arri
     let again = boxoffice::time::rfc3339(boxoffice::time::now_ms() + 60_000);
     assert_q_error(&settings(&api, json!({ "opensAt": again })).await, 409);
 }
+
+/// A restart during the pre-queue keeps every place: the same tokens, still in the
+/// pre-queue, and all of them placed once at the opening (no one twice, no one lost).
+#[actix_rt::test]
+async fn a_restart_during_the_pre_queue_keeps_every_place() {
+    let mut server = TestServer::spawn(&[("BOXOFFICE_QUEUE_ADMIT_RATE", "1000"), ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1")]);
+    let api = server.api();
+    let opens = boxoffice::time::rfc3339(boxoffice::time::now_ms() + 4_000);
+    assert_eq!(settings(&api, json!({ "opensAt": opens })).await.status, 200);
+    let mut tokens = Vec::new();
+    for user in 1..=5u64 {
+        tokens.push(issue(&api, user).await.body["token"].as_str().expect("token").to_string());
+    }
+    server.kill9();
+    server.restart();
+    let api = server.api();
+    for user in 1..=5u64 {
+        let again = issue(&api, user).await;
+        assert_eq!(again.body["token"].as_str(), Some(tokens[user as usize - 1].as_str()), "user {user}");
+        assert_eq!(again.body["status"], "PRE_QUEUE");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while check(&api, 1, &tokens[0]).await["status"] == "PRE_QUEUE" {
+        assert!(Instant::now() < deadline, "the queue never opened");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut positions = Vec::new();
+    for user in 1..=5u64 {
+        positions.push(check(&api, user, &tokens[user as usize - 1]).await["position"].as_u64().expect("position"));
+    }
+    positions.sort();
+    assert_eq!(positions, [0, 1, 2, 3, 4], "each place once, one of them admitted");
+}
