@@ -106,7 +106,7 @@ pub fn lookup<A: DeserializeOwned>(
     store: &Store,
     req: &KeyedRequest,
 ) -> Result<Result<Option<A>, KeyError>, StoreError> {
-    let entry = store.get::<Entry<A>>(&Key::Ledger(req.user, req.key.clone()))?;
+    let entry = store.get::<Entry<A>>(&Key::ledger(req.user, &req.key))?;
     Ok(match entry.filter(|e| live(e, now_ms())) {
         None => Ok(None),
         Some(e) if e.fingerprint == req.fingerprint => Ok(Some(e.answer)),
@@ -117,14 +117,14 @@ pub fn lookup<A: DeserializeOwned>(
 /// Add `req`'s entry with `answer` to `batch` (written with the change it answers).
 pub fn record<A: Serialize>(batch: &mut Batch, req: &KeyedRequest, answer: &A) -> Result<(), StoreError> {
     let entry = EntryRef { fingerprint: req.fingerprint, at: now_ms(), answer };
-    batch.put(&Key::Ledger(req.user, req.key.clone()), &entry)
+    batch.put(&Key::ledger(req.user, &req.key), &entry)
 }
 
 /// Remove every entry older than [`KEY_RETENTION`]; returns how many. An entry rewritten
 /// meanwhile (a key reused after its first entry ran out) is left alone.
 pub fn purge_expired<A: DeserializeOwned>(store: &Store) -> Result<usize, StoreError> {
     let now = now_ms();
-    store.remove_where::<Entry<A>>(&Key::Ledger(0, String::new()), |e| !live(e, now))
+    store.remove_where::<Entry<A>>(&Key::ledger(0, ""), |e| !live(e, now))
 }
 
 /// How often the [`Janitor`] purges run-out entries.
@@ -173,9 +173,9 @@ mod tests {
         assert_eq!(purge_expired::<String>(&store).expect("purge"), 0, "a fresh entry is kept");
         // An entry past the retention no longer counts, and the purge removes it.
         let old = Entry { fingerprint: [1; 32], at: now_ms() - crate::time::ms(KEY_RETENTION) - 1, answer };
-        store.put(&Key::Ledger(7, "k".into()), &old).expect("put");
+        store.put(&Key::ledger(7, "k"), &old).expect("put");
         assert_eq!(lookup::<String>(&store, &req).expect("lookup"), Ok(None));
         assert_eq!(purge_expired::<String>(&store).expect("purge"), 1);
-        assert!(!store.contains(&Key::Ledger(7, "k".into())).expect("contains"));
+        assert!(!store.contains(&Key::ledger(7, "k")).expect("contains"));
     }
 }

@@ -22,8 +22,9 @@
 
 pub mod files;
 mod keys;
+mod migrate;
 
-pub use keys::Key;
+pub use keys::{IdemHash, Key};
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -46,17 +47,21 @@ pub enum StoreError {
     #[error("flush failed: {0}")]
     Flush(String),
     #[error(
-        "this data directory holds a store of layout {found}, and this build reads layout {FORMAT} only: \
-         start it with the build that wrote it, or with an empty --data-dir"
+        "this data directory holds a store of layout {found}, and this build reads layout {FORMAT} \
+         (and migrates layout 4): start it with the build that wrote it, or with an empty --data-dir"
     )]
     Format { found: u32 },
+    #[error("migrating the store from layout 4: {0}")]
+    Migration(String),
 }
 
 /// The version of the key layout and record encodings. Layout 1 kept idempotency keys,
 /// payments and payment requests inside growing snapshots; layout 2 keeps each as its
 /// own record; layout 3 leaves a room participant never seen unnamed (`None`); layout 4
-/// adds each room's counts record and its index of stored files.
-pub const FORMAT: u32 = 4;
+/// adds each room's counts record and its index of stored files; layout 5 has binary keys
+/// (a family byte, big-endian ids, hashed idempotency keys). A store of layout 4 is
+/// migrated when opened (`migrate.rs`).
+pub const FORMAT: u32 = 5;
 
 /// sled's page cache when nothing else is said (sled's own default is 1 GiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
@@ -122,6 +127,14 @@ impl Store {
             .open()?;
         let state = db.open_tree("state")?;
         let journal = db.open_tree("journal")?;
+        // Batches a crash interrupted are finished in the layout they were written in,
+        // before a store of an older layout is migrated.
+        let replayed = replay_journal(&db, &journal, &state)?;
+        crate::observe::journal_replayed(replayed as u64);
+        if replayed > 0 {
+            tracing::info!(replayed, "finished batches interrupted by the last stop");
+        }
+        check_format(&db, &state)?;
         let (tx, rx) = mpsc::channel::<Waiter>();
         let stats = Arc::new(FlushStats::default());
         let flush_db = db.clone();
@@ -130,14 +143,7 @@ impl Store {
             .name("store-flusher".into())
             .spawn(move || group_commit(flush_db, rx, flush_stats, commit_window))
             .map_err(|e| StoreError::Flush(e.to_string()))?;
-        let store = Store { db, state, journal, journal_seq: Arc::new(AtomicU64::new(0)), flusher: tx, stats };
-        let replayed = store.replay_journal()?;
-        crate::observe::journal_replayed(replayed as u64);
-        if replayed > 0 {
-            tracing::info!(replayed, "finished batches interrupted by the last stop");
-        }
-        store.check_format()?;
-        Ok(store)
+        Ok(Store { db, state, journal, journal_seq: Arc::new(AtomicU64::new(0)), flusher: tx, stats })
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, StoreError> {
@@ -180,24 +186,7 @@ impl Store {
     }
 
     fn write_one(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
-        match value {
-            Some(v) => self.state.insert(key, v)?,
-            None => self.state.remove(key)?,
-        };
-        Ok(())
-    }
-
-    /// Refuse a store written in another layout; mark a new one with ours.
-    fn check_format(&self) -> Result<(), StoreError> {
-        match self.get::<u32>(&Key::Format)? {
-            Some(FORMAT) => Ok(()),
-            Some(found) => Err(StoreError::Format { found }),
-            None if self.state.is_empty() => {
-                self.put(&Key::Format, &FORMAT)?;
-                Ok(())
-            }
-            None => Err(StoreError::Format { found: 1 }),
-        }
+        write_one(&self.state, key, value)
     }
 
     /// Whether a record exists under `key`.
@@ -245,27 +234,6 @@ impl Store {
             out.push(parse_key(&k)?);
         }
         Ok(out)
-    }
-
-    /// Finish the batches a crash interrupted: apply every journal record left, oldest
-    /// first, then drop it. Applying a record twice is harmless (it sets keys to values).
-    fn replay_journal(&self) -> Result<usize, StoreError> {
-        let mut replayed = 0;
-        for item in self.journal.iter() {
-            let (id, bytes) = item?;
-            let batch: Batch = bincode::serde::decode_from_slice(&bytes, config())
-                .map(|(v, _)| v)
-                .map_err(|source| StoreError::Decode { key: format!("journal/{id:?}"), source })?;
-            for (k, v) in batch.writes {
-                self.write_one(k, v)?;
-            }
-            self.journal.remove(id)?;
-            replayed += 1;
-        }
-        if replayed > 0 {
-            self.db.flush()?;
-        }
-        Ok(replayed)
     }
 
     /// Every value whose key is of the family of `prefix` (e.g. `Key::Reservation(0)`
@@ -427,6 +395,54 @@ impl Store {
     /// True when the store holds no business state at all (first start).
     pub fn is_empty(&self) -> bool {
         self.state.iter().keys().filter_map(Result::ok).all(|k| k.as_ref() == Key::Format.bytes().as_slice())
+    }
+}
+
+fn write_one(state: &sled::Tree, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+    match value {
+        Some(v) => state.insert(key, v)?,
+        None => state.remove(key)?,
+    };
+    Ok(())
+}
+
+/// Finish the batches a crash interrupted: apply every journal record left, oldest first,
+/// then drop it. Applying a record twice is harmless (it sets keys to values).
+fn replay_journal(db: &sled::Db, journal: &sled::Tree, state: &sled::Tree) -> Result<usize, StoreError> {
+    let mut replayed = 0;
+    for item in journal.iter() {
+        let (id, bytes) = item?;
+        let batch: Batch = bincode::serde::decode_from_slice(&bytes, config())
+            .map(|(v, _)| v)
+            .map_err(|source| StoreError::Decode { key: format!("journal/{id:?}"), source })?;
+        for (k, v) in batch.writes {
+            write_one(state, k, v)?;
+        }
+        journal.remove(id)?;
+        replayed += 1;
+    }
+    if replayed > 0 {
+        db.flush()?;
+    }
+    Ok(replayed)
+}
+
+/// Refuse a store written in another layout, migrate one of layout 4, and mark a new one
+/// with ours.
+fn check_format(db: &sled::Db, state: &sled::Tree) -> Result<(), StoreError> {
+    let found = match state.get(Key::Format.bytes())? {
+        Some(v) => Some(decode::<u32>(&v, &Key::Format)?),
+        None => None,
+    };
+    match found {
+        Some(FORMAT) => migrate::finish(db, state),
+        Some(migrate::FROM) => migrate::four_to_five(db, state).map(|_| ()),
+        Some(found) => Err(StoreError::Format { found }),
+        None if state.is_empty() => {
+            state.insert(Key::Format.bytes(), encode(&FORMAT)?)?;
+            Ok(())
+        }
+        None => Err(StoreError::Format { found: 1 }),
     }
 }
 

@@ -348,13 +348,10 @@ impl Activated for SeatMap {
         let Some(snapshot) = env.store.get::<SeatMapSnapshot>(&Key::SeatMap(id.clone()))? else { return Ok(None) };
         let mut live = Vec::new();
         for (key, ()) in env.store.scan_under::<()>(&Key::LiveOf(id.clone()))? {
-            let Key::SeatMapLive(seat_map, r) = key else { continue };
-            if seat_map != *id {
-                continue;
-            }
+            let Key::SeatMapLive(_, r) = key else { continue };
             match env.store.get::<Reservation>(&Key::Reservation(r))? {
                 Some(r) => live.push(r),
-                None => tracing::warn!(seat_map, reservation = r, "a live entry without its reservation"),
+                None => tracing::warn!(seat_map = id, reservation = r, "a live entry without its reservation"),
             }
         }
         live.sort_by_key(|r| r.created_at);

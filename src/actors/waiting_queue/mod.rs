@@ -171,18 +171,6 @@ impl WaitingQueue {
         };
         let mut cleanup = Batch::default();
         cleanup.put(&Key::QueueMeta, &meta)?;
-        // Tokens of the build before signed tokens cannot be checked by any node: their
-        // holders take a new place.
-        let legacy = store.keys_under(&Key::QueueToken(String::new()))?;
-        if !legacy.is_empty() {
-            tracing::warn!(
-                tokens = legacy.len(),
-                "dropped queue tokens of an earlier build; their holders take new ones"
-            );
-        }
-        for k in legacy {
-            cleanup.delete(&k);
-        }
         let settings = store.get::<SettingsRecord>(&Key::QueueSettings)?.unwrap_or_default();
         let mut policy = policy;
         policy.admit_rate = settings.admit_rate.unwrap_or(policy.admit_rate);
