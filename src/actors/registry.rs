@@ -139,20 +139,14 @@ impl Registry {
             Wallets::new(WalletsEnv { store: store.clone(), limits, env: wallet_env }, arbiters.clone(), idle);
         let _ = wallets_later.set(wallets.clone());
         // Seat states are rebuilt from the reservations that still hold seats (or money):
-        // those with a live entry. Finished ones stay on disk, read when asked for.
+        // those with an entry in their seat map's index of live reservations. Finished
+        // ones stay on disk, read when asked for.
         let mut live = Vec::new();
-        for key in store.family_keys(&Key::LiveReservation(0))? {
-            let Key::LiveReservation(id) = key else { continue };
+        for key in store.family_keys(&Key::LiveOf(String::new()))? {
+            let Key::SeatMapLive(seat_map, id) = key else { continue };
             match store.get::<Reservation>(&Key::Reservation(id))? {
-                Some(r) => {
-                    // Data written before the per-seat-map index: add its entry.
-                    let indexed = Key::SeatMapLive(r.seat_map.clone(), r.id);
-                    if !store.contains(&indexed)? {
-                        store.put(&indexed, &())?;
-                    }
-                    live.push(r)
-                }
-                None => tracing::warn!(reservation = id, "a live entry without its reservation"),
+                Some(r) => live.push(r),
+                None => tracing::warn!(seat_map, reservation = id, "a live entry without its reservation"),
             }
         }
         live.sort_by_key(|r| r.created_at);

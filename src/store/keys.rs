@@ -32,9 +32,8 @@ pub enum Key {
     Ledger(u64, IdemHash),
     /// One committed wallet payment, by payment id.
     Payment(u64),
-    /// Present while a reservation is live (or owes a refund): what start-up loads.
-    LiveReservation(u64),
-    /// The same, by seat map: what a seat map reads when it starts again.
+    /// Present while a reservation is live (or owes a refund), by seat map and
+    /// reservation: what start-up loads, and what a seat map reads when it starts again.
     SeatMapLive(String, u64),
     /// One of a user's bookings, by user and reservation id (an index entry).
     UserBooking(u64, u64),
@@ -86,7 +85,7 @@ pub enum Key {
     /// Not a record: the prefix of every room of one user.
     RoomsOf(u64),
     /// Not a record: the prefix of the live reservations of one seat map (exactly those:
-    /// the seat map's id is length-prefixed).
+    /// the seat map's id is length-prefixed). Its family is every live reservation.
     LiveOf(String),
 }
 
@@ -127,7 +126,6 @@ mod family {
     /// Idempotency.
     pub const LEDGER: u8 = b'I';
     pub const PAYMENT: u8 = b'P';
-    pub const LIVE_RESERVATION: u8 = b'V';
     pub const SEAT_MAP_LIVE: u8 = b'L';
     pub const USER_BOOKING: u8 = b'B';
     pub const TRANSACTION: u8 = b'T';
@@ -247,7 +245,6 @@ impl Key {
             Key::GatewayCharge(k) => b(GATEWAY_CHARGE).last(k.as_bytes()).done(),
             Key::Ledger(user, k) => b(LEDGER).num(*user).last(&k.0).done(),
             Key::Payment(id) => b(PAYMENT).num(*id).done(),
-            Key::LiveReservation(id) => b(LIVE_RESERVATION).num(*id).done(),
             Key::SeatMapLive(seat_map, id) => b(SEAT_MAP_LIVE).sized(seat_map).num(*id).done(),
             Key::LiveOf(seat_map) => b(SEAT_MAP_LIVE).sized(seat_map).done(),
             Key::UserBooking(user, r) => b(USER_BOOKING).num(*user).num(*r).done(),
@@ -297,7 +294,6 @@ impl Key {
             RESERVATION => Key::Reservation(r.num()?),
             WALLET => Key::Wallet(r.num()?),
             PAYMENT => Key::Payment(r.num()?),
-            LIVE_RESERVATION => Key::LiveReservation(r.num()?),
             TRANSACTION => Key::Transaction(r.num()?),
             ROOM => Key::Room(r.num()?),
             ROOM_COUNTS => Key::RoomCounts(r.num()?),
@@ -337,7 +333,6 @@ mod tests {
             Key::GatewayCharge("i0do0nHZSn4TZr0tKOa9-0".into()),
             Key::ledger(123, "retry/1"),
             Key::Payment(9),
-            Key::LiveReservation(10),
             Key::SeatMapLive("perf_001".into(), 10),
             Key::SeatMapLive("a/b".into(), 11),
             Key::SeatMapLive(String::new(), u64::MAX),
@@ -397,6 +392,7 @@ mod tests {
         assert!(Key::SeatMapLive("1".into(), 9).bytes().starts_with(&Key::LiveOf("1".into()).bytes()));
         assert!(!Key::SeatMapLive("12".into(), 9).bytes().starts_with(&Key::LiveOf("1".into()).bytes()));
         assert!(!Key::SeatMapLive("1/2".into(), 9).bytes().starts_with(&Key::LiveOf("1".into()).bytes()));
+        assert_eq!(Key::SeatMapLive("a".into(), 1).family_prefix(), Key::LiveOf(String::new()).family_prefix());
     }
 
     #[test]

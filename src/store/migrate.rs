@@ -1,8 +1,10 @@
 //! Layout 4 to layout 5, in place, at open.
 //!
 //! Layout 4 spelt every key as UTF-8 text, `family/id` with numbers zero-padded to 20
-//! digits; layout 5 has the binary keys of [`keys`](super::keys). Values are encoded alike
-//! in both.
+//! digits, and kept a second index of live reservations, `live/{reservation}`, beside the
+//! per-seat-map one. Layout 5 has the binary keys of [`keys`](super::keys) and no `live/`
+//! index: start-up finds live reservations through the per-seat-map one. Values are
+//! encoded alike in both.
 //!
 //! Every layout-4 key begins with a lower-case letter, every layout-5 key (but `format`)
 //! with an upper-case one, so each key of the tree says which layout wrote it. The
@@ -29,6 +31,10 @@ const OLD_KEYS: std::ops::Range<&[u8]> = b"a".as_slice()..b"{".as_slice();
 enum Old {
     /// A record, and its key in layout 5.
     Record(Key),
+    /// `live/{reservation}`, which layout 5 does not keep. Its reservation gets a
+    /// per-seat-map entry if it lacks one (a store written before that index came had
+    /// its entries added by the next start; layout 5's start-up reads only that index).
+    Live(u64),
     /// The layout's version.
     Format,
     /// A record layout 5 has no place for: a queue token of the build before signed
@@ -75,6 +81,12 @@ fn rewrite(db: &sled::Db, state: &sled::Tree) -> Result<usize, StoreError> {
                 state.insert(key.bytes(), v)?;
                 rewritten += 1;
             }
+            Some(Old::Live(id)) => match seat_map_of(state, id)? {
+                Some(seat_map) => {
+                    state.insert(Key::SeatMapLive(seat_map, id).bytes(), super::encode(&())?)?;
+                }
+                None => tracing::warn!(reservation = id, "a live entry without its reservation"),
+            },
             Some(Old::Format) => continue,
             Some(Old::Dropped) => {}
             None => {
@@ -88,6 +100,27 @@ fn rewrite(db: &sled::Db, state: &sled::Tree) -> Result<usize, StoreError> {
     Ok(rewritten)
 }
 
+/// The seat map of reservation `id`, read from its record under either layout's key
+/// (the migration may have moved it already).
+fn seat_map_of(state: &sled::Tree, id: u64) -> Result<Option<String>, StoreError> {
+    /// How every reservation record begins: `seat_map::Reservation`'s first two fields
+    /// (bincode reads a struct's fields in order and ignores what follows them; the
+    /// tests below encode a real reservation).
+    #[derive(serde::Deserialize)]
+    struct Head {
+        _id: u64,
+        seat_map: String,
+    }
+    let value = match state.get(Key::Reservation(id).bytes())? {
+        Some(v) => v,
+        None => match state.get(format!("resv/{id:020}"))? {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(super::decode::<Head>(&value, &Key::Reservation(id))?.seat_map))
+}
+
 /// Layout 4's text keys (this parser is kept for the migration only).
 fn parse_text(bytes: &[u8]) -> Option<Old> {
     let s = std::str::from_utf8(bytes).ok()?;
@@ -98,7 +131,7 @@ fn parse_text(bytes: &[u8]) -> Option<Old> {
     };
     let record = match family {
         "format" if id.is_empty() => return Some(Old::Format),
-        "live" => Key::LiveReservation(id.parse().ok()?),
+        "live" => return Some(Old::Live(id.parse().ok()?)),
         "catalog" if id.is_empty() => Key::Catalog,
         "qmeta" if id.is_empty() => Key::QueueMeta,
         "qsettings" if id.is_empty() => Key::QueueSettings,
@@ -195,7 +228,7 @@ mod tests {
         ] {
             assert_eq!(parse_text(text.as_bytes()), Some(Old::Record(key)), "{text}");
         }
-        assert_eq!(parse_text(b"live/00000000000000000010"), Some(Old::Record(Key::LiveReservation(10))));
+        assert_eq!(parse_text(b"live/00000000000000000010"), Some(Old::Live(10)));
         assert_eq!(parse_text(b"format"), Some(Old::Format));
         assert_eq!(parse_text(b"qtoken/abc"), Some(Old::Dropped));
         assert_eq!(parse_text(b"nonsense/1"), None);
@@ -256,8 +289,7 @@ mod tests {
             ("resv/00000000000000000005", enc(&reservation(5, "12", ReservationStatus::Held))),
             ("live/00000000000000000005", enc(&())),
             ("seatlive/12/00000000000000000005", enc(&())),
-            // Written before the per-seat-map index: its live entry only (start-up adds
-            // the other).
+            // Written before the per-seat-map index: its live entry only.
             ("resv/00000000000000000006", enc(&reservation(6, "perf_001", ReservationStatus::Confirmed))),
             ("live/00000000000000000006", enc(&())),
             // Finished: in neither index.
@@ -281,9 +313,12 @@ mod tests {
         let held: Reservation = store.get(&Key::Reservation(5)).expect("get").expect("reservation 5");
         assert_eq!((held.seat_map.as_str(), held.status), ("12", ReservationStatus::Held));
         assert!(store.get::<Reservation>(&Key::Reservation(4)).expect("get").is_some());
-        let live = store.family_keys(&Key::LiveReservation(0)).expect("live");
-        assert_eq!(live, vec![Key::LiveReservation(5), Key::LiveReservation(6)]);
-        assert_eq!(store.keys_under(&Key::LiveOf("12".into())).expect("live"), vec![Key::SeatMapLive("12".into(), 5)]);
+        let live = store.family_keys(&Key::LiveOf(String::new())).expect("live");
+        assert_eq!(
+            live,
+            vec![Key::SeatMapLive("12".into(), 5), Key::SeatMapLive("perf_001".into(), 6)],
+            "every live reservation has its per-seat-map entry, the one written before that index too"
+        );
         assert_eq!(
             store.get::<String>(&Key::ledger(1, "hold-1")).expect("get"),
             Some("the first answer".to_string()),
@@ -296,7 +331,9 @@ mod tests {
         assert_eq!(store.get::<u64>(&Key::QueuePlace(3)).expect("get"), Some(7));
         assert_eq!(store.get::<u64>(&Key::QueueStep(2)).expect("get"), Some(2));
         let everything = store.state.iter().keys().count();
-        assert_eq!(everything, 15, "every record but the old queue token, and `format`");
+        // 15 layout-4 records: less the old queue token and the two `live/` entries, plus
+        // reservation 6's per-seat-map entry, plus `format`.
+        assert_eq!(everything, 14, "nothing else is left or added");
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub enum StoreError {
 /// payments and payment requests inside growing snapshots; layout 2 keeps each as its
 /// own record; layout 3 leaves a room participant never seen unnamed (`None`); layout 4
 /// adds each room's counts record and its index of stored files; layout 5 has binary keys
-/// (a family byte, big-endian ids, hashed idempotency keys). A store of layout 4 is
-/// migrated when opened (`migrate.rs`).
+/// (a family byte, big-endian ids, hashed idempotency keys) and no `live/` index of
+/// reservations beside the per-seat-map one. A store of layout 4 is migrated when opened
+/// (`migrate.rs`).
 pub const FORMAT: u32 = 5;
 
 /// sled's page cache when nothing else is said (sled's own default is 1 GiB).
@@ -194,8 +195,8 @@ impl Store {
         Ok(self.state.contains_key(key.bytes())?)
     }
 
-    /// The keys (not the values) of the family of `family` (e.g. `Key::LiveReservation(0)`
-    /// lists every live entry), in key order.
+    /// The keys (not the values) of the family of `family` (e.g. `Key::LiveOf("")` lists
+    /// every seat map's live entries), in key order.
     pub fn family_keys(&self, family: &Key) -> Result<Vec<Key>, StoreError> {
         let mut out = Vec::new();
         for item in self.state.scan_prefix(family.family_prefix()) {

@@ -445,19 +445,13 @@ impl SeatMap {
 
     /// Persist a reservation with `extra` writes in one atomic write. `became` says whether
     /// it just became live (`Some(true)`), just stopped being so (`Some(false)`), or
-    /// neither: its [`Key::LiveReservation`] entry, which start-up loads, follows.
+    /// neither: its [`Key::SeatMapLive`] entry, which start-up loads, follows.
     fn persist(&self, r: &Reservation, became: Option<bool>, extra: Batch) -> Result<(), StoreError> {
         let mut batch = extra;
         batch.put(&Key::Reservation(r.id), r)?;
         match became {
-            Some(true) => {
-                batch.put(&Key::LiveReservation(r.id), &())?;
-                batch.put(&Key::SeatMapLive(self.id.clone(), r.id), &())?;
-            }
-            Some(false) => {
-                batch.delete(&Key::LiveReservation(r.id));
-                batch.delete(&Key::SeatMapLive(self.id.clone(), r.id));
-            }
+            Some(true) => batch.put(&Key::SeatMapLive(self.id.clone(), r.id), &())?,
+            Some(false) => batch.delete(&Key::SeatMapLive(self.id.clone(), r.id)),
             None => {}
         }
         self.store.apply(batch)
