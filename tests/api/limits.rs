@@ -24,22 +24,29 @@ async fn a_user_past_the_allowance_gets_429_with_retry_after_in_each_contracts_s
     let server = limited();
     let api = server.api();
     let token = jwt(1);
-    let replies = join_all((0..1000).map(|_| api.get("/concerts", &token, &[]))).await;
-    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    // The allowance is the user's, whichever contract they call: every tenth request is
+    // contract C's, and its refusals come in C's shape. (Asked within the same burst: the
+    // allowance refills 40 a second, so a request sent after the burst may well pass.)
+    let path = |i: usize| if i % 10 == 9 { "/chat/rooms" } else { "/concerts" };
+    let replies = join_all((0..1000).map(|i| api.get(path(i), &token, &[]))).await;
     assert!(replies.iter().all(|r| r.status == 200 || r.status == 429), "only answers or refusals");
+    let refused: Vec<(usize, &Reply)> = replies.iter().enumerate().filter(|(_, r)| r.status == 429).collect();
     assert!(refused.len() >= 600, "1,000 requests at once: {} refused", refused.len());
-    for r in &refused {
+    let mut chat_refused = 0;
+    for (i, r) in &refused {
         assert!(retry_after(r) >= 1);
-        assert_eq!(
-            (r.body["status"].as_u64(), r.body["code"].as_str()),
-            (Some(429), Some("TOO_MANY_REQUESTS")),
-            "{r:?}"
-        );
+        if path(*i) == "/chat/rooms" {
+            chat_refused += 1;
+            assert!(r.body["detail"].is_string() && r.body.get("code").is_none(), "contract C's shape: {r:?}");
+        } else {
+            assert_eq!(
+                (r.body["status"].as_u64(), r.body["code"].as_str()),
+                (Some(429), Some("TOO_MANY_REQUESTS")),
+                "{r:?}"
+            );
+        }
     }
-    // The allowance is the user's, whichever contract they call: contract C's shape.
-    let c = api.get("/chat/rooms", &token, &[]).await;
-    assert_eq!(c.status, 429, "{c:?}");
-    assert!(c.body["detail"].is_string() && retry_after(&c) >= 1, "{c:?}");
+    assert!(chat_refused >= 50, "contract C's requests share the allowance: {chat_refused} refused");
     // Another user has their own.
     assert_eq!(api.get("/concerts", &jwt(2), &[]).await.status, 200);
     // Probes are never limited.
