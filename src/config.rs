@@ -138,6 +138,16 @@ pub struct Settings {
     /// close code 1008 at once.
     #[arg(long, env = "BOXOFFICE_WS_OUTBOX_BYTES", default_value_t = 256 << 10)]
     pub ws_outbox_bytes: usize,
+    /// SignalR stateful reconnect: how long a connection whose socket dropped waits for
+    /// its client to reconnect with the same connection token (ASP.NET Core's
+    /// `DisconnectTimeout`).
+    #[arg(long, env = "BOXOFFICE_SIGNALR_RECONNECT_WINDOW", default_value = "15s", value_parser = duration)]
+    pub signalr_reconnect_window: Duration,
+    /// SignalR stateful reconnect: most bytes of messages sent and not yet acknowledged
+    /// that a connection keeps for a replay (ASP.NET Core's `StatefulReconnectBufferSize`);
+    /// a client that lets more pile up is closed with an error.
+    #[arg(long, env = "BOXOFFICE_SIGNALR_RECONNECT_BUFFER_BYTES", default_value_t = 100_000)]
+    pub signalr_reconnect_buffer_bytes: usize,
     /// Largest WebSocket frame a client may send, in bytes; a bigger one closes the socket
     /// with 1009 (Message Too Big).
     #[arg(long, env = "BOXOFFICE_WS_MAX_FRAME", default_value_t = 64 << 10)]

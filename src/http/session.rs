@@ -100,6 +100,29 @@ pub trait Wire: Sized + Unpin + 'static {
     fn farewell(&self, _reason: &str, _reconnect: bool) -> Option<Frame> {
         None
     }
+    /// How long the connection outlives a socket that drops, waiting for the client to
+    /// take it over with a new one ([`Resume`]); `None`: it ends with its socket.
+    fn resumable(&self) -> Option<Duration> {
+        None
+    }
+    /// An event's frame goes to the client (or would, while no socket is attached): a
+    /// wire that replays after a reconnect keeps it.
+    fn event_sent(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>, _frame: &Frame) {}
+    /// A new socket took the connection over ([`Resume`]): what the wire sends first.
+    fn resumed(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>) {}
+    /// The session has stopped.
+    fn stopped(&mut self) {}
+}
+
+/// A new socket for a connection whose wire is [`Wire::resumable`]: its stream (taken out
+/// of the runtime of the worker that accepted it) and the bytes the client sent after
+/// its handshake. A session that is closing drops it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    pub io: std::net::TcpStream,
+    pub read: BytesMut,
+    pub max_frame: usize,
 }
 
 /// One WebSocket: its user, groups, outbox and wire.
@@ -145,6 +168,14 @@ pub struct Session<W: Wire> {
     shut: bool,
     /// The session went online as its user (presence, the user's group): see `go_online`.
     present: bool,
+    /// The socket's reader, and the wait for the socket to be writable: cancelled when
+    /// the socket drops and the connection waits to be resumed.
+    reading: Option<SpawnHandle>,
+    waiting: Option<SpawnHandle>,
+    /// Since when the connection has had no socket (a resumable wire's), and how many
+    /// sockets it has had.
+    detached: Option<Instant>,
+    sockets: u32,
 }
 
 /// A frame waiting for the socket, and how much of it is written.
@@ -187,6 +218,10 @@ impl<W: Wire> Session<W> {
             peer_done: false,
             shut: false,
             present: false,
+            reading: None,
+            waiting: None,
+            detached: None,
+            sockets: 1,
         }
     }
 
@@ -215,7 +250,7 @@ impl<W: Wire> Session<W> {
             let io = Rc::new(io);
             self.io = Some(io.clone());
             Session::create(move |ctx| {
-                ctx.add_stream(reader(io, read, max_frame));
+                self.reading = Some(ctx.add_stream(reader(io, read, max_frame)));
                 self
             });
         };
@@ -406,7 +441,7 @@ impl<W: Wire> Session<W> {
                     pending.written = n;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return ctx.stop(),
+                Err(_) => return self.lost(ctx),
             }
             self.queue.push_back(pending);
             return self.wait_writable(ctx);
@@ -452,13 +487,15 @@ impl<W: Wire> Session<W> {
             return;
         }
         self.flushing = true;
-        ctx.spawn(async move { io.writable().await }.into_actor(self).map(|ready, act, ctx| {
+        let wait = ctx.spawn(async move { io.writable().await }.into_actor(self).map(|ready, act, ctx| {
             act.flushing = false;
+            act.waiting = None;
             match ready {
                 Ok(()) => act.flush(ctx),
-                Err(_) => ctx.stop(),
+                Err(_) => act.lost(ctx),
             }
         }));
+        self.waiting = Some(wait);
     }
 
     /// Write what the socket takes of the queue.
@@ -470,7 +507,7 @@ impl<W: Wire> Session<W> {
             let mut n = match io.try_write_vectored(&slices) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return self.wait_writable(ctx),
-                Err(_) => return ctx.stop(),
+                Err(_) => return self.lost(ctx),
             };
             drop(slices);
             self.outbox.taken(n);
@@ -490,6 +527,74 @@ impl<W: Wire> Session<W> {
         if self.closing {
             ctx.stop();
         }
+    }
+
+    /// The socket broke or the client's side ended without a close. A connection whose
+    /// wire is resumable waits for a new socket ([`Resume`]) for the wire's window, still
+    /// in its groups (what it is sent meanwhile is the wire's to keep); any other stops.
+    fn lost(&mut self, ctx: &mut Ctx<W>) {
+        let Some(window) = self.wire.resumable() else { return ctx.stop() };
+        if self.closing || !self.online() {
+            return ctx.stop();
+        }
+        if self.detached.is_some() {
+            return;
+        }
+        self.drop_socket(ctx);
+        self.detached = Some(Instant::now());
+        crate::observe::connection(W::KIND, -1);
+        let socket = self.sockets;
+        ctx.run_later(window, move |act, ctx| {
+            if act.detached.is_some() && act.sockets == socket {
+                ctx.stop();
+            }
+        });
+    }
+
+    /// Let go of the socket and what waits to be written to it.
+    fn drop_socket(&mut self, ctx: &mut Ctx<W>) {
+        if let Some(h) = self.reading.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(h) = self.waiting.take() {
+            ctx.cancel_future(h);
+        }
+        self.flushing = false;
+        let queued: usize = self.queue.drain(..).map(|p| p.left()).sum();
+        let counted: usize = self.backlog.drain(..).filter(|(_, counted)| *counted).map(|(f, _)| f.len()).sum();
+        self.outbox.taken(queued + counted);
+        if let Some(io) = self.io.take() {
+            let _ = socket2::SockRef::from(io.as_ref()).shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// A new socket takes the connection over (the old one, if the server had not noticed
+    /// it drop, is let go).
+    fn resume(&mut self, ctx: &mut Ctx<W>, msg: Resume) {
+        if self.closing || !self.online() || self.wire.resumable().is_none() {
+            return;
+        }
+        let Ok(io) = TcpStream::from_std(msg.io) else { return };
+        let _ = io.set_nodelay(true);
+        if self.detached.take().is_some() {
+            crate::observe::connection(W::KIND, 1);
+        } else {
+            self.drop_socket(ctx);
+        }
+        self.sockets += 1;
+        let io = Rc::new(io);
+        self.io = Some(io.clone());
+        self.reading = Some(ctx.add_stream(reader(io, msg.read, msg.max_frame)));
+        self.peer_done = false;
+        self.shut = false;
+        self.heard = Instant::now();
+        self.pinged = Instant::now();
+        W::resumed(self, ctx);
+    }
+
+    /// Whether the connection is waiting for a new socket.
+    pub fn detached(&self) -> bool {
+        self.detached.is_some()
     }
 
     /// The hub gave up on this session: drop the frames not started, and close with 1008
@@ -522,6 +627,10 @@ impl<W: Wire> Session<W> {
             return;
         }
         self.closing = true;
+        if self.detached.is_some() {
+            // No socket to say it on.
+            return ctx.stop();
+        }
         let mut payload = Vec::new();
         crate::observe::close(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
         if let Some(r) = reason {
@@ -590,7 +699,7 @@ impl<W: Wire> Actor for Session<W> {
         ctx.set_mailbox_capacity(self.outbox.max_events());
         W::opened(self, ctx);
         ctx.run_interval(CHECK_INTERVAL, |act, ctx| {
-            if act.closing {
+            if act.closing || act.detached.is_some() {
                 return;
             }
             if !act.online() && act.opened.elapsed() > HANDSHAKE_TIMEOUT {
@@ -631,7 +740,10 @@ impl<W: Wire> Actor for Session<W> {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        crate::observe::connection(W::KIND, -1);
+        if self.detached.is_none() {
+            crate::observe::connection(W::KIND, -1);
+        }
+        self.wire.stopped();
         self.hub().closed(self.id);
         if !self.present {
             return;
@@ -671,7 +783,18 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
         if self.closing || skip || !self.fresh(&event) {
             return self.outbox.taken(frame.len());
         }
+        W::event_sent(self, ctx, &frame);
+        if self.closing {
+            return self.outbox.taken(frame.len());
+        }
         self.push(ctx, frame);
+    }
+}
+
+impl<W: Wire> Handler<Resume> for Session<W> {
+    type Result = ();
+    fn handle(&mut self, msg: Resume, ctx: &mut Self::Context) {
+        self.resume(ctx, msg);
     }
 }
 
@@ -698,19 +821,24 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
                 self.peer_done = true;
                 self.close_quietly(ctx, reason)
             }
+            // The socket broke (not a violation of the protocol).
+            Err(ws::ProtocolError::Io(e)) if e.kind() != std::io::ErrorKind::InvalidData => self.lost(ctx),
             Err(e) => self.close_quietly(ctx, Some(crate::http::ws_violation(&e))),
         }
     }
 
-    /// The client's side ended: stop, unless a close is on its way out (the session stops
-    /// once it is written).
+    /// The client's side ended: stop (or, resumable, wait for a new socket), unless a
+    /// close is on its way out (the session stops once it is written).
     fn finished(&mut self, ctx: &mut Self::Context) {
-        self.peer_done = true;
-        if !self.closing {
-            ctx.stop();
-        } else {
-            self.after_write(ctx);
+        if self.detached.is_some() {
+            // The reader of a socket already let go.
+            return;
         }
+        if !self.closing {
+            return self.lost(ctx);
+        }
+        self.peer_done = true;
+        self.after_write(ctx);
     }
 }
 

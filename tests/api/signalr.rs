@@ -736,8 +736,9 @@ async fn signalr_handshake_and_protocol_errors_close_the_connection() {
 
     for (handshake, needle) in [
         (json!({ "protocol": "protobuf", "version": 1 }), "protobuf"),
-        (json!({ "protocol": "messagepack", "version": 2 }), "version 2"),
-        (json!({ "protocol": "json", "version": 2 }), "version 2"),
+        // Version 2 is version 1 with stateful reconnect's messages (signalr/reconnect.rs).
+        (json!({ "protocol": "messagepack", "version": 3 }), "version 3"),
+        (json!({ "protocol": "json", "version": 3 }), "version 3"),
         (json!({ "protocol": "json" }), "invalid"),
     ] {
         let mut hub = RawHub::open(base, "", &token).await;
@@ -1037,3 +1038,5 @@ async fn signalr_invocations_past_the_limit_get_completion_errors_then_a_close()
     assert!(close["error"].as_str().is_some_and(|e| !e.is_empty()), "{close}");
     assert_eq!(hub.closed, Some(1008));
 }
+
+mod reconnect;

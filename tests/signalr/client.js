@@ -11,6 +11,8 @@
 //   token            the JWT, given by accessTokenFactory (none if absent)
 //   skipNegotiation  connect straight to the WebSocket (default false: negotiate first)
 //   protocol         "json" (default) or "messagepack" (@microsoft/signalr-protocol-msgpack)
+//   statefulReconnect  withStatefulReconnect(): a dropped socket is taken over by a new one
+//                    on the same connection, and what either side missed is sent again
 //   steps            run in order after connecting: {"invoke": "JoinRoom", "args": [1]}
 //                    (waits for the Completion), {"send": "JoinRoom", "args": [1]} (no
 //                    invocationId), {"sleepMs": 100}
@@ -80,6 +82,7 @@ if (plan.token) options.accessTokenFactory = () => plan.token;
 const builder = new signalR.HubConnectionBuilder()
   .withUrl(plan.url + (plan.hub || "/hubs/chat"), options)
   .configureLogging(logger);
+if (plan.statefulReconnect) builder.withStatefulReconnect();
 if (plan.protocol === "messagepack") {
   const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
   builder.withHubProtocol(new MessagePackHubProtocol());

@@ -1,7 +1,7 @@
 //! The JSON hub protocol, version 1: each message is a JSON object ended by `0x1E`, in
 //! text frames; a frame may carry several records and a record may span frames.
 
-use super::protocol::{Broken, HubMessage, HubProtocol, Outgoing, RS};
+use super::protocol::{sequence_id, tracked_type, Broken, HubMessage, HubProtocol, Outgoing, RS};
 use crate::actors::hub::Frame;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -48,6 +48,8 @@ impl HubProtocol for Json {
             Outgoing::Close { error, allow_reconnect } => {
                 json!({ "type": 7, "error": error, "allowReconnect": allow_reconnect })
             }
+            Outgoing::Ack { id } => json!({ "type": 8, "sequenceId": id }),
+            Outgoing::Sequence { id } => json!({ "type": 9, "sequenceId": id }),
         };
         let mut s = v.to_string();
         s.push(RS as char);
@@ -75,6 +77,16 @@ fn decode(record: &[u8]) -> Result<HubMessage, Broken> {
         }
         4 => HubMessage::StreamInvocation { id },
         7 => HubMessage::Close,
+        8 | 9 => {
+            let n = v.get("sequenceId");
+            let n = sequence_id(n.and_then(Value::as_i64), n.and_then(Value::as_u64).is_some())?;
+            if kind == 8 {
+                HubMessage::Ack(n)
+            } else {
+                HubMessage::Sequence(n)
+            }
+        }
+        k if tracked_type(k) => HubMessage::IgnoredTracked,
         _ => HubMessage::Ignored,
     })
 }
@@ -106,6 +118,20 @@ mod tests {
         assert!(buf.is_empty());
         let mut bad = b"{nope}\x1e".to_vec();
         assert!(matches!(Json.read(&mut bad, 1 << 10, &mut out), Err(Broken::Invalid(_))));
+        let mut seq = b"{\"type\":8,\"sequenceId\":3}\x1e{\"type\":9,\"sequenceId\":-1}\x1e{\"type\":9,\"sequenceId\":18446744073709551615}\x1e{\"type\":3,\"invocationId\":\"1\"}\x1e".to_vec();
+        Json.read(&mut seq, 1 << 10, &mut out).expect("read");
+        let read: Vec<HubMessage> = out.drain(..).collect();
+        assert_eq!(
+            read,
+            vec![
+                HubMessage::Ack(3),
+                HubMessage::Sequence(-1),
+                HubMessage::Sequence(i64::MAX),
+                HubMessage::IgnoredTracked
+            ]
+        );
+        let mut no_id = b"{\"type\":9}\x1e".to_vec();
+        assert!(matches!(Json.read(&mut no_id, 1 << 10, &mut out), Err(Broken::Invalid(_))));
         let mut long = vec![b' '; 2048];
         assert_eq!(Json.read(&mut long, 1 << 10, &mut out), Err(Broken::TooLarge));
     }

@@ -3,7 +3,7 @@
 //! low bits first, at most 5 bytes), in binary frames. The payloads are the JSON
 //! protocol's objects as MessagePack maps (dates stay ISO 8601 strings).
 
-use super::protocol::{Broken, HubMessage, HubProtocol, Outgoing};
+use super::protocol::{sequence_id, tracked_type, Broken, HubMessage, HubProtocol, Outgoing};
 use crate::actors::hub::Frame;
 use rmpv::Value as Mp;
 use serde_json::Value;
@@ -58,6 +58,8 @@ impl HubProtocol for MessagePack {
             Outgoing::Close { error, allow_reconnect } => {
                 Mp::Array(vec![7.into(), error.into(), allow_reconnect.into()])
             }
+            Outgoing::Ack { id } => Mp::Array(vec![8.into(), id.into()]),
+            Outgoing::Sequence { id } => Mp::Array(vec![9.into(), id.into()]),
         };
         let mut body = Vec::new();
         rmpv::encode::write_value(&mut body, &v).expect("writing to a Vec cannot fail");
@@ -118,6 +120,16 @@ fn decode(mut body: &[u8]) -> Result<HubMessage, Broken> {
         }
         4 => HubMessage::StreamInvocation { id: id() },
         7 => HubMessage::Close,
+        8 | 9 => {
+            let n = items.get(1);
+            let n = sequence_id(n.and_then(Mp::as_i64), n.and_then(Mp::as_u64).is_some())?;
+            if kind == 8 {
+                HubMessage::Ack(n)
+            } else {
+                HubMessage::Sequence(n)
+            }
+        }
+        k if tracked_type(k) => HubMessage::IgnoredTracked,
         _ => HubMessage::Ignored,
     })
 }
@@ -205,6 +217,12 @@ mod tests {
 
         let mut big = vec![0x80, 0x80, 0x10];
         assert_eq!(MessagePack.read(&mut big, 1 << 10, &mut out), Err(Broken::TooLarge));
+        let mut seq = framed(&Mp::Array(vec![9.into(), 4.into()]));
+        seq.extend(framed(&Mp::Array(vec![8.into(), (-2).into()])));
+        seq.extend(framed(&Mp::Array(vec![5.into(), Mp::Map(vec![]), "1".into()])));
+        MessagePack.read(&mut seq, 1 << 10, &mut out).expect("read");
+        let read: Vec<HubMessage> = out.drain(..).collect();
+        assert_eq!(read, vec![HubMessage::Sequence(4), HubMessage::Ack(-2), HubMessage::IgnoredTracked]);
         let mut bad = vec![1, 0xc1];
         assert!(matches!(MessagePack.read(&mut bad, 1 << 10, &mut out), Err(Broken::Invalid(_))));
     }

@@ -24,9 +24,39 @@ pub enum HubMessage {
     StreamInvocation { id: Option<String> },
     /// Close (7).
     Close,
-    /// StreamItem, Completion (the server invokes nothing with an id), CancelInvocation,
-    /// Ping, Ack and Sequence (no stateful reconnect), and types of later versions.
+    /// Ack (8): the peer has every message up to this sequence id.
+    Ack(i64),
+    /// Sequence (9): the sequence id of the peer's next message, after a reconnect.
+    Sequence(i64),
+    /// StreamItem, Completion (the server invokes nothing with an id) and CancelInvocation:
+    /// nothing to do, but each counts in the stateful reconnect's sequence.
+    IgnoredTracked,
+    /// Ping, and types of later versions.
     Ignored,
+}
+
+impl HubMessage {
+    /// Whether the message takes a sequence id (stateful reconnect): the invocation
+    /// messages do; Ping, Close, Ack and Sequence do not.
+    pub fn tracked(&self) -> bool {
+        matches!(self, HubMessage::Invocation { .. } | HubMessage::StreamInvocation { .. } | HubMessage::IgnoredTracked)
+    }
+}
+
+/// The hub message types that count in the stateful reconnect's sequence (Invocation,
+/// StreamItem, Completion, StreamInvocation, CancelInvocation).
+pub(super) fn tracked_type(kind: u64) -> bool {
+    (1..=5).contains(&kind)
+}
+
+/// A sequence id as sent: any integer, so that a negative or huge one can be refused
+/// with a reason (an id past `i64::MAX` reads as `i64::MAX`).
+pub(super) fn sequence_id(n: Option<i64>, big: bool) -> Result<i64, Broken> {
+    match (n, big) {
+        (Some(n), _) => Ok(n),
+        (None, true) => Ok(i64::MAX),
+        (None, false) => Err(Broken::Invalid("Invalid message: 'sequenceId' must be an integer.".into())),
+    }
 }
 
 /// A message the server writes.
@@ -45,6 +75,15 @@ pub enum Outgoing<'a> {
     Close {
         error: &'a str,
         allow_reconnect: bool,
+    },
+    /// Stateful reconnect: the server has every client message up to this id.
+    Ack {
+        id: u64,
+    },
+    /// Stateful reconnect: the sequence id of the server's next message (the first it
+    /// sends again).
+    Sequence {
+        id: u64,
     },
 }
 

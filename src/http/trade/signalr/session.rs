@@ -11,6 +11,7 @@ use crate::actors::hub::Frame;
 use crate::actors::room::ChatError;
 use crate::http::session::{Ctx, Data, Session, Wire};
 use crate::http::signed::LinkSigner;
+use actix::AsyncContext;
 use actix_web_actors::ws;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -29,11 +30,52 @@ pub struct SignalRWire {
     pending: VecDeque<HubMessage>,
     /// The handshake's answer or a `JoinRoom` is waiting.
     busy: bool,
+    /// Stateful reconnect, when negotiate agreed to it.
+    replay: Option<Replay>,
 }
 
+/// A stateful connection's side of the replay (the hub protocol's Ack and Sequence): what
+/// it sent and the client has not acknowledged, and what it has processed of the client's.
+pub struct Replay {
+    /// The connection token the client reconnects with.
+    token: String,
+    window: Duration,
+    max_bytes: usize,
+    /// The sequence id of the server's next tracked message (Invocation, Completion, ...).
+    next_out: u64,
+    /// Sent and not acknowledged, oldest first, and their bytes.
+    unacked: VecDeque<(u64, Frame)>,
+    bytes: usize,
+    /// The sequence id the client's next tracked message carries, and the highest one
+    /// processed (anything at or below it is a duplicate from before a reconnect).
+    next_in: u64,
+    processed: u64,
+    /// An Ack is on its way (at most one a second).
+    ack_due: bool,
+}
+
+impl Replay {
+    pub fn new(token: String, window: Duration, max_bytes: usize) -> Replay {
+        Replay {
+            token,
+            window,
+            max_bytes,
+            next_out: 1,
+            unacked: VecDeque::new(),
+            bytes: 0,
+            next_in: 1,
+            processed: 0,
+            ack_due: false,
+        }
+    }
+}
+
+/// How often the server acknowledges the client's messages, at most.
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
 impl SignalRWire {
-    pub fn new(links: LinkSigner) -> SignalRWire {
-        SignalRWire { links, protocol: None, buf: Vec::new(), pending: VecDeque::new(), busy: false }
+    pub fn new(links: LinkSigner, replay: Option<Replay>) -> SignalRWire {
+        SignalRWire { links, protocol: None, buf: Vec::new(), pending: VecDeque::new(), busy: false, replay }
     }
 }
 
@@ -43,7 +85,11 @@ impl Wire for SignalRWire {
     const KIND: &'static str = "signalr";
     const PING_INTERVAL: Duration = PING_INTERVAL;
 
-    fn opened(_: &mut S, _: &mut Ctx<Self>) {}
+    fn opened(s: &mut S, ctx: &mut Ctx<Self>) {
+        if let Some(r) = &s.wire.replay {
+            super::transport::resumable(&r.token, s.me.id, ctx.address());
+        }
+    }
 
     fn received(s: &mut S, ctx: &mut Ctx<Self>, data: Data<'_>) {
         let bytes = match data {
@@ -55,12 +101,25 @@ impl Wire for SignalRWire {
             return;
         }
         let Some(protocol) = s.wire.protocol else { return };
-        let SignalRWire { buf, pending, .. } = &mut s.wire;
-        match protocol.read(buf, MAX_RECORD, pending) {
-            Ok(()) => drain(s, ctx),
-            Err(Broken::TooLarge) => s.close(ctx, ws::CloseCode::Size, "A message is larger than the server accepts."),
-            Err(Broken::Invalid(e)) => s.close(ctx, ws::CloseCode::Invalid, &e),
+        let mut read = VecDeque::new();
+        match protocol.read(&mut s.wire.buf, MAX_RECORD, &mut read) {
+            Ok(()) => {}
+            Err(Broken::TooLarge) => {
+                return s.close(ctx, ws::CloseCode::Size, "A message is larger than the server accepts.")
+            }
+            Err(Broken::Invalid(e)) => return s.close(ctx, ws::CloseCode::Invalid, &e),
         }
+        for msg in read {
+            if s.closing() {
+                return;
+            }
+            if s.wire.replay.is_none() {
+                s.wire.pending.push_back(msg);
+            } else if let Err(e) = sequence(s, ctx, msg) {
+                return s.close(ctx, ws::CloseCode::Protocol, &e);
+            }
+        }
+        drain(s, ctx)
     }
 
     fn keepalive(&self) -> Option<Frame> {
@@ -69,6 +128,119 @@ impl Wire for SignalRWire {
 
     fn farewell(&self, reason: &str, reconnect: bool) -> Option<Frame> {
         self.protocol.map(|p| p.write(&Outgoing::Close { error: reason, allow_reconnect: reconnect }))
+    }
+
+    fn resumable(&self) -> Option<Duration> {
+        self.replay.as_ref().filter(|_| self.protocol.is_some()).map(|r| r.window)
+    }
+
+    fn event_sent(s: &mut S, ctx: &mut Ctx<Self>, frame: &Frame) {
+        track(s, ctx, frame);
+    }
+
+    /// After the reconnect: a Sequence with the id of the first message not acknowledged,
+    /// then those messages again, in order (the client drops what it already has), and an
+    /// Ack of what the server has of the client's.
+    fn resumed(s: &mut S, ctx: &mut Ctx<Self>) {
+        // The start of a record that the old socket cut off is not coming.
+        s.wire.buf.clear();
+        let (Some(p), Some(r)) = (s.wire.protocol, s.wire.replay.as_ref()) else { return };
+        let first = r.unacked.front().map_or(r.next_out, |(id, _)| *id);
+        let again: Vec<Frame> = r.unacked.iter().map(|(_, f)| f.clone()).collect();
+        let processed = r.processed;
+        crate::observe::replay(again.len() as u64);
+        s.write(ctx, p.write(&Outgoing::Sequence { id: first }));
+        for frame in again {
+            s.write(ctx, frame);
+        }
+        if processed > 0 {
+            s.write(ctx, p.write(&Outgoing::Ack { id: processed }));
+        }
+    }
+
+    fn stopped(&mut self) {
+        if let Some(r) = &self.replay {
+            super::transport::forget(&r.token);
+        }
+    }
+}
+
+/// Keep a tracked message the server sends until the client acknowledges it. Past the
+/// buffer's bound the connection ends with an error.
+fn track(s: &mut S, ctx: &mut Ctx<SignalRWire>, frame: &Frame) {
+    let Some(r) = s.wire.replay.as_mut() else { return };
+    r.unacked.push_back((r.next_out, frame.clone()));
+    r.next_out += 1;
+    r.bytes += frame.len();
+    if r.bytes > r.max_bytes {
+        let bound = r.max_bytes;
+        s.close(
+            ctx,
+            ws::CloseCode::Policy,
+            &format!(
+                "The stateful reconnect buffer is full ({bound} bytes not acknowledged): the connection is closed."
+            ),
+        );
+    }
+}
+
+/// A client message on a stateful connection: Ack and Sequence act at once; a tracked
+/// message takes the next sequence id and waits its turn, unless it is one the server
+/// already processed (sent again after a reconnect). An error ends the connection.
+fn sequence(s: &mut S, ctx: &mut Ctx<SignalRWire>, msg: HubMessage) -> Result<(), String> {
+    let Some(r) = s.wire.replay.as_mut() else { return Ok(()) };
+    match msg {
+        HubMessage::Ack(id) => {
+            let sent = r.next_out - 1;
+            let id = u64::try_from(id).map_err(|_| format!("Ack sequence id {id} is negative."))?;
+            if id > sent {
+                return Err(format!("Ack sequence id {id} is ahead of the {sent} messages sent."));
+            }
+            while r.unacked.front().is_some_and(|(n, _)| *n <= id) {
+                if let Some((_, f)) = r.unacked.pop_front() {
+                    r.bytes -= f.len();
+                }
+            }
+        }
+        HubMessage::Sequence(id) => {
+            if id < 1 {
+                return Err(format!("Sequence id {id} is not a sequence id (they start at 1)."));
+            }
+            let id = id as u64;
+            if id > r.processed + 1 {
+                return Err(format!("Sequence id {id} is ahead of the {} messages the server received.", r.processed));
+            }
+            r.next_in = id;
+        }
+        m if m.tracked() => {
+            let id = r.next_in;
+            r.next_in += 1;
+            if !r.ack_due {
+                r.ack_due = true;
+                ctx.run_later(ACK_INTERVAL, ack);
+            }
+            if id <= r.processed {
+                return Ok(());
+            }
+            r.processed = id;
+            s.wire.pending.push_back(m);
+        }
+        m => s.wire.pending.push_back(m),
+    }
+    Ok(())
+}
+
+/// Acknowledge what the server has processed of the client's messages (while a socket is
+/// attached: after a reconnect the resume says it).
+fn ack(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
+    let Some(r) = s.wire.replay.as_mut() else { return };
+    r.ack_due = false;
+    let id = r.processed;
+    if id == 0 || s.detached() {
+        return;
+    }
+    if let Some(p) = s.wire.protocol {
+        s.write(ctx, p.write(&Outgoing::Ack { id }));
     }
 }
 
@@ -90,7 +262,9 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
         Err(e) => format!("Handshake request is invalid: {e}"),
         Ok(h) => match PROTOCOLS.iter().find(|p| p.name() == h.protocol) {
             None => format!("The protocol '{}' is not supported.", h.protocol),
-            Some(p) if h.version != 1 => {
+            // Version 2 adds Ack and Sequence (stateful reconnect); a client that negotiated
+            // stateful reconnect asks for it, and a server without it would refuse it.
+            Some(p) if h.version != 1 && h.version != 2 => {
                 format!("The server does not support version {} of the '{}' protocol.", h.version, p.name())
             }
             Some(&p) => {
@@ -131,7 +305,8 @@ fn drain(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
                 complete(s, ctx, id, Err("Streaming methods are not supported by this hub.".into()))
             }
             HubMessage::Close => s.close_quietly(ctx, Some(ws::CloseCode::Normal.into())),
-            HubMessage::Ignored => {}
+            // Without stateful reconnect, Ack and Sequence mean nothing.
+            HubMessage::Ignored | HubMessage::IgnoredTracked | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
         }
     }
 }
@@ -140,6 +315,7 @@ fn drain(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
 fn complete(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, outcome: Result<(), String>) {
     let (Some(id), Some(p)) = (id, s.wire.protocol) else { return };
     let frame = p.write(&Outgoing::Completion { id: &id, error: outcome.as_ref().err().map(String::as_str) });
+    track(s, ctx, &frame);
     s.write(ctx, frame);
 }
 

@@ -3,12 +3,14 @@
 //! caller and the token before it starts a [`SignalRSession`]. Refusals are in contract
 //! T's envelope.
 
-use super::session::SignalRWire;
+use super::session::{Replay, SignalRWire};
 use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
 use crate::http::error::TEnvelope;
-use crate::http::session::Session;
+use crate::http::session::{Resume, Session};
+use crate::http::upgrade::Takeover;
 use crate::http::Realtime;
+use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -25,6 +27,31 @@ use utoipa::ToSchema;
 struct Pending {
     user: u64,
     issued: Instant,
+    /// Negotiated with `useStatefulReconnect=true`.
+    stateful: bool,
+}
+
+/// A stateful connection a client may take over with a new socket, by its token.
+struct Resumable {
+    user: u64,
+    session: Addr<Session<SignalRWire>>,
+}
+
+/// The stateful connections of this process (as many as its SignalR sessions with
+/// stateful reconnect, each removed when its session stops).
+fn resumables() -> &'static DashMap<String, Resumable> {
+    static RESUMABLE: OnceLock<DashMap<String, Resumable>> = OnceLock::new();
+    RESUMABLE.get_or_init(DashMap::new)
+}
+
+/// A stateful connection's session, reachable by its token from now on.
+pub(super) fn resumable(token: &str, user: u64, session: Addr<Session<SignalRWire>>) {
+    resumables().insert(token.to_string(), Resumable { user, session });
+}
+
+/// The session of a stateful connection has stopped: its token is spent.
+pub(super) fn forget(token: &str) {
+    resumables().remove(token);
 }
 
 /// Connection tokens handed out and not yet used: each is used once, within [`TOKEN_TTL`],
@@ -34,7 +61,7 @@ fn pending() -> &'static DashMap<String, Pending> {
     PENDING.get_or_init(DashMap::new)
 }
 
-fn remember(token: &str, user: u64) {
+fn remember(token: &str, user: u64, stateful: bool) {
     let map = pending();
     if map.len() >= 1024 {
         map.retain(|_, p| p.issued.elapsed() < TOKEN_TTL);
@@ -46,12 +73,13 @@ fn remember(token: &str, user: u64) {
             None => break,
         };
     }
-    map.insert(token.to_string(), Pending { user, issued: Instant::now() });
+    map.insert(token.to_string(), Pending { user, issued: Instant::now(), stateful });
 }
 
-/// The user a connection token was issued to, if it is known and fresh; it is spent.
-fn redeem(token: &str) -> Option<u64> {
-    pending().remove(token).filter(|(_, p)| p.issued.elapsed() < TOKEN_TTL).map(|(_, p)| p.user)
+/// The user a connection token was issued to, and whether it was negotiated stateful, if
+/// it is known and fresh; it is spent.
+fn redeem(token: &str) -> Option<(u64, bool)> {
+    pending().remove(token).filter(|(_, p)| p.issued.elapsed() < TOKEN_TTL).map(|(_, p)| (p.user, p.stateful))
 }
 
 fn random_id() -> String {
@@ -89,6 +117,10 @@ pub struct NegotiateResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_token: Option<String>,
     pub available_transports: Vec<AvailableTransport>,
+    /// `true` when the client asked for stateful reconnect (`useStatefulReconnect=true`);
+    /// absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub use_stateful_reconnect: bool,
 }
 
 /// SignalR negotiation for the chat hub. Then open the WebSocket
@@ -98,7 +130,8 @@ pub struct NegotiateResponse {
 /// `MessageUpdated`, `MessageDeleted`. A connection token works once, for two minutes;
 /// clients may also skip negotiation and open the WebSocket without `id`.
 #[utoipa::path(post, path = "/hubs/chat/negotiate", tag = "T: SignalR",
-    params(("negotiateVersion" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_u64, description = "The client's negotiate protocol version (0 if absent)")),
+    params(("negotiateVersion" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_u64, description = "The client's negotiate protocol version (0 if absent)"),
+        ("useStatefulReconnect" = Option<bool>, Query, description = "`true`: stateful reconnect (with negotiateVersion 1); the answer then says `useStatefulReconnect: true`")),
     responses((status = 200, body = NegotiateResponse),
         (status = 400, description = "`negotiateVersion` is not a number", body = TEnvelope),
         (status = 401, description = "No valid token", body = TEnvelope)),
@@ -117,8 +150,11 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
         },
     };
     let version = asked.min(1) as u32;
+    // Stateful reconnect needs the connection token of version 1.
+    let stateful = version == 1
+        && q.as_ref().ok().and_then(|q| q.get("useStatefulReconnect")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let token = random_id();
-    remember(&token, me.user_id);
+    remember(&token, me.user_id, stateful);
     let (connection_id, connection_token) = if version == 0 { (token, None) } else { (random_id(), Some(token)) };
     HttpResponse::Ok().json(NegotiateResponse {
         negotiate_version: version,
@@ -128,6 +164,7 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
             transport: "WebSockets".into(),
             transfer_formats: vec!["Text".into(), "Binary".into()],
         }],
+        use_stateful_reconnect: stateful,
     })
 }
 
@@ -154,19 +191,53 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
     if !state.backend.available() {
         return Ok(refusal(StatusCode::SERVICE_UNAVAILABLE, "This node cannot reach the service now; try another."));
     }
+    // A record may span frames up to MAX_RECORD; one frame is bounded like the plain socket's.
+    let max_frame = state.settings.ws_max_frame.clamp(1, MAX_RECORD);
     let q = web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner());
+    let mut replay = None;
     if let Some(id) = q.as_ref().ok().and_then(|q| q.get("id")) {
+        // A stateful connection taken over with a new socket (its token stays valid for
+        // as long as the connection lives), or a token from negotiate, used once.
+        let live = resumables().get(id.as_str()).map(|r| (r.user, r.session.clone()));
+        if let Some((user, session)) = live {
+            if user != me.user_id {
+                return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."));
+            }
+            return resume(&req, session, max_frame);
+        }
         match redeem(id) {
             None => return Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
-            Some(user) if user != me.user_id => {
+            Some((user, _)) if user != me.user_id => {
                 return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
             }
-            Some(_) => {}
+            Some((_, true)) => {
+                let s = &state.settings;
+                replay = Some(Replay::new(id.clone(), s.signalr_reconnect_window, s.signalr_reconnect_buffer_bytes));
+            }
+            Some((_, false)) => {}
         }
     }
-    let session = Session::new(&state, author(&me), SignalRWire::new(state.links.clone()));
-    // A record may span frames up to MAX_RECORD; one frame is bounded like the plain socket's.
-    session.start(&req, state.settings.ws_max_frame.clamp(1, MAX_RECORD))
+    let session = Session::new(&state, author(&me), SignalRWire::new(state.links.clone(), replay));
+    session.start(&req, max_frame)
+}
+
+/// A 101 whose socket goes to the stateful connection's session (on whichever worker
+/// thread it runs): the client resumes it without a new handshake.
+fn resume(
+    req: &HttpRequest,
+    session: Addr<Session<SignalRWire>>,
+    max_frame: usize,
+) -> Result<HttpResponse, actix_web::Error> {
+    let mut res = ws::handshake(req)?.finish();
+    let takeover = move |io: tokio::net::TcpStream, read: actix_web::web::BytesMut| {
+        // Out of this worker's runtime, into the session's. If the session has just
+        // stopped, the socket is dropped and the client starts a new connection.
+        if let Ok(io) = io.into_std() {
+            session.do_send(Resume { io, read, max_frame });
+        }
+    };
+    res.extensions_mut().insert(Takeover(Box::new(takeover)));
+    Ok(res)
 }
 
 #[cfg(test)]
@@ -175,8 +246,8 @@ mod tests {
 
     #[test]
     fn connection_tokens_work_once() {
-        remember("t-once", 5);
-        assert_eq!(redeem("t-once"), Some(5));
+        remember("t-once", 5, false);
+        assert_eq!(redeem("t-once"), Some((5, false)));
         assert_eq!(redeem("t-once"), None);
         assert_eq!(redeem("never-issued"), None);
     }

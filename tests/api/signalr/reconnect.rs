@@ -1,0 +1,275 @@
+//! SignalR stateful reconnect (ASP.NET Core 8's Ack and Sequence messages): a client that
+//! negotiated `useStatefulReconnect=true` takes its connection over with a new socket
+//! after a drop, and each side sends again what the other has not acknowledged. The
+//! official client (`withStatefulReconnect()`) through a proxy that cuts its TCP
+//! connection mid-stream, JSON and MessagePack; the protocol by hand; and the refusals.
+
+use super::*;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP proxy in front of the server that can cut every connection through it, and hold
+/// new ones for a while (a network that is gone for that long).
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    live: Vec<tokio::task::AbortHandle>,
+    /// New connections wait until then before they reach the server.
+    held_until: Option<Instant>,
+    accepted: usize,
+}
+
+impl Proxy {
+    async fn start(server: &TestServer) -> Proxy {
+        let upstream: SocketAddr =
+            server.base.strip_prefix("http://").unwrap_or(&server.base).parse().expect("the server's address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("address");
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let held = {
+                    let mut s = shared.lock().expect("proxy");
+                    s.accepted += 1;
+                    s.held_until
+                };
+                let task = tokio::spawn(async move {
+                    if let Some(until) = held {
+                        tokio::time::sleep_until(until.into()).await;
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                shared.lock().expect("proxy").live.push(task.abort_handle());
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cut every connection now (both ends see their socket close, no WebSocket close),
+    /// and hold the next ones for `gone`.
+    fn cut(&self, gone: Duration) {
+        let mut s = self.state.lock().expect("proxy");
+        for c in s.live.drain(..) {
+            c.abort();
+        }
+        s.held_until = Some(Instant::now() + gone);
+    }
+
+    fn accepted(&self) -> usize {
+        self.state.lock().expect("proxy").accepted
+    }
+}
+
+with_each_protocol!(
+    scenario_a_stateful_connection_cut_mid_stream_loses_nothing_and_repeats_nothing,
+    signalr_stateful_reconnect_cut_mid_stream_loses_nothing_and_repeats_nothing,
+    signalr_stateful_reconnect_cut_mid_stream_loses_nothing_and_repeats_nothing_messagepack
+);
+
+/// The official client with `withStatefulReconnect()` (and no automatic reconnect: a
+/// refused resume would end it) hears a stream of messages; the proxy cuts its TCP
+/// connection mid-stream and keeps the network away for 2 s while messages go on. Every
+/// message arrives once, in order, on the same connection.
+async fn scenario_a_stateful_connection_cut_mid_stream_loses_nothing_and_repeats_nothing(protocol: &str) {
+    let server = TestServer::spawn(&[]);
+    Chat::new(&server).touch(&[BUYER, SELLER]).await;
+    let room = trade_room(&server, SELLER, BUYER).await;
+    let proxy = Proxy::start(&server).await;
+    let mut p = plan(&server, BUYER, protocol);
+    p["url"] = json!(proxy.url());
+    p["statefulReconnect"] = json!(true);
+    p["stdin"] = json!(true);
+    p["timeoutMs"] = json!(40_000);
+    p["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
+    let mut client = NodeClient::start(p);
+    client.ready().await;
+    let total = 150;
+    let mut sent = Vec::new();
+    let mut tick = actix_rt::time::interval(Duration::from_millis(10));
+    for i in 0..total {
+        tick.tick().await;
+        if i == 50 {
+            proxy.cut(Duration::from_secs(2));
+        }
+        let r = send_t(&server, SELLER, room, &format!("stream {i}")).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        sent.push(num(&r.body["data"], "messageId"));
+    }
+    client.send(json!({ "waitFor": { "ReceiveMessage": total } }));
+    client.until(|v| v["kind"] == "reached", "every message").await;
+    let run = client.finish().await;
+    run.assert_ok();
+    let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
+    assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
+    assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+    assert!(proxy.accepted() >= 2, "the client came back through a second TCP connection");
+}
+
+/// Negotiate with `useStatefulReconnect=true`: its connection token, and the answer says so.
+async fn stateful_token(server: &TestServer, user: u64) -> String {
+    let api = server.api();
+    let r = api
+        .call("POST", "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true", Some(&jwt(user)), &[], None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["useStatefulReconnect"], true, "{r:?}");
+    r.body["connectionToken"].as_str().expect("connectionToken").to_string()
+}
+
+/// A stateful connection by hand, joined to `room`: the JoinRoom Completion is its first
+/// tracked message (sequence id 1).
+async fn stateful_hub(server: &TestServer, token: &str, room: u64) -> RawHub {
+    let mut hub = RawHub::open(&server.base, &format!("id={token}"), &jwt(BUYER)).await;
+    hub.handshake().await;
+    hub.frame(&invocation(Some("1"), "JoinRoom", json!([room]))).await;
+    assert_completion_ok(&hub.expect_record("JoinRoom's Completion").await, "1");
+    hub
+}
+
+fn seq(kind: u64, id: i64) -> String {
+    format!("{}{RS}", json!({ "type": kind, "sequenceId": id }))
+}
+
+#[actix_rt::test]
+async fn signalr_stateful_reconnect_by_hand_replays_what_was_not_acknowledged() {
+    let server = TestServer::spawn(&[]);
+    Chat::new(&server).touch(&[BUYER, SELLER]).await;
+    let room = trade_room(&server, SELLER, BUYER).await;
+    // Without the query, negotiate says nothing of it (the official client refuses an
+    // answer that turns it on unasked).
+    let r = server.api().call("POST", "/hubs/chat/negotiate?negotiateVersion=1", Some(&jwt(BUYER)), &[], None).await;
+    assert!(r.body.get("useStatefulReconnect").is_none(), "{r:?}");
+
+    let token = stateful_token(&server, BUYER).await;
+    let mut hub = stateful_hub(&server, &token, room).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = send_t(&server, SELLER, room, &format!("before {i}")).await;
+        ids.push(num(&r.body["data"], "messageId"));
+    }
+    // The messages, and the server's acknowledgement of the client's JoinRoom (its one
+    // tracked message) within about a second.
+    let (mut heard, mut acked) = (Vec::new(), false);
+    while heard.len() < 3 || !acked {
+        let v = hub.expect_record("the messages and an Ack").await;
+        if v["type"] == 8 {
+            assert_eq!(v, json!({ "type": 8, "sequenceId": 1 }));
+            acked = true;
+        } else {
+            assert_eq!(v["target"], "ReceiveMessage", "{v}");
+            heard.push(num(&v["arguments"][0], "messageId"));
+        }
+    }
+    assert_eq!(heard, ids);
+    // The client has the Completion (1) and the first message (2).
+    hub.frame(&seq(8, 2)).await;
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    drop(hub);
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..2 {
+        let r = send_t(&server, SELLER, room, &format!("while away {i}")).await;
+        ids.push(num(&r.body["data"], "messageId"));
+    }
+
+    // Another user cannot take it over; its user can, with no new handshake.
+    assert_eq!(RawHub::refused(&server.base, &format!("id={token}"), Some(&jwt(SELLER))).await, 403);
+    let mut hub = RawHub::open(&server.base, &format!("id={token}"), &jwt(BUYER)).await;
+    assert_eq!(hub.expect_record("the Sequence").await, json!({ "type": 9, "sequenceId": 3 }));
+    let mut again = Vec::new();
+    for _ in 0..4 {
+        let v = hub.expect_record("a message sent again").await;
+        assert_eq!(v["target"], "ReceiveMessage", "{v}");
+        again.push(num(&v["arguments"][0], "messageId"));
+    }
+    assert_eq!(again, ids[1..].to_vec(), "everything from sequence id 3 on, in order, once");
+    assert_eq!(hub.expect_record("an Ack of the client's").await, json!({ "type": 8, "sequenceId": 1 }));
+
+    // The client's side: its Sequence, then its JoinRoom again (already processed: no
+    // second Completion), then a new invocation.
+    hub.frame(&seq(9, 1)).await;
+    hub.frame(&invocation(Some("1"), "JoinRoom", json!([room]))).await;
+    hub.frame(&invocation(Some("2"), "LeaveRoom", json!([room]))).await;
+    assert_completion_ok(&hub.expect_record("LeaveRoom's Completion").await, "2");
+    assert_eq!(hub.expect_record("the Ack").await, json!({ "type": 8, "sequenceId": 2 }));
+    assert!(hub.closed.is_none());
+}
+
+/// The refusals: a Sequence id of 0, negative, or ahead of what the server received, and
+/// an Ack ahead of what it sent, end the connection with a Close carrying the error.
+#[actix_rt::test]
+async fn signalr_stateful_reconnect_bad_sequence_and_ack_ids_close_with_an_error() {
+    let server = TestServer::spawn(&[]);
+    Chat::new(&server).touch(&[BUYER, SELLER]).await;
+    let room = trade_room(&server, SELLER, BUYER).await;
+    for (bad, needle) in [
+        (seq(9, 0), "Sequence id 0"),
+        (seq(9, -3), "Sequence id -3"),
+        (seq(9, 5), "ahead"),
+        (format!("{{\"type\":9,\"sequenceId\":18446744073709551615}}{RS}"), "ahead"),
+        (format!("{{\"type\":9,\"sequenceId\":18446744073709551616000}}{RS}"), "sequenceId"),
+        (seq(8, 99), "ahead"),
+        (seq(8, -1), "negative"),
+        (format!("{{\"type\":9,\"sequenceId\":\"1\"}}{RS}"), "sequenceId"),
+    ] {
+        let token = stateful_token(&server, BUYER).await;
+        let mut hub = stateful_hub(&server, &token, room).await;
+        hub.frame(&bad).await;
+        let got = hub.until_closed(T).await.unwrap_or_else(|| panic!("{bad:?} left the connection open"));
+        let close = got.iter().find(|v| v["type"] == 7).unwrap_or_else(|| panic!("no Close for {bad:?}: {got:?}"));
+        let e = close["error"].as_str().unwrap_or_default();
+        assert!(e.contains(needle), "{bad:?}: {close}");
+        // And the connection is gone: its token resumes nothing.
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(RawHub::refused(&server.base, &format!("id={token}"), Some(&jwt(BUYER))).await, 404);
+    }
+    // Before the handshake they are not a handshake.
+    let token = stateful_token(&server, BUYER).await;
+    let mut hub = RawHub::open(&server.base, &format!("id={token}"), &jwt(BUYER)).await;
+    hub.frame(&seq(9, 1)).await;
+    let answer = hub.raw_record(T).await.expect("the handshake's answer");
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert!(hub.until_closed(T).await.is_some());
+}
+
+/// A connection waits for its client for the window, then is gone (404); one whose client
+/// does not acknowledge past the buffer's bound is closed with an error.
+#[actix_rt::test]
+async fn signalr_stateful_reconnect_window_and_buffer_bound() {
+    let server = TestServer::spawn(&[
+        ("BOXOFFICE_SIGNALR_RECONNECT_WINDOW", "1s"),
+        ("BOXOFFICE_SIGNALR_RECONNECT_BUFFER_BYTES", "2000"),
+    ]);
+    Chat::new(&server).touch(&[BUYER, SELLER]).await;
+    let room = trade_room(&server, SELLER, BUYER).await;
+
+    let token = stateful_token(&server, BUYER).await;
+    let hub = stateful_hub(&server, &token, room).await;
+    drop(hub);
+    actix_rt::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(RawHub::refused(&server.base, &format!("id={token}"), Some(&jwt(BUYER))).await, 404, "after the window");
+
+    let token = stateful_token(&server, BUYER).await;
+    let mut hub = stateful_hub(&server, &token, room).await;
+    let text = "x".repeat(300);
+    let mut closed = None;
+    for _ in 0..20 {
+        send_t(&server, SELLER, room, &text).await;
+        if let Some(got) = hub.until_closed(Duration::from_millis(100)).await {
+            closed = Some(got);
+            break;
+        }
+    }
+    let got = closed.expect("a client that never acknowledges is closed past the buffer's bound");
+    let close = got.iter().find(|v| v["type"] == 7).unwrap_or_else(|| panic!("no Close: {got:?}"));
+    assert!(close["error"].as_str().unwrap_or_default().contains("buffer is full"), "{close}");
+}
