@@ -719,11 +719,14 @@ mod tests {
     fn an_expired_waiting_place_is_passed_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
-        let (mut q, gate) = open(&store, QueuePolicy { wait_ttl: Duration::from_millis(1), ..policy(1000, 1) });
+        // Long enough that a place does not expire between its issue and the tick inside
+        // it on a busy machine (1 ms did, now and then), short enough to wait out.
+        let wait_ttl = Duration::from_millis(300);
+        let (mut q, gate) = open(&store, QueuePolicy { wait_ttl, ..policy(1000, 1) });
         let first = q.issue(1, now_ms()).expect("issue");
         let late = q.issue(2, now_ms()).expect("issue");
         assert!(first.active && !late.active);
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(wait_ttl + Duration::from_millis(50));
         q.retire(&first.token).expect("retire");
         q.tick();
         assert_eq!(q.published.read().through, 2, "the expired place left the line");
