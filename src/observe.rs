@@ -22,7 +22,8 @@ pub fn install() -> &'static PrometheusHandle {
         let latency = LATENCY_BUCKETS;
         let writes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
         let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+            .set_buckets_for_metric(Matcher::Full(ADMISSION_PUSH.into()), &ADMISSION_PUSH_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("boxoffice_store_writes_per_commit".into()), &writes))
             .and_then(|b| b.upkeep_timeout(Duration::from_secs(5)).install_recorder());
         match handle {
@@ -49,6 +50,11 @@ fn describe() {
         "HTTP requests answered, by contract, route template and status class"
     );
     describe_histogram!("boxoffice_http_request_duration_seconds", Unit::Seconds, "Time to answer an HTTP request");
+    describe_histogram!(
+        ADMISSION_PUSH,
+        Unit::Seconds,
+        "From the core's admission of a waiting place to the event on its queue socket (/waiting/ws), per node"
+    );
     describe_counter!(
         "boxoffice_holds_total",
         "Seats held: contract Q holds, contract B bookings, contract T payment requests"
@@ -340,6 +346,16 @@ pub fn rate_limited(limit: &'static str) {
 }
 
 /// The queue sockets of this node: waiting, and admitted.
+/// From a place's admission by the core to its socket's event, at each node's queue watch.
+const ADMISSION_PUSH: &str = "boxoffice_queue_admission_push_seconds";
+/// Around the queue's 50 ms tick: the aim is two ticks.
+const ADMISSION_PUSH_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5, 1.0, 5.0];
+
+/// A waiting socket was told of its admission `ms` after the core admitted it.
+pub fn queue_admission_pushed(ms: u64) {
+    histogram!(ADMISSION_PUSH).record(ms as f64 / 1000.0);
+}
+
 pub fn queue_sockets(waiting: u64, active: u64) {
     gauge!("boxoffice_queue_sockets", "state" => "waiting").set(waiting as f64);
     gauge!("boxoffice_queue_sockets", "state" => "active").set(active as f64);

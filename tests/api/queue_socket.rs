@@ -82,4 +82,14 @@ async fn a_waiting_socket_is_told_its_position_its_admission_and_its_end() {
     let admitted = third.event(|e| e["active"] == true, Duration::from_secs(10)).await;
     assert_eq!(admitted["position"], 0);
     third.close().await;
+
+    // Each admission pushed is timed from the core's admission (docs/performance.md).
+    let r = api.raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
+    let text = String::from_utf8_lossy(&r.raw).to_string();
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("boxoffice_queue_admission_push_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(count, Some(2), "users 2 and 3 were admitted on their sockets\n{text}");
+    assert!(text.contains("boxoffice_queue_admission_push_seconds_bucket{le=\"0.075\"}"), "its own buckets");
 }

@@ -102,10 +102,14 @@ impl QueueWatch {
         // Places the line has reached: admitted, or passed over.
         let still = self.waiting.split_off(&(through, 0));
         let reached = std::mem::replace(&mut self.waiting, still);
-        for ((_, id), mut w) in reached {
+        for ((seq, id), mut w) in reached {
             let (update, standing) = self.update(&w, now);
             w.to.do_send(update);
             if matches!(standing, Some(Standing::Active { .. })) {
+                // From the core's admission (its step's time) to the push here.
+                if let Some(at) = self.gate.state().left_at(seq) {
+                    crate::observe::queue_admission_pushed(now.saturating_sub(at));
+                }
                 w.position = 0;
                 self.active.insert(id, w);
             }
