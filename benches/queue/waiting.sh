@@ -33,6 +33,20 @@ c1=$(cpu $CORE); a1=$(cpu $A); b1=$(cpu $B); n1=$(cpu $NATS)
 HZ=$(getconf CLK_TCK)
 reqs=$(curl -s -H "Authorization: Bearer $(env BOXOFFICE_JWT_SECRET=$SECRET $BIN token --user 9 --admin)" http://127.0.0.1:18801/metrics | grep '^boxoffice_nats_requests_total' | tr '\n' ' ')
 socks_a=$(curl -s -H "Authorization: Bearer $(env BOXOFFICE_JWT_SECRET=$SECRET $BIN token --user 9 --admin)" http://127.0.0.1:18802/metrics | grep '^boxoffice_queue_sockets' | tr '\n' ' ')
-echo "RESULT N=$N core_cpu_ms_per_s=$(( (c1-c0)*1000/HZ/20 )) edgeA_ms_per_s=$(( (a1-a0)*1000/HZ/20 )) edgeB_ms_per_s=$(( (b1-b0)*1000/HZ/20 )) nats_ms_per_s=$(( (n1-n0)*1000/HZ/20 )) core_rss_kb=$(grep VmRSS /proc/$CORE/status | awk '{print $2}') edgeA_rss_kb=$(grep VmRSS /proc/$A/status | awk '{print $2}') | $reqs | $socks_a"
+# Admission to socket event (boxoffice_queue_admission_push_seconds), both edges: the
+# bucket bound under which 50% and 99% of the pushes fell.
+push=$(for port in 18802 18803; do
+    curl -s -H "Authorization: Bearer $(env BOXOFFICE_JWT_SECRET=$SECRET $BIN token --user 9 --admin)" http://127.0.0.1:$port/metrics
+done | python3 -c '
+import re, sys
+b = {}
+for line in sys.stdin:
+    m = re.match(r"boxoffice_queue_admission_push_seconds_bucket\{le=\"([^\"]+)\"\} (\d+)", line)
+    if m: b[m.group(1)] = b.get(m.group(1), 0) + int(m.group(2))
+n = b.get("+Inf", 0)
+les = sorted((float(k), v) for k, v in b.items() if k != "+Inf")
+q = lambda f: next((str(le) for le, c in les if c >= f * n), "+Inf") if n else "none"
+print("admission_pushes=%d push_p50_le=%s push_p99_le=%s" % (n, q(0.5), q(0.99)))')
+echo "RESULT N=$N $push core_cpu_ms_per_s=$(( (c1-c0)*1000/HZ/20 )) edgeA_ms_per_s=$(( (a1-a0)*1000/HZ/20 )) edgeB_ms_per_s=$(( (b1-b0)*1000/HZ/20 )) nats_ms_per_s=$(( (n1-n0)*1000/HZ/20 )) core_rss_kb=$(grep VmRSS /proc/$CORE/status | awk '{print $2}') edgeA_rss_kb=$(grep VmRSS /proc/$A/status | awk '{print $2}') | $reqs | $socks_a"
 kill $L $CORE $A $B $NATS 2>/dev/null; wait 2>/dev/null
 rm -rf "$D"
