@@ -1047,3 +1047,63 @@ async fn cluster_edges_answer_queue_checks_and_sockets_without_asking_the_core()
     assert_eq!(core_requests(&cl.core).await, before, "no request reached the core for checks or queue sockets");
     third.close().await;
 }
+
+/// SignalR stateful reconnect over edges: the connection lives on the edge that holds it.
+/// After its socket drops, the client resumes it there and gets what it missed, once, in
+/// order; another edge knows no such connection (404), so a client that lands there starts
+/// a new one instead of resuming with a gap.
+#[actix_rt::test]
+async fn cluster_a_stateful_signalr_connection_resumes_on_its_edge_and_nowhere_else() {
+    let cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (writer, reader) = (1u64, 2u64);
+    chat.touch(&[writer, reader]).await;
+    let room = chat.group(writer, "stateful", &[reader]).await;
+    let r = Api::new(&cl.a.base)
+        .call(
+            "POST",
+            "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true",
+            Some(&jwt(reader)),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.body["useStatefulReconnect"], true, "{r:?}");
+    let token = r.body["connectionToken"].as_str().expect("connectionToken").to_string();
+    let mut hub = Hub::connect(&cl.a.base, reader, Some(&token)).await;
+    assert_completion_ok(&hub.invoke("1", "JoinRoom", json!([room])).await, "1");
+    let mut posted = Vec::new();
+    for i in 0..2 {
+        posted.push(chat.post(writer, room, &format!("before {i}")).await);
+    }
+    assert_eq!(message_ids(&hub.receive_messages(2, T).await), ids(&posted));
+    drop(hub);
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        posted.push(chat.post(writer, room, &format!("while away {i}")).await);
+    }
+
+    assert_eq!(RawHub::refused(&cl.b.base, &format!("id={token}"), Some(&jwt(reader))).await, 404, "edge B");
+    let mut raw = RawHub::open(&cl.a.base, &format!("id={token}"), &jwt(reader)).await;
+    // Nothing was acknowledged: the Completion and all five messages come again.
+    assert_eq!(raw.record(T).await, Some(json!({ "type": 9, "sequenceId": 1 })));
+    assert_completion_ok(&raw.record(T).await.expect("the Completion again"), "1");
+    let mut again = Vec::new();
+    while again.len() < 5 {
+        let v = raw.record(T).await.unwrap_or_else(|| panic!("{} of 5 messages again", again.len()));
+        if v["target"] == "ReceiveMessage" {
+            again.push(num(&v["arguments"][0], "messageId"));
+        }
+    }
+    assert_eq!(again, ids(&posted), "each message once, in order, the missed ones included");
+    // And it is live again.
+    let live = chat.post(writer, room, "live again").await;
+    let v = loop {
+        let v = raw.record(T).await.expect("the live message");
+        if v["target"] == "ReceiveMessage" {
+            break v;
+        }
+        assert_eq!(v, json!({ "type": 8, "sequenceId": 1 }), "the server's Ack of the JoinRoom");
+    };
+    assert_eq!(num(&v["arguments"][0], "messageId"), num(&live, "message_id"), "{v}");
+}

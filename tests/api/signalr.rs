@@ -489,7 +489,7 @@ impl RawHub {
         }
     }
 
-    async fn refused(base: &str, query: &str, token: Option<&str>) -> u16 {
+    pub(crate) async fn refused(base: &str, query: &str, token: Option<&str>) -> u16 {
         match RawHub::try_open(base, query, token).await {
             Ok(_) => panic!("the hub's WebSocket ({query}) was accepted"),
             Err(WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
