@@ -642,6 +642,27 @@ impl<W: Wire> Session<W> {
         ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
+    /// The periodic check ([`checks`]): the handshake and idle timeouts, and the keep-alive.
+    fn check(&mut self, ctx: &mut Ctx<W>) {
+        if self.closing || self.detached.is_some() {
+            return;
+        }
+        if !self.online() && self.opened.elapsed() > HANDSHAKE_TIMEOUT {
+            self.close_quietly(
+                ctx,
+                Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("no handshake".into()) }),
+            );
+        } else if self.heard.elapsed() > IDLE_TIMEOUT {
+            self.close(ctx, ws::CloseCode::Away, "Server timeout elapsed without receiving a message from the client.");
+        } else if self.online() && self.pinged.elapsed() + CHECK_INTERVAL / 2 >= W::PING_INTERVAL {
+            self.pinged = Instant::now();
+            match self.wire.keepalive() {
+                Some(frame) => self.write(ctx, frame),
+                None => self.send(ctx, Frame::new(Frame::PING, b"")),
+            }
+        }
+    }
+
     /// Whether message `id` of `room` is new to this client (remembering it).
     fn fresh_message(&mut self, room: u64, id: u64) -> bool {
         match self.sent_messages.iter().position(|(r, _)| *r == room) {
@@ -698,29 +719,7 @@ impl<W: Wire> Actor for Session<W> {
         self.hub().opened(self.id, ctx.address().recipient());
         ctx.set_mailbox_capacity(self.outbox.max_events());
         W::opened(self, ctx);
-        ctx.run_interval(CHECK_INTERVAL, |act, ctx| {
-            if act.closing || act.detached.is_some() {
-                return;
-            }
-            if !act.online() && act.opened.elapsed() > HANDSHAKE_TIMEOUT {
-                act.close_quietly(
-                    ctx,
-                    Some(ws::CloseReason { code: ws::CloseCode::Policy, description: Some("no handshake".into()) }),
-                );
-            } else if act.heard.elapsed() > IDLE_TIMEOUT {
-                act.close(
-                    ctx,
-                    ws::CloseCode::Away,
-                    "Server timeout elapsed without receiving a message from the client.",
-                );
-            } else if act.online() && act.pinged.elapsed() + CHECK_INTERVAL / 2 >= W::PING_INTERVAL {
-                act.pinged = Instant::now();
-                match act.wire.keepalive() {
-                    Some(frame) => act.write(ctx, frame),
-                    None => act.send(ctx, Frame::new(Frame::PING, b"")),
-                }
-            }
-        });
+        checks::register(self.id, ctx.address().recipient());
     }
 
     /// A last try to write what is queued (a close frame above all), without waiting.
@@ -744,6 +743,7 @@ impl<W: Wire> Actor for Session<W> {
             crate::observe::connection(W::KIND, -1);
         }
         self.wire.stopped();
+        checks::unregister(self.id);
         self.hub().closed(self.id);
         if !self.present {
             return;
@@ -788,6 +788,13 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
             return self.outbox.taken(frame.len());
         }
         self.push(ctx, frame);
+    }
+}
+
+impl<W: Wire> Handler<checks::Check> for Session<W> {
+    type Result = ();
+    fn handle(&mut self, _: checks::Check, ctx: &mut Self::Context) {
+        self.check(ctx);
     }
 }
 
@@ -974,4 +981,62 @@ fn text(b: Bytes) -> Result<ByteString, ws::ProtocolError> {
     ByteString::try_from(b).map_err(|_| {
         ws::ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid UTF-8 in a text frame"))
     })
+}
+
+/// One check timer per thread, not one per session: an interval of its own would be
+/// polled on every wake of its session (each event delivered), and it is one more timer
+/// per socket. Each thread's sessions are told to check every [`CHECK_INTERVAL`].
+mod checks {
+    use super::CHECK_INTERVAL;
+    use actix::prelude::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    pub struct Check;
+
+    #[derive(Default)]
+    struct Thread {
+        sessions: HashMap<u64, Recipient<Check>>,
+        ticking: bool,
+    }
+
+    thread_local! {
+        static SESSIONS: RefCell<Thread> = RefCell::new(Thread::default());
+    }
+
+    /// Check the session `id` every [`CHECK_INTERVAL`] from now on (it runs on this thread).
+    pub fn register(id: u64, to: Recipient<Check>) {
+        let start = SESSIONS.with(|t| {
+            let mut t = t.borrow_mut();
+            t.sessions.insert(id, to);
+            !std::mem::replace(&mut t.ticking, true)
+        });
+        if start {
+            actix_rt::spawn(async {
+                loop {
+                    actix_rt::time::sleep(CHECK_INTERVAL).await;
+                    let idle = SESSIONS.with(|t| {
+                        let mut t = t.borrow_mut();
+                        t.sessions.retain(|_, s| s.connected());
+                        for s in t.sessions.values() {
+                            s.do_send(Check);
+                        }
+                        if t.sessions.is_empty() {
+                            t.ticking = false;
+                        }
+                        t.sessions.is_empty()
+                    });
+                    if idle {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    pub fn unregister(id: u64) {
+        SESSIONS.with(|t| t.borrow_mut().sessions.remove(&id));
+    }
 }
