@@ -191,6 +191,7 @@ impl Registry {
             KeyGates::new(KeysEnv { store: store.clone(), wallets: wallets.clone() }, arbiters.clone(), gate_idle);
         let purges = vec![
             Purge { what: "run-out idempotency keys", run: super::ledger::purge_expired::<Answer> },
+            Purge { what: "run-out client message ids", run: super::room::purge_expired_sent_ids },
         ];
         let janitor = Janitor { store: store.clone(), purges };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
