@@ -953,15 +953,30 @@ async fn cluster_the_core_restarts_and_the_edges_carry_on() {
 }
 
 /// A post's answer on a plain socket of `user` on `base`, sent as a client that lost its
-/// socket sends it: again, on a new socket, whenever the node closes with 1012 before
-/// answering (a client message id makes that safe). The `message` or `error` event.
+/// socket sends it: again, on a new socket, whenever the node refuses the socket (503: it
+/// cannot reach the core yet), closes it with 1012 before answering, or answers that the
+/// service is unavailable; a client message id makes that safe. The `message` or `error`
+/// event.
 async fn post_until_answered(base: &str, room: u64, user: u64, frame: &Value) -> Value {
-    for _ in 0..MAX_RECONNECTS {
-        wait_health(base, 200, RECOVER_WITHIN, "a node to post through").await;
-        let mut ws = WsClient::connect(base, room, &jwt(user), None).await;
+    let deadline = Instant::now() + RECOVER_WITHIN;
+    while Instant::now() < deadline {
+        let mut ws = match WsClient::try_connect(base, room, Some(&jwt(user)), None).await {
+            Ok(ws) => ws,
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 503 => {
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => panic!("a socket to {base} refused: {e:?}"),
+        };
         ws.send(frame.clone()).await;
         loop {
             match ws.next_event(T).await {
+                // The edge could not get the core's answer: whether it was posted is not
+                // known, so the client sends it again.
+                Some(e) if is_type(&e, "error") && e["detail"].as_str().is_some_and(|d| d.contains("unavailable")) => {
+                    ws.close().await;
+                    break;
+                }
                 Some(e) if is_type(&e, "message") || is_type(&e, "error") => {
                     ws.close().await;
                     return e;
@@ -974,7 +989,7 @@ async fn post_until_answered(base: &str, room: u64, user: u64, frame: &Value) ->
             }
         }
     }
-    panic!("no answer to {frame} through {base}");
+    panic!("no answer to {frame} through {base} within {RECOVER_WITHIN:?}");
 }
 
 /// An edge carries a post's client message id to the core: the same id sent again through
