@@ -235,6 +235,7 @@ fn room_append_fanout(c: &mut Criterion) {
                                 file: None,
                                 images: Vec::new(),
                                 system: false,
+                                client_msg_id: None,
                             })
                         });
                         for r in join_all(posts).await {

@@ -14,7 +14,8 @@
 //! A retry of the same request gets the recorded answer, which the HTTP layer renders
 //! exactly as it rendered the first time (the answer holds everything the response shows,
 //! as it was then); the same key with another request is refused (422). Entries older than
-//! [`KEY_RETENTION`] no longer count and are purged by [`purge_expired`].
+//! [`KEY_RETENTION`] no longer count and are purged by [`purge_expired`], which the
+//! [`Janitor`](super::janitor::Janitor) runs every hour.
 //!
 //! Each entry is its own record, written once: a user's 10,000th keyed request costs what
 //! their first did.
@@ -25,7 +26,6 @@ use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::marker::PhantomData;
 use std::time::Duration;
 
 /// How long an idempotency key and its answer are kept (the contracts ask for 24 hours).
@@ -125,30 +125,6 @@ pub fn record<A: Serialize>(batch: &mut Batch, req: &KeyedRequest, answer: &A) -
 pub fn purge_expired<A: DeserializeOwned>(store: &Store) -> Result<usize, StoreError> {
     let now = now_ms();
     store.remove_where::<Entry<A>>(&Key::ledger(0, ""), |e| !live(e, now))
-}
-
-/// How often the [`Janitor`] purges run-out entries.
-pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Purges run-out ledger entries every [`PURGE_EVERY`], on a thread of its own (a purge
-/// scans the ledger, which must not hold up the actors that serve requests). It owns no
-/// business state: an entry past its retention answers nothing any more. `A` is what the
-/// ledger's answers are.
-pub struct Janitor<A> {
-    pub store: Store,
-    pub answers: PhantomData<fn() -> A>,
-}
-
-impl<A: DeserializeOwned + 'static> actix::Actor for Janitor<A> {
-    type Context = actix::Context<Self>;
-    fn started(&mut self, ctx: &mut Self::Context) {
-        use actix::AsyncContext;
-        ctx.run_interval(PURGE_EVERY, |act, _| match purge_expired::<A>(&act.store) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged run-out idempotency keys"),
-            Err(e) => tracing::warn!(error = %e, "could not purge run-out idempotency keys"),
-        });
-    }
 }
 
 #[cfg(test)]

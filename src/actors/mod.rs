@@ -7,6 +7,7 @@ pub mod deadline;
 pub mod directory;
 pub mod gateway;
 pub mod hub;
+pub mod janitor;
 pub mod keys;
 pub mod ledger;
 pub mod registry;

@@ -8,6 +8,7 @@ use super::catalog::{Catalog, CatalogSnapshot, CreateConcert, CreatePerformance,
 use super::directory::Directory;
 use super::gateway::{PaymentGateway, TestGateway, TestGatewayClient};
 use super::hub::{room_group, ChatEvent, Event, Fanout, Hub};
+use super::janitor::{Janitor, Purge};
 use super::keys::{Answer, KeyGate, KeyGates, KeysEnv};
 use super::room::{Room, Rooms, RoomsEnv};
 use super::seat_map::booking::reservation_of_public_id;
@@ -188,7 +189,11 @@ impl Registry {
         let gate_idle = idle.min(KEY_GATE_IDLE);
         let keys =
             KeyGates::new(KeysEnv { store: store.clone(), wallets: wallets.clone() }, arbiters.clone(), gate_idle);
-        let janitor = super::ledger::Janitor::<Answer> { store: store.clone(), answers: std::marker::PhantomData };
+        let purges = vec![
+            Purge { what: "run-out idempotency keys", run: super::ledger::purge_expired::<Answer> },
+            Purge { what: "run-out client message ids", run: super::room::purge_expired_sent_ids },
+        ];
+        let janitor = Janitor { store: store.clone(), purges };
         actix::Actor::start_in_arbiter(&Arbiter::new().handle(), |_| janitor);
         let catalog = Catalog::new(catalog_state, store.clone(), seat_maps.clone());
         let catalog = Catalog::start_in_arbiter(&arbiters.for_key(&"catalog"), |_| catalog);

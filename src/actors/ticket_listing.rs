@@ -396,6 +396,7 @@ impl TicketListing {
                 file: None,
                 images: Vec::new(),
                 system: true,
+                client_msg_id: None,
             };
             ctx.spawn(addr.send(notice).into_actor(self).map(move |r, act, ctx| {
                 act.notifying.remove(&id);

@@ -33,7 +33,9 @@ pub mod core;
 pub mod edge;
 
 use crate::actors::hub::{ChatEvent, Event, Group, Hub, MessageEvent, Subscriber};
-use crate::actors::room::{Author, CatchUp, CaughtUp, ChatError, GetRoom, Join, MarkRead, PostMessage, Typing};
+use crate::actors::room::{
+    Author, CatchUp, CaughtUp, ChatError, ClientMsgId, GetRoom, Join, MarkRead, PostMessage, Posted, Typing,
+};
 use crate::actors::Registry;
 use futures_util::future::{BoxFuture, FutureExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -148,13 +150,12 @@ pub enum Request {
         upto: Option<u64>,
     },
     /// A message from a socket; not posted after `deadline` (ms since the epoch), when the
-    /// edge has told its client it failed.
+    /// edge has told its client it failed. A post already in the room's hands then is
+    /// still made: the client's retry with the same client message id finds it.
     Post {
         room: u64,
         from: Person,
-        content: String,
-        kind: String,
-        reply_to: Option<u64>,
+        post: SocketPost,
         deadline: u64,
     },
     Typing {
@@ -175,6 +176,18 @@ pub type Answer = Result<Answered, ChatError>;
 pub enum Answered {
     Done,
     CaughtUp(CaughtUp),
+    /// A [`Request::Post`]'s message (stored now, or found by its client message id).
+    Posted(Box<Posted>),
+}
+
+/// A message sent over a socket, of either wire: text, no file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketPost {
+    pub content: String,
+    pub kind: String,
+    pub reply_to: Option<u64>,
+    /// The client's id for the post: a retry with it makes no second message.
+    pub client_msg_id: Option<ClientMsgId>,
 }
 
 /// What an edge tells the core about its users.
@@ -313,26 +326,26 @@ impl Backend {
         }
     }
 
-    /// Post `content` from a socket; answered once it is durable and published.
-    pub fn post(
-        &self,
-        room: u64,
-        from: &Author,
-        content: String,
-        kind: String,
-        reply_to: Option<u64>,
-    ) -> BoxFuture<'static, Result<(), ChatError>> {
+    /// Post from a socket; answered once it is durable and published, with the message
+    /// (or, for a client message id used before, with the message it made).
+    pub fn post(&self, room: u64, from: &Author, post: SocketPost) -> BoxFuture<'static, Result<Posted, ChatError>> {
         match self {
             Backend::Local(r) => {
-                let msg = socket_post(from.clone(), content, kind, reply_to);
+                let msg = socket_post(from.clone(), post);
                 // Sent now, in the caller's order, through the room's mailbox.
                 let sent = local_room(r, room).map(|addr| addr.send(msg));
-                async move { sent?.await.map_err(busy)?.map(|_| ()) }.boxed()
+                async move { sent?.await.map_err(busy)? }.boxed()
             }
             Backend::Remote(e) => {
                 let deadline = crate::time::now_ms() + crate::time::ms(REQUEST_TIMEOUT);
-                let asked = e.ask(Request::Post { room, from: from.into(), content, kind, reply_to, deadline });
-                async move { asked.await.map(|_| ()) }.boxed()
+                let asked = e.ask(Request::Post { room, from: from.into(), post, deadline });
+                async move {
+                    match asked.await? {
+                        Answered::Posted(p) => Ok(*p),
+                        _ => Err(ChatError::Unavailable("the core answered something else".into())),
+                    }
+                }
+                .boxed()
             }
         }
     }
@@ -393,8 +406,17 @@ impl Backend {
 }
 
 /// A message from a socket: text, no file, a person's.
-fn socket_post(from: Author, content: String, kind: String, reply_to: Option<u64>) -> PostMessage {
-    PostMessage { from, content: Some(content), kind, reply_to, file: None, images: Vec::new(), system: false }
+fn socket_post(from: Author, post: SocketPost) -> PostMessage {
+    PostMessage {
+        from,
+        content: Some(post.content),
+        kind: post.kind,
+        reply_to: post.reply_to,
+        file: None,
+        images: Vec::new(),
+        system: false,
+        client_msg_id: post.client_msg_id,
+    }
 }
 
 fn local_room(r: &Registry, room: u64) -> Result<actix::Addr<crate::actors::room::Room>, ChatError> {
@@ -417,12 +439,12 @@ pub async fn answer(registry: &Registry, request: Request) -> Answer {
             let page = CatchUp { user, after, upto, max_bytes: CATCH_UP_PAGE_BYTES };
             Ok(Answered::CaughtUp(room(id)?.send(page).await.map_err(busy)??))
         }
-        Request::Post { room: id, from, content, kind, reply_to, deadline } => {
+        Request::Post { room: id, from, post, deadline } => {
             if crate::time::now_ms() > deadline {
                 return Err(ChatError::Unavailable("the request came too late; it was not posted".into()));
             }
-            room(id)?.send(socket_post(from.into(), content, kind, reply_to)).await.map_err(busy)??;
-            Ok(Answered::Done)
+            let posted = room(id)?.send(socket_post(from.into(), post)).await.map_err(busy)??;
+            Ok(Answered::Posted(Box::new(posted)))
         }
         Request::Typing { room: id, from, is_typing } => {
             room(id)?.do_send(Typing { from: from.into(), is_typing });
@@ -448,14 +470,13 @@ mod tests {
             kind: ChatEvent::Typing { room: 1, user: 3, user_name: "kim".into(), is_typing: true },
         };
         assert_eq!(decode::<WireEvent>(&encode(&e)).expect("event"), e);
-        let r = Request::Post {
-            room: 4,
-            from: Person { id: 3, name: "박".into(), picture: None },
+        let post = SocketPost {
             content: "hi".into(),
             kind: "text".into(),
             reply_to: Some(2),
-            deadline: 7,
+            client_msg_id: Some(ClientMsgId::try_from("retry-1".to_string()).expect("an id")),
         };
+        let r = Request::Post { room: 4, from: Person { id: 3, name: "박".into(), picture: None }, post, deadline: 7 };
         assert_eq!(decode::<Request>(&encode(&r)).expect("request"), r);
         let a: Answer = Err(ChatError::NotInRoom(5));
         assert_eq!(decode::<Answer>(&encode(&a)).expect("answer").err(), Some(ChatError::NotInRoom(5)));

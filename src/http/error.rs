@@ -403,6 +403,8 @@ impl From<ChatError> for CError {
             ChatError::NotSender => CError::new(StatusCode::FORBIDDEN, "Only the sender may change this message."),
             ChatError::RoomClosed => CError::bad_request(crate::http::ROOM_CLOSED),
             e @ ChatError::NotInRoom(_) => CError::bad_request(e.to_string()),
+            // Only socket posts carry client message ids; REST never meets this.
+            e @ ChatError::ClientIdReused => CError::bad_request(e.to_string()),
             ChatError::Storage(m) => CError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Storage failure: {m}")),
             ChatError::Unavailable(m) => CError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Unavailable: {m}")),
             ChatError::Refused(rule) => CError::invalid(match rule {

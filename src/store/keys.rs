@@ -6,7 +6,8 @@
 //! - a string that ends the key as its bytes;
 //! - a string followed by more ids as a 4-byte big-endian length and its bytes, so that no
 //!   id can pass for the start of a longer one;
-//! - an idempotency key as the first 16 bytes of its SHA-256 ([`IdemHash`]).
+//! - an idempotency key, or a client's message id, as the first 16 bytes of its SHA-256
+//!   ([`IdemHash`]).
 //!
 //! Keys are written on every request and sled keeps them in every leaf it rewrites, so
 //! they are as short as they can be while staying in order: a reservation's key is 9
@@ -74,6 +75,10 @@ pub enum Key {
     RoomCounts(u64),
     /// Which message of a room holds the file stored under this name.
     RoomFile(u64, String),
+    /// The message a user's post with a client message id made in a room, by room, user
+    /// and the hash of the id (make one with [`Key::sent_id`]); written once, with the
+    /// message.
+    SentId(u64, u64, IdemHash),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
@@ -94,6 +99,9 @@ pub enum Key {
 /// Two of one user's keys share a hash with a probability of about n²/2¹²⁹ for n keys
 /// (the ledger keeps a user's keys for 25 hours); the entry's request fingerprint is
 /// checked as for any reused key, so such a pair would be refused (422), not mixed up.
+/// A client message id (up to 64 bytes) is hashed alike into [`Key::SentId`]: two of one
+/// user's ids in one room sharing a hash within a day is as unlikely, and would be taken
+/// for one id (its request fingerprint still tells another message from a retry).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IdemHash(pub [u8; 16]);
 
@@ -151,6 +159,8 @@ mod family {
     pub const ROOM_FILE: u8 = b'F';
     pub const PROFILE: u8 = b'Y';
     pub const LISTING: u8 = b'A';
+    /// Vouched: a client message id, and the message it made.
+    pub const SENT_ID: u8 = b'V';
 }
 
 /// The one key every layout spells alike, so that any build can tell which layout a
@@ -229,6 +239,12 @@ impl Key {
         Key::Ledger(user, IdemHash::of(idempotency_key))
     }
 
+    /// The record of the message `user` posted in `room` with the client message id
+    /// `client_msg_id`.
+    pub fn sent_id(room: u64, user: u64, client_msg_id: &str) -> Key {
+        Key::SentId(room, user, IdemHash::of(client_msg_id))
+    }
+
     pub(crate) fn bytes(&self) -> Vec<u8> {
         use family::*;
         let b = Builder::new;
@@ -263,6 +279,7 @@ impl Key {
             Key::Profile(id) => b(PROFILE).num(*id).done(),
             Key::Listing(id) => b(LISTING).num(*id).done(),
             Key::Message(room, id) => b(MESSAGE).num(*room).num(*id).done(),
+            Key::SentId(room, user, h) => b(SENT_ID).num(*room).num(*user).last(&h.0).done(),
             Key::MessagesOf(room) => b(MESSAGE).num(*room).done(),
         }
     }
@@ -308,6 +325,7 @@ impl Key {
             MEMBERSHIP => Key::Membership(r.num()?, r.num()?),
             MESSAGE => Key::Message(r.num()?, r.num()?),
             ROOM_FILE => Key::RoomFile(r.num()?, r.last()?),
+            SENT_ID => Key::SentId(r.num()?, r.num()?, r.hash()?),
             _ => return None,
         };
         r.end(key)
@@ -349,6 +367,7 @@ mod tests {
             Key::Profile(8),
             Key::Listing(3),
             Key::Message(8, 123),
+            Key::sent_id(8, 7, "client-1"),
         ]
     }
 
@@ -400,6 +419,7 @@ mod tests {
         assert_eq!(Key::Reservation(u64::MAX).bytes().len(), 9);
         assert_eq!(Key::ledger(1, &"k".repeat(255)).bytes().len(), 25);
         assert_eq!(Key::SeatMapLive("1234".into(), 1).bytes().len(), 17);
+        assert_eq!(Key::sent_id(1, 2, &"k".repeat(64)).bytes().len(), 33);
     }
 
     #[test]
@@ -407,6 +427,15 @@ mod tests {
         assert_eq!(Key::ledger(1, "a"), Key::ledger(1, "a"));
         assert_ne!(Key::ledger(1, "a"), Key::ledger(1, "b"));
         assert_ne!(Key::ledger(1, "a"), Key::ledger(2, "a"));
+    }
+
+    #[test]
+    fn sent_ids_are_per_room_user_and_id() {
+        assert_eq!(Key::sent_id(1, 2, "a"), Key::sent_id(1, 2, "a"));
+        assert_ne!(Key::sent_id(1, 2, "a"), Key::sent_id(1, 2, "b"));
+        assert_ne!(Key::sent_id(1, 2, "a"), Key::sent_id(1, 3, "a"), "another user's");
+        assert_ne!(Key::sent_id(1, 2, "a"), Key::sent_id(9, 2, "a"), "another room's");
+        assert_ne!(Key::sent_id(1, 2, "a").bytes()[0], Key::ledger(2, "a").bytes()[0], "not a ledger entry");
     }
 
     #[test]
@@ -418,6 +447,8 @@ mod tests {
         assert_eq!(Key::parse(&long), None);
         let short = &Key::Message(1, 2).bytes()[..12];
         assert_eq!(Key::parse(short), None);
+        let short = Key::sent_id(1, 2, "a").bytes();
+        assert_eq!(Key::parse(&short[..short.len() - 1]), None, "a hash one byte short");
         let mut lying = Key::SeatMapLive("ab".into(), 1).bytes();
         lying[4] = 200; // a length past the end
         assert_eq!(Key::parse(&lying), None);

@@ -952,6 +952,83 @@ async fn cluster_the_core_restarts_and_the_edges_carry_on() {
     on_b.close().await;
 }
 
+/// A post's answer on a plain socket of `user` on `base`, sent as a client that lost its
+/// socket sends it: again, on a new socket, whenever the node refuses the socket (503: it
+/// cannot reach the core yet), closes it with 1012 before answering, or answers that the
+/// service is unavailable; a client message id makes that safe. The `message` or `error`
+/// event.
+async fn post_until_answered(base: &str, room: u64, user: u64, frame: &Value) -> Value {
+    let deadline = Instant::now() + RECOVER_WITHIN;
+    while Instant::now() < deadline {
+        let mut ws = match WsClient::try_connect(base, room, Some(&jwt(user)), None).await {
+            Ok(ws) => ws,
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 503 => {
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => panic!("a socket to {base} refused: {e:?}"),
+        };
+        ws.send(frame.clone()).await;
+        loop {
+            match ws.next_event(T).await {
+                // The edge could not get the core's answer: whether it was posted is not
+                // known, so the client sends it again.
+                Some(e) if is_type(&e, "error") && e["detail"].as_str().is_some_and(|d| d.contains("unavailable")) => {
+                    ws.close().await;
+                    break;
+                }
+                Some(e) if is_type(&e, "message") || is_type(&e, "error") => {
+                    ws.close().await;
+                    return e;
+                }
+                Some(_) => {}
+                None => {
+                    assert_eq!(ws.closed, Some(1012), "only a restart may end the socket before its answer");
+                    break;
+                }
+            }
+        }
+    }
+    panic!("no answer to {frame} through {base} within {RECOVER_WITHIN:?}");
+}
+
+/// An edge carries a post's client message id to the core: the same id sent again through
+/// the other edge, through SignalR's `SendMessage`, and after the core was killed and
+/// started again, gets the first message back and posts nothing; the id with other
+/// content is refused wherever it comes from.
+#[actix_rt::test]
+async fn cluster_a_client_msg_id_posts_once_through_any_edge_and_a_core_restart() {
+    let mut cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (kim, lee) = (1u64, 2u64);
+    chat.touch(&[kim, lee]).await;
+    let room = chat.group(kim, "retries across edges", &[lee]).await;
+    let frame = json!({ "type": "message", "content": "once", "client_msg_id": "edge-1" });
+    let mut listener = WsClient::connect(&cl.b.base, room, &jwt(lee), None).await;
+
+    let first = post_until_answered(&cl.a.base, room, kim, &frame).await;
+    assert!(is_type(&first, "message"), "{first}");
+    let again = post_until_answered(&cl.b.base, room, kim, &frame).await;
+    assert_eq!(again["message_id"], first["message_id"], "a retry through the other edge: {again}");
+    let mut hub = Hub::connect(&cl.b.base, kim, None).await;
+    let sent = hub.invoke("s", "SendMessage", json!([room, "once", "edge-1"])).await;
+    assert_eq!(sent["result"]["messageId"], first["message_id"], "SendMessage with the id: {sent}");
+    assert_completion_error(&hub.invoke("t", "SendMessage", json!([room, "twice", "edge-1"])).await, "t");
+    let other = json!({ "type": "message", "content": "other", "client_msg_id": "edge-1" });
+    assert!(is_type(&post_until_answered(&cl.a.base, room, kim, &other).await, "error"));
+    assert_event_is(&listener.messages(1, T).await[0], &chat.all_messages(lee, room).await[0]);
+    assert_no_messages(&listener.quiet(QUIET).await, "the other member");
+
+    cl.core.kill9();
+    cl.core.restart();
+    let chat = cl.chat();
+    let after = post_until_answered(&cl.a.base, room, kim, &frame).await;
+    assert_eq!(after["message_id"], first["message_id"], "a retry after the core restarted: {after}");
+    let stored = chat.all_messages(lee, room).await;
+    assert_eq!(ids(&stored), vec![num(&first, "message_id")], "stored once: {stored:?}");
+    listener.close().await;
+}
+
 /// A client may send its first invocations in the handshake's frame: on the core and on an
 /// edge alike, the handshake's answer comes first, then their Completions, in order.
 #[actix_rt::test]

@@ -22,7 +22,8 @@ async fn live(api: &Api, kind: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse::<f64>().expect("number") as u64)
 }
 
-async fn until_live(api: &Api, kind: &str, n: u64) {
+/// Wait until `n` actors of `kind` run (also for other test files).
+pub(crate) async fn until_live(api: &Api, kind: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let now = live(api, kind).await;

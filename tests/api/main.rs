@@ -23,6 +23,7 @@ mod bookings;
 mod bookings_races;
 mod chat;
 mod chat_ws;
+mod client_ids;
 mod cluster;
 mod concurrency;
 mod directory;

@@ -392,7 +392,7 @@ async fn scenario_join_room_refusals_complete_with_errors_and_the_connection_sta
         { "invoke": "JoinRoom", "args": [NO_ROOM] },
         { "invoke": "JoinRoom", "args": ["not a room"] },
         { "invoke": "JoinRoom", "args": [] },
-        { "invoke": "SendMessage", "args": [mine, "hi"] },
+        { "invoke": "Shout", "args": [mine, "hi"] },
         { "invoke": "JoinRoom", "args": [mine] },
     ]);
     p["expect"] = json!({ "ReceiveMessage": 1 });
@@ -405,7 +405,7 @@ async fn scenario_join_room_refusals_complete_with_errors_and_the_connection_sta
 
     let results = run.results();
     assert_eq!(results.len(), 6, "{}", run.logs);
-    for (r, needle) in results[..5].iter().zip(["participant", "not found", "roomId", "argument", "SendMessage"]) {
+    for (r, needle) in results[..5].iter().zip(["participant", "not found", "roomId", "argument", "Shout"]) {
         assert_eq!(r["ok"], false, "{r}");
         let e = r["error"].as_str().unwrap_or_default();
         assert!(e.contains(needle), "the error names the problem ({needle}): {r}");
@@ -414,6 +414,63 @@ async fn scenario_join_room_refusals_complete_with_errors_and_the_connection_sta
     let got = run.events("ReceiveMessage");
     assert_eq!(got.len(), 1, "only the room it joined: {}", run.logs);
     assert_receive_message_is(&got[0], &m);
+}
+
+with_each_protocol!(
+    scenario_send_message_posts_once_per_client_msg_id,
+    signalr_send_message_posts_once_per_client_msg_id,
+    signalr_send_message_posts_once_per_client_msg_id_messagepack
+);
+
+/// `SendMessage(roomId, message, clientMsgId?)` posts and completes with the stored
+/// message as `ReceiveMessage` renders it; a retry with its `clientMsgId` (on the hub or on
+/// the plain socket: one id space) completes with the same message and posts nothing; the
+/// id with other content, and malformed ids, are Completion errors.
+async fn scenario_send_message_posts_once_per_client_msg_id(protocol: &str) {
+    let server = TestServer::spawn(&[]);
+    let chat = Chat::new(&server);
+    chat.touch(&[BUYER, SELLER]).await;
+    let room = chat.group(SELLER, "보내기", &[BUYER]).await;
+    let mut seller = WsClient::connect(&server.base, room, &jwt(SELLER), None).await;
+    let mut p = plan(&server, BUYER, protocol);
+    p["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
+    p["stdin"] = json!(true);
+    let mut buyer = NodeClient::start(p);
+    buyer.ready().await;
+
+    let plain = buyer.invoke("SendMessage", json!([room, "without an id"])).await;
+    assert_eq!(plain["ok"], true, "{plain}");
+    let first = buyer.invoke("SendMessage", json!([room.to_string(), "with an id", "sr-1"])).await;
+    assert_eq!(first["ok"], true, "{first}");
+    for retry in [json!([room, "with an id", "sr-1"]), json!([room, "with an id", "sr-1"])] {
+        let again = buyer.invoke("SendMessage", retry).await;
+        assert_eq!((&again["ok"], &again["result"]), (&json!(true), &first["result"]), "the same message: {again}");
+    }
+    let reused = buyer.invoke("SendMessage", json!([room, "other text", "sr-1"])).await;
+    assert!(reused["ok"] == false && reused["error"].as_str().is_some_and(|e| e.contains("clientMsgId")), "{reused}");
+    for bad in [json!("x".repeat(65)), json!(""), json!("아이디"), json!("a b"), json!(7)] {
+        let r = buyer.invoke("SendMessage", json!([room, "bad id", bad])).await;
+        assert!(r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains("clientMsgId")), "{bad}: {r}");
+    }
+    // The plain socket shares the ids: its retry gets the hub's message back.
+    let mut socket = WsClient::connect(&server.base, room, &jwt(BUYER), None).await;
+    socket.send(json!({ "type": "message", "content": "with an id", "client_msg_id": "sr-1" })).await;
+    let replayed = socket.event(|e| is_type(e, "message") || is_type(e, "error"), T).await;
+    assert_eq!(replayed["message_id"], first["result"]["messageId"], "{replayed}");
+
+    let stored = chat.all_messages(SELLER, room).await;
+    assert_eq!(stored.len(), 2, "two messages stored: {stored:?}");
+    assert_receive_message_is(&plain["result"], &stored[0]);
+    assert_receive_message_is(&first["result"], &stored[1]);
+    let heard = seller.messages(2, T).await;
+    assert_eq!(ids(&heard), ids(&stored), "the other member hears each once");
+    assert!(seller.quiet(Duration::from_millis(600)).await.iter().all(|e| !is_type(e, "message")));
+    buyer.send(json!({ "waitFor": { "ReceiveMessage": 2 } }));
+    let run = buyer.finish().await;
+    run.assert_ok();
+    assert_eq!(message_ids(&run.events("ReceiveMessage")), ids(&stored), "the room's broadcasts, once\n{}", run.logs);
+    socket.close().await;
+    seller.close().await;
 }
 
 with_each_protocol!(

@@ -68,8 +68,10 @@ impl Handler<ListMessages> for Room {
 }
 
 /// Post a message; answered (with the stored message) once it is durable and published.
+/// With a client message id already used by its sender here, nothing is posted: the answer
+/// is the message the id made (see [`ClientMsgId`]).
 #[derive(Message)]
-#[rtype(result = "Result<StoredMessage, ChatError>")]
+#[rtype(result = "Result<Posted, ChatError>")]
 pub struct PostMessage {
     pub from: Author,
     pub content: Option<String>,
@@ -80,15 +82,40 @@ pub struct PostMessage {
     /// Posted by the server itself (a listing's notices): no membership check, and
     /// allowed in a closed room. `from.id` 0 means no person sent it.
     pub system: bool,
+    /// The client's id for this post (sockets only): one id of a user in a room makes one
+    /// message.
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
+/// What a [`PostMessage`] came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posted {
+    pub message: StoredMessage,
+    /// The post's client message id had made `message` before: nothing was stored or
+    /// published now, and only the sender is to be told (again).
+    pub replayed: bool,
 }
 
 impl Room {
-    fn append(&mut self, msg: PostMessage) -> Result<StoredMessage, ChatError> {
+    /// Post `msg`, or find the message its client message id made.
+    fn append(&mut self, msg: PostMessage) -> Result<Posted, ChatError> {
         if !msg.system {
             self.member(msg.from.id)?;
-            if self.state.closed_at.is_some() {
-                return Err(ChatError::RoomClosed);
+        }
+        // A retry is answered whatever changed since the first try: the room closed, or
+        // the message replied to was deleted.
+        let once = match msg.client_msg_id {
+            Some(id) => {
+                let print = fingerprint(msg.content.as_deref(), &msg.kind, msg.reply_to);
+                if let Some(message) = self.seen(msg.from.id, &id, &print)? {
+                    return Ok(Posted { message, replayed: true });
+                }
+                Some((id, print))
             }
+            None => None,
+        };
+        if !msg.system && self.state.closed_at.is_some() {
+            return Err(ChatError::RoomClosed);
         }
         if let Some(r) = msg.reply_to {
             let target = self.message(r)?;
@@ -137,27 +164,43 @@ impl Room {
             next.updated_at = now;
             batch.put(&Key::Room(next.id), &next)?;
         }
+        // The id's record goes with the message: a crash keeps both or neither.
+        let sent = match once {
+            Some((id, print)) => {
+                let record = SentId { message: m.id, at: now, fingerprint: print };
+                batch.put(&Key::sent_id(m.room, m.sender, id.as_str()), &record)?;
+                Some((id, record))
+            }
+            None => None,
+        };
         self.store.apply(batch)?;
+        if let Some((id, record)) = sent {
+            self.sent_ids.remember(m.sender, id, record);
+        }
         self.state = next;
         self.counts = counts;
         self.messages.push(m.clone());
-        Ok(m)
+        Ok(Posted { message: m, replayed: false })
     }
 }
 
 impl Handler<PostMessage> for Room {
-    type Result = ResponseActFuture<Self, Result<StoredMessage, ChatError>>;
+    type Result = ResponseActFuture<Self, Result<Posted, ChatError>>;
     fn handle(&mut self, msg: PostMessage, _: &mut Context<Self>) -> Self::Result {
-        let m = match self.append(msg) {
-            Ok(m) => m,
+        let posted = match self.append(msg) {
+            Ok(p) => p,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let store = self.store.clone();
         Box::pin(fut::wrap_future::<_, Self>(async move { store.durable().await }).map(move |flushed, act, _| {
             flushed?;
-            // Everything up to this message is on disk: tell everyone, in order.
-            act.publish_through(m.id);
-            Ok(m)
+            // Everything up to this message is on disk: tell everyone, in order. A replay
+            // tells no one: its message was published when it was first posted, or will be
+            // by the post that wrote it, which this flush covers too.
+            if !posted.replayed {
+                act.publish_through(posted.message.id);
+            }
+            Ok(posted)
         }))
     }
 }

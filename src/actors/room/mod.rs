@@ -19,8 +19,9 @@
 //! # Files
 //! Here: the actor, the newest messages it keeps in memory, its settings and the rooms'
 //! address book ([`Rooms`]). `records.rs`: the persisted types and [`ChatError`];
-//! `messages.rs`: pages, posts, edits, deletes, read positions, search; `session.rs`:
-//! subscribing, typing, files; `trade.rs`: leaving and payment requests.
+//! `messages.rs`: pages, posts, edits, deletes, read positions, search; `client_ids.rs`:
+//! one message per client message id; `session.rs`: subscribing, typing, files;
+//! `trade.rs`: leaving and payment requests.
 
 use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease};
 use super::hub::{room_group, ChatEvent, Event, Fanout, FileRef, MessageEvent, Subscriber};
@@ -32,11 +33,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod client_ids;
 mod messages;
 mod records;
 mod session;
 mod trade;
 
+pub use client_ids::*;
 pub use messages::*;
 pub use records::*;
 pub use session::*;
@@ -63,6 +66,9 @@ pub struct Room {
     /// The room's messages and each participant's unread ones (pending ones included),
     /// written with every change under [`Key::RoomCounts`]: a room list reads one record.
     counts: RoomCounts,
+    /// The latest client message ids posted here, and the messages they made (at most
+    /// [`SENT_IDS_KEPT`]; the store has every one within the retention).
+    sent_ids: RecentIds,
     store: Store,
     /// Where the room publishes its events (the in-process [`Hub`], or another process's).
     fanout: Arc<dyn Fanout>,
@@ -104,7 +110,8 @@ impl Room {
         };
         // Everything on disk is published now.
         let count = counts.messages as usize;
-        Ok(Room { state, messages, published, count, counts, store, fanout, directory, lease })
+        let sent_ids = RecentIds::default();
+        Ok(Room { state, messages, published, count, counts, sent_ids, store, fanout, directory, lease })
     }
 
     fn member(&self, user: u64) -> Result<&Participant, ChatError> {
@@ -419,6 +426,85 @@ mod tests {
         ms.iter().map(|m| m.id).collect()
     }
 
+    fn group(id: u64) -> RoomSnapshot {
+        RoomSnapshot {
+            id,
+            name: Some("ids".into()),
+            kind: RoomKind::Group,
+            description: None,
+            max_participants: 3,
+            created_by: 1,
+            active: true,
+            created_at: 1,
+            updated_at: 1,
+            participants: vec![person(1, 1), person(2, 2)],
+            settings: RoomSettings::default(),
+            trade: None,
+            closed_at: None,
+        }
+    }
+
+    fn post(user: u64, text: &str, id: Option<&str>) -> PostMessage {
+        PostMessage {
+            from: Author { id: user, name: format!("u{user}"), picture: None },
+            content: Some(text.into()),
+            kind: "text".into(),
+            reply_to: None,
+            file: None,
+            images: Vec::new(),
+            system: false,
+            client_msg_id: id.map(|id| ClientMsgId::try_from(id.to_string()).expect("an id")),
+        }
+    }
+
+    /// One client message id of one user in one room makes one message: a retry gets it
+    /// back (also from a room started again, which has it only in the store, and after
+    /// more posts than the room remembers), the id with other content is refused, and
+    /// another user's same id is another message.
+    #[actix_rt::test]
+    async fn a_client_message_id_makes_one_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let snapshot = group(5);
+        let room = start(&store, &snapshot);
+        let send = |p| room.send(p);
+        let first = send(post(1, "hi", Some("c-1"))).await.expect("mailbox").expect("posted");
+        assert!(!first.replayed);
+        // Sent at once, before the first is durable: found in memory, answered alike.
+        let (again, other) =
+            futures_util::future::join(send(post(1, "hi", Some("c-1"))), send(post(2, "hi", Some("c-1")))).await;
+        let again = again.expect("mailbox").expect("a retry");
+        assert_eq!((again.replayed, again.message.id), (true, first.message.id));
+        let other = other.expect("mailbox").expect("another user's id");
+        assert!(!other.replayed && other.message.id != first.message.id);
+        let refused = send(post(1, "hi, edited", Some("c-1"))).await.expect("mailbox");
+        assert_eq!(refused, Err(ChatError::ClientIdReused));
+        let list = |room: Addr<Room>| async move {
+            let page = room.send(ListMessages { user: 1, page: 1, size: 100, since: None }).await;
+            page.expect("mailbox").expect("page").messages.iter().map(|m| m.id).collect::<Vec<_>>()
+        };
+        assert_eq!(list(room.clone()).await, vec![first.message.id, other.message.id]);
+        // More posts with ids than the room keeps in memory: the first id is read back.
+        for i in 0..SENT_IDS_KEPT {
+            send(post(1, "more", Some(&format!("m-{i}")))).await.expect("mailbox").expect("posted");
+        }
+        let again = send(post(1, "hi", Some("c-1"))).await.expect("mailbox").expect("a retry");
+        assert_eq!((again.replayed, again.message.id), (true, first.message.id));
+        // A room started again from the store.
+        let restarted = start(&store, &snapshot);
+        let again = restarted.send(post(1, "hi", Some("c-1"))).await.expect("mailbox").expect("a retry");
+        assert_eq!((again.replayed, again.message.id), (true, first.message.id));
+        assert_eq!(
+            restarted.send(post(1, "other", Some("c-1"))).await.expect("mailbox"),
+            Err(ChatError::ClientIdReused)
+        );
+        assert_eq!(list(restarted).await.len(), 2 + SENT_IDS_KEPT, "nothing posted twice");
+        // The same id in another room is another message.
+        let elsewhere = start(&store, &group(6));
+        let there = elsewhere.send(post(1, "hi", Some("c-1"))).await.expect("mailbox").expect("posted");
+        assert!(!there.replayed);
+    }
+
     /// A room with far more messages than it keeps in memory answers every read as if
     /// it kept them all (pages, `since`, search, edits and deletes of old messages, files,
     /// unread counts), before and after a restart.
@@ -459,11 +545,12 @@ mod tests {
                 file,
                 images: Vec::new(),
                 system: false,
+                client_msg_id: None,
             })
         });
         let mut all = Vec::new();
         for m in futures_util::future::join_all(posts).await {
-            all.push(m.expect("mailbox").expect("posted"));
+            all.push(m.expect("mailbox").expect("posted").message);
         }
         all.sort_by_key(|m| m.id);
         let first: Vec<u64> = all.iter().take(10).map(|m| m.id).collect();
@@ -478,8 +565,9 @@ mod tests {
             file: None,
             images: Vec::new(),
             system: false,
+            client_msg_id: None,
         };
-        all.push(room.send(reply).await.expect("mailbox").expect("a reply to an old message"));
+        all.push(room.send(reply).await.expect("mailbox").expect("a reply to an old message").message);
         room.send(DeleteMessage { user: 1, message: id(4) }).await.expect("mailbox").expect("deleted");
         let total = all.len();
 

@@ -201,6 +201,10 @@ pub enum ChatError {
     /// A room the directory's rules do not allow.
     #[error("refused: {0:?}")]
     Refused(RoomRule),
+    /// A client message id its sender used in this room for another message (other
+    /// content, kind or reply).
+    #[error("this client_msg_id was already used for a different message")]
+    ClientIdReused,
 }
 
 /// The rules a new room must meet; the directory checks them, whoever asks.

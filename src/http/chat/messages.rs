@@ -200,7 +200,16 @@ pub async fn post_message(
             None => None,
         };
         let file = store_upload(&state, id, &kind, upload).await?;
-        PostMessage { from: author(&me), content, kind, reply_to, file: Some(file), images: Vec::new(), system: false }
+        PostMessage {
+            from: author(&me),
+            content,
+            kind,
+            reply_to,
+            file: Some(file),
+            images: Vec::new(),
+            system: false,
+            client_msg_id: None,
+        }
     } else {
         let bytes =
             payload.to_bytes_limited(1 << 20).await.map_err(|_| CError::bad_request("the body is too large"))?;
@@ -217,9 +226,10 @@ pub async fn post_message(
             file: None,
             images: Vec::new(),
             system: false,
+            client_msg_id: None,
         }
     };
-    let m = addr.send(msg).await??;
+    let m = addr.send(msg).await??.message;
     Ok(HttpResponse::Created().json(MessageView::from(&m)))
 }
 

@@ -7,6 +7,8 @@
 //! events as this protocol's JSON frames; a room or the hub never sees this format.
 
 use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
+use crate::actors::room::{BadClientMsgId, ClientMsgId};
+use crate::cluster::SocketPost;
 use crate::http::author;
 use crate::http::error::{CError, CErrorBody};
 use crate::http::session::{Ctx, Data, Session, Wire};
@@ -16,7 +18,7 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Contract C's WebSocket. Refused before the upgrade (401, 403, 404) so clients see why.
 #[utoipa::path(get, path = "/chat/ws/{room_id}", tag = "C: chat",
-    description = "A WebSocket (`Upgrade: websocket`) of JSON text frames; the token goes in `token`. Client frames: `{\"type\":\"message\",\"content\",\"message_type\",\"reply_to_message_id\"}`, `{\"type\":\"typing\",\"is_typing\"}`, `{\"type\":\"read\"}`, `{\"type\":\"ping\"}`. Server events: `message`, `message_updated`, `message_deleted`, `typing`, `user_status`, `message_read`, `room_updated`, `pong`, `error` (a bad frame; the socket stays open). With `since`, every message after it comes first. Close codes: 1008 (outgoing queue over its bound), 1009 (frame over 64 KiB), 1007/1002 (protocol violations), 1001 (idle 30 s). See docs/api.md.",
+    description = "A WebSocket (`Upgrade: websocket`) of JSON text frames; the token goes in `token`. Client frames: `{\"type\":\"message\",\"content\",\"message_type\",\"reply_to_message_id\",\"client_msg_id\"}` (`client_msg_id`: optional, 1 to 64 visible ASCII characters; a post retried with the same id by the same user in the same room within 25 hours stores nothing and gets the first message again, to this socket only; the same id with other content is an `error`), `{\"type\":\"typing\",\"is_typing\"}`, `{\"type\":\"read\"}`, `{\"type\":\"ping\"}`. Server events: `message`, `message_updated`, `message_deleted`, `typing`, `user_status`, `message_read`, `room_updated`, `pong`, `error` (a bad frame; the socket stays open). With `since`, every message after it comes first. Close codes: 1008 (outgoing queue over its bound), 1009 (frame over 64 KiB), 1007/1002 (protocol violations), 1001 (idle 30 s). See docs/api.md.",
     params(("room_id" = u64, Path), ("token" = String, Query, description = "The JWT"),
         ("since" = Option<u64>, Query, description = "Deliver every message after this id first")),
     responses((status = 101, description = "Switching Protocols: the WebSocket"),
@@ -98,6 +100,19 @@ impl Handler<Refused> for Session<ChatWire> {
     }
 }
 
+/// A post whose client message id made a message before: the session sends that message
+/// to its client again (the room published it once, when it was first posted).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Replayed(MessageEvent);
+
+impl Handler<Replayed> for Session<ChatWire> {
+    type Result = ();
+    fn handle(&mut self, msg: Replayed, ctx: &mut Ctx<ChatWire>) {
+        self.write(ctx, Frame::text(render(&ChatEvent::Message(msg.0))));
+    }
+}
+
 impl Wire for ChatWire {
     const KIND: &'static str = "chat";
     const PING_INTERVAL: Duration = HEARTBEAT;
@@ -132,7 +147,7 @@ impl Wire for ChatWire {
             return;
         }
         match frame {
-            ClientFrame::Message { content, message_type, reply_to_message_id } => {
+            ClientFrame::Message { content, message_type, reply_to_message_id, client_msg_id } => {
                 let kind = message_type.unwrap_or_else(|| "text".into());
                 let text = content.unwrap_or_default();
                 if !["text", "voice", "location"].contains(&kind.as_str()) {
@@ -141,16 +156,28 @@ impl Wire for ChatWire {
                 if text.trim().is_empty() || text.chars().count() > 5000 {
                     return error(s, ctx, "content must be 1 to 5000 characters");
                 }
+                let client_msg_id = match client_msg_id {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(id)) => match ClientMsgId::try_from(id) {
+                        Ok(id) => Some(id),
+                        Err(e) => return error(s, ctx, format!("client_msg_id {e}")),
+                    },
+                    Some(_) => return error(s, ctx, format!("client_msg_id {BadClientMsgId}")),
+                };
                 // Sent in order through the room's mailbox; the room echoes it to every
-                // subscriber (this one too) once it is durable. The answer is awaited
-                // outside the session: a session that stops (the client left, or was
-                // closed) must not take back a post it accepted, which dropping the answer
-                // would do (actix skips a message whose asker is gone).
-                let reply = s.backend.post(s.wire.room_id, &s.me, text, kind, reply_to_message_id);
+                // subscriber (this one too) once it is durable. A post whose client id made
+                // a message before is answered with that message, to this socket only. The
+                // answer is awaited outside the session: a session that stops (the client
+                // left, or was closed) must not take back a post it accepted, which
+                // dropping the answer would do (actix skips a message whose asker is gone).
+                let post = SocketPost { content: text, kind, reply_to: reply_to_message_id, client_msg_id };
+                let reply = s.backend.post(s.wire.room_id, &s.me, post);
                 let session = ctx.address();
                 actix_rt::spawn(async move {
-                    if let Err(e) = reply.await {
-                        session.do_send(Refused(e.to_string()));
+                    match reply.await {
+                        Ok(p) if p.replayed => session.do_send(Replayed(p.message.event())),
+                        Ok(_) => {}
+                        Err(e) => session.do_send(Refused(e.to_string())),
                     }
                 });
             }
@@ -172,8 +199,16 @@ impl Wire for ChatWire {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientFrame {
-    Message { content: Option<String>, message_type: Option<String>, reply_to_message_id: Option<u64> },
-    Typing { is_typing: Option<bool> },
+    Message {
+        content: Option<String>,
+        message_type: Option<String>,
+        reply_to_message_id: Option<u64>,
+        /// Read as any JSON value, so that a wrong type gets the id's own refusal.
+        client_msg_id: Option<Value>,
+    },
+    Typing {
+        is_typing: Option<bool>,
+    },
     Read {},
     Ping {},
 }

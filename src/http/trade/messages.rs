@@ -233,8 +233,9 @@ pub async fn send_message(
         file: None,
         images,
         system: false,
+        client_msg_id: None,
     };
-    let m = room.send(msg).await??;
+    let m = room.send(msg).await??.message;
     let mut data = serde_json::to_value(t_message(&state, &m)).unwrap_or_default();
     data["success"] = json!(true);
     Ok(ok(StatusCode::OK, "메시지 전송 성공", data))

@@ -120,6 +120,8 @@ impl From<ChatError> for TError {
                 TError::bad_request("자신의 티켓에는 채팅방을 열 수 없습니다.")
             }
             ChatError::Refused(rule) => TError::bad_request(format!("{rule:?}")),
+            // Only socket posts carry client message ids; REST never meets this.
+            e @ ChatError::ClientIdReused => TError::bad_request(e.to_string()),
         }
     }
 }

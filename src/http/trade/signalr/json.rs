@@ -42,8 +42,10 @@ impl HubProtocol for Json {
             Outgoing::Invocation { target, argument } => {
                 json!({ "type": 1, "target": target, "arguments": [argument] })
             }
-            Outgoing::Completion { id, error: None } => json!({ "type": 3, "invocationId": id, "result": null }),
-            Outgoing::Completion { id, error: Some(e) } => json!({ "type": 3, "invocationId": id, "error": e }),
+            Outgoing::Completion { id, outcome: Ok(result) } => {
+                json!({ "type": 3, "invocationId": id, "result": result.unwrap_or(&Value::Null) })
+            }
+            Outgoing::Completion { id, outcome: Err(e) } => json!({ "type": 3, "invocationId": id, "error": e }),
             Outgoing::Ping => json!({ "type": 6 }),
             Outgoing::Close { error, allow_reconnect } => {
                 json!({ "type": 7, "error": error, "allowReconnect": allow_reconnect })

@@ -19,7 +19,11 @@
 //!   `{..."error":"..."}` (no Completion without `invocationId`); Ping (6) both ways,
 //!   the server's every [`PING_INTERVAL`]; Close (7) both ways, the server's when the
 //!   client was silent for [`IDLE_TIMEOUT`](crate::http::session::IDLE_TIMEOUT), broke the protocol, or stopped reading.
-//! - Hub methods: `JoinRoom(roomId)`, `LeaveRoom(roomId)`. Server events are Invocations
+//! - Hub methods: `JoinRoom(roomId)`, `LeaveRoom(roomId)`, and
+//!   `SendMessage(roomId, message, clientMsgId?)`, which posts text to a room of the
+//!   caller's and completes with the stored message as `ReceiveMessage` renders it (a
+//!   `clientMsgId` used before by the caller in the room posts nothing and completes with
+//!   the message it made; see [`ClientMsgId`](crate::actors::room::ClientMsgId)). Server events are Invocations
 //!   without `invocationId`: `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`,
 //!   `MessageRead`, `MessageUpdated`, `MessageDeleted`, each with one camelCase payload.
 //!
@@ -32,7 +36,7 @@
 //! - [`protocol`]: what the hub protocols share: messages, the [`HubProtocol`] trait, hub
 //!   method arguments, and the domain's events as Invocations.
 //! - [`json`], [`msgpack`]: the two encodings.
-//! - [`session`]: [`SignalRWire`]: the handshake, invocations, `JoinRoom`/`LeaveRoom`.
+//! - [`session`]: [`SignalRWire`]: the handshake, invocations, `JoinRoom`/`LeaveRoom`/`SendMessage`.
 
 pub mod json;
 pub mod msgpack;

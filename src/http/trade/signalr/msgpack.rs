@@ -50,10 +50,14 @@ impl HubProtocol for MessagePack {
             Outgoing::Invocation { target, argument } => {
                 Mp::Array(vec![1.into(), headers(), Mp::Nil, target.into(), Mp::Array(vec![to_mp(argument)])])
             }
-            Outgoing::Completion { id, error: Some(e) } => {
+            // The result kind: 1 an error, 2 void, 3 a result.
+            Outgoing::Completion { id, outcome: Err(e) } => {
                 Mp::Array(vec![3.into(), headers(), id.into(), 1.into(), e.into()])
             }
-            Outgoing::Completion { id, error: None } => Mp::Array(vec![3.into(), headers(), id.into(), 2.into()]),
+            Outgoing::Completion { id, outcome: Ok(None) } => Mp::Array(vec![3.into(), headers(), id.into(), 2.into()]),
+            Outgoing::Completion { id, outcome: Ok(Some(result)) } => {
+                Mp::Array(vec![3.into(), headers(), id.into(), 3.into(), to_mp(result)])
+            }
             Outgoing::Ping => Mp::Array(vec![6.into()]),
             Outgoing::Close { error, allow_reconnect } => {
                 Mp::Array(vec![7.into(), error.into(), allow_reconnect.into()])
@@ -229,12 +233,20 @@ mod tests {
 
     #[test]
     fn the_server_writes_what_the_clients_read() {
-        let frame = MessagePack.write(&Outgoing::Completion { id: "3", error: None });
+        let frame = MessagePack.write(&Outgoing::Completion { id: "3", outcome: Ok(None) });
         assert_eq!(frame.opcode(), Frame::BINARY);
         let b = frame.payload();
         assert_eq!(b[0] as usize, b.len() - 1);
         let v = rmpv::decode::read_value(&mut &b[1..]).expect("decode");
         assert_eq!(v, Mp::Array(vec![3.into(), Mp::Map(vec![]), "3".into(), 2.into()]));
+        let sent = json!({ "messageId": 9, "message": "hi" });
+        let frame = MessagePack.write(&Outgoing::Completion { id: "4", outcome: Ok(Some(&sent)) });
+        let v = rmpv::decode::read_value(&mut &frame.payload()[1..]).expect("decode");
+        let Mp::Array(items) = v else { panic!("array") };
+        assert_eq!((&items[2], items[3].as_u64(), to_json(&items[4])), (&Mp::from("4"), Some(3), sent));
+        let frame = MessagePack.write(&Outgoing::Completion { id: "5", outcome: Err("no") });
+        let v = rmpv::decode::read_value(&mut &frame.payload()[1..]).expect("decode");
+        assert_eq!(v, Mp::Array(vec![3.into(), Mp::Map(vec![]), "5".into(), 1.into(), "no".into()]));
 
         let payload = json!({ "roomId": 1, "message": "안녕", "images": null, "n": -2 });
         let frame = MessagePack.write(&Outgoing::Invocation { target: "ReceiveMessage", argument: &payload });

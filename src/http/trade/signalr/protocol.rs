@@ -6,6 +6,7 @@
 //! ([`HubRender`]).
 
 use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
+use crate::actors::room::{BadClientMsgId, ClientMsgId};
 use crate::http::signed::{LinkSigner, IMAGE_LINK_TTL};
 use crate::time::{ms, now_ms, rfc3339};
 use serde_json::{json, Value};
@@ -67,9 +68,10 @@ pub enum Outgoing<'a> {
         target: &'a str,
         argument: &'a Value,
     },
+    /// A Completion: void (`Ok(None)`), with a result, or with an error.
     Completion {
         id: &'a str,
-        error: Option<&'a str>,
+        outcome: Result<Option<&'a Value>, &'a str>,
     },
     Ping,
     Close {
@@ -137,6 +139,28 @@ pub(super) fn room_argument(args: &[Value]) -> Result<u64, String> {
         _ => None,
     };
     id.filter(|&id| id > 0).ok_or_else(|| format!("roomId must be a room id, not {arg}."))
+}
+
+/// `SendMessage`'s arguments: `roomId` (as [`room_argument`] reads it), the text (1 to
+/// 5,000 characters, not only white space) and, optionally, a client message id (a string,
+/// or null for none).
+pub(super) fn send_arguments(args: &[Value]) -> Result<(u64, String, Option<ClientMsgId>), String> {
+    let (room, text, id) = match args {
+        [room, text] => (room, text, &Value::Null),
+        [room, text, id] => (room, text, id),
+        _ => return Err(format!("it takes 2 or 3 arguments (roomId, message, clientMsgId?), not {}.", args.len())),
+    };
+    let room = room_argument(std::slice::from_ref(room))?;
+    let text = match text {
+        Value::String(t) if !t.trim().is_empty() && t.chars().count() <= 5000 => t.clone(),
+        _ => return Err("message must be text of 1 to 5000 characters.".into()),
+    };
+    let id = match id {
+        Value::Null => None,
+        Value::String(id) => Some(ClientMsgId::try_from(id.clone()).map_err(|e| format!("clientMsgId {e}."))?),
+        _ => return Err(format!("clientMsgId {BadClientMsgId}.")),
+    };
+    Ok((room, text, id))
 }
 
 /// A message kind as contract T names it: `TEXT`, `IMAGE`, `FILE`, `SYSTEM`,
@@ -294,6 +318,32 @@ mod tests {
         assert_eq!(parse(&render(&read, &links, 0))["arguments"][0]["lastReadMessageId"], 5);
         let deleted = ChatEvent::MessageDeleted { room: 1, message: 5 };
         assert_eq!(parse(&render(&deleted, &links, 0))["target"], "MessageDeleted");
+    }
+
+    #[test]
+    fn send_message_takes_a_room_a_text_and_maybe_a_client_id() {
+        let id = |s: &str| Some(ClientMsgId::try_from(s.to_string()).expect("an id"));
+        assert_eq!(send_arguments(&[json!(7), json!("hi")]), Ok((7, "hi".into(), None)));
+        assert_eq!(send_arguments(&[json!("7"), json!("hi"), json!(null)]), Ok((7, "hi".into(), None)));
+        assert_eq!(send_arguments(&[json!(7), json!("hi"), json!("c-1")]), Ok((7, "hi".into(), id("c-1"))));
+        let sixty_four = "x".repeat(64);
+        assert_eq!(send_arguments(&[json!(7), json!("hi"), json!(sixty_four)]).map(|a| a.2), Ok(id(&sixty_four)));
+        for (bad, needle) in [
+            (vec![json!(7)], "arguments"),
+            (vec![json!(7), json!("hi"), json!("c"), json!(1)], "arguments"),
+            (vec![json!(0), json!("hi")], "roomId"),
+            (vec![json!(7), json!("  ")], "message"),
+            (vec![json!(7), json!("x".repeat(5001))], "message"),
+            (vec![json!(7), json!(5)], "message"),
+            (vec![json!(7), json!("hi"), json!("")], "clientMsgId"),
+            (vec![json!(7), json!("hi"), json!("x".repeat(65))], "clientMsgId"),
+            (vec![json!(7), json!("hi"), json!("아이디")], "clientMsgId"),
+            (vec![json!(7), json!("hi"), json!("a b")], "clientMsgId"),
+            (vec![json!(7), json!("hi"), json!(12)], "clientMsgId"),
+        ] {
+            let e = send_arguments(&bad).expect_err("refused");
+            assert!(e.contains(needle), "{bad:?}: {e}");
+        }
     }
 
     #[test]

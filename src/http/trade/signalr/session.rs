@@ -1,17 +1,21 @@
 //! [`SignalRWire`]: the SignalR hub protocols as a [`Wire`] of the shared
 //! [`Session`] actor. It reads the handshake (which names the protocol: any of
-//! [`PROTOCOLS`]), then the protocol's messages in order, runs `JoinRoom` and `LeaveRoom`
-//! (a join goes through the room, and nothing after it is handled until the room
-//! answers), and answers invocations with Completions. The session does the rest:
+//! [`PROTOCOLS`]), then the protocol's messages in order, runs `JoinRoom`, `LeaveRoom`
+//! and `SendMessage` (a join goes through the room, and nothing after it is handled until
+//! the room answers; a send does not hold up what follows), and answers invocations with
+//! Completions. The session does the rest:
 //! groups, presence, the outbox, pings, timeouts, and sending each event once.
 
-use super::protocol::{room_argument, Broken, HubMessage, HubProtocol, HubRender, Outgoing, HANDSHAKE_OK, RS};
+use super::protocol::{message_payload, room_argument, send_arguments, Broken, HubMessage, HubProtocol, HubRender};
+use super::protocol::{Outgoing, HANDSHAKE_OK, RS};
 use super::{MAX_RECORD, PING_INTERVAL, PROTOCOLS};
 use crate::actors::hub::Frame;
-use crate::actors::room::ChatError;
+use crate::actors::room::{ChatError, Posted};
+use crate::cluster::SocketPost;
 use crate::http::session::{Ctx, Data, Session, Wire};
 use crate::http::signed::LinkSigner;
-use actix::AsyncContext;
+use crate::time::now_ms;
+use actix::prelude::*;
 use actix_web_actors::ws;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -311,10 +315,19 @@ fn drain(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
     }
 }
 
-/// Answer an invocation that asked for an answer.
+/// Answer an invocation that asked for an answer (void).
 fn complete(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, outcome: Result<(), String>) {
+    complete_with(s, ctx, id, outcome.map(|()| None));
+}
+
+/// Answer an invocation that asked for an answer, with its result if it has one.
+fn complete_with(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, outcome: Result<Option<Value>, String>) {
     let (Some(id), Some(p)) = (id, s.wire.protocol) else { return };
-    let frame = p.write(&Outgoing::Completion { id: &id, error: outcome.as_ref().err().map(String::as_str) });
+    let outcome = match &outcome {
+        Ok(result) => Ok(result.as_ref()),
+        Err(e) => Err(e.as_str()),
+    };
+    let frame = p.write(&Outgoing::Completion { id: &id, outcome });
     track(s, ctx, &frame);
     s.write(ctx, frame);
 }
@@ -338,6 +351,9 @@ fn invoke(
     };
     if streams {
         return complete(s, ctx, id, Err(format!("Failed to invoke '{target}': streams are not supported.")));
+    }
+    if target.eq_ignore_ascii_case("SendMessage") {
+        return send_message(s, ctx, id, &args);
     }
     let join = target.eq_ignore_ascii_case("JoinRoom");
     if !join && !target.eq_ignore_ascii_case("LeaveRoom") {
@@ -366,4 +382,49 @@ fn invoke(
         complete(s, ctx, id, outcome);
         drain(s, ctx);
     });
+}
+
+/// `SendMessage(roomId, message, clientMsgId?)`: post a text message to a room (participants
+/// only; joining it is not needed). The Completion's result is the stored message as
+/// `ReceiveMessage` renders it; with a client message id the sender used in the room
+/// before, nothing is posted and the result is the message the id made. The post goes to
+/// the room now, in the order of the invocations, and later ones do not wait for it; the
+/// answer is awaited outside the session, so a connection that closes does not take back a
+/// post it accepted.
+fn send_message(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, args: &[Value]) {
+    let (room, content, client_msg_id) = match send_arguments(args) {
+        Ok(a) => a,
+        Err(e) => return complete(s, ctx, id, Err(format!("Failed to invoke 'SendMessage': {e}"))),
+    };
+    let post = SocketPost { content, kind: "text".into(), reply_to: None, client_msg_id };
+    let reply = s.backend.post(room, &s.me, post);
+    let session = ctx.address();
+    actix_rt::spawn(async move {
+        let outcome = reply.await;
+        session.do_send(Sent { id, room, outcome });
+    });
+}
+
+/// The answer to a `SendMessage`, back in its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Sent {
+    id: Option<String>,
+    room: u64,
+    outcome: Result<Posted, ChatError>,
+}
+
+impl Handler<Sent> for S {
+    type Result = ();
+    fn handle(&mut self, msg: Sent, ctx: &mut Ctx<SignalRWire>) {
+        let room = msg.room;
+        let outcome = match msg.outcome {
+            Ok(p) => Ok(Some(message_payload(&p.message.event(), &self.wire.links, now_ms()))),
+            Err(ChatError::RoomNotFound) => Err(format!("Room {room} not found.")),
+            Err(ChatError::ClientIdReused) => Err("clientMsgId was already used for a different message.".into()),
+            Err(ChatError::Unavailable(e)) => Err(format!("Cannot send to room {room} now: {e}.")),
+            Err(e) => Err(format!("Cannot send to room {room}: {e}.")),
+        };
+        complete_with(self, ctx, msg.id, outcome);
+    }
 }

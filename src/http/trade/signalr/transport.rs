@@ -125,7 +125,8 @@ pub struct NegotiateResponse {
 
 /// SignalR negotiation for the chat hub. Then open the WebSocket
 /// `GET /hubs/chat?id={connectionToken}&access_token={JWT}` and speak the SignalR JSON hub
-/// protocol, version 1: methods `JoinRoom(roomId)` and `LeaveRoom(roomId)`; events
+/// protocol, version 1: methods `JoinRoom(roomId)`, `LeaveRoom(roomId)` and
+/// `SendMessage(roomId, message, clientMsgId?)`; events
 /// `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`,
 /// `MessageUpdated`, `MessageDeleted`. A connection token works once, for two minutes;
 /// clients may also skip negotiation and open the WebSocket without `id`.
@@ -171,7 +172,7 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
 /// The WebSocket: refused before the upgrade with 401 (no valid token), 404 (an `id` that
 /// negotiate did not hand out, or that was used) or 403 (another user's `id`).
 #[utoipa::path(get, path = "/hubs/chat", tag = "T: ticket trade",
-    description = "The SignalR hub's WebSocket (`Upgrade: websocket`), after `POST /hubs/chat/negotiate`: the ASP.NET Core SignalR hub protocol, version 1, JSON (`{\"protocol\":\"json\",\"version\":1}` + 0x1E, text frames) or MessagePack (binary frames). Methods `JoinRoom(roomId)`, `LeaveRoom(roomId)`; events `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`, `MessageUpdated`, `MessageDeleted`. See docs/api.md.",
+    description = "The SignalR hub's WebSocket (`Upgrade: websocket`), after `POST /hubs/chat/negotiate`: the ASP.NET Core SignalR hub protocol, version 1, JSON (`{\"protocol\":\"json\",\"version\":1}` + 0x1E, text frames) or MessagePack (binary frames). Methods `JoinRoom(roomId)`, `LeaveRoom(roomId)`, `SendMessage(roomId, message, clientMsgId?)` (posts text to a room of yours; the Completion's result is the stored message as `ReceiveMessage` renders it; `clientMsgId`, 1 to 64 visible ASCII characters, makes a retry within 25 hours answer the first message instead of posting again, and is refused with a Completion error when reused with another message); events `ReceiveMessage`, `RoomUpdated`, `UserTyping`, `UserStatus`, `MessageRead`, `MessageUpdated`, `MessageDeleted`. See docs/api.md.",
     params(("id" = Option<String>, Query, description = "The connectionToken from negotiate (absent with skipNegotiation)"),
         ("access_token" = Option<String>, Query, description = "The JWT (or the Authorization header)")),
     responses((status = 101, description = "Switching Protocols: the hub connection"),
