@@ -149,6 +149,9 @@ async fn signalr_stateful_reconnect_by_hand_replays_what_was_not_acknowledged() 
     // answer that turns it on unasked).
     let r = server.api().call("POST", "/hubs/chat/negotiate?negotiateVersion=1", Some(&jwt(BUYER)), &[], None).await;
     assert!(r.body.get("useStatefulReconnect").is_none(), "{r:?}");
+    let q = "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=yes";
+    let r = server.api().call("POST", q, Some(&jwt(BUYER)), &[], None).await;
+    assert_eq!((r.status, r.body["statusCode"].as_u64()), (400, Some(400)), "{r:?}");
 
     let token = stateful_token(&server, BUYER).await;
     let mut hub = stateful_hub(&server, &token, room).await;

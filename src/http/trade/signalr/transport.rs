@@ -134,7 +134,7 @@ pub struct NegotiateResponse {
     params(("negotiateVersion" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_u64, description = "The client's negotiate protocol version (0 if absent)"),
         ("useStatefulReconnect" = Option<bool>, Query, description = "`true`: stateful reconnect (with negotiateVersion 1); the answer then says `useStatefulReconnect: true`")),
     responses((status = 200, body = NegotiateResponse),
-        (status = 400, description = "`negotiateVersion` is not a number", body = TEnvelope),
+        (status = 400, description = "`negotiateVersion` is not a number, or `useStatefulReconnect` not `true` or `false`", body = TEnvelope),
         (status = 401, description = "No valid token", body = TEnvelope)),
     security(("bearer" = [])))]
 pub async fn negotiate(req: HttpRequest) -> HttpResponse {
@@ -151,9 +151,14 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
         },
     };
     let version = asked.min(1) as u32;
+    let asked_stateful = match q.as_ref().ok().and_then(|q| q.get("useStatefulReconnect")) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => return refusal(StatusCode::BAD_REQUEST, format!("Invalid useStatefulReconnect '{v}'.")),
+    };
     // Stateful reconnect needs the connection token of version 1.
-    let stateful = version == 1
-        && q.as_ref().ok().and_then(|q| q.get("useStatefulReconnect")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let stateful = version == 1 && asked_stateful;
     let token = random_id();
     remember(&token, me.user_id, stateful);
     let (connection_id, connection_token) = if version == 0 { (token, None) } else { (random_id(), Some(token)) };
