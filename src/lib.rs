@@ -29,6 +29,7 @@
 //! - [`app`]: build, bind, run until a signal, flush, exit.
 //! - [`observe`]: Prometheus metrics and the status page's figures.
 //! - [`time`]: wall-clock milliseconds and RFC 3339.
+//! - [`frame`]: a WebSocket frame encoded once, shared by every socket it goes to.
 //!
 //! The load tool, `boxoffice-load`, is its own workspace member under `load/`.
 
@@ -37,6 +38,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod frame;
 pub mod http;
 pub mod money;
 pub mod observe;

@@ -1,8 +1,9 @@
 //! `Hub`: routes domain events to groups of sessions (`room_{roomId}`, `user_{userId}`),
 //! and counts each user's connections for presence. It knows nothing of any wire format:
 //! an [`Event`] carries a domain [`ChatEvent`], and each session renders it in its own
-//! protocol (an event keeps one rendered copy per protocol, so a fan-out to a thousand
-//! sessions of one protocol renders it once).
+//! protocol through its [`Render`] (an event keeps one rendered copy per protocol, so a
+//! fan-out to a thousand sessions of one protocol renders it once). A rendered copy is a
+//! [`Frame`] ([`crate::frame`]), whose bytes the hub only counts and hands on.
 //!
 //! Rooms publish through the [`Fanout`] trait, of which `Hub` is the in-process
 //! implementation; events ([`ChatEvent`]) and groups ([`Group`]) are plain serializable
@@ -28,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+pub use crate::frame::Frame;
 
 /// A group of sessions an event goes to: SignalR's `room_{roomId}` and `user_{userId}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -85,77 +88,6 @@ impl Fanout for Hub {
 /// How many wire protocols render events (contract C's JSON, SignalR's JSON and
 /// MessagePack hub protocols): the size of an event's cache of rendered frames.
 pub const PROTOCOLS: usize = 3;
-
-/// A WebSocket frame as the server sends it, header and payload in one buffer: encoded
-/// once per event and protocol, and written as it is to every session of that protocol
-/// (one `write` each, nothing copied).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    wire: bytes::Bytes,
-    /// The header's length.
-    head: u8,
-}
-
-impl Frame {
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
-
-    /// A text frame.
-    pub fn text(text: impl AsRef<str>) -> Frame {
-        Frame::new(Frame::TEXT, text.as_ref().as_bytes())
-    }
-
-    /// A binary frame.
-    pub fn binary(payload: &[u8]) -> Frame {
-        Frame::new(Frame::BINARY, payload)
-    }
-
-    /// A whole (FIN), unmasked frame of `opcode` (RFC 6455 §5.2).
-    pub fn new(opcode: u8, payload: &[u8]) -> Frame {
-        let n = payload.len();
-        let mut wire = bytes::BytesMut::with_capacity(n + 10);
-        wire.extend_from_slice(&[0x80 | opcode]);
-        if n < 126 {
-            wire.extend_from_slice(&[n as u8]);
-        } else if n <= u16::MAX as usize {
-            wire.extend_from_slice(&[126]);
-            wire.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            wire.extend_from_slice(&[127]);
-            wire.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-        let head = wire.len() as u8;
-        wire.extend_from_slice(payload);
-        Frame { wire: wire.freeze(), head }
-    }
-
-    /// The frame's opcode.
-    pub fn opcode(&self) -> u8 {
-        self.wire[0] & 0x0f
-    }
-
-    /// Its payload.
-    pub fn payload(&self) -> &[u8] {
-        &self.wire[self.head as usize..]
-    }
-
-    /// The frame as it goes on the wire.
-    pub fn wire(&self) -> &bytes::Bytes {
-        &self.wire
-    }
-
-    /// Its size on the wire, in bytes.
-    pub fn len(&self) -> usize {
-        self.wire.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.wire.is_empty()
-    }
-}
 
 /// How one wire protocol renders domain events. Sessions of one protocol share one.
 pub trait Render: Send + Sync + 'static {
