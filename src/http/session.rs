@@ -244,8 +244,7 @@ impl<W: Wire> Session<W> {
     /// this session runs once the 101 is written. Client frames are bounded by
     /// `max_frame` bytes (1009 past it).
     pub fn start(mut self, req: &HttpRequest, max_frame: usize) -> Result<HttpResponse, actix_web::Error> {
-        let mut res = ws::handshake(req)?.finish();
-        let takeover = move |io: TcpStream, read: BytesMut| {
+        upgrade(req, move |io, read| {
             let _ = io.set_nodelay(true);
             let io = Rc::new(io);
             self.io = Some(io.clone());
@@ -253,9 +252,23 @@ impl<W: Wire> Session<W> {
                 self.reading = Some(ctx.add_stream(reader(io, read, max_frame)));
                 self
             });
-        };
-        res.extensions_mut().insert(Takeover(Box::new(takeover)));
-        Ok(res)
+        })
+    }
+
+    /// Accept the WebSocket handshake of `req` as a new socket for the resumable
+    /// connection `session` ([`Resume`]), whichever worker thread it runs on. If the session
+    /// has stopped meanwhile, the socket is dropped and the client starts a new connection.
+    pub fn take_over(
+        req: &HttpRequest,
+        session: Addr<Self>,
+        max_frame: usize,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        upgrade(req, move |io, read| {
+            // Out of this worker's runtime, into the session's.
+            if let Ok(io) = io.into_std() {
+                session.do_send(Resume { io, read, max_frame });
+            }
+        })
     }
 
     pub fn hub(&self) -> &Hub {
@@ -847,6 +860,17 @@ impl<W: Wire> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session<
         self.peer_done = true;
         self.after_write(ctx);
     }
+}
+
+/// A 101 for the WebSocket handshake of `req` (400 if it is not one), whose socket goes to
+/// `run` once the 101 is written ([`Takeover`]).
+fn upgrade(
+    req: &HttpRequest,
+    run: impl FnOnce(TcpStream, BytesMut) + 'static,
+) -> Result<HttpResponse, actix_web::Error> {
+    let mut res = ws::handshake(req)?.finish();
+    res.extensions_mut().insert(Takeover(Box::new(run)));
+    Ok(res)
 }
 
 /// A client's frames, read when the socket is readable: whole messages (fragments are put

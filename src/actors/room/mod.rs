@@ -512,21 +512,7 @@ mod tests {
     async fn a_long_room_reads_old_messages_from_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
-        let snapshot = RoomSnapshot {
-            id: 9,
-            name: Some("long".into()),
-            kind: RoomKind::Group,
-            description: None,
-            max_participants: 2,
-            created_by: 1,
-            active: true,
-            created_at: 1,
-            updated_at: 1,
-            participants: vec![person(1, 1), person(2, 2)],
-            settings: RoomSettings::default(),
-            trade: None,
-            closed_at: None,
-        };
+        let snapshot = RoomSnapshot { name: Some("long".into()), max_participants: 2, ..group(9) };
         let room = start(&store, &snapshot);
         let n = 3 * MESSAGES_KEPT + 7;
         let posts = (0..n).map(|i| {

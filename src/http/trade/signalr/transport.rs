@@ -7,8 +7,7 @@ use super::session::{Replay, SignalRWire};
 use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
 use crate::http::error::TEnvelope;
-use crate::http::session::{Resume, Session};
-use crate::http::upgrade::Takeover;
+use crate::http::session::Session;
 use crate::http::Realtime;
 use actix::Addr;
 use actix_web::http::StatusCode;
@@ -209,7 +208,7 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
             if user != me.user_id {
                 return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."));
             }
-            return resume(&req, session, max_frame);
+            return Session::take_over(&req, session, max_frame);
         }
         match redeem(id) {
             None => return Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
@@ -225,25 +224,6 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
     }
     let session = Session::new(&state, author(&me), SignalRWire::new(state.links.clone(), replay));
     session.start(&req, max_frame)
-}
-
-/// A 101 whose socket goes to the stateful connection's session (on whichever worker
-/// thread it runs): the client resumes it without a new handshake.
-fn resume(
-    req: &HttpRequest,
-    session: Addr<Session<SignalRWire>>,
-    max_frame: usize,
-) -> Result<HttpResponse, actix_web::Error> {
-    let mut res = ws::handshake(req)?.finish();
-    let takeover = move |io: tokio::net::TcpStream, read: actix_web::web::BytesMut| {
-        // Out of this worker's runtime, into the session's. If the session has just
-        // stopped, the socket is dropped and the client starts a new connection.
-        if let Ok(io) = io.into_std() {
-            session.do_send(Resume { io, read, max_frame });
-        }
-    };
-    res.extensions_mut().insert(Takeover(Box::new(takeover)));
-    Ok(res)
 }
 
 #[cfg(test)]
