@@ -48,6 +48,11 @@ impl Application {
         if settings.role == Role::Core {
             std::fs::create_dir_all(&settings.data_dir)?;
         }
+        if settings.clock_adjustable {
+            tracing::warn!(
+                "BOXOFFICE_CLOCK_ADJUSTABLE: admins may move this server's clock (POST /admin/clock); for tests only"
+            );
+        }
         let secret = load_secret(&settings)?;
         let public_key = match &settings.jwt_public_key {
             Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?),
@@ -138,7 +143,7 @@ impl Application {
                 .configure(|cfg| match &state {
                     Some(state) => {
                         cfg.app_data(state.clone());
-                        http::routes(cfg)
+                        http::routes(cfg, &state.settings)
                     }
                     None => edge_routes(cfg),
                 })

@@ -205,6 +205,11 @@ pub struct Settings {
     /// Do not load the demo catalog into an empty store.
     #[arg(long, env = "BOXOFFICE_NO_DEMO")]
     pub no_demo: bool,
+    /// For tests only: serve `POST /admin/clock` (admins), which moves this process's clock
+    /// forward for every expiry, hold, queue tick and idle stop, so a timer test need not
+    /// sleep. Off, the path is unknown (404).
+    #[arg(long, env = "BOXOFFICE_CLOCK_ADJUSTABLE")]
+    pub clock_adjustable: bool,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "BOXOFFICE_WORKERS", default_value_t = 0)]
     pub workers: usize,

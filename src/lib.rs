@@ -28,7 +28,8 @@
 //!   [`cluster::Backend`] a WebSocket session reaches the state through.
 //! - [`app`]: build, bind, run until a signal, flush, exit.
 //! - [`observe`]: Prometheus metrics and the status page's figures.
-//! - [`time`]: wall-clock milliseconds and RFC 3339.
+//! - [`time`]: the one clock every timer reads (wall time plus an offset only tests move),
+//!   milliseconds and RFC 3339.
 //! - [`frame`]: a WebSocket frame encoded once, shared by every socket it goes to.
 //!
 //! The load tool, `boxoffice-load`, is its own workspace member under `load/`.

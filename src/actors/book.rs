@@ -166,13 +166,13 @@ struct BookInner<A: Activated> {
     env: A::Env,
     arbiters: Arbiters,
     idle_ms: u64,
-    epoch: std::time::Instant,
     generations: AtomicU64,
 }
 
 impl<A: Activated> BookInner<A> {
+    /// The server's clock, so that an advance of it (a test's) makes actors idle too.
     fn clock_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::time::now_ms()
     }
 }
 
@@ -191,14 +191,14 @@ impl<A: Activated> Clone for ActorBook<A> {
 
 impl<A: Activated> ActorBook<A> {
     /// A book whose actors stop after `idle` unasked (run inside an actix system: a task
-    /// sweeps the book every half window, at most every 10 s).
+    /// sweeps the book every half window, at most every 10 s, and whenever the clock is
+    /// advanced).
     pub fn new(env: A::Env, arbiters: Arbiters, idle: Duration) -> Self {
         let inner = Arc::new(BookInner {
             slots: Default::default(),
             env,
             arbiters,
             idle_ms: idle.as_millis().max(1) as u64,
-            epoch: std::time::Instant::now(),
             generations: AtomicU64::new(0),
         });
         let every = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(10));
@@ -206,8 +206,12 @@ impl<A: Activated> ActorBook<A> {
         actix_rt::spawn(async move {
             let mut tick = actix_rt::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut moved = crate::time::clock().moved();
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = moved.next() => {}
+                }
                 let Some(book) = weak.upgrade() else { return };
                 ActorBook(book).sweep();
             }

@@ -14,6 +14,8 @@
 //!   refusals in its shape, unknown routes), [`health`] (`/healthz`), [`openapi`] (the
 //!   document, gathered from the handlers, and its route), [`signed`]
 //!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors.
+//! - [`clock`]: `POST /admin/clock`, tests' way to move the server's clock (off unless
+//!   `BOXOFFICE_CLOCK_ADJUSTABLE`).
 //!
 //! The extractors are generic over the contract's error type, so a bad token or body is
 //! answered in that contract's shape.
@@ -24,6 +26,7 @@ pub const ROOM_CLOSED: &str = "채팅방이 종료되었습니다.";
 
 pub mod booking;
 pub mod chat;
+pub mod clock;
 pub mod contract;
 pub mod error;
 pub mod frame_guard;
@@ -316,8 +319,12 @@ pub fn fingerprint<T: Serialize>(route: &str, body: &T) -> Fingerprint {
     h.finalize().into()
 }
 
-/// Every route of every contract.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Every route of every contract (and, with `BOXOFFICE_CLOCK_ADJUSTABLE`, the tests'
+/// clock).
+pub fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    if settings.clock_adjustable {
+        clock::routes(cfg);
+    }
     health::routes(cfg);
     openapi::routes(cfg);
     queue::routes(cfg);

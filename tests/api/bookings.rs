@@ -660,14 +660,20 @@ async fn a_lock_that_runs_out_during_a_slow_gateway_call_keeps_no_charge() {
     assert_eq!(taken(&seat_map(&api, kim, "perf_001").await), ["E1", "E2"]);
 }
 
+/// The lock lasts its 10 minutes (the default) by the server's clock, which the test moves.
 #[actix_rt::test]
 async fn an_unpaid_lock_runs_out_and_frees_its_seats() {
-    let server = TestServer::spawn(&[("BOXOFFICE_BOOKING_LOCK_TTL", "400ms")]);
+    let server = TestServer::spawn(&[]);
     let api = server.api();
     let (kim, lee) = (1u64, 2u64);
     let b = assert_initiated(&book(&api, kim, "perf_001", &["F1", "F2"]).await, 2 * PRICE);
     assert_eq!(taken(&seat_map(&api, lee, "perf_001").await), ["F1", "F2"]);
     assert_error(&book(&api, lee, "perf_001", &["F2"]).await, 400, Some(&not_available("F2")));
+    server.advance(Duration::from_secs(10 * 60 - 10)).await;
+    actix_rt::time::sleep(NOTHING_FIRES).await;
+    assert_eq!(states(&api, kim, &b.id).await.0, "pending", "10 s before the lock runs out");
+    assert_eq!(taken(&seat_map(&api, lee, "perf_001").await), ["F1", "F2"]);
+    server.advance(Duration::from_secs(11)).await;
     eventually!("the lock runs out", states(&api, kim, &b.id).await.0 == "expired");
 
     assert_eq!(states(&api, kim, &b.id).await, pair("expired", "unpaid"));

@@ -240,13 +240,15 @@ async fn contracts_q_and_b_sell_from_one_seat_map() {
     assert_eq!(taken(&map), ["1", "2", "3", "4", "5"]);
 }
 
-/// A seat map's timer armed for a far deadline (a 60 s booking lock) must still fire for a
-/// nearer one set later (a 400 ms hold): the seat map re-arms from the changed reservation
-/// instead of scanning them all, and this fails if it ever skips an earlier deadline.
+/// A seat map's timer armed for a far deadline (an hour's booking lock) must still fire for
+/// a nearer one set later (a 5 minute hold): the seat map re-arms from the changed
+/// reservation instead of scanning them all, and this fails if it ever skips an earlier
+/// deadline. The test moves the server's clock: both held 10 s before the hold's end,
+/// the hold gone and the lock kept just after.
 #[actix_rt::test]
 async fn a_short_hold_expires_on_time_beside_a_long_booking_lock() {
     let mut env = fast_queue();
-    env.extend([("BOXOFFICE_HOLD_TTL", "400ms"), ("BOXOFFICE_BOOKING_LOCK_TTL", "60s")]);
+    env.extend([("BOXOFFICE_HOLD_TTL", "5m"), ("BOXOFFICE_BOOKING_LOCK_TTL", "1h")]);
     let server = TestServer::spawn(&env);
     let api = server.api();
     let lee = 2u64;
@@ -255,10 +257,14 @@ async fn a_short_hold_expires_on_time_beside_a_long_booking_lock() {
     let held = kim.hold(&api, 1, 1, "h1").await;
     assert_eq!(held.status, 200, "{held:?}");
     let id = held.body["reservationId"].as_u64().expect("reservationId");
-    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    server.advance(Duration::from_secs(5 * 60 - 10)).await;
+    actix_rt::time::sleep(NOTHING_FIRES).await;
+    let q = seat_statuses(&kim.seats(&api, 1).await);
+    assert_eq!((q[0].1.as_str(), q[1].1.as_str()), ("TEMP_RESERVED", "TEMP_RESERVED"), "{q:?}");
+    server.advance(Duration::from_secs(11)).await;
+    eventually!("the hold expires", kim.reservation(&api, id).await.body["status"] == "EXPIRED");
     let q = seat_statuses(&kim.seats(&api, 1).await);
     assert_eq!((q[0].1.as_str(), q[1].1.as_str()), ("AVAILABLE", "TEMP_RESERVED"), "{q:?}");
-    assert_eq!(kim.reservation(&api, id).await.body["status"], "EXPIRED");
 }
 
 enum Attempt {

@@ -3,19 +3,22 @@
 use crate::helpers::*;
 use std::time::Duration;
 
+/// The hold lasts its 5 minutes (the default) by the server's clock, which the test moves:
+/// held 10 s before, free just after.
 #[actix_rt::test]
 async fn an_expired_hold_frees_its_seat() {
-    let server = TestServer::spawn(&[
-        ("BOXOFFICE_QUEUE_ADMIT_RATE", "1000000"),
-        ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1000000"),
-        ("BOXOFFICE_HOLD_TTL", "300ms"),
-    ]);
+    let server = TestServer::spawn(&fast_queue());
     let api = server.api();
     let kim = Buyer::enter(&api, 1).await;
     let r = kim.hold(&api, 1, 10, "h").await;
     assert_eq!(r.status, 200);
     let id = r.body["reservationId"].as_u64().expect("id");
     assert_eq!(seat_statuses(&kim.seats(&api, 1).await)[9].1, "TEMP_RESERVED");
+    server.advance(Duration::from_secs(5 * 60 - 10)).await;
+    actix_rt::time::sleep(NOTHING_FIRES).await;
+    assert_eq!(seat_statuses(&kim.seats(&api, 1).await)[9].1, "TEMP_RESERVED", "10 s before its expiry");
+    assert_eq!(kim.reservation(&api, id).await.body["status"], "ON_HOLD");
+    server.advance(Duration::from_secs(11)).await;
     eventually!("the hold expires", seat_statuses(&kim.seats(&api, 1).await)[9].1 == "AVAILABLE");
     assert_eq!(kim.reservation(&api, id).await.body["status"], "EXPIRED");
     assert_eq!(kim.charge(&api, 80_000, "c").await.status, 200);

@@ -45,6 +45,8 @@ impl TestServer {
             // The suite plays a few users many times over (races, storms, restarts): the
             // rate limits are off unless a test turns them on (tests/api/limits.rs does).
             .env("BOXOFFICE_RATE_LIMIT", "off")
+            // Timer tests move the server's clock (`TestServer::advance`) instead of sleeping.
+            .env("BOXOFFICE_CLOCK_ADJUSTABLE", "true")
             .env("RUST_LOG", "info,sled=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -114,6 +116,17 @@ impl TestServer {
     pub fn api(&self) -> Api {
         Api::new(&self.base)
     }
+
+    /// Move the server's clock forward by `by` (`POST /admin/clock`): every timer whose
+    /// deadline that passes fires at once. Returns the server's time after the move (ms
+    /// since the epoch). The move lasts until the process ends: a restart reads the wall
+    /// clock again.
+    pub async fn advance(&self, by: Duration) -> u64 {
+        let body = json!({ "advance_ms": u64::try_from(by.as_millis()).expect("ms") });
+        let r = self.api().call("POST", "/admin/clock", Some(&admin_jwt(999_999)), &[], Some(body)).await;
+        assert_eq!(r.status, 200, "advance the clock: {r:?}");
+        r.body["now_ms"].as_u64().expect("now_ms")
+    }
 }
 
 impl Drop for TestServer {
@@ -125,13 +138,21 @@ impl Drop for TestServer {
     }
 }
 
+/// How long a test gives a timer that must not fire after an advance to show that it did
+/// (a timer the advance passed fires within milliseconds).
+pub const NOTHING_FIRES: Duration = Duration::from_millis(150);
+
+/// How long the tests' tokens last: past any advance of a server's clock a test makes
+/// (a day and more for contract T's payment requests), since the server checks `exp` by
+/// its own clock.
+const TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub fn jwt(user: u64) -> String {
-    boxoffice::auth::mint(SECRET.as_bytes(), user, Some(&format!("buyer{user}")), false, Duration::from_secs(3600))
-        .expect("mint")
+    boxoffice::auth::mint(SECRET.as_bytes(), user, Some(&format!("buyer{user}")), false, TOKEN_TTL).expect("mint")
 }
 
 pub fn admin_jwt(user: u64) -> String {
-    boxoffice::auth::mint(SECRET.as_bytes(), user, Some("admin"), true, Duration::from_secs(3600)).expect("mint")
+    boxoffice::auth::mint(SECRET.as_bytes(), user, Some("admin"), true, TOKEN_TTL).expect("mint")
 }
 
 #[derive(Clone)]

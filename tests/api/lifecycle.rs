@@ -7,10 +7,25 @@ use crate::helpers::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// A server with the default idle window ([`IDLE`]), which its tests pass by moving its
+/// clock ([`idle_out`]).
 fn idle_server() -> TestServer {
-    let mut env = fast_queue();
-    env.push(("BOXOFFICE_ACTOR_IDLE", "150ms"));
-    TestServer::spawn(&env)
+    TestServer::spawn(&fast_queue())
+}
+
+/// `BOXOFFICE_ACTOR_IDLE`'s default.
+const IDLE: Duration = Duration::from_secs(120);
+
+/// Move the server's clock past the idle window: every actor nobody asked for since is
+/// idle, and the book's sweep (woken by the move) stops those with no work left. Short of
+/// the window (by 30 s, more than the test's own steps take), none of them stops.
+async fn idle_out(server: &TestServer, api: &Api, kind: &str) {
+    let before = live(api, kind).await;
+    assert!(before > 0, "no {kind} actor runs");
+    server.advance(IDLE - Duration::from_secs(30)).await;
+    actix_rt::time::sleep(NOTHING_FIRES).await;
+    assert_eq!(live(api, kind).await, before, "a {kind} actor stopped before the idle window was over");
+    server.advance(Duration::from_secs(31)).await;
 }
 
 /// `boxoffice_actors_live{kind="..."}` as `/metrics` says now.
@@ -49,6 +64,7 @@ async fn keyed_retries_after_the_actors_stopped_replay_the_first_answer_byte_for
     assert_eq!(refused.status, 400, "{refused:?}");
 
     // Nobody asks for the wallet for a while: it stops (its balance is in its record).
+    idle_out(&server, &api, "wallet").await;
     until_live(&api, "wallet", 0).await;
     for (first, again) in [
         (&charged, kim.charge(&api, 100_000, "c1").await),
@@ -59,13 +75,15 @@ async fn keyed_retries_after_the_actors_stopped_replay_the_first_answer_byte_for
     }
     let paid = kim.pay(&api, reservation, 80_000, "p1").await;
     assert_eq!(paid.status, 200, "{paid:?}");
+    idle_out(&server, &api, "wallet").await;
     until_live(&api, "wallet", 0).await;
     // The payment retired the queue token: its replay is found all the same.
     let replay = kim.pay(&api, reservation, 80_000, "p1").await;
     assert_eq!((replay.status, &replay.raw), (paid.status, &paid.raw));
     let kim = Buyer::enter(&api, 31).await;
     assert_eq!(kim.balance(&api).await.body["amount"].as_u64(), Some(20_000), "charged once, paid once");
-    // Every seat map stops too (none has a deadline left): a sold seat is read back.
+    // Every seat map stopped in the same move (none has a deadline left): a sold seat is
+    // read back.
     until_live(&api, "seat_map", 0).await;
     let seats = seat_statuses(&kim.seats(&api, 2).await);
     assert_eq!(seats[8], (9, "RESERVED".to_string()), "the paid seat stays sold");
@@ -79,6 +97,7 @@ async fn a_room_stopped_when_idle_carries_on_from_its_records() {
     let api = server.api();
     let room = chat.group(41, "idle", &[42]).await;
     let first = chat.post(41, room, "before").await;
+    idle_out(&server, &api, "room").await;
     until_live(&api, "room", 0).await;
     let second = chat.post(42, room, "after").await;
     let all = chat.all_messages(41, room).await;

@@ -301,3 +301,36 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
     assert_eq!(farewell["allowReconnect"], json!(true), "{farewell}");
     assert!(server.log().contains("drained"), "{}", server.log());
 }
+
+/// `POST /admin/clock` (tests' way to move the server's clock): unknown unless
+/// `BOXOFFICE_CLOCK_ADJUSTABLE` is on, and then for admins only; it moves the clock forward
+/// only, and answers the new time.
+#[actix_rt::test]
+async fn the_clock_moves_for_admins_only_and_only_where_it_is_adjustable() {
+    let advance = |ms: i64| Some(json!({ "advance_ms": ms }));
+    let off = TestServer::spawn(&[("BOXOFFICE_CLOCK_ADJUSTABLE", "false")]);
+    let r = off.api().call("POST", "/admin/clock", Some(&admin_jwt(1)), &[], advance(60_000)).await;
+    assert_q_error(&r, 404);
+
+    let server = TestServer::spawn(&[]);
+    let api = server.api();
+    assert_q_error(&api.call("POST", "/admin/clock", None, &[], advance(60_000)).await, 401);
+    assert_q_error(&api.call("POST", "/admin/clock", Some(&jwt(1)), &[], advance(60_000)).await, 403);
+    for bad in [advance(-1), Some(json!({})), Some(json!({ "advance_ms": "60s" }))] {
+        assert_q_error(&api.call("POST", "/admin/clock", Some(&admin_jwt(1)), &[], bad).await, 400);
+    }
+    let before = boxoffice::time::now_ms();
+    let r = api.call("POST", "/admin/clock", Some(&admin_jwt(1)), &[], advance(3_600_000)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let now = r.body["now_ms"].as_u64().expect("now_ms");
+    assert!(now >= before + 3_600_000 && now < boxoffice::time::now_ms() + 3_600_000 + 1_000, "{r:?}");
+    assert_eq!(r.body["offset_ms"], 3_600_000, "{r:?}");
+    assert_eq!(r.body["now"], boxoffice::time::rfc3339(now), "{r:?}");
+    // It adds up, and the server's answers read it (a token's expiry time).
+    assert!(server.advance(Duration::from_secs(60)).await >= now + 60_000);
+    let issued = api.call("POST", "/waiting/issue", Some(&jwt(1)), &[], Some(json!({ "userId": 1 }))).await;
+    let expires = chrono::DateTime::parse_from_rfc3339(issued.body["expiresAt"].as_str().expect("expiresAt"))
+        .expect("RFC 3339")
+        .timestamp_millis() as u64;
+    assert!(expires >= now + 60_000 + 10 * 60_000, "{issued:?}");
+}

@@ -6,12 +6,9 @@ use std::time::Duration;
 
 #[actix_rt::test]
 async fn queue_positions_admission_and_gates() {
-    // One active at a time, admission slow enough to see the line.
-    let server = TestServer::spawn(&[
-        ("BOXOFFICE_QUEUE_ADMIT_RATE", "1000"),
-        ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1"),
-        ("BOXOFFICE_QUEUE_ACTIVE_TTL", "1500ms"),
-    ]);
+    // One active at a time (for the default 10 minutes), admission slow enough to see the
+    // line.
+    let server = TestServer::spawn(&[("BOXOFFICE_QUEUE_ADMIT_RATE", "1000"), ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1")]);
     let api = server.api();
     let mut tokens = Vec::new();
     for user in 1..=3u64 {
@@ -41,18 +38,20 @@ async fn queue_positions_admission_and_gates() {
     assert_q_error(&api.get("/users/2/amount", &jwt(2), &[]).await, 403);
     assert_q_error(&api.get("/waiting/check", &jwt(2), &[("X-Queue-Token", "nope")]).await, 401);
     assert_q_error(&api.get("/waiting/check", &jwt(2), &[]).await, 401);
-    // User 1's token expires after its TTL; then user 2 is admitted, user 3 moves up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let c = api.get("/waiting/check", &jwt(2), &[("X-Queue-Token", &tokens[1])]).await;
-        assert_eq!(c.status, 200, "{c:?}");
-        if c.body["active"] == true {
-            assert_eq!(c.body["position"], 0);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "user 2 was never admitted");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    // User 1's token expires after its TTL, by the server's clock, which the test moves;
+    // then user 2 is admitted, user 3 moves up.
+    let check = |user: u64, token: &str| {
+        let (api, token) = (api.clone(), token.to_string());
+        async move { api.get("/waiting/check", &jwt(user), &[("X-Queue-Token", &token)]).await }
+    };
+    server.advance(Duration::from_secs(10 * 60 - 10)).await;
+    actix_rt::time::sleep(NOTHING_FIRES).await;
+    assert_eq!(check(1, &tokens[0]).await.body["active"], true, "user 1's token, 10 s before it runs out");
+    let c = check(2, &tokens[1]).await;
+    assert_eq!((c.body["active"].as_bool(), c.body["position"].as_u64()), (Some(false), Some(1)), "{c:?}");
+    server.advance(Duration::from_secs(11)).await;
+    eventually!("user 2 is admitted", check(2, &tokens[1]).await.body["active"] == true);
+    assert_eq!(check(2, &tokens[1]).await.body["position"], 0);
     assert_q_error(&api.get("/waiting/check", &jwt(1), &[("X-Queue-Token", &tokens[0])]).await, 401);
     let c = api.get("/waiting/check", &jwt(3), &[("X-Queue-Token", &tokens[2])]).await;
     assert_eq!((c.body["active"].as_bool(), c.body["position"].as_u64()), (Some(false), Some(1)), "{c:?}");

@@ -301,14 +301,21 @@ async fn racing_payment_requests_never_reserve_more_than_remain() {
     assert_eq!(t.remaining(rooms[0].1).await, 10 - reserved, "stock agrees with what was acknowledged");
 }
 
+/// A payment request reserves its tickets for its 24 hours (the default) by the server's
+/// clock, which the test moves: reserved 10 s before, given back just after.
 #[actix_rt::test]
 async fn an_expired_request_restores_stock_and_tells_the_room() {
-    let server = TestServer::spawn(&[("BOXOFFICE_TRADE_RESERVATION_TTL", "400ms")]);
+    let server = TestServer::spawn(&[]);
     let t = Trade::new(&server);
     let ticket = t.list(5).await;
     let room = t.room(BUYER, ticket).await;
     let tx = n(envelope(&t.request(SELLER, room, 3).await, 200), "transactionId");
     assert_eq!(t.remaining(room).await, 2);
+    server.advance(Duration::from_secs(24 * 3600 - 10)).await;
+    actix_rt::time::sleep(NOTHING_FIRES).await;
+    assert_eq!(t.remaining(room).await, 2, "10 s before the request runs out");
+    assert_eq!(t.detail(BUYER, room).await["transactions"][0]["status"], "pending_payment");
+    server.advance(Duration::from_secs(11)).await;
     eventually!("the expiry gives the stock back", t.remaining(room).await == 5);
     let d = t.detail(BUYER, room).await;
     let txv = &d["transactions"][0];
