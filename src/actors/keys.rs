@@ -12,7 +12,7 @@
 //! [`Answer`] is what the ledger keeps for each endpoint; the HTTP layer renders it.
 
 use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease};
-use super::ledger::{self, Fingerprint, KeyError, Keyed, KeyedRequest, UserKeys};
+use super::ledger::{self, Fingerprint, KeyError, Keyed, KeyedRequest};
 use super::seat_map::booking::{ExecuteBooking, ExecuteOutcome};
 use super::seat_map::{BookingSpec, HoldOutcome, HoldSeats, Reservation, SeatError, SeatMap};
 use super::wallet::{
@@ -130,8 +130,6 @@ pub struct KeyGate {
     /// Keys whose first request is running, with its fingerprint (memory only: after a
     /// crash nothing is running, and the ledger answers for what was recorded).
     in_flight: HashMap<String, Fingerprint>,
-    /// Which of the user's keys may have a ledger entry.
-    keys: UserKeys,
     store: Store,
     wallets: Wallets,
     lease: Lease<KeyGate>,
@@ -155,13 +153,12 @@ impl KeyGate {
             let e = if *fp == req.fingerprint { GateError::KeyInProgress } else { GateError::KeyReused };
             return Box::pin(ready(Err(e)));
         }
-        match self.keys.lookup::<Answer>(&self.store, &req) {
+        match ledger::lookup::<Answer>(&self.store, &req) {
             Err(e) => return Box::pin(ready(Err(e.into()))),
             Ok(Err(KeyError::Reused)) => return Box::pin(ready(Err(GateError::KeyReused))),
             Ok(Ok(Some(answer))) => return self.replay(answer),
             Ok(Ok(None)) => {}
         }
-        self.keys.note(&req.key);
         self.in_flight.insert(req.key.clone(), req.fingerprint);
         let me = ctx.address();
         let key = req.key.clone();
@@ -209,7 +206,6 @@ impl Activated for KeyGate {
         Ok(Some(KeyGate {
             user: *user,
             in_flight: HashMap::new(),
-            keys: UserKeys::load(&env.store, *user)?,
             store: env.store.clone(),
             wallets: env.wallets.clone(),
             lease,
@@ -427,7 +423,7 @@ impl Handler<Recorded> for KeyGate {
     type Result = ResponseFuture<Option<Result<Answer, GateError>>>;
     fn handle(&mut self, msg: Recorded, _: &mut Context<Self>) -> Self::Result {
         let req = KeyedRequest { user: self.user, key: msg.key, fingerprint: msg.fingerprint };
-        let found = match self.keys.lookup::<Answer>(&self.store, &req) {
+        let found = match ledger::lookup::<Answer>(&self.store, &req) {
             Ok(Ok(Some(answer))) => Some(Ok(answer)),
             Ok(Ok(None)) => None,
             Ok(Err(_)) => Some(Err(GateError::KeyReused)),

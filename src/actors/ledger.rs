@@ -18,16 +18,14 @@
 //! [`Janitor`](super::janitor::Janitor) runs every hour.
 //!
 //! Each entry is its own record, written once: a user's 10,000th keyed request costs what
-//! their first did. The gate also knows which of its user's keys may have an entry
-//! ([`UserKeys`]), so a new key, the common case, is answered "new" without a read.
+//! their first did.
 //!
 //! [`KeyGate`]: super::keys::KeyGate
 
-use crate::store::{Batch, IdemHash, Key, Store, StoreError};
+use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// How long an idempotency key and its answer are kept (the contracts ask for 24 hours).
@@ -116,60 +114,6 @@ pub fn lookup<A: DeserializeOwned>(
     })
 }
 
-/// Which of one user's keys may have a ledger entry: a superset, kept by the one actor
-/// that every keyed request of the user passes (the user's gate). It holds the keys the
-/// store had when the actor started and every key run since, so a key outside it has no
-/// entry and [`UserKeys::lookup`] answers "new" without reading the store. A user with
-/// more than [`UserKeys::MAX`] keys is not followed: every lookup then reads the store.
-#[derive(Debug)]
-pub struct UserKeys {
-    user: u64,
-    known: Option<HashSet<IdemHash>>,
-}
-
-impl UserKeys {
-    /// The most keys followed for one user (a bound on the memory of a live gate).
-    pub const MAX: usize = 256;
-
-    /// The keys `user` has entries for, read from the store.
-    pub fn load(store: &Store, user: u64) -> Result<UserKeys, StoreError> {
-        let keys = store.keys_under_within(&Key::LedgerOf(user), Self::MAX)?;
-        let known = keys.map(|keys| {
-            keys.into_iter()
-                .filter_map(|k| match k {
-                    Key::Ledger(_, hash) => Some(hash),
-                    _ => None,
-                })
-                .collect()
-        });
-        Ok(UserKeys { user, known })
-    }
-
-    /// [`lookup`], reading the store only for a key that may have an entry.
-    pub fn lookup<A: DeserializeOwned>(
-        &self,
-        store: &Store,
-        req: &KeyedRequest,
-    ) -> Result<Result<Option<A>, KeyError>, StoreError> {
-        debug_assert_eq!(req.user, self.user);
-        match &self.known {
-            Some(known) if !known.contains(&IdemHash::of(&req.key)) => Ok(Ok(None)),
-            _ => lookup(store, req),
-        }
-    }
-
-    /// `key` is about to run: it may have an entry from now on.
-    pub fn note(&mut self, key: &str) {
-        if let Some(known) = &mut self.known {
-            if known.len() == Self::MAX {
-                self.known = None;
-            } else {
-                known.insert(IdemHash::of(key));
-            }
-        }
-    }
-}
-
 /// Add `req`'s entry with `answer` to `batch` (written with the change it answers).
 pub fn record<A: Serialize>(batch: &mut Batch, req: &KeyedRequest, answer: &A) -> Result<(), StoreError> {
     let entry = EntryRef { fingerprint: req.fingerprint, at: now_ms(), answer };
@@ -209,48 +153,5 @@ mod tests {
         assert_eq!(lookup::<String>(&store, &req).expect("lookup"), Ok(None));
         assert_eq!(purge_expired::<String>(&store).expect("purge"), 1);
         assert!(!store.contains(&Key::ledger(7, "k")).expect("contains"));
-    }
-
-    #[test]
-    fn user_keys_read_only_what_may_be_recorded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let req = |user: u64, key: &str| KeyedRequest { user, key: key.into(), fingerprint: [1; 32] };
-        let answer = "first".to_string();
-        let mut batch = Batch::default();
-        record(&mut batch, &req(7, "old"), &answer).expect("record");
-        record(&mut batch, &req(8, "other user"), &answer).expect("record");
-        store.apply(batch).expect("apply");
-
-        // What the store held when the gate started is known.
-        let mut keys = UserKeys::load(&store, 7).expect("load");
-        assert_eq!(keys.lookup(&store, &req(7, "old")).expect("lookup"), Ok(Some(answer.clone())));
-        assert_eq!(keys.lookup::<String>(&store, &req(7, "other user")).expect("lookup"), Ok(None));
-        // A key written behind its back is not read: the gate is the only writer's way in.
-        // So a key is noted before it runs, and then read.
-        let mut batch = Batch::default();
-        record(&mut batch, &req(7, "new"), &answer).expect("record");
-        store.apply(batch).expect("apply");
-        assert_eq!(keys.lookup::<String>(&store, &req(7, "new")).expect("lookup"), Ok(None), "not read");
-        keys.note("new");
-        assert_eq!(keys.lookup(&store, &req(7, "new")).expect("lookup"), Ok(Some(answer.clone())));
-
-        // Past the bound every lookup reads the store.
-        for i in 0..UserKeys::MAX {
-            keys.note(&format!("k{i}"));
-        }
-        assert!(keys.known.is_none(), "no longer followed");
-        let mut batch = Batch::default();
-        record(&mut batch, &req(7, "unnoted"), &answer).expect("record");
-        store.apply(batch).expect("apply");
-        assert_eq!(keys.lookup(&store, &req(7, "unnoted")).expect("lookup"), Ok(Some(answer.clone())));
-        // And a user found with more than the bound is not followed from the start.
-        let mut batch = Batch::default();
-        for i in 0..=UserKeys::MAX {
-            record(&mut batch, &req(9, &format!("k{i}")), &answer).expect("record");
-        }
-        store.apply(batch).expect("apply");
-        assert!(UserKeys::load(&store, 9).expect("load").known.is_none());
-        assert_eq!(UserKeys::load(&store, 8).expect("load").known.map(|k| k.len()), Some(1));
     }
 }

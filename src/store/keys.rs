@@ -89,8 +89,6 @@ pub enum Key {
     TransactionsOf(u64),
     /// Not a record: the prefix of every room of one user.
     RoomsOf(u64),
-    /// Not a record: the prefix of every ledger entry of one user.
-    LedgerOf(u64),
     /// Not a record: the prefix of the live reservations of one seat map (exactly those:
     /// the seat map's id is length-prefixed). Its family is every live reservation.
     LiveOf(String),
@@ -262,7 +260,6 @@ impl Key {
             Key::QueueEnded(seq) => b(QUEUE_ENDED).num(*seq).done(),
             Key::GatewayCharge(k) => b(GATEWAY_CHARGE).last(k.as_bytes()).done(),
             Key::Ledger(user, k) => b(LEDGER).num(*user).last(&k.0).done(),
-            Key::LedgerOf(user) => b(LEDGER).num(*user).done(),
             Key::Payment(id) => b(PAYMENT).num(*id).done(),
             Key::SeatMapLive(seat_map, id) => b(SEAT_MAP_LIVE).sized(seat_map).num(*id).done(),
             Key::LiveOf(seat_map) => b(SEAT_MAP_LIVE).sized(seat_map).done(),
@@ -409,8 +406,6 @@ mod tests {
         assert!(!Key::Message(10, 7).bytes().starts_with(&Key::MessagesOf(1).bytes()));
         assert!(Key::UserBooking(4, 9).bytes().starts_with(&Key::BookingsOf(4).bytes()));
         assert!(Key::Membership(4, 9).bytes().starts_with(&Key::RoomsOf(4).bytes()));
-        assert!(Key::ledger(4, "k").bytes().starts_with(&Key::LedgerOf(4).bytes()));
-        assert!(!Key::ledger(4, "k").bytes().starts_with(&Key::LedgerOf(5).bytes()));
         assert!(Key::RoomTransaction(4, 9).bytes().starts_with(&Key::TransactionsOf(4).bytes()));
         // A seat map's live entries are exactly its own, whatever the ids look like.
         assert!(Key::SeatMapLive("1".into(), 9).bytes().starts_with(&Key::LiveOf("1".into()).bytes()));

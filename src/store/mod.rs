@@ -255,19 +255,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The keys under `prefix`, in key order, if there are at most `max` of them.
-    pub fn keys_under_within(&self, prefix: &Key, max: usize) -> Result<Option<Vec<Key>>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.state.scan_prefix(prefix.bytes()) {
-            if out.len() == max {
-                return Ok(None);
-            }
-            let (k, _) = item?;
-            out.push(parse_key(&k)?);
-        }
-        Ok(Some(out))
-    }
-
     /// Every value whose key is of the family of `prefix` (e.g. `Key::Reservation(0)`
     /// scans all reservations), in key order.
     pub fn scan<T: DeserializeOwned>(&self, family: &Key) -> Result<Vec<(Key, T)>, StoreError> {
