@@ -192,6 +192,7 @@ impl Admission {
         while self.steps.front().is_some_and(|s| s.start < from) {
             self.steps.pop_front();
         }
+        super::fit_deque(&mut self.steps);
         self.ended = self.ended.split_off(&from);
     }
 

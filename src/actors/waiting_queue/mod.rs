@@ -374,6 +374,13 @@ impl WaitingQueue {
                 a.push_step(step);
             }
             a.steps.drain(..old_steps);
+            fit_deque(&mut a.steps);
+        }
+        // After a crowd left, give back the room it took.
+        if expired_active + expired_waiting > 0 {
+            fit_deque(&mut self.admitted);
+            fit_deque(&mut self.line);
+            fit_map(&mut self.by_user);
         }
         self.budget -= admit as f64;
         crate::observe::queue_admitted(admit as u64);
@@ -436,6 +443,23 @@ impl WaitingQueue {
         let ticket = self.ticket(place);
         let standing = self.published.read().standing(&ticket, now).ok()?;
         Some(self.gate.view(self.gate.key().sign(&ticket), &ticket, standing))
+    }
+}
+
+/// Collections keep the room their largest crowd took. Once one holds less than a quarter
+/// of its room, it is given half back: memory follows what is live, and each shrink
+/// (a copy of what is left) comes after at least as many removals, so it stays cheap.
+const FIT_MIN: usize = 1024;
+
+pub(super) fn fit_deque<T>(d: &mut VecDeque<T>) {
+    if d.capacity() > FIT_MIN && d.len() < d.capacity() / 4 {
+        d.shrink_to((d.len() * 2).max(FIT_MIN));
+    }
+}
+
+fn fit_map<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > FIT_MIN && m.len() < m.capacity() / 4 {
+        m.shrink_to((m.len() * 2).max(FIT_MIN));
     }
 }
 
@@ -711,6 +735,24 @@ mod tests {
         assert_eq!(standing, [Err(QueueError::Unknown), Ok((true, 0)), Ok((true, 0)), Ok((false, 1))]);
         assert_eq!((q.line.len(), q.admitted.len(), q.published.read().active), (1, 2, 2));
         assert_eq!(q.published.read().ended.iter().copied().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn collections_give_back_the_room_a_crowd_took() {
+        let mut d: VecDeque<u64> = (0..100_000).collect();
+        d.drain(..99_000);
+        fit_deque(&mut d);
+        assert!(d.capacity() < 4 * 1000 + FIT_MIN, "room for {} kept for {}", d.capacity(), d.len());
+        assert_eq!(d.front(), Some(&99_000));
+        let mut m: HashMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
+        m.retain(|k, _| *k < 500);
+        fit_map(&mut m);
+        assert!(m.capacity() < 8 * FIT_MIN, "room for {} kept for {}", m.capacity(), m.len());
+        // A small one is left alone.
+        let mut small: VecDeque<u64> = VecDeque::with_capacity(FIT_MIN);
+        small.push_back(1);
+        fit_deque(&mut small);
+        assert!(small.capacity() >= FIT_MIN);
     }
 
     /// A waiting place that expired leaves the line unadmitted, and its token stays
