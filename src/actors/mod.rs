@@ -2,6 +2,7 @@
 //! mailbox; that is the only lock. See each module for its invariants.
 
 pub mod book;
+pub mod card;
 pub mod catalog;
 pub mod deadline;
 pub mod directory;

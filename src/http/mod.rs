@@ -13,7 +13,8 @@
 //!   its contract's shape and statuses), [`contract`] (which contract a path belongs to,
 //!   refusals in its shape, unknown routes), [`health`] (`/healthz`), [`openapi`] (the
 //!   document, gathered from the handlers, and its route), [`signed`]
-//!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors.
+//!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors;
+//!   by contracts B and T, which pay by card alike: [`card`] (a card payment's words).
 //!
 //! The extractors are generic over the contract's error type, so a bad token or body is
 //! answered in that contract's shape.
@@ -23,6 +24,7 @@
 pub const ROOM_CLOSED: &str = "채팅방이 종료되었습니다.";
 
 pub mod booking;
+pub mod card;
 pub mod chat;
 pub mod contract;
 pub mod error;
