@@ -15,6 +15,7 @@ pub mod registry;
 pub mod room;
 pub mod seat_map;
 pub mod ticket_listing;
+pub mod trade_notice;
 pub mod waiting_queue;
 pub mod wallet;
 

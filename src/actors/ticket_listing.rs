@@ -5,9 +5,9 @@
 //!
 //! A request reserves its quantity at once and stays `pending_payment` until paid or
 //! until `reservation_expires_at` (`BOXOFFICE_TRADE_RESERVATION_TTL`, 24 h). The actor's
-//! timer cancels what runs out, once: the stock comes back and the room gets the system
-//! message `결제 요청이 만료되었습니다.` (a notice owed is remembered with the transaction
-//! and re-sent after a restart until the room has stored it).
+//! timer cancels what runs out, once: the stock comes back and the room gets a
+//! [`TradeNotice`] (a notice owed is remembered with the transaction and re-sent after a
+//! restart until the room has stored it); so does a confirmed purchase.
 //!
 //! Paying runs the card protocol contract B's bookings run too (see
 //! [`card`](super::card)): `Charging` is persisted before the gateway is asked outside
@@ -20,7 +20,7 @@ use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease, Lookup};
 use super::card::{self, CardFailure, CardOwner, Cards, ChargeState};
 use super::deadline::Deadline;
 use super::gateway::{ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
-use super::room::{Author, PostMessage};
+use super::trade_notice::TradeNotice;
 use crate::observe::Sale;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
@@ -29,8 +29,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// The text of the system message an expired request leaves in its room (seed 001).
-pub const EXPIRED: &str = "결제 요청이 만료되었습니다.";
 /// How long after a failed notice the actor tries again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -85,9 +83,9 @@ pub struct Transaction {
     pub cancel_reason: Option<String>,
     pub charge: ChargeState,
     pub attempt: u32,
-    /// The room still has to be told that the request expired.
+    /// The room still has to be told that the request expired ([`TradeNotice::Expired`]).
     pub notice_owed: bool,
-    /// The room still has to get the `PURCHASE_CONFIRMED` card.
+    /// The room still has to be told of the purchase ([`TradeNotice::PurchaseConfirmed`]).
     pub card_owed: bool,
 }
 
@@ -213,7 +211,7 @@ pub enum PayOutcome {
 /// gateway, and how long a payment request reserves stock.
 #[derive(Clone)]
 pub struct ListingEnv {
-    pub rooms: Lookup<u64, PostMessage>,
+    pub rooms: Lookup<u64, TradeNotice>,
     pub gateway: std::sync::Arc<dyn PaymentGateway>,
     pub gateway_timeout: Duration,
     pub ttl: Duration,
@@ -357,7 +355,7 @@ impl TicketListing {
         }
     }
 
-    /// Post every message a request owes its room: the expiry notice, the purchase card.
+    /// Send every notice a request owes its room: its expiry, its purchase.
     fn notify(&mut self, ctx: &mut Context<Self>) {
         let owed: Vec<(u64, u64, u64, bool)> = self
             .state
@@ -369,22 +367,7 @@ impl TicketListing {
         for (id, room, buyer, expired) in owed {
             let Ok(Some(addr)) = self.env.rooms.get(room) else { continue };
             self.notifying.insert(id);
-            let (from, content, kind) = if expired {
-                (Author { id: 0, name: "system".into(), picture: None }, Some(EXPIRED.to_string()), "system")
-            } else {
-                // The room signs it with the buyer's name as it knows them.
-                (Author { id: buyer, name: String::new(), picture: None }, None, "PURCHASE_CONFIRMED")
-            };
-            let notice = PostMessage {
-                from,
-                content,
-                kind: kind.into(),
-                reply_to: None,
-                file: None,
-                images: Vec::new(),
-                system: true,
-                client_msg_id: None,
-            };
+            let notice = if expired { TradeNotice::Expired } else { TradeNotice::PurchaseConfirmed { buyer } };
             ctx.spawn(addr.send(notice).into_actor(self).map(move |r, act, ctx| {
                 act.notifying.remove(&id);
                 if matches!(r, Ok(Ok(_))) {

@@ -145,7 +145,7 @@ pub async fn pay(
     match listing.send(PayTransaction { tx, buyer: me.user_id, token }).await?? {
         PayOutcome::Paid(t) => Ok(ok(StatusCode::OK, "결제 성공", TxView::from(&t))),
         PayOutcome::Failed(CardFailure::RequestExpired) => {
-            Err(TError::bad_request(crate::actors::ticket_listing::EXPIRED))
+            Err(TError::bad_request(crate::actors::room::EXPIRED_NOTICE))
         }
         PayOutcome::Failed(f) => Ok(ok(
             StatusCode::BAD_REQUEST,
