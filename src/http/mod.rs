@@ -9,12 +9,12 @@
 //!   [`chat::ws`] is its WebSocket.
 //! - [`queue`]: contract Q, concert seats behind a waiting queue, paid from a wallet.
 //! - [`booking`]: contract B, seat bookings paid by card through a payment gateway.
+//! - [`card`]: a card payment's words (status, failure codes), shared by contracts B and T.
 //! - Shared by every contract: [`error`] (one error type per contract, each rendering
 //!   its contract's shape and statuses), [`contract`] (which contract a path belongs to,
 //!   refusals in its shape, unknown routes), [`health`] (`/healthz`), [`openapi`] (the
 //!   document, gathered from the handlers, and its route), [`signed`]
-//!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors;
-//!   by contracts B and T, which pay by card alike: [`card`] (a card payment's words).
+//!   (expiring links), and here [`AppState`], [`author`], [`routes`] and the extractors.
 //!
 //! The extractors are generic over the contract's error type, so a bad token or body is
 //! answered in that contract's shape.
