@@ -4,7 +4,8 @@
 //! Every charge carries an idempotency key; a gateway charges a key at most once and
 //! answers a repeated key with the first charge, as real gateways do. The server uses one
 //! key per attempt of a payment intent and reuses it after an unknown outcome (a timeout),
-//! so a retry can never charge twice.
+//! so a retry can never charge twice. How an actor charges and refunds through it is in
+//! [`card`](super::card).
 //!
 //! # The test gateway's cards
 //! The outcome is chosen by the payment-method token, as card networks' test cards do:
@@ -12,12 +13,12 @@
 //! | token | outcome |
 //! |---|---|
 //! | `tok_visa_creditCard`, `tok_visa`, `tok_mastercard`, `tok_success` | captured |
-//! | `tok_card_declined` | `CARD_DECLINED` / `CLIENT_ERROR` |
-//! | `tok_insufficient_funds` | `INSUFFICIENT_FUNDS` / `CLIENT_ERROR` |
-//! | `tok_processing_error` | `PROCESSING_ERROR` / `SERVER_ERROR` |
+//! | `tok_card_declined` | declined: [`Decline::CardDeclined`] |
+//! | `tok_insufficient_funds` | declined: [`Decline::InsufficientFunds`] |
+//! | `tok_processing_error` | declined: [`Decline::ProcessingError`] |
 //! | `tok_slow` | captured, answered after `BOXOFFICE_TEST_GATEWAY_DELAY` |
 //! | `tok_timeout` | captured, but answered only after twice the gateway timeout: the server gives up waiting |
-//! | anything else | `INVALID_PAYMENT_METHOD` / `CLIENT_ERROR` |
+//! | anything else | declined: [`Decline::InvalidPaymentMethod`] |
 //!
 //! Its record of charges is persisted like a real gateway's, so refunds and lookups work
 //! across restarts.
@@ -42,26 +43,34 @@ pub struct GatewayCharge {
     pub voided: bool,
 }
 
-/// Why a card was not charged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CardFailure {
-    /// E.g. `CARD_DECLINED`.
-    pub failure_code: String,
-    /// `CLIENT_ERROR` (the card or its holder) or `SERVER_ERROR` (the gateway).
-    pub failure_concept: String,
+/// Why a gateway definitely refused a charge: nothing was charged. A real gateway's client
+/// maps its service's codes onto these (the edge spells them for each contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decline {
+    /// The card was refused (`CARD_DECLINED`).
+    CardDeclined,
+    /// Not enough funds on the card (`INSUFFICIENT_FUNDS`).
+    InsufficientFunds,
+    /// The gateway failed to process it (`PROCESSING_ERROR`): the gateway's fault.
+    ProcessingError,
+    /// The payment method is not one the gateway knows (`INVALID_PAYMENT_METHOD`).
+    InvalidPaymentMethod,
+    /// The key was refunded and voided before this request came (`CHARGE_VOIDED`).
+    ChargeVoided,
 }
 
-impl CardFailure {
-    pub fn new(code: &str, concept: &str) -> Self {
-        CardFailure { failure_code: code.into(), failure_concept: concept.into() }
+impl Decline {
+    /// Whether the gateway is at fault (else the card or its holder is).
+    pub fn gateway_fault(self) -> bool {
+        matches!(self, Decline::ProcessingError)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// A definite refusal: nothing was charged.
-    #[error("declined: {}", .0.failure_code)]
-    Declined(CardFailure),
+    #[error("declined: {0:?}")]
+    Declined(Decline),
     /// The gateway could not be asked: the outcome is unknown.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
@@ -88,45 +97,6 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// and void the key: a charge request with it that arrives later is refused. So
     /// after a refund nothing stays captured under the key, whatever was in flight.
     fn refund(&self, key: String) -> BoxFuture<'static, Result<Option<GatewayCharge>, GatewayError>>;
-}
-
-/// Step 2 of a card payment, shared by every actor that charges cards: once everything the
-/// actor wrote so far (its `Charging` record) is durable, ask the gateway, for at most
-/// `timeout`. Runs outside the actor's handler, so the gateway never blocks it.
-pub async fn charge_after_flush(
-    store: Store,
-    gateway: std::sync::Arc<dyn PaymentGateway>,
-    timeout: Duration,
-    req: ChargeRequest,
-) -> Result<GatewayCharge, GatewayError> {
-    store.durable().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-    let answer = match actix_rt::time::timeout(timeout, gateway.charge(req)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(GatewayError::Timeout),
-    };
-    crate::observe::card_charge(match &answer {
-        Ok(_) => "captured",
-        Err(GatewayError::Declined(_)) => "declined",
-        Err(_) => "unknown",
-    });
-    answer
-}
-
-/// Ask the gateway to refund what was charged under `key`, counting what it refunded.
-pub fn refund(
-    gateway: &dyn PaymentGateway,
-    key: String,
-) -> BoxFuture<'static, Result<Option<GatewayCharge>, GatewayError>> {
-    let call = gateway.refund(key);
-    Box::pin(async move {
-        let answer = call.await;
-        if let Ok(Some(c)) = &answer {
-            if !c.voided {
-                crate::observe::refund(c.amount);
-            }
-        }
-        answer
-    })
 }
 
 /// The test gateway: a record per charge, by key, read when asked for (nothing in memory
@@ -167,25 +137,20 @@ impl Handler<Capture> for TestGateway {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         if let Some(c) = known {
-            let answer = if c.refunded {
-                Err(GatewayError::Declined(CardFailure::new("CHARGE_VOIDED", "CLIENT_ERROR")))
-            } else {
-                Ok(c.clone())
-            };
+            let answer = if c.refunded { Err(GatewayError::Declined(Decline::ChargeVoided)) } else { Ok(c.clone()) };
             return Box::pin(async move { answer });
         }
-        let decline = |code: &str, concept: &str| GatewayError::Declined(CardFailure::new(code, concept));
         let verdict = match req.token.as_str() {
             "tok_visa_creditCard" | "tok_visa" | "tok_mastercard" | "tok_success" | "tok_slow" | "tok_timeout" => {
                 Ok(())
             }
-            "tok_card_declined" => Err(decline("CARD_DECLINED", "CLIENT_ERROR")),
-            "tok_insufficient_funds" => Err(decline("INSUFFICIENT_FUNDS", "CLIENT_ERROR")),
-            "tok_processing_error" => Err(decline("PROCESSING_ERROR", "SERVER_ERROR")),
-            _ => Err(decline("INVALID_PAYMENT_METHOD", "CLIENT_ERROR")),
+            "tok_card_declined" => Err(Decline::CardDeclined),
+            "tok_insufficient_funds" => Err(Decline::InsufficientFunds),
+            "tok_processing_error" => Err(Decline::ProcessingError),
+            _ => Err(Decline::InvalidPaymentMethod),
         };
-        if let Err(e) = verdict {
-            return Box::pin(async move { Err(e) });
+        if let Err(decline) = verdict {
+            return Box::pin(async move { Err(GatewayError::Declined(decline)) });
         }
         let charge = GatewayCharge {
             id: format!("ch_{}", random_id(16)),

@@ -2,6 +2,7 @@
 //! mailbox; that is the only lock. See each module for its invariants.
 
 pub mod book;
+pub mod card;
 pub mod catalog;
 pub mod deadline;
 pub mod directory;
@@ -14,6 +15,7 @@ pub mod registry;
 pub mod room;
 pub mod seat_map;
 pub mod ticket_listing;
+pub mod trade_notice;
 pub mod waiting_queue;
 pub mod wallet;
 

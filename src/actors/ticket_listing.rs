@@ -5,22 +5,22 @@
 //!
 //! A request reserves its quantity at once and stays `pending_payment` until paid or
 //! until `reservation_expires_at` (`BOXOFFICE_TRADE_RESERVATION_TTL`, 24 h). The actor's
-//! timer cancels what runs out, once: the stock comes back and the room gets the system
-//! message `결제 요청이 만료되었습니다.` (a notice owed is remembered with the transaction
-//! and re-sent after a restart until the room has stored it).
+//! timer cancels what runs out, once: the stock comes back and the room gets a
+//! [`TradeNotice`] (a notice owed is remembered with the transaction and re-sent after a
+//! restart until the room has stored it); so does a confirmed purchase.
 //!
-//! Paying runs the same protocol as a contract B booking (see
-//! [`seat_map::booking`](super::seat_map::booking)): `Charging` is persisted before the
-//! gateway is asked outside the handler, the gateway key is `trade-{id}-{attempt}` and
-//! moves on only after a definite decline, and a charge whose request ran out or was
-//! cancelled meanwhile is refunded. An expiry racing a payment ends in one state: the
+//! Paying runs the card protocol contract B's bookings run too (see
+//! [`card`](super::card)): `Charging` is persisted before the gateway is asked outside
+//! the handler, the gateway key is `trade-{id}-{attempt}` and moves on only after a
+//! definite decline, and a charge whose request ran out or was cancelled meanwhile is
+//! refunded. An expiry racing a payment ends in one state: the
 //! charge is kept only by a request that was still pending when it was captured.
 
 use super::book::{deactivate, Activated, ActorBook, Deactivate, Lease, Lookup};
+use super::card::{self, CardFailure, CardOwner, Cards, ChargeState};
 use super::deadline::Deadline;
-use super::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
-use super::room::{Author, PostMessage};
-use super::seat_map::ChargeState;
+use super::gateway::{ChargeRequest, GatewayCharge, GatewayError, PaymentGateway};
+use super::trade_notice::TradeNotice;
 use crate::observe::Sale;
 use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
@@ -29,9 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// The text of the system message an expired request leaves in its room (seed 001).
-pub const EXPIRED: &str = "결제 요청이 만료되었습니다.";
-/// How long after a failed refund or notice the actor tries again.
+/// How long after a failed notice the actor tries again.
 const RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,9 +83,9 @@ pub struct Transaction {
     pub cancel_reason: Option<String>,
     pub charge: ChargeState,
     pub attempt: u32,
-    /// The room still has to be told that the request expired.
+    /// The room still has to be told that the request expired ([`TradeNotice::Expired`]).
     pub notice_owed: bool,
-    /// The room still has to get the `PURCHASE_CONFIRMED` card.
+    /// The room still has to be told of the purchase ([`TradeNotice::PurchaseConfirmed`]).
     pub card_owed: bool,
 }
 
@@ -188,11 +186,7 @@ impl Activated for TicketListing {
     /// An open payment request (its expiry, a refund or a notice owed), a timer, or a
     /// gateway call in flight.
     fn busy(&self) -> bool {
-        !self.state.transactions.is_empty()
-            || self.timer.is_armed()
-            || !self.charging.is_empty()
-            || !self.refunding.is_empty()
-            || !self.notifying.is_empty()
+        !self.state.transactions.is_empty() || self.timer.is_armed() || self.cards.busy() || !self.notifying.is_empty()
     }
     fn lease(&self) -> &Lease<Self> {
         &self.lease
@@ -217,7 +211,7 @@ pub enum PayOutcome {
 /// gateway, and how long a payment request reserves stock.
 #[derive(Clone)]
 pub struct ListingEnv {
-    pub rooms: Lookup<u64, PostMessage>,
+    pub rooms: Lookup<u64, TradeNotice>,
     pub gateway: std::sync::Arc<dyn PaymentGateway>,
     pub gateway_timeout: Duration,
     pub ttl: Duration,
@@ -229,8 +223,9 @@ pub struct TicketListing {
     env: ListingEnv,
     /// The expiry timer, aimed at the earliest pending request's expiry.
     timer: Deadline,
-    charging: HashSet<u64>,
-    refunding: HashSet<u64>,
+    /// The requests' charges and refunds in flight with the gateway.
+    cards: Cards,
+    /// Requests whose message to their room is on its way.
     notifying: HashSet<u64>,
     lease: Lease<TicketListing>,
 }
@@ -250,22 +245,12 @@ impl TicketListing {
                 continue;
             };
             // A charge in flight when the process stopped has an unknown outcome now.
-            if let ChargeState::Charging { .. } = tx.charge {
-                tx.charge = ChargeState::Unknown;
-            }
+            tx.charge.restarted();
             transactions.insert(id, tx);
         }
         let state = ListingState { listing: snapshot.listing, transactions };
-        Ok(TicketListing {
-            state,
-            store,
-            env,
-            timer: Deadline::default(),
-            charging: HashSet::new(),
-            refunding: HashSet::new(),
-            notifying: HashSet::new(),
-            lease,
-        })
+        let cards = Cards::new(store.clone(), env.gateway.clone(), env.gateway_timeout);
+        Ok(TicketListing { state, store, env, timer: Deadline::default(), cards, notifying: HashSet::new(), lease })
     }
 
     /// Write what changed from `self.state` to `next` in one atomic write: every changed
@@ -348,7 +333,7 @@ impl TicketListing {
                 }
             }
         }
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.notify(ctx);
         self.arm(ctx);
     }
@@ -370,7 +355,7 @@ impl TicketListing {
         }
     }
 
-    /// Post every message a request owes its room: the expiry notice, the purchase card.
+    /// Send every notice a request owes its room: its expiry, its purchase.
     fn notify(&mut self, ctx: &mut Context<Self>) {
         let owed: Vec<(u64, u64, u64, bool)> = self
             .state
@@ -382,22 +367,7 @@ impl TicketListing {
         for (id, room, buyer, expired) in owed {
             let Ok(Some(addr)) = self.env.rooms.get(room) else { continue };
             self.notifying.insert(id);
-            let (from, content, kind) = if expired {
-                (Author { id: 0, name: "system".into(), picture: None }, Some(EXPIRED.to_string()), "system")
-            } else {
-                // The room signs it with the buyer's name as it knows them.
-                (Author { id: buyer, name: String::new(), picture: None }, None, "PURCHASE_CONFIRMED")
-            };
-            let notice = PostMessage {
-                from,
-                content,
-                kind: kind.into(),
-                reply_to: None,
-                file: None,
-                images: Vec::new(),
-                system: true,
-                client_msg_id: None,
-            };
+            let notice = if expired { TradeNotice::Expired } else { TradeNotice::PurchaseConfirmed { buyer } };
             ctx.spawn(addr.send(notice).into_actor(self).map(move |r, act, ctx| {
                 act.notifying.remove(&id);
                 if matches!(r, Ok(Ok(_))) {
@@ -420,38 +390,6 @@ impl TicketListing {
         }
     }
 
-    /// Refund every cancelled request whose card may hold money.
-    fn settle(&mut self, ctx: &mut Context<Self>) {
-        let due: Vec<(u64, String)> = self
-            .state
-            .transactions
-            .values()
-            .filter(|t| t.needs_refund() && !self.charging.contains(&t.id) && !self.refunding.contains(&t.id))
-            .map(|t| (t.id, t.gateway_key()))
-            .collect();
-        let gateway = self.env.gateway.clone();
-        for (id, key) in due {
-            self.refunding.insert(id);
-            ctx.spawn(fut::wrap_future::<_, Self>(crate::actors::gateway::refund(gateway.as_ref(), key)).map(
-                move |answer, act, ctx| {
-                    act.refunding.remove(&id);
-                    let saved = answer.map_err(|e| TradeError::Storage(e.to_string())).and_then(|charge| {
-                        act.update(|s| {
-                            if let Some(t) = s.transactions.get_mut(&id) {
-                                t.charge = ChargeState::Refunded { charge: charge.map(|c| c.id), at: now_ms() };
-                            }
-                            Ok(())
-                        })
-                    });
-                    if let Err(e) = saved {
-                        tracing::warn!(tx = id, error = %e, "refund failed; retrying");
-                        ctx.run_later(RETRY, |act, ctx| act.settle(ctx));
-                    }
-                },
-            ));
-        }
-    }
-
     /// `None` for an open request; a finished one, read from the store.
     fn finished(&self, id: u64) -> Result<Option<Transaction>, TradeError> {
         if self.state.transactions.contains_key(&id) {
@@ -471,53 +409,62 @@ impl TicketListing {
         }
     }
 
+    /// Step 3 of a payment: apply the gateway's answer. A capture is kept only by a
+    /// request still pending; one that ran out meanwhile is cancelled and refunded.
     fn finish_charge(
         &mut self,
         id: u64,
         answer: Result<GatewayCharge, GatewayError>,
         ctx: &mut Context<Self>,
     ) -> Result<PayOutcome, TradeError> {
-        self.charging.remove(&id);
         let now = now_ms();
         let out = self.update(|s| {
             let t = s.transactions.get_mut(&id).ok_or(TradeError::TxNotFound)?;
-            Ok(match answer {
-                Ok(charge) => {
-                    t.charge = ChargeState::Captured { charge: charge.id, at: now };
-                    if t.status == TxStatus::PendingPayment && t.reservation_expires_at > now {
-                        t.status = TxStatus::Paid;
-                        t.paid_at = Some(now);
-                        PayOutcome::Paid(t.clone())
-                    } else {
-                        if t.status == TxStatus::PendingPayment {
-                            t.status = TxStatus::Cancelled;
-                            t.cancelled_at = Some(now);
-                            t.cancel_reason = Some("expired".into());
-                            t.notice_owed = true;
-                            s.listing.remaining_quantity += t.quantity;
-                        }
-                        PayOutcome::Failed(CardFailure::new("REQUEST_EXPIRED", "CLIENT_ERROR"))
+            Ok(match t.charge.apply(&mut t.attempt, answer, now) {
+                Ok(()) if t.status == TxStatus::PendingPayment && t.reservation_expires_at > now => {
+                    t.status = TxStatus::Paid;
+                    t.paid_at = Some(now);
+                    PayOutcome::Paid(t.clone())
+                }
+                Ok(()) => {
+                    if t.status == TxStatus::PendingPayment {
+                        t.status = TxStatus::Cancelled;
+                        t.cancelled_at = Some(now);
+                        t.cancel_reason = Some("expired".into());
+                        t.notice_owed = true;
+                        s.listing.remaining_quantity += t.quantity;
                     }
+                    PayOutcome::Failed(CardFailure::RequestExpired)
                 }
-                Err(GatewayError::Declined(f)) => {
-                    t.charge = ChargeState::Unpaid;
-                    t.attempt += 1;
-                    PayOutcome::Failed(f)
-                }
-                Err(GatewayError::Timeout) => {
-                    t.charge = ChargeState::Unknown;
-                    PayOutcome::Failed(CardFailure::new("GATEWAY_TIMEOUT", "SERVER_ERROR"))
-                }
-                Err(GatewayError::Unavailable(_)) => {
-                    t.charge = ChargeState::Unknown;
-                    PayOutcome::Failed(CardFailure::new("GATEWAY_UNAVAILABLE", "SERVER_ERROR"))
-                }
+                Err(failure) => PayOutcome::Failed(failure),
             })
         });
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.notify(ctx);
         self.arm(ctx);
         out
+    }
+}
+
+/// A listing refunds cancelled requests whose card may still hold money.
+impl CardOwner for TicketListing {
+    type Error = TradeError;
+
+    fn cards(&mut self) -> &mut Cards {
+        &mut self.cards
+    }
+
+    fn refunds_owed(&self) -> Vec<(u64, String)> {
+        self.state.transactions.values().filter(|t| t.needs_refund()).map(|t| (t.id, t.gateway_key())).collect()
+    }
+
+    fn record_refund(&mut self, id: u64, charge: ChargeState) -> Result<(), TradeError> {
+        self.update(|s| {
+            if let Some(t) = s.transactions.get_mut(&id) {
+                t.charge = charge;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -639,7 +586,7 @@ impl Handler<PayTransaction> for TicketListing {
             if t.buyer != msg.buyer {
                 return Err(TradeError::NotParty);
             }
-            if self.charging.contains(&t.id) {
+            if self.cards.charging(t.id) {
                 return Err(TradeError::InProgress);
             }
             match t.status {
@@ -664,11 +611,10 @@ impl Handler<PayTransaction> for TicketListing {
                     cvv: String::new(),
                 })
             })?;
-            self.charging.insert(id);
-            Ok(Ok(req))
+            Ok(Ok((id, req)))
         })();
-        let req = match begun {
-            Ok(Ok(req)) => req,
+        let (id, req) = match begun {
+            Ok(Ok(begun)) => begun,
             Ok(Err(answer)) => return Box::pin(fut::ready(Ok(answer))),
             Err(e) => {
                 // Something that ran out while its timer had not fired yet.
@@ -676,23 +622,17 @@ impl Handler<PayTransaction> for TicketListing {
                 return Box::pin(fut::ready(Err(e)));
             }
         };
-        let store = self.store.clone();
-        let gateway = self.env.gateway.clone();
-        let timeout = self.env.gateway_timeout;
-        let call = charge_after_flush(store, gateway, timeout, req);
-        let id = msg.tx;
-        Box::pin(
-            fut::wrap_future::<_, Self>(call).map(move |answer, act, ctx| act.finish_charge(id, answer, ctx)).then(
-                |out, act, _| {
-                    let store = act.store.clone();
-                    fut::wrap_future(async move {
-                        let out = out?;
-                        store.durable().await?;
-                        Ok(out)
-                    })
-                },
-            ),
-        )
+        // The gateway hears of the charge only once `Charging` is on disk.
+        Box::pin(card::charge(self, id, req).map(move |answer, act, ctx| act.finish_charge(id, answer, ctx)).then(
+            |out, act, _| {
+                let store = act.store.clone();
+                fut::wrap_future(async move {
+                    let out = out?;
+                    store.durable().await?;
+                    Ok(out)
+                })
+            },
+        ))
     }
 }
 
@@ -751,7 +691,7 @@ pub struct CancelTransaction {
 impl Handler<CancelTransaction> for TicketListing {
     type Result = ResponseFuture<Result<Transaction, TradeError>>;
     fn handle(&mut self, msg: CancelTransaction, ctx: &mut Context<Self>) -> Self::Result {
-        let charging = self.charging.contains(&msg.tx);
+        let charging = self.cards.charging(msg.tx);
         let r = match self.finished(msg.tx) {
             // A finished request changes no more: this only refuses.
             Ok(Some(mut t)) => cancel(&mut t, &msg, charging),
@@ -762,7 +702,7 @@ impl Handler<CancelTransaction> for TicketListing {
             }),
             Err(e) => Err(e),
         };
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.arm(ctx);
         self.store.when_durable(r)
     }

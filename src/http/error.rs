@@ -535,7 +535,7 @@ impl From<crate::actors::ticket_listing::TradeError> for TError {
             TradeError::AmountTooLarge => {
                 TError::bad_request(format!("결제 금액은 {} 이하여야 합니다.", crate::money::MAX_AMOUNT))
             }
-            TradeError::Expired => TError::bad_request(crate::actors::ticket_listing::EXPIRED),
+            TradeError::Expired => TError::bad_request(crate::actors::room::EXPIRED_NOTICE),
             TradeError::Cancelled => TError::bad_request("the payment request was cancelled"),
             TradeError::NotPaidYet => TError::bad_request("the payment request is not paid yet"),
             TradeError::ConfirmedIsFinal => TError::bad_request("a confirmed purchase cannot be cancelled"),

@@ -9,6 +9,7 @@
 //!   [`chat::ws`] is its WebSocket.
 //! - [`queue`]: contract Q, concert seats behind a waiting queue, paid from a wallet.
 //! - [`booking`]: contract B, seat bookings paid by card through a payment gateway.
+//! - [`card`]: a card payment's words (status, failure codes), shared by contracts B and T.
 //! - Shared by every contract: [`error`] (one error type per contract, each rendering
 //!   its contract's shape and statuses), [`contract`] (which contract a path belongs to,
 //!   refusals in its shape, unknown routes), [`health`] (`/healthz`), [`openapi`] (the
@@ -25,6 +26,7 @@
 pub const ROOM_CLOSED: &str = "채팅방이 종료되었습니다.";
 
 pub mod booking;
+pub mod card;
 pub mod chat;
 pub mod clock;
 pub mod contract;

@@ -1,8 +1,14 @@
 //! A trade room's two decisions that span another actor: leaving (which closes the room
 //! and tells the directory before it answers) and asking for payment (which reserves at
-//! the listing before any other message is handled).
+//! the listing before any other message is handled); and what its listing tells it
+//! ([`TradeNotice`]), stored as contract T's messages.
 
 use super::*;
+use crate::actors::trade_notice::{NoticeNotPosted, TradeNotice};
+
+/// The text of the system message an expired payment request leaves in its room (seed
+/// 001; contract T refuses a payment of an expired request in the same words).
+pub const EXPIRED_NOTICE: &str = "결제 요청이 만료되었습니다.";
 
 /// Close a trade room because `user` (a party) left: it stays readable but takes no new
 /// messages, drops out of room lists, and `RoomUpdated` goes to the room and both parties.
@@ -94,5 +100,41 @@ impl Handler<RequestTradePayment> for Room {
         AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(listing.send(request)).map(|answer, _, _| {
             Ok(answer.unwrap_or_else(|e| Err(TradeError::Storage(format!("listing unavailable: {e}")))))
         })))
+    }
+}
+
+impl TradeNotice {
+    /// The message the notice is, as contract T shows it: the expiry a `system` message
+    /// from the system, the purchase a `PURCHASE_CONFIRMED` card without text from the
+    /// buyer (signed with the name the room knows them by).
+    fn message(self) -> PostMessage {
+        let (from, content, kind) = match self {
+            TradeNotice::Expired => {
+                (Author { id: 0, name: "system".into(), picture: None }, Some(EXPIRED_NOTICE.to_string()), "system")
+            }
+            TradeNotice::PurchaseConfirmed { buyer } => {
+                (Author { id: buyer, name: String::new(), picture: None }, None, "PURCHASE_CONFIRMED")
+            }
+        };
+        PostMessage {
+            from,
+            content,
+            kind: kind.into(),
+            reply_to: None,
+            file: None,
+            images: Vec::new(),
+            system: true,
+            client_msg_id: None,
+        }
+    }
+}
+
+/// A listing's notice is posted like any message (durable, then published), also in a
+/// closed room.
+impl Handler<TradeNotice> for Room {
+    type Result = ResponseActFuture<Self, Result<(), NoticeNotPosted>>;
+    fn handle(&mut self, notice: TradeNotice, ctx: &mut Context<Self>) -> Self::Result {
+        let posted = <Self as Handler<PostMessage>>::handle(self, notice.message(), ctx);
+        Box::pin(posted.map(|posted, _, _| posted.map(|_| ()).map_err(|e| NoticeNotPosted(e.to_string()))))
     }
 }

@@ -4,9 +4,9 @@
 //! or none by one `HoldSeats`, and its lock runs out at `hold_expires_at` like any hold.
 //!
 //! # Charging a card without blocking the seat map
-//! [`ExecuteBooking`] runs in three steps; the first and the last inside the actor, the
-//! gateway call between them outside it, so the seat map goes on serving (and its timer
-//! goes on expiring locks) while the gateway thinks:
+//! [`ExecuteBooking`] runs the three steps of [`card`](crate::actors::card); the first and
+//! the last inside the actor, the gateway call between them outside it, so the seat map
+//! goes on serving (and its timer goes on expiring locks) while the gateway thinks:
 //! 1. Check the booking (the caller's, pending, lock not run out, no charge in flight),
 //!    record `Charging` and persist it; the gateway key is `{intent}-{attempt}`.
 //! 2. Once that is durable, ask the gateway, for at most `BOXOFFICE_GATEWAY_TIMEOUT`.
@@ -24,16 +24,14 @@
 //! a charge that was in flight when the process stopped counts as `Unknown`.
 
 use super::{HoldSeats, Reservation, ReservationStatus, SeatError, SeatMap, SeatState};
-use crate::actors::gateway::{charge_after_flush, CardFailure, ChargeRequest, GatewayError};
+use crate::actors::card::{self, CardFailure, CardOwner, Cards, ChargeState};
+use crate::actors::gateway::{ChargeRequest, GatewayCharge, GatewayError};
 use crate::actors::ledger::Keyed;
 use crate::store::{Batch, Key};
 use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// How long after a failed refund the seat map tries again.
-pub const REFUND_RETRY: Duration = Duration::from_secs(2);
 
 /// What makes a hold a booking, as the client asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,38 +107,6 @@ impl Booking {
     pub fn gateway_key(&self) -> String {
         format!("{}-{}", self.intent, self.attempt)
     }
-
-    /// `unpaid`, `processing`, `captured` or `refunded`, as clients see it.
-    pub fn payment_status(&self) -> &'static str {
-        match self.charge {
-            ChargeState::Unpaid | ChargeState::Refunded { charge: None, .. } => "unpaid",
-            ChargeState::Charging { .. } | ChargeState::Unknown => "processing",
-            ChargeState::Captured { .. } => "captured",
-            ChargeState::Refunded { charge: Some(_), .. } => "refunded",
-        }
-    }
-}
-
-/// Where a booking's card payment stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChargeState {
-    /// Nothing charged (no attempt yet, or the last one was declined).
-    Unpaid,
-    /// A gateway call is (or was, before a restart) under way.
-    Charging { since: u64 },
-    /// The gateway did not answer in time: the current key may or may not have charged.
-    Unknown,
-    /// The gateway captured `charge`.
-    Captured { charge: String, at: u64 },
-    /// The key was refunded and voided (`charge` is what it had captured, if anything).
-    Refunded { charge: Option<String>, at: u64 },
-}
-
-impl ChargeState {
-    /// Whether the gateway may hold this booking's money.
-    pub fn may_hold_money(&self) -> bool {
-        matches!(self, ChargeState::Charging { .. } | ChargeState::Unknown | ChargeState::Captured { .. })
-    }
 }
 
 /// The answer to a payment attempt.
@@ -148,12 +114,6 @@ impl ChargeState {
 pub enum ExecuteOutcome {
     Paid { processed_at: u64 },
     Failed(CardFailure),
-}
-
-impl ExecuteOutcome {
-    fn failed(code: &str, concept: &str) -> Self {
-        ExecuteOutcome::Failed(CardFailure::new(code, concept))
-    }
 }
 
 /// What the first step of a payment decided.
@@ -192,7 +152,7 @@ impl SeatMap {
     fn expire_now(&mut self, mut r: Reservation, ctx: &mut Context<Self>) -> Result<(), SeatError> {
         r.status = ReservationStatus::Expired;
         self.transition(r, SeatState::Available)?;
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.arm(ctx);
         Ok(())
     }
@@ -200,7 +160,7 @@ impl SeatMap {
     fn begin_charge(&mut self, msg: &ExecuteBooking, ctx: &mut Context<Self>) -> Result<Begun, SeatError> {
         let mut r = self.find_booking(msg.reservation, msg.user)?;
         let Some(b) = r.booking.as_mut() else { return Err(SeatError::NotFound) };
-        if self.charging.contains(&r.id) {
+        if self.cards.charging(r.id) {
             return Err(SeatError::PaymentInProgress);
         }
         match r.status {
@@ -212,24 +172,22 @@ impl SeatMap {
                 return Ok(Begun::Answer(ExecuteOutcome::Paid { processed_at }));
             }
             ReservationStatus::Cancelled => {
-                return Ok(Begun::Answer(ExecuteOutcome::failed("BOOKING_CANCELLED", "CLIENT_ERROR")))
+                return Ok(Begun::Answer(ExecuteOutcome::Failed(CardFailure::BookingCancelled)))
             }
             ReservationStatus::Expired => {
-                return Ok(Begun::Answer(ExecuteOutcome::failed("BOOKING_EXPIRED", "CLIENT_ERROR")))
+                return Ok(Begun::Answer(ExecuteOutcome::Failed(CardFailure::BookingExpired)))
             }
             ReservationStatus::Paying => return Err(SeatError::PaymentInProgress),
             ReservationStatus::Held => {}
         }
         if r.hold_expires_at <= now_ms() {
             self.expire_now(r, ctx)?;
-            return Ok(Begun::Answer(ExecuteOutcome::failed("BOOKING_EXPIRED", "CLIENT_ERROR")));
+            return Ok(Begun::Answer(ExecuteOutcome::Failed(CardFailure::BookingExpired)));
         }
         b.charge = ChargeState::Charging { since: now_ms() };
         let req =
             ChargeRequest { key: b.gateway_key(), amount: r.price, token: msg.token.clone(), cvv: msg.cvv.clone() };
-        let id = r.id;
         self.save(r)?;
-        self.charging.insert(id);
         Ok(Begun::Charge(req))
     }
 
@@ -237,11 +195,10 @@ impl SeatMap {
     fn finish_charge(
         &mut self,
         id: u64,
-        answer: Result<crate::actors::gateway::GatewayCharge, GatewayError>,
+        answer: Result<GatewayCharge, GatewayError>,
         key: Option<Keyed<ExecuteOutcome>>,
         ctx: &mut Context<Self>,
     ) -> Result<ExecuteOutcome, SeatError> {
-        self.charging.remove(&id);
         let Some(mut r) = self.live.get(&id).cloned() else {
             // Only a booking with a charge in flight gets here, and those stay live.
             tracing::error!(seat_map = %self.id, reservation = id, "a charge finished for a booking that is gone");
@@ -250,91 +207,55 @@ impl SeatMap {
         let now = now_ms();
         let lock_holds = r.status == ReservationStatus::Held && r.hold_expires_at > now;
         let Some(b) = r.booking.as_mut() else { return Err(SeatError::NotFound) };
-        let (outcome, keep_answer, seats) = match answer {
-            Ok(charge) => {
-                b.charge = ChargeState::Captured { charge: charge.id, at: now };
-                if lock_holds {
-                    r.status = ReservationStatus::Confirmed;
-                    (ExecuteOutcome::Paid { processed_at: now }, true, Some(SeatState::Sold(id)))
-                } else {
-                    tracing::warn!(seat_map = %self.id, reservation = id, "captured after the lock ran out; refunding");
-                    let seats = (r.status == ReservationStatus::Held).then_some(SeatState::Available);
-                    r.status = ReservationStatus::Expired;
-                    (ExecuteOutcome::failed("BOOKING_EXPIRED", "CLIENT_ERROR"), true, seats)
-                }
+        let (outcome, seats) = match b.charge.apply(&mut b.attempt, answer, now) {
+            Ok(()) if lock_holds => {
+                r.status = ReservationStatus::Confirmed;
+                (ExecuteOutcome::Paid { processed_at: now }, Some(SeatState::Sold(id)))
             }
-            Err(GatewayError::Declined(failure)) => {
-                b.charge = ChargeState::Unpaid;
-                b.attempt += 1;
-                (ExecuteOutcome::Failed(failure), true, None)
+            Ok(()) => {
+                tracing::warn!(seat_map = %self.id, reservation = id, "captured after the lock ran out; refunding");
+                let seats = (r.status == ReservationStatus::Held).then_some(SeatState::Available);
+                r.status = ReservationStatus::Expired;
+                (ExecuteOutcome::Failed(CardFailure::BookingExpired), seats)
             }
-            // The outcome is unknown: not an answer to keep for the key, a retry must
-            // ask again (with the same gateway key).
-            Err(GatewayError::Timeout) => {
-                b.charge = ChargeState::Unknown;
-                (ExecuteOutcome::failed("GATEWAY_TIMEOUT", "SERVER_ERROR"), false, None)
-            }
-            Err(GatewayError::Unavailable(e)) => {
-                tracing::warn!(seat_map = %self.id, reservation = id, error = %e, "payment gateway unavailable");
-                b.charge = ChargeState::Unknown;
-                (ExecuteOutcome::failed("GATEWAY_UNAVAILABLE", "SERVER_ERROR"), false, None)
-            }
+            Err(failure) => (ExecuteOutcome::Failed(failure), None),
         };
         // A definite answer is the key's first answer, written with the change it reports.
+        // An unknown outcome is not: a retry must ask again (with the same gateway key).
+        let definite = !matches!(outcome, ExecuteOutcome::Failed(f) if f.outcome_unknown());
         let mut extra = Batch::default();
-        if let (true, Some(keyed)) = (keep_answer, &key) {
+        if let (true, Some(keyed)) = (definite, &key) {
             keyed.record(&outcome, &mut extra)?;
         }
         self.commit(r, seats, extra)?;
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.arm(ctx);
         Ok(outcome)
     }
+}
 
-    /// Refund every finished booking that may still hold money and has no call in flight.
-    pub(super) fn settle(&mut self, ctx: &mut Context<Self>) {
-        let due: Vec<(u64, String)> = self
-            .live
-            .values()
-            .filter(|r| r.needs_refund() && !self.charging.contains(&r.id) && !self.refunding.contains(&r.id))
-            .filter_map(|r| r.booking.as_ref().map(|b| (r.id, b.gateway_key())))
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let gateway = self.env.gateway.clone();
-        for (id, key) in due {
-            self.refunding.insert(id);
-            let call = crate::actors::gateway::refund(gateway.as_ref(), key);
-            ctx.spawn(fut::wrap_future::<_, Self>(call).map(move |answer, act, ctx| act.refunded(id, answer, ctx)));
-        }
+/// The seat map refunds finished bookings whose card may still hold money.
+impl CardOwner for SeatMap {
+    type Error = SeatError;
+
+    fn cards(&mut self) -> &mut Cards {
+        &mut self.cards
     }
 
-    fn refunded(
-        &mut self,
-        id: u64,
-        answer: Result<Option<crate::actors::gateway::GatewayCharge>, GatewayError>,
-        ctx: &mut Context<Self>,
-    ) {
-        self.refunding.remove(&id);
-        let retry = |ctx: &mut Context<Self>| {
-            ctx.run_later(REFUND_RETRY, |act, ctx| act.settle(ctx));
-        };
-        let charge = match answer {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(seat_map = %self.id, reservation = id, error = %e, "refund failed; retrying");
-                retry(ctx);
-                return;
-            }
-        };
-        let Some(mut r) = self.live.get(&id).cloned() else { return };
-        let Some(b) = r.booking.as_mut() else { return };
-        b.charge = ChargeState::Refunded { charge: charge.map(|c| c.id), at: now_ms() };
+    fn refunds_owed(&self) -> Vec<(u64, String)> {
+        self.live
+            .values()
+            .filter(|r| r.needs_refund())
+            .filter_map(|r| r.booking.as_ref().map(|b| (r.id, b.gateway_key())))
+            .collect()
+    }
+
+    fn record_refund(&mut self, id: u64, charge: ChargeState) -> Result<(), SeatError> {
+        let Some(mut r) = self.live.get(&id).cloned() else { return Ok(()) };
+        let Some(b) = r.booking.as_mut() else { return Ok(()) };
+        b.charge = charge;
         tracing::info!(seat_map = %self.id, reservation = id, booking = %b.id, "refunded a booking that did not keep its seats");
-        if self.save(r).is_err() {
-            retry(ctx);
-        }
+        self.save(r).map(|_| ())
     }
 }
 
@@ -380,25 +301,19 @@ impl Handler<ExecuteBooking> for SeatMap {
             Ok(Begun::Answer(outcome)) => return Box::pin(fut::ready(Ok(outcome))),
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let store = self.store.clone();
-        let gateway = self.env.gateway.clone();
-        let timeout = self.env.gateway_timeout;
-        // The gateway hears of the charge only once `Charging` is on disk.
-        let call = charge_after_flush(store, gateway, timeout, req);
         let id = msg.reservation;
         let key = msg.key;
-        Box::pin(
-            fut::wrap_future::<_, Self>(call)
-                .map(move |answer, act, ctx| act.finish_charge(id, answer, key, ctx))
-                .then(|outcome, act, _| {
-                    let store = act.store.clone();
-                    fut::wrap_future(async move {
-                        let outcome = outcome?;
-                        store.durable().await?;
-                        Ok(outcome)
-                    })
-                }),
-        )
+        // The gateway hears of the charge only once `Charging` is on disk.
+        Box::pin(card::charge(self, id, req).map(move |answer, act, ctx| act.finish_charge(id, answer, key, ctx)).then(
+            |outcome, act, _| {
+                let store = act.store.clone();
+                fut::wrap_future(async move {
+                    let outcome = outcome?;
+                    store.durable().await?;
+                    Ok(outcome)
+                })
+            },
+        ))
     }
 }
 
@@ -421,7 +336,7 @@ impl Handler<CancelBooking> for SeatMap {
 impl SeatMap {
     fn cancel_booking(&mut self, msg: CancelBooking, ctx: &mut Context<Self>) -> Result<Reservation, SeatError> {
         let mut r = self.find_booking(msg.reservation, msg.user)?;
-        if self.charging.contains(&r.id) {
+        if self.cards.charging(r.id) {
             return Err(SeatError::PaymentInProgress);
         }
         if r.status != ReservationStatus::Held {
@@ -434,7 +349,7 @@ impl SeatMap {
         r.status = ReservationStatus::Cancelled;
         let r = self.transition(r, SeatState::Available)?;
         // A charge of unknown outcome is refunded.
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.arm(ctx);
         Ok(r)
     }

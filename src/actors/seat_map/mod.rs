@@ -24,9 +24,10 @@
 
 pub mod booking;
 
-pub use booking::{Booking, BookingSpec, ChargeState};
+pub use booking::{Booking, BookingSpec};
 
 use super::book::{deactivate, Activated, ActorBook, Arbiters, Deactivate, Lease, Lookup};
+use super::card::{self, Cards};
 use super::deadline::Deadline;
 use super::gateway::PaymentGateway;
 use super::ledger::Keyed;
@@ -34,7 +35,7 @@ use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,11 +207,8 @@ pub struct SeatMap {
     /// How many live reservations have a deadline (held or paying): at none, the timer
     /// is disarmed at once rather than left to fire on nothing.
     pending: usize,
-    /// Bookings whose gateway charge this process is waiting for (never persisted: after
-    /// a restart nothing is in flight).
-    charging: HashSet<u64>,
-    /// Bookings whose refund this process is waiting for.
-    refunding: HashSet<u64>,
+    /// The bookings' charges and refunds in flight with the gateway.
+    cards: Cards,
     lease: Lease<SeatMap>,
 }
 
@@ -363,8 +361,7 @@ impl Activated for SeatMap {
         self.pending > 0
             || self.live.values().any(Reservation::needs_refund)
             || self.timer.is_armed()
-            || !self.charging.is_empty()
-            || !self.refunding.is_empty()
+            || self.cards.busy()
     }
     fn lease(&self) -> &Lease<Self> {
         &self.lease
@@ -413,14 +410,13 @@ impl SeatMap {
             // A charge that was in flight when the process stopped has an unknown outcome
             // now: a retry reuses its gateway key, an expiry refunds it.
             if let Some(b) = res.booking.as_mut() {
-                if let ChargeState::Charging { .. } = b.charge {
-                    b.charge = ChargeState::Unknown;
-                }
+                b.charge.restarted();
             }
             live.insert(res.id, res);
         }
         let places = seats.iter().map(|s| SeatPlace { label: s.label.clone(), price: s.price }).collect();
         let pending = live.values().filter(|r| deadline(r).is_some()).count();
+        let cards = Cards::new(store.clone(), env.gateway.clone(), env.gateway_timeout);
         Ok(SeatMap {
             id: snapshot.id,
             seats,
@@ -433,8 +429,7 @@ impl SeatMap {
             backoff_until: 0,
             earliest_added: None,
             pending,
-            charging: HashSet::new(),
-            refunding: HashSet::new(),
+            cards,
             lease,
         })
     }
@@ -618,7 +613,7 @@ impl SeatMap {
         for (reservation, user, payment) in stale {
             self.ask_wallet(reservation, user, payment, ctx);
         }
-        self.settle(ctx);
+        card::settle(self, ctx);
         self.arm(ctx);
     }
 

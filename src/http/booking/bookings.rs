@@ -6,6 +6,7 @@ use crate::actors::registry::BookingRoute;
 use crate::actors::seat_map::booking::{CancelBooking, ExecuteBooking, ExecuteOutcome};
 use crate::actors::seat_map::{BookingSpec, GetReservation, Reservation, ReservationStatus, SeatError, SeatMap};
 use crate::auth::parse_user_id;
+use crate::http::card;
 use crate::http::error::{BError, BErrorBody};
 use crate::http::{fingerprint, AppState, Caller, JsonBody, MaybeIdempotencyKey};
 use crate::store::StoreError;
@@ -121,7 +122,7 @@ impl BookingView {
             created_at: rfc3339(r.created_at),
             payment_intent_id: b.intent.clone(),
             locked_until: rfc3339(r.hold_expires_at),
-            payment_status: b.payment_status(),
+            payment_status: card::payment_status(b.charge.status()),
         })
     }
 }
@@ -318,9 +319,9 @@ pub struct FailureDetail {
     /// `CARD_DECLINED`, `INSUFFICIENT_FUNDS`, `PROCESSING_ERROR`, `INVALID_PAYMENT_METHOD`,
     /// `GATEWAY_TIMEOUT`, `GATEWAY_UNAVAILABLE`, `BOOKING_EXPIRED`, `BOOKING_CANCELLED`,
     /// `CHARGE_VOIDED`.
-    pub failure_code: String,
+    pub failure_code: &'static str,
     /// `CLIENT_ERROR` or `SERVER_ERROR`.
-    pub failure_concept: String,
+    pub failure_concept: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -431,7 +432,7 @@ pub async fn execute(
             message: "Payment FAILURE",
             payment_intent_id: intent,
             status: "FAILURE",
-            error: FailureDetail { failure_code: f.failure_code, failure_concept: f.failure_concept },
+            error: FailureDetail { failure_code: card::failure_code(f), failure_concept: card::failure_concept(f) },
         }),
     })
 }

@@ -3,11 +3,12 @@
 //! in full. A transaction is shown as [`TxView`].
 
 use super::{ok, positive, room_actor};
+use crate::actors::card::CardFailure;
 use crate::actors::room::RequestTradePayment;
-use crate::actors::seat_map::ChargeState;
 use crate::actors::ticket_listing::{
     CancelTransaction, ConfirmPurchase, PayOutcome, PayTransaction, TicketListing, Transaction,
 };
+use crate::http::card;
 use crate::http::error::{TData, TEnvelope, TError};
 use crate::http::{AppState, Caller, JsonBody};
 use crate::time::rfc3339;
@@ -60,12 +61,7 @@ impl From<&Transaction> for TxView {
             confirmed_at: t.confirmed_at.map(rfc3339),
             cancelled_at: t.cancelled_at.map(rfc3339),
             cancel_reason: t.cancel_reason.clone(),
-            payment_status: match t.charge {
-                ChargeState::Unpaid | ChargeState::Refunded { charge: None, .. } => "unpaid",
-                ChargeState::Charging { .. } | ChargeState::Unknown => "processing",
-                ChargeState::Captured { .. } => "captured",
-                ChargeState::Refunded { charge: Some(_), .. } => "refunded",
-            },
+            payment_status: card::payment_status(t.charge.status()),
         }
     }
 }
@@ -129,8 +125,8 @@ fn tx_listing(state: &AppState, body: &TxBody) -> Result<(u64, Addr<TicketListin
 #[serde(rename_all = "camelCase")]
 pub struct PayFailure {
     pub transaction_id: u64,
-    pub failure_code: String,
-    pub failure_concept: String,
+    pub failure_code: &'static str,
+    pub failure_concept: &'static str,
 }
 
 /// The buyer pays a pending request by card (the test gateway's tokens, as contract B).
@@ -148,13 +144,17 @@ pub async fn pay(
     let (tx, listing) = tx_listing(&state, &body.0)?;
     match listing.send(PayTransaction { tx, buyer: me.user_id, token }).await?? {
         PayOutcome::Paid(t) => Ok(ok(StatusCode::OK, "결제 성공", TxView::from(&t))),
-        PayOutcome::Failed(f) if f.failure_code == "REQUEST_EXPIRED" => {
-            Err(TError::bad_request(crate::actors::ticket_listing::EXPIRED))
+        PayOutcome::Failed(CardFailure::RequestExpired) => {
+            Err(TError::bad_request(crate::actors::room::EXPIRED_NOTICE))
         }
         PayOutcome::Failed(f) => Ok(ok(
             StatusCode::BAD_REQUEST,
             "결제에 실패했습니다.",
-            PayFailure { transaction_id: tx, failure_code: f.failure_code, failure_concept: f.failure_concept },
+            PayFailure {
+                transaction_id: tx,
+                failure_code: card::failure_code(f),
+                failure_concept: card::failure_concept(f),
+            },
         )),
     }
 }
