@@ -26,7 +26,7 @@ use crate::store::{Batch, Key, Store, StoreError};
 use crate::time::now_ms;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 /// How long after a failed notice the actor tries again.
@@ -119,8 +119,9 @@ pub struct ListingSnapshot {
     pub open: Vec<u64>,
 }
 
-/// A listing in memory: its stock and its open payment requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A listing in memory: its stock and its open payment requests. Not `Clone`: a change
+/// copies the requests it changes, never the whole listing (see `TicketListing::commit`).
+#[derive(Debug, PartialEq, Eq)]
 pub struct ListingState {
     pub listing: Listing,
     pub transactions: BTreeMap<u64, Transaction>,
@@ -253,78 +254,85 @@ impl TicketListing {
         Ok(TicketListing { state, store, env, timer: Deadline::default(), cards, notifying: HashSet::new(), lease })
     }
 
-    /// Write what changed from `self.state` to `next` in one atomic write: every changed
-    /// request's record (a new one with its room's index entry), and the listing's record
-    /// when its stock or its open set changed. Finished requests leave memory.
-    fn persist(&self, next: &mut ListingState) -> Result<(), StoreError> {
+    /// The one place a listing changes, write first: the requests in `txs` as they are to
+    /// be (a new one with its room's index entry) and, when the stock or the set of open
+    /// requests changes, the listing's record go in one atomic write; only then does
+    /// memory change, so a failed write leaves the listing as it was. The stock follows the
+    /// requests: a new one takes its quantity, a cancelled one gives it back. Finished
+    /// requests leave memory.
+    fn commit(&mut self, txs: Vec<Transaction>) -> Result<(), TradeError> {
         let mut batch = Batch::default();
-        let mut changes = Vec::new();
-        for (id, tx) in &next.transactions {
-            let was = self.state.transactions.get(id).map(|t| t.status);
-            if was != Some(tx.status) {
-                changes.push((was, tx.status, tx.amount, tx.cancel_reason.as_deref() == Some("expired")));
-            }
-            match self.state.transactions.get(id) {
+        let mut remaining = self.state.listing.remaining_quantity;
+        let mut open_changed = false;
+        for tx in &txs {
+            let old = self.state.transactions.get(&tx.id);
+            match old {
                 Some(old) if old == tx => {}
-                Some(_) => batch.put(&Key::Transaction(*id), tx)?,
+                Some(_) => batch.put(&Key::Transaction(tx.id), tx)?,
                 None => {
-                    batch.put(&Key::Transaction(*id), tx)?;
-                    batch.put(&Key::RoomTransaction(tx.room, *id), &())?;
+                    batch.put(&Key::Transaction(tx.id), tx)?;
+                    batch.put(&Key::RoomTransaction(tx.room, tx.id), &())?;
                 }
             }
+            match (old.is_some_and(|t| t.status != TxStatus::Cancelled), tx.status != TxStatus::Cancelled) {
+                (false, true) => remaining -= tx.quantity,
+                (true, false) => remaining += tx.quantity,
+                _ => {}
+            }
+            open_changed |= old.is_some() != tx.is_open();
         }
-        next.transactions.retain(|_, tx| tx.is_open());
-        let open_changed = next.transactions.len() != self.state.transactions.len()
-            || next.transactions.keys().ne(self.state.transactions.keys());
-        if open_changed || next.listing != self.state.listing {
-            let open = next.transactions.keys().copied().collect();
-            batch.put(&Key::Listing(next.listing.id), &ListingSnapshot { listing: next.listing.clone(), open })?;
+        if open_changed || remaining != self.state.listing.remaining_quantity {
+            let mut open: BTreeSet<u64> = self.state.transactions.keys().copied().collect();
+            for tx in &txs {
+                if tx.is_open() {
+                    open.insert(tx.id);
+                } else {
+                    open.remove(&tx.id);
+                }
+            }
+            let listing = Listing { remaining_quantity: remaining, ..self.state.listing.clone() };
+            let open = open.into_iter().collect();
+            batch.put(&Key::Listing(listing.id), &ListingSnapshot { listing, open })?;
         }
         self.store.apply(batch)?;
-        for (was, now, amount, expired) in changes {
-            match now {
-                TxStatus::PendingPayment if was.is_none() => crate::observe::hold(Sale::Trade),
-                TxStatus::Paid => crate::observe::payment(Sale::Trade, amount),
-                TxStatus::Cancelled if expired => crate::observe::expiry(Sale::Trade),
-                _ => {}
+        self.state.listing.remaining_quantity = remaining;
+        for tx in txs {
+            count(self.state.transactions.get(&tx.id).map(|t| t.status), &tx);
+            if tx.is_open() {
+                self.state.transactions.insert(tx.id, tx);
+            } else {
+                self.state.transactions.remove(&tx.id);
             }
         }
         Ok(())
     }
 
-    /// Apply `f` to a copy of the state, persist what changed, and keep it (or nothing).
-    fn update<T>(&mut self, f: impl FnOnce(&mut ListingState) -> Result<T, TradeError>) -> Result<T, TradeError> {
-        let mut next = self.state.clone();
-        let out = f(&mut next)?;
-        self.persist(&mut next)?;
-        self.state = next;
+    /// Change open request `id` with `f`, on a copy, and commit it.
+    fn change<T>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut Transaction) -> Result<T, TradeError>,
+    ) -> Result<T, TradeError> {
+        let mut tx = self.state.transactions.get(&id).cloned().ok_or(TradeError::TxNotFound)?;
+        let out = f(&mut tx)?;
+        self.commit(vec![tx])?;
         Ok(out)
     }
 
     /// Cancel every pending request that has run out (and is not being charged).
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let due: Vec<u64> = self
+        let mut expired: Vec<Transaction> = self
             .state
             .transactions
             .values()
             .filter(|t| t.status == TxStatus::PendingPayment && t.reservation_expires_at <= now)
-            .map(|t| t.id)
+            .cloned()
             .collect();
-        if !due.is_empty() {
-            let r = self.update(|s| {
-                for id in &due {
-                    if let Some(t) = s.transactions.get_mut(id) {
-                        t.status = TxStatus::Cancelled;
-                        t.cancelled_at = Some(now);
-                        t.cancel_reason = Some("expired".into());
-                        t.notice_owed = true;
-                        s.listing.remaining_quantity += t.quantity;
-                    }
-                }
-                Ok(())
-            });
-            match r {
+        if !expired.is_empty() {
+            let due: Vec<u64> = expired.iter().map(|t| t.id).collect();
+            expired.iter_mut().for_each(|t| expire(t, now));
+            match self.commit(expired) {
                 Ok(()) => tracing::info!(listing = self.state.listing.id, ?due, "payment requests expired"),
                 Err(e) => {
                     tracing::error!(error = %e, "could not persist expired payment requests; retrying");
@@ -371,13 +379,11 @@ impl TicketListing {
             ctx.spawn(addr.send(notice).into_actor(self).map(move |r, act, ctx| {
                 act.notifying.remove(&id);
                 if matches!(r, Ok(Ok(_))) {
-                    let _ = act.update(|s| {
-                        if let Some(t) = s.transactions.get_mut(&id) {
-                            if expired {
-                                t.notice_owed = false;
-                            } else {
-                                t.card_owed = false;
-                            }
+                    let _ = act.change(id, |t| {
+                        if expired {
+                            t.notice_owed = false;
+                        } else {
+                            t.card_owed = false;
                         }
                         Ok(())
                     });
@@ -418,8 +424,7 @@ impl TicketListing {
         ctx: &mut Context<Self>,
     ) -> Result<PayOutcome, TradeError> {
         let now = now_ms();
-        let out = self.update(|s| {
-            let t = s.transactions.get_mut(&id).ok_or(TradeError::TxNotFound)?;
+        let out = self.change(id, |t| {
             Ok(match t.charge.apply(&mut t.attempt, answer, now) {
                 Ok(()) if t.status == TxStatus::PendingPayment && t.reservation_expires_at > now => {
                     t.status = TxStatus::Paid;
@@ -428,11 +433,7 @@ impl TicketListing {
                 }
                 Ok(()) => {
                     if t.status == TxStatus::PendingPayment {
-                        t.status = TxStatus::Cancelled;
-                        t.cancelled_at = Some(now);
-                        t.cancel_reason = Some("expired".into());
-                        t.notice_owed = true;
-                        s.listing.remaining_quantity += t.quantity;
+                        expire(t, now);
                     }
                     PayOutcome::Failed(CardFailure::RequestExpired)
                 }
@@ -459,10 +460,11 @@ impl CardOwner for TicketListing {
     }
 
     fn record_refund(&mut self, id: u64, charge: ChargeState) -> Result<(), TradeError> {
-        self.update(|s| {
-            if let Some(t) = s.transactions.get_mut(&id) {
-                t.charge = charge;
-            }
+        if !self.state.transactions.contains_key(&id) {
+            return Ok(());
+        }
+        self.change(id, |t| {
+            t.charge = charge;
             Ok(())
         })
     }
@@ -528,41 +530,39 @@ impl Handler<RequestPayment> for TicketListing {
         let ttl = crate::time::ms(self.env.ttl);
         let id = self.store.next_id().map_err(TradeError::from);
         let r = id.and_then(|id| {
-            self.update(|s| {
-                if msg.quantity == 0 {
-                    return Err(TradeError::ZeroQuantity);
-                }
-                if s.listing.remaining_quantity < msg.quantity {
-                    return Err(TradeError::NotEnoughStock);
-                }
-                let amount = crate::money::times(s.listing.unit_price, u64::from(msg.quantity))
-                    .ok_or(TradeError::AmountTooLarge)?;
-                s.listing.remaining_quantity -= msg.quantity;
-                let now = now_ms();
-                let t = Transaction {
-                    id,
-                    listing: s.listing.id,
-                    room: msg.room,
-                    buyer: msg.buyer,
-                    seller: s.listing.seller,
-                    quantity: msg.quantity,
-                    unit_price: s.listing.unit_price,
-                    amount,
-                    status: TxStatus::PendingPayment,
-                    created_at: now,
-                    reservation_expires_at: now + ttl,
-                    paid_at: None,
-                    confirmed_at: None,
-                    cancelled_at: None,
-                    cancel_reason: None,
-                    charge: ChargeState::Unpaid,
-                    attempt: 0,
-                    notice_owed: false,
-                    card_owed: false,
-                };
-                s.transactions.insert(id, t.clone());
-                Ok(t)
-            })
+            let listing = &self.state.listing;
+            if msg.quantity == 0 {
+                return Err(TradeError::ZeroQuantity);
+            }
+            if listing.remaining_quantity < msg.quantity {
+                return Err(TradeError::NotEnoughStock);
+            }
+            let amount =
+                crate::money::times(listing.unit_price, u64::from(msg.quantity)).ok_or(TradeError::AmountTooLarge)?;
+            let now = now_ms();
+            let t = Transaction {
+                id,
+                listing: listing.id,
+                room: msg.room,
+                buyer: msg.buyer,
+                seller: listing.seller,
+                quantity: msg.quantity,
+                unit_price: listing.unit_price,
+                amount,
+                status: TxStatus::PendingPayment,
+                created_at: now,
+                reservation_expires_at: now + ttl,
+                paid_at: None,
+                confirmed_at: None,
+                cancelled_at: None,
+                cancel_reason: None,
+                charge: ChargeState::Unpaid,
+                attempt: 0,
+                notice_owed: false,
+                card_owed: false,
+            };
+            self.commit(vec![t.clone()])?;
+            Ok(t)
         });
         self.arm(ctx);
         self.store.when_durable(r)
@@ -601,8 +601,7 @@ impl Handler<PayTransaction> for TicketListing {
                 return Err(TradeError::Expired);
             }
             let id = t.id;
-            let req = self.update(|s| {
-                let t = s.transactions.get_mut(&id).ok_or(TradeError::TxNotFound)?;
+            let req = self.change(id, |t| {
                 t.charge = ChargeState::Charging { since: now_ms() };
                 Ok(ChargeRequest {
                     key: t.gateway_key(),
@@ -650,13 +649,32 @@ impl Handler<ConfirmPurchase> for TicketListing {
         let r = match self.finished(msg.tx) {
             // A finished request changes no more: this only answers (or refuses).
             Ok(Some(mut t)) => confirm(&mut t, msg.buyer),
-            Ok(None) => {
-                self.update(|s| confirm(s.transactions.get_mut(&msg.tx).ok_or(TradeError::TxNotFound)?, msg.buyer))
-            }
+            Ok(None) => self.change(msg.tx, |t| confirm(t, msg.buyer)),
             Err(e) => Err(e),
         };
         self.notify(ctx);
         self.store.when_durable(r)
+    }
+}
+
+/// Cancel a pending request that ran out: its room is to be told.
+fn expire(t: &mut Transaction, now: u64) {
+    t.status = TxStatus::Cancelled;
+    t.cancelled_at = Some(now);
+    t.cancel_reason = Some("expired".into());
+    t.notice_owed = true;
+}
+
+/// The metrics of a request's change from `was` (`None`: new) to `tx`'s status.
+fn count(was: Option<TxStatus>, tx: &Transaction) {
+    if was == Some(tx.status) {
+        return;
+    }
+    match tx.status {
+        TxStatus::PendingPayment if was.is_none() => crate::observe::hold(Sale::Trade),
+        TxStatus::Paid => crate::observe::payment(Sale::Trade, tx.amount),
+        TxStatus::Cancelled if tx.cancel_reason.as_deref() == Some("expired") => crate::observe::expiry(Sale::Trade),
+        _ => {}
     }
 }
 
@@ -695,11 +713,7 @@ impl Handler<CancelTransaction> for TicketListing {
         let r = match self.finished(msg.tx) {
             // A finished request changes no more: this only refuses.
             Ok(Some(mut t)) => cancel(&mut t, &msg, charging),
-            Ok(None) => self.update(|s| {
-                let t = cancel(s.transactions.get_mut(&msg.tx).ok_or(TradeError::TxNotFound)?, &msg, charging)?;
-                s.listing.remaining_quantity += t.quantity;
-                Ok(t)
-            }),
+            Ok(None) => self.change(msg.tx, |t| cancel(t, &msg, charging)),
             Err(e) => Err(e),
         };
         card::settle(self, ctx);
@@ -708,7 +722,7 @@ impl Handler<CancelTransaction> for TicketListing {
     }
 }
 
-/// Cancel a pending or paid request in full (the caller returns its quantity).
+/// Cancel a pending or paid request in full (its quantity returns with the commit).
 fn cancel(t: &mut Transaction, msg: &CancelTransaction, charging: bool) -> Result<Transaction, TradeError> {
     if t.buyer != msg.user && t.seller != msg.user {
         return Err(TradeError::NotParty);
@@ -728,4 +742,45 @@ fn cancel(t: &mut Transaction, msg: &CancelTransaction, charging: bool) -> Resul
     t.cancelled_at = Some(now_ms());
     t.cancel_reason = Some(if msg.user == t.buyer { "buyer" } else { "seller" }.into());
     Ok(t.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::Registry;
+    use crate::config::Cli;
+    use clap::Parser;
+
+    /// A payment request and a cancellation whose writes fail change nothing in memory:
+    /// the stock and the open request stay as they were, and both succeed once the store
+    /// works again.
+    #[actix_rt::test]
+    async fn a_failed_write_leaves_the_listing_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8").to_string();
+        let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data]).settings.sanitize();
+        let store = Store::open(dir.path()).expect("store");
+        let registry = Registry::start(store.clone(), settings).await.expect("registry");
+        let listing = registry.create_listing(1, "tickets".into(), None, 100, 5).await.expect("listing");
+        let addr = registry.listing(listing.id).expect("store").expect("listing actor");
+        let request = |quantity| RequestPayment { room: 9, buyer: 2, quantity };
+        let tx = addr.send(request(2)).await.expect("mailbox").expect("requested");
+        let remaining = || async { addr.send(GetListing).await.expect("mailbox").remaining_quantity };
+        let requests = || async { addr.send(RoomTransactions { room: 9 }).await.expect("mailbox").expect("requests") };
+        assert_eq!(remaining().await, 3);
+        store.fail_writes(true);
+        let failed = addr.send(request(1)).await.expect("mailbox");
+        assert!(matches!(failed, Err(TradeError::Storage(_))), "{failed:?}");
+        let cancel = CancelTransaction { tx: tx.id, user: 2, quantity: None };
+        let failed = addr.send(cancel).await.expect("mailbox");
+        assert!(matches!(failed, Err(TradeError::Storage(_))), "{failed:?}");
+        store.fail_writes(false);
+        assert_eq!(remaining().await, 3, "no stock taken or given back");
+        assert_eq!(requests().await, vec![tx.clone()], "the request is still pending");
+        let cancel = CancelTransaction { tx: tx.id, user: 2, quantity: None };
+        addr.send(cancel).await.expect("mailbox").expect("cancelled");
+        assert_eq!(remaining().await, 5);
+        addr.send(request(5)).await.expect("mailbox").expect("the whole stock");
+        assert_eq!(remaining().await, 0);
+    }
 }

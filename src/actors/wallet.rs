@@ -120,7 +120,7 @@ pub struct PaymentRecord {
 }
 
 /// What a wallet persists: its current state, bounded whatever the user's history.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletSnapshot {
     user: u64,
     balance: u64,
@@ -160,8 +160,9 @@ impl Wallet {
         Ok(Wallet { state, paying: HashSet::new(), limits, store, env, lease })
     }
 
-    /// Apply the charge policy to the state (changed only when the charge is made).
-    fn charge(&mut self, amount: u64) -> ChargeOutcome {
+    /// Apply the charge policy: the receipt and the state the charge leaves, or why not.
+    /// Changes nothing; [`Wallet::commit`] does, once it is written.
+    fn charge(&self, amount: u64) -> Result<(ChargeReceipt, WalletSnapshot), ChargeRefusal> {
         let now = now_ms();
         let month = month_of(now);
         let used = if self.state.month == month { self.state.month_charged } else { 0 };
@@ -177,30 +178,28 @@ impl Wallet {
         let Some(balance) = crate::money::add(self.state.balance, amount) else {
             return Err(ChargeRefusal::OverMaxBalance);
         };
-        self.state.month = month;
-        self.state.month_charged = used + amount;
-        self.state.balance = balance;
-        Ok(ChargeReceipt { user: self.state.user, charged: amount, balance: self.state.balance, at: now })
+        let next = WalletSnapshot { month, month_charged: used + amount, balance, ..self.state };
+        Ok((ChargeReceipt { user: self.state.user, charged: amount, balance, at: now }, next))
     }
 
-    /// Write the ledger entry recording `outcome` (and the wallet's state with it, when
-    /// `changed`); on a failed write the state goes back to `before`.
-    fn write<O>(
+    /// Write first: `extra`, the wallet's `next` state when the outcome changes it, and the
+    /// ledger entry recording `outcome`, in one atomic write; only then is `next` the
+    /// state. A failed write leaves the wallet as it was.
+    fn commit<O>(
         &mut self,
         keyed: &Keyed<O>,
         outcome: &O,
-        changed: bool,
-        before: WalletSnapshot,
+        next: Option<WalletSnapshot>,
         extra: Batch,
     ) -> Result<(), WalletError> {
         let mut batch = extra;
-        if changed {
-            batch.put(&Key::Wallet(self.state.user), &self.state)?;
+        if let Some(next) = &next {
+            batch.put(&Key::Wallet(next.user), next)?;
         }
         keyed.record(outcome, &mut batch)?;
-        if let Err(e) = self.store.apply(batch) {
-            self.state = before;
-            return Err(e.into());
+        self.store.apply(batch)?;
+        if let Some(next) = next {
+            self.state = next;
         }
         Ok(())
     }
@@ -270,13 +269,14 @@ pub struct Charge {
 impl Handler<Charge> for Wallet {
     type Result = ResponseFuture<Result<ChargeOutcome, WalletError>>;
     fn handle(&mut self, msg: Charge, _: &mut Context<Self>) -> Self::Result {
-        let before = self.state.clone();
-        let outcome = self.charge(msg.amount);
-        let changed = outcome.is_ok();
-        if let Err(e) = self.write(&msg.key, &outcome, changed, before, Batch::default()) {
+        let (outcome, next) = match self.charge(msg.amount) {
+            Ok((receipt, next)) => (Ok(receipt), Some(next)),
+            Err(refusal) => (Err(refusal), None),
+        };
+        if let Err(e) = self.commit(&msg.key, &outcome, next, Batch::default()) {
             return Box::pin(ready(Err(e)));
         }
-        if !changed {
+        if next.is_none() {
             // A refusal changes nothing: its record rides the next flush.
             return Box::pin(ready(Ok(outcome)));
         }
@@ -402,26 +402,27 @@ struct CommitPayment {
 impl Handler<CommitPayment> for Wallet {
     type Result = Result<PayOutcome, WalletError>;
     fn handle(&mut self, msg: CommitPayment, _: &mut Context<Self>) -> Self::Result {
-        let before = self.state.clone();
         let price = msg.reservation.price;
         let mut batch = Batch::default();
-        let outcome = if msg.amount != price {
-            Err(PayRefusal::AmountMismatch { amount: msg.amount, price })
+        let (outcome, next) = if msg.amount != price {
+            (Err(PayRefusal::AmountMismatch { amount: msg.amount, price }), None)
         } else if self.state.balance < price {
-            Err(PayRefusal::InsufficientBalance { balance: self.state.balance, price })
+            (Err(PayRefusal::InsufficientBalance { balance: self.state.balance, price }), None)
         } else {
             let now = now_ms();
-            self.state.balance -= price;
+            let next = WalletSnapshot { balance: self.state.balance - price, ..self.state };
             let record =
                 PaymentRecord { user: self.state.user, reservation: msg.reservation.id, amount: price, at: now };
             batch.put(&Key::Payment(msg.payment), &record)?;
             let mut reservation = msg.reservation;
             reservation.status = super::seat_map::ReservationStatus::Confirmed;
-            let balance_after = self.state.balance;
-            Ok(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after, at: now })
+            let balance_after = next.balance;
+            (
+                Ok(PaymentReceipt { payment: msg.payment, reservation, amount: price, balance_after, at: now }),
+                Some(next),
+            )
         };
-        let changed = outcome.is_ok();
-        self.write(&msg.key, &outcome, changed, before, batch)?;
+        self.commit(&msg.key, &outcome, next, batch)?;
         Ok(outcome)
     }
 }
@@ -526,6 +527,38 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the payment was never settled");
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// A charge and a payment whose writes fail change nothing in memory: the balance
+    /// (and the monthly total) stay as they were, and the same payment commits once the
+    /// store works again.
+    #[actix_rt::test]
+    async fn a_failed_write_leaves_the_wallet_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8").to_string();
+        let args = ["boxoffice", "--no-demo", "--data-dir", &data, "--charge-max-monthly", "700"];
+        let settings = Cli::parse_from(args).settings.sanitize();
+        let store = Store::open(dir.path()).expect("store");
+        let registry = Registry::start(store.clone(), settings).await.expect("registry");
+        let id = interrupted_payment(&registry, &store, false).await;
+        let seat_map = registry.seat_map("t").expect("seat map");
+        let reservation = seat_map.send(GetReservation { id }).await.expect("mailbox").expect("reservation");
+        let wallet = registry.wallet(1).expect("wallet");
+        let balance = || async { wallet.send(GetBalance).await.expect("mailbox") };
+        let commit =
+            |amount| CommitPayment { key: unrecorded("p"), payment: 4242, reservation: reservation.clone(), amount };
+        store.fail_writes(true);
+        let failed = wallet.send(Charge { key: unrecorded("c2"), amount: 200 }).await.expect("mailbox");
+        assert!(matches!(failed, Err(WalletError::Storage(_))), "{failed:?}");
+        let failed = wallet.send(commit(100)).await.expect("mailbox");
+        assert!(matches!(failed, Err(WalletError::Storage(_))), "{failed:?}");
+        assert_eq!(balance().await, 500, "neither the charge nor the debit happened");
+        store.fail_writes(false);
+        let paid = wallet.send(commit(100)).await.expect("mailbox").expect("commit");
+        assert_eq!(paid.map(|p| p.balance_after), Ok(400));
+        // The failed charge did not count towards the month (limit 700, 500 charged).
+        let rest = wallet.send(Charge { key: unrecorded("c3"), amount: 200 }).await.expect("mailbox");
+        assert_eq!(rest.expect("charge").map(|r| r.balance), Ok(600));
     }
 
     #[actix_rt::test]

@@ -125,6 +125,10 @@ pub struct Store {
     journal_seq: Arc<AtomicU64>,
     flusher: mpsc::Sender<Waiter>,
     stats: Arc<FlushStats>,
+    /// Unit tests: while set, every write fails as a disk error would (see
+    /// [`Store::fail_writes`]).
+    #[cfg(test)]
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -162,7 +166,16 @@ impl Store {
             .name("store-flusher".into())
             .spawn(move || group_commit(flush_db, rx, flush_stats, commit_window))
             .map_err(|e| StoreError::Flush(e.to_string()))?;
-        Ok(Store { db, state, journal, journal_seq: Arc::new(AtomicU64::new(0)), flusher: tx, stats })
+        Ok(Store {
+            db,
+            state,
+            journal,
+            journal_seq: Arc::new(AtomicU64::new(0)),
+            flusher: tx,
+            stats,
+            #[cfg(test)]
+            failing: Default::default(),
+        })
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, StoreError> {
@@ -173,6 +186,7 @@ impl Store {
     }
 
     pub fn put<T: Serialize>(&self, key: &Key, value: &T) -> Result<(), StoreError> {
+        self.injected_failure()?;
         self.state.insert(key.bytes(), encode(value)?)?;
         Ok(())
     }
@@ -186,6 +200,7 @@ impl Store {
     /// `sync_file_range`s) the log buffer twice per batch, which made the log writer threads
     /// the server's largest CPU cost under load.
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.injected_failure()?;
         match batch.writes.len() {
             0 => Ok(()),
             1 => {
@@ -206,6 +221,27 @@ impl Store {
 
     fn write_one(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         write_one(&self.state, key, value)
+    }
+
+    /// Unit tests: make every later `apply` and `put` fail (`true`) or work again
+    /// (`false`), to show that a failed write leaves an actor's memory as it was.
+    #[cfg(test)]
+    pub fn fail_writes(&self, on: bool) {
+        self.failing.store(on, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn injected_failure(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(sled::Error::Io(std::io::Error::other("a write failure injected by a test")).into());
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn injected_failure(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Whether a record exists under `key`.

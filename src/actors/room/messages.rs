@@ -157,13 +157,17 @@ impl Room {
             *counts.unread.entry(p.user).or_default() += 1;
         }
         batch.put(&Key::RoomCounts(m.room), &counts)?;
-        // The room's snapshot is rewritten only when the sender's name or picture changed;
-        // its last activity is its newest message.
-        let mut next = self.state.clone();
-        if !msg.system && Self::refresh_identity(&mut next, &msg.from) {
+        // The room's snapshot is rewritten (and copied) only when the sender's name or
+        // picture changed; its last activity is its newest message.
+        let next = if !msg.system && Self::identity_changed(&self.state, &msg.from) {
+            let mut next = self.state.clone();
+            Self::refresh_identity(&mut next, &msg.from);
             next.updated_at = now;
             batch.put(&Key::Room(next.id), &next)?;
-        }
+            Some(next)
+        } else {
+            None
+        };
         // The id's record goes with the message: a crash keeps both or neither.
         let sent = match once {
             Some((id, print)) => {
@@ -177,7 +181,9 @@ impl Room {
         if let Some((id, record)) = sent {
             self.sent_ids.remember(m.sender, id, record);
         }
-        self.state = next;
+        if let Some(next) = next {
+            self.state = next;
+        }
         self.counts = counts;
         self.messages.push(m.clone());
         Ok(Posted { message: m, replayed: false })

@@ -207,6 +207,13 @@ impl Room {
         self.store.put(&Key::Room(state.id), state)
     }
 
+    /// Whether a participant's name or picture differ from what their latest token says
+    /// (what [`Room::refresh_identity`] would change), without copying the room.
+    fn identity_changed(state: &RoomSnapshot, who: &Author) -> bool {
+        let p = state.participants.iter().find(|p| p.user == who.id);
+        p.is_some_and(|p| p.name.as_ref() != Some(&who.name) || p.picture != who.picture)
+    }
+
     /// Keep a participant's name and picture as their latest token says.
     fn refresh_identity(state: &mut RoomSnapshot, who: &Author) -> bool {
         match state.participants.iter_mut().find(|p| p.user == who.id) {
@@ -503,6 +510,40 @@ mod tests {
         let elsewhere = start(&store, &group(6));
         let there = elsewhere.send(post(1, "hi", Some("c-1"))).await.expect("mailbox").expect("posted");
         assert!(!there.replayed);
+    }
+
+    /// A write that fails (a post that also renames its sender, a read mark, an edit)
+    /// changes nothing in memory: no message, no new name, the same unread counts; the
+    /// same post succeeds once the store works again.
+    #[actix_rt::test]
+    async fn a_failed_write_leaves_the_room_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let room = start(&store, &group(7));
+        let first = room.send(post(1, "hi", None)).await.expect("mailbox").expect("posted");
+        let summary = || async { room.send(Summary { user: 2 }).await.expect("mailbox").expect("summary") };
+        let before = summary().await;
+        store.fail_writes(true);
+        let mut renamed = post(1, "again", Some("c-1"));
+        renamed.from.name = "new name".into();
+        let failed = room.send(renamed).await.expect("mailbox");
+        assert!(matches!(failed, Err(ChatError::Storage(_))), "{failed:?}");
+        let read = room.send(MarkRead { from: Author { id: 2, name: "u2".into(), picture: None } }).await;
+        assert!(matches!(read.expect("mailbox"), Err(ChatError::Storage(_))));
+        let edit = room.send(EditMessage { user: 1, message: first.message.id, content: "edited".into() }).await;
+        assert!(matches!(edit.expect("mailbox"), Err(ChatError::Storage(_))));
+        let after = summary().await;
+        assert_eq!(after.room, before.room, "the sender keeps their name");
+        assert_eq!(after.unread, 1, "no message added, nothing marked read");
+        assert_eq!(after.last_message, before.last_message, "the message is not edited");
+        store.fail_writes(false);
+        let mut renamed = post(1, "again", Some("c-1"));
+        renamed.from.name = "new name".into();
+        let posted = room.send(renamed).await.expect("mailbox").expect("posted");
+        assert!(!posted.replayed, "the failed post left no trace of its client message id");
+        let after = summary().await;
+        assert_eq!(after.unread, 2);
+        assert_eq!(after.room.participant(1).and_then(|p| p.name.clone()).as_deref(), Some("new name"));
     }
 
     /// A room with far more messages than it keeps in memory answers every read as if

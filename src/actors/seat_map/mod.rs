@@ -438,22 +438,7 @@ impl SeatMap {
         &self.id
     }
 
-    /// Persist a reservation with `extra` writes in one atomic write. `became` says whether
-    /// it just became live (`Some(true)`), just stopped being so (`Some(false)`), or
-    /// neither: its [`Key::SeatMapLive`] entry, which start-up loads, follows.
-    fn persist(&self, r: &Reservation, became: Option<bool>, extra: Batch) -> Result<(), StoreError> {
-        let mut batch = extra;
-        batch.put(&Key::Reservation(r.id), r)?;
-        match became {
-            Some(true) => batch.put(&Key::SeatMapLive(self.id.clone(), r.id), &())?,
-            Some(false) => batch.delete(&Key::SeatMapLive(self.id.clone(), r.id)),
-            None => {}
-        }
-        self.store.apply(batch)
-    }
-
     /// Apply a change to reservation `id` and its seats; persist; keep it live or not.
-    /// On a storage failure the in-memory state is put back as it was.
     fn transition(&mut self, res: Reservation, seats: SeatState) -> Result<Reservation, SeatError> {
         self.commit(res, Some(seats), Batch::default())
     }
@@ -464,9 +449,11 @@ impl SeatMap {
         self.commit(res, None, Batch::default())
     }
 
-    /// The one place reservations change: seats, the reservation, and whatever must be
-    /// written with it (`extra`: a new hold's ledger entry and booking routes), in one
-    /// atomic write.
+    /// The one place reservations change, write first: the reservation, its
+    /// [`Key::SeatMapLive`] entry when it just became live or stopped being so, and
+    /// whatever must be written with it (`extra`: a new hold's ledger entry and booking
+    /// routes) go in one atomic write; only then do its seats and the live set change. So
+    /// a failed write leaves memory as it was.
     fn commit(
         &mut self,
         mut res: Reservation,
@@ -474,41 +461,35 @@ impl SeatMap {
         extra: Batch,
     ) -> Result<Reservation, SeatError> {
         res.updated_at = now_ms();
-        // The touched seats' states before the change, to put back if the write fails.
-        let before_seats: Vec<(usize, SeatState)> = match seats {
-            Some(state) => {
-                let touched: Vec<usize> = res.seats.iter().filter_map(|l| self.index.get(l).copied()).collect();
-                let before = touched.iter().map(|&i| (i, self.seats[i].state)).collect();
-                for i in touched {
-                    self.seats[i].state = state;
-                }
-                before
-            }
-            None => Vec::new(),
-        };
         // Live reservations, and finished ones still owed a refund, stay in memory.
         let keep = res.is_live() || res.needs_refund();
-        let was = self.live.get(&res.id).map(|r| r.status);
-        let before = if keep { self.live.insert(res.id, res.clone()) } else { self.live.remove(&res.id) };
-        let became = match (before.is_some(), keep) {
-            (false, true) => Some(true),
-            (true, false) => Some(false),
-            _ => None,
-        };
-        let had_deadline = before.as_ref().is_some_and(|b| deadline(b).is_some());
-        let has_deadline = keep && deadline(&res).is_some();
-        if let Err(e) = self.persist(&res, became, extra) {
-            for (i, state) in before_seats {
-                self.seats[i].state = state;
-            }
-            match before {
-                Some(b) => self.live.insert(b.id, b),
-                None => self.live.remove(&res.id),
-            };
+        let before = self.live.get(&res.id);
+        let was = before.map(|r| r.status);
+        let had_deadline = before.is_some_and(|b| deadline(b).is_some());
+        let mut batch = extra;
+        batch.put(&Key::Reservation(res.id), &res)?;
+        match (before.is_some(), keep) {
+            (false, true) => batch.put(&Key::SeatMapLive(self.id.clone(), res.id), &())?,
+            (true, false) => batch.delete(&Key::SeatMapLive(self.id.clone(), res.id)),
+            _ => {}
+        }
+        if let Err(e) = self.store.apply(batch) {
             tracing::error!(seat_map = %self.id, error = %e, "could not persist a seat map change");
             return Err(e.into());
         }
-        match (had_deadline, has_deadline) {
+        if let Some(state) = seats {
+            for label in &res.seats {
+                if let Some(&i) = self.index.get(label) {
+                    self.seats[i].state = state;
+                }
+            }
+        }
+        if keep {
+            self.live.insert(res.id, res.clone());
+        } else {
+            self.live.remove(&res.id);
+        }
+        match (had_deadline, keep && deadline(&res).is_some()) {
             (false, true) => self.pending += 1,
             (true, false) => self.pending = self.pending.saturating_sub(1),
             _ => {}
@@ -987,5 +968,51 @@ fn count(was: Option<ReservationStatus>, res: &Reservation) {
         ReservationStatus::Expired => crate::observe::expiry(sale),
         ReservationStatus::Confirmed => crate::observe::payment(sale, res.price),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::Registry;
+    use crate::config::Cli;
+    use clap::Parser;
+
+    /// A hold and a cancellation whose writes fail change nothing in memory: the seats
+    /// keep their states and the reservation its status, and both succeed once the store
+    /// works again.
+    #[actix_rt::test]
+    async fn a_failed_write_leaves_the_seat_map_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8").to_string();
+        let settings = Cli::parse_from(["boxoffice", "--no-demo", "--data-dir", &data]).settings.sanitize();
+        let store = Store::open(dir.path()).expect("store");
+        let registry = Registry::start(store.clone(), settings).await.expect("registry");
+        let definition = SeatMapSnapshot::new("f".into(), ["1".to_string(), "2".to_string()], 100);
+        store.put(&Key::SeatMap("f".into()), &definition).expect("definition");
+        let seat_map = registry.start_seat_map(definition).expect("seat map");
+        let hold = |seat: &str| HoldSeats {
+            user: 1,
+            seats: vec![seat.into()],
+            ttl: Duration::from_secs(60),
+            key: None,
+            booking: None,
+        };
+        let held = seat_map.send(hold("1")).await.expect("mailbox").expect("hold");
+        let states = || async { seat_map.send(GetSeatStates).await.expect("mailbox").states };
+        store.fail_writes(true);
+        let failed = seat_map.send(hold("2")).await.expect("mailbox");
+        assert!(matches!(failed, Err(SeatError::Storage(_))), "{failed:?}");
+        let cancel = CancelReservation { reservation: held.id, user: 1 };
+        let failed = seat_map.send(cancel).await.expect("mailbox");
+        assert!(matches!(failed, Err(SeatError::Storage(_))), "{failed:?}");
+        assert_eq!(states().await, vec![SeatState::Held(held.id), SeatState::Available]);
+        let r = seat_map.send(GetReservation { id: held.id }).await.expect("mailbox").expect("reservation");
+        assert_eq!(r, held, "the reservation is as it was");
+        store.fail_writes(false);
+        let second = seat_map.send(hold("2")).await.expect("mailbox").expect("hold");
+        let cancel = CancelReservation { reservation: held.id, user: 1 };
+        seat_map.send(cancel).await.expect("mailbox").expect("cancel");
+        assert_eq!(states().await, vec![SeatState::Available, SeatState::Held(second.id)]);
     }
 }
