@@ -167,6 +167,12 @@ pub enum Request {
         room: u64,
         from: Person,
     },
+    /// Where each group's subject stands: the stamp of the last event the core published
+    /// on it (0: none it remembers, see [`Stamp`]). Everything the core publishes on them
+    /// after the answer is stamped higher; an edge that subscribed before asking gets it.
+    Positions {
+        groups: Vec<Group>,
+    },
 }
 
 /// The core's answer to a [`Request`].
@@ -178,6 +184,12 @@ pub enum Answered {
     CaughtUp(CaughtUp),
     /// A [`Request::Post`]'s message (stored now, or found by its client message id).
     Posted(Box<Posted>),
+    /// A [`Request::Positions`]: the core's boot and epoch, and each group's position in
+    /// the order asked.
+    Positions {
+        hello: Hello,
+        at: Vec<u64>,
+    },
 }
 
 /// A message sent over a socket, of either wire: text, no file.
@@ -253,6 +265,12 @@ impl Subjects {
 
     pub fn hello(&self) -> String {
         format!("{}.core.hello", self.prefix)
+    }
+
+    /// Requests to one node (an edge, by its id): taking over a SignalR connection it
+    /// holds (see `http::trade::signalr::handover`).
+    pub fn node(&self, id: u64) -> String {
+        format!("{}.node.{id:016x}.handover", self.prefix)
     }
 
     /// The queue's admission deltas, every tick and at least once a second.
@@ -454,6 +472,8 @@ pub async fn answer(registry: &Registry, request: Request) -> Answer {
             room(id)?.send(MarkRead { from: from.into() }).await.map_err(busy)??;
             Ok(Answered::Done)
         }
+        // The publisher knows where its subjects stand (see `core::serve_requests`).
+        Request::Positions { .. } => Err(ChatError::Unavailable("positions are the publisher's to answer".into())),
     }
 }
 
