@@ -8,11 +8,13 @@
 //!   group, and renders each event per protocol itself.
 //! - `{p}.core.request`: what a session asks of the core, by request-reply ([`Request`]):
 //!   the participant check before a socket opens, joining a room with its catch-up, posting,
-//!   typing, read marks. The answer is the core's ([`Answer`]).
+//!   typing, read marks, where groups' subjects stand. The answer is the core's ([`Answer`]).
 //! - `{p}.core.presence`: edges say who came online or went offline on them, and every
 //!   [`SNAPSHOT_EVERY`] the whole list ([`Presence`]); the core owns who is online.
 //! - `{p}.core.hello`: the core says it is there every [`HELLO_EVERY`], with its boot id
 //!   and how many times it may have lost events on the way to NATS ([`Hello`]).
+//! - `{p}.node.{id}.handover`: one edge asks another for a stateful SignalR connection it
+//!   holds (see `http::trade::signalr::handover`); the edge is in the subject.
 //! - `{p}.queue.admission`: the waiting queue's admission state as deltas, each tick it
 //!   changes and at least once a second ([`Delta`](crate::actors::waiting_queue::Delta));
 //!   `{p}.queue.snapshot`: the whole state, by request-reply, for an edge that starts or
