@@ -1257,3 +1257,28 @@ mod checks {
         SESSIONS.with(|t| t.borrow_mut().sessions.remove(&id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A successor misses nothing only if it is in the same groups and the old session took
+    /// in every group's events up to where the successor started hearing them.
+    #[test]
+    fn a_handover_is_exact_only_when_the_old_session_took_in_up_to_the_new_start() {
+        let carried = Carried {
+            rooms: vec![7],
+            sent_messages: vec![(7, 40)],
+            sent_events: vec![],
+            groups: vec![(Group::User(2), 0), (Group::Room(7), 12)],
+        };
+        let groups = [Group::User(2), Group::Room(7)];
+        assert!(carried.covered_by(&groups, &[0, 12]), "took in up to the start");
+        assert!(carried.covered_by(&groups, &[0, 9]), "and past it (the overlap is dropped by stamp)");
+        assert!(!carried.covered_by(&groups, &[0, 13]), "event 13 would be in neither");
+        assert!(!carried.covered_by(&groups, &[3, 12]), "nor 1 to 3 of the user's group");
+        assert!(!carried.covered_by(&[Group::User(2)], &[0]), "another set of groups");
+        assert!(!carried.covered_by(&[Group::User(2), Group::Room(8)], &[0, 0]));
+        assert_eq!((carried.took(Group::Room(7)), carried.took(Group::Room(8))), (12, 0));
+    }
+}
