@@ -96,6 +96,8 @@ impl Application {
                 };
                 let edge = Edge::start(url, subjects, hub.clone()).await?;
                 tracing::info!(%url, "edge: holding WebSockets for the core over NATS");
+                // Other edges take over its SignalR connections through it.
+                http::trade::signalr::handover::serve(&edge);
                 // The queue's checks and sockets are answered here, from a copy of the
                 // core's admission state.
                 use crate::actors::waiting_queue::{watch::QueueWatch, QueueGate, TicketKey};

@@ -431,6 +431,13 @@ pub fn replay(messages: u64) {
     counter!("boxoffice_ws_replayed_messages_total").increment(messages);
 }
 
+/// A SignalR connection's handover between edges, by outcome: on the edge taking it over
+/// `resumed`, `forbidden`, `gone` (the holder refused or did not answer), `unavailable`,
+/// `not_exact` (it could have had a gap: dropped); on the holder `handed`.
+pub fn handover(outcome: &'static str) {
+    counter!("boxoffice_signalr_handovers_total", "outcome" => outcome).increment(1);
+}
+
 // ---- More than one machine ----
 
 /// The core dropped an event on its way to NATS.

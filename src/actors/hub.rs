@@ -175,6 +175,9 @@ pub struct Event {
     /// Unique in this process: one event published to several groups of a session is
     /// recognised by it.
     pub seq: u64,
+    /// On an edge, its number on its group's subject as the core stamped it (see
+    /// [`crate::cluster::Stamp`]): a subject's events come in this order. 0 elsewhere.
+    pub stamp: u64,
     pub kind: ChatEvent,
     /// Not delivered to this user's sessions (a typer does not hear their own typing).
     pub skip_user: Option<u64>,
@@ -205,7 +208,13 @@ impl Event {
 
     /// An event another process made, with its id there.
     pub fn remote(seq: u64, kind: ChatEvent, skip_user: Option<u64>) -> Arc<Event> {
-        Arc::new(Event { seq, kind, skip_user, rendered: Default::default(), encoded: OnceLock::new() })
+        Self::relayed(seq, 0, kind, skip_user)
+    }
+
+    /// An event the core made, as an edge got it on a group's subject, with its `stamp`
+    /// there.
+    pub fn relayed(seq: u64, stamp: u64, kind: ChatEvent, skip_user: Option<u64>) -> Arc<Event> {
+        Arc::new(Event { seq, stamp, kind, skip_user, rendered: Default::default(), encoded: OnceLock::new() })
     }
 
     /// The event encoded for other processes by `encode`, once.
@@ -321,8 +330,23 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// A group's sessions, and (on an edge) how far its subject has been relayed to them.
+#[derive(Default)]
+struct Members {
+    sessions: HashMap<u64, Subscriber>,
+    /// On an edge: every event of the group's subject stamped up to this number that
+    /// reaches the edge has been offered to the sessions in the group at the time (see
+    /// [`Hub::publish_relayed`]). Read with a session's leave, under the same lock, it says
+    /// exactly which of the subject's events that session took in.
+    relayed: AtomicU64,
+}
+
 struct Inner {
-    groups: DashMap<Group, HashMap<u64, Subscriber>>,
+    groups: DashMap<Group, Members>,
+    /// On an edge, each subscribed subject's relayed position (as [`Members::relayed`]),
+    /// kept while the group has no session, so that a group formed again starts from it.
+    /// One entry per subscription, removed with it ([`Hub::forget_relayed`]).
+    relayed: DashMap<Group, u64>,
     /// Open connections of each online user (an offline user has no entry).
     online: DashMap<u64, u32>,
     /// When a user's last connection closed, for recent users (bounded).
@@ -336,6 +360,7 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             groups: Default::default(),
+            relayed: Default::default(),
             online: Default::default(),
             last_seen: quick_cache::sync::Cache::new(LAST_SEEN_KEPT),
             next_session: Default::default(),
@@ -383,94 +408,157 @@ impl Hub {
     /// Tell the sessions of `group` to close with 1012 and come back.
     pub fn restart_group(&self, group: Group) -> usize {
         let Some(members) = self.inner.groups.get(&group) else { return 0 };
-        for sub in members.values() {
+        for sub in members.sessions.values() {
             sub.recipient.do_send(Deliver::Restart);
         }
-        members.len()
+        members.sessions.len()
     }
 
     /// Whether `session` is in `group`.
     pub fn is_member(&self, group: Group, session: u64) -> bool {
-        self.inner.groups.get(&group).is_some_and(|m| m.contains_key(&session))
+        self.inner.groups.get(&group).is_some_and(|m| m.sessions.contains_key(&session))
     }
 
     /// Whether any session of this process is in `group`.
     pub fn has_group(&self, group: Group) -> bool {
-        self.inner.groups.get(&group).is_some_and(|m| !m.is_empty())
+        self.inner.groups.get(&group).is_some_and(|m| !m.sessions.is_empty())
     }
 
     pub fn join(&self, group: Group, sub: Subscriber) {
-        self.inner.groups.entry(group).or_default().insert(sub.session, sub);
+        let relayed = &self.inner.relayed;
+        self.inner
+            .groups
+            .entry(group)
+            .or_insert_with(|| Members {
+                sessions: HashMap::new(),
+                relayed: AtomicU64::new(relayed.get(&group).map_or(0, |r| *r)),
+            })
+            .sessions
+            .insert(sub.session, sub);
     }
 
     pub fn leave(&self, group: Group, session: u64) {
-        let empty = match self.inner.groups.get_mut(&group) {
+        self.leave_at(group, session);
+    }
+
+    /// Take `session` out of `group`, and say how far the group's subject had been relayed
+    /// to it ([`Members::relayed`]; 0 on a core): it took in every event of the subject
+    /// stamped up to that number from its join on, and none after.
+    pub fn leave_at(&self, group: Group, session: u64) -> u64 {
+        let (empty, relayed) = match self.inner.groups.get_mut(&group) {
             Some(mut members) => {
-                members.remove(&session);
-                members.is_empty()
+                members.sessions.remove(&session);
+                (members.sessions.is_empty(), members.relayed.load(Ordering::Relaxed))
             }
-            None => false,
+            None => (false, 0),
         };
         if empty {
-            self.inner.groups.remove_if(&group, |_, members| members.is_empty());
+            self.inner.groups.remove_if(&group, |_, members| members.sessions.is_empty());
+        }
+        relayed
+    }
+
+    /// Offer an event an edge got on `group`'s subject, stamped `stamp` there, to the
+    /// group's sessions ([`Hub::publish`]); the group's relayed position moves to it while
+    /// the sessions are held still, so that a session leaving knows what it took in.
+    pub fn publish_relayed(&self, group: Group, event: &Arc<Event>, stamp: u64) {
+        let full = match self.inner.groups.get(&group) {
+            Some(members) => {
+                let full = self.offer(group, event, &members);
+                members.relayed.fetch_max(stamp, Ordering::Relaxed);
+                full
+            }
+            None => self.offer(group, event, &Members::default()),
+        };
+        self.inner.relayed.entry(group).and_modify(|r| *r = (*r).max(stamp)).or_insert(stamp);
+        for sub in full {
+            self.evict(&sub);
+        }
+    }
+
+    /// Every event of `group`'s subject stamped up to `stamp` that will reach this edge has
+    /// been relayed (what the core had published when the edge's subscription was in
+    /// place, see [`crate::cluster::edge`]): the position moves up to it.
+    pub fn relayed_through(&self, group: Group, stamp: u64) {
+        if let Some(m) = self.inner.groups.get(&group) {
+            m.relayed.fetch_max(stamp, Ordering::Relaxed);
+        }
+        self.inner.relayed.entry(group).and_modify(|r| *r = (*r).max(stamp)).or_insert(stamp);
+    }
+
+    /// The edge no longer follows `group`'s subject: its position means nothing any more.
+    /// (A session that joined meanwhile took nothing from the old subscription: the
+    /// subscription's task stopped first.)
+    pub fn forget_relayed(&self, group: Group) {
+        self.inner.relayed.remove(&group);
+        if let Some(m) = self.inner.groups.get(&group) {
+            m.relayed.store(0, Ordering::Relaxed);
         }
     }
 
     /// Offer `event` to every session of `group`, in the caller's order. Never waits.
     pub fn publish(&self, group: Group, event: &Arc<Event>) {
-        crate::observe::published();
-        let mut full = Vec::new();
-        let mut delivered = 0;
-        if let Some(members) = self.inner.groups.get(&group) {
-            for sub in members.values() {
-                let outbox = &sub.outbox;
-                if event.skip_user == Some(sub.user) || outbox.evicted() {
-                    continue;
-                }
-                let frame = event.frame(&*sub.wire);
-                let bytes = frame.len();
-                if outbox.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > outbox.max_bytes {
-                    // Over the byte bound: evicted at once, whatever the burst.
-                    full.push(sub.clone());
-                    continue;
-                }
-                match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame, group }) {
-                    Ok(()) => {
-                        delivered += 1;
-                        let c = &outbox.congestion;
-                        if c.since.load(Ordering::Relaxed) != 0 {
-                            c.since.store(0, Ordering::Relaxed);
-                            c.overflow.store(0, Ordering::Relaxed);
-                        }
-                    }
-                    Err(SendError::Full(deliver)) => {
-                        let now = crate::time::now_ms();
-                        let c = &outbox.congestion;
-                        let since = match c.since.load(Ordering::Relaxed) {
-                            0 => {
-                                c.since.store(now, Ordering::Relaxed);
-                                now
-                            }
-                            t => t,
-                        };
-                        let overflow = c.overflow.fetch_add(1, Ordering::Relaxed) as usize;
-                        let cap = (outbox.max_events * OVERFLOW_FACTOR).min(MAX_OVERFLOW);
-                        if now - since > crate::time::ms(CONGESTION_GRACE) || overflow >= cap {
-                            full.push(sub.clone());
-                        } else {
-                            // Past the bound, in order: a burst, not yet a stalled reader.
-                            sub.recipient.do_send(deliver);
-                            delivered += 1;
-                        }
-                    }
-                    Err(SendError::Closed(_)) => outbox.taken(bytes),
-                }
-            }
-        }
-        crate::observe::delivered(delivered);
+        let full = match self.inner.groups.get(&group) {
+            Some(members) => self.offer(group, event, &members),
+            None => self.offer(group, event, &Members::default()),
+        };
         for sub in full {
             self.evict(&sub);
         }
+    }
+
+    /// Offer `event` to `members` (held still by the caller); the sessions over their
+    /// bounds, to be evicted once the group is let go.
+    fn offer(&self, group: Group, event: &Arc<Event>, members: &Members) -> Vec<Subscriber> {
+        crate::observe::published();
+        let mut full = Vec::new();
+        let mut delivered = 0;
+        for sub in members.sessions.values() {
+            let outbox = &sub.outbox;
+            if event.skip_user == Some(sub.user) || outbox.evicted() {
+                continue;
+            }
+            let frame = event.frame(&*sub.wire);
+            let bytes = frame.len();
+            if outbox.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > outbox.max_bytes {
+                // Over the byte bound: evicted at once, whatever the burst.
+                full.push(sub.clone());
+                continue;
+            }
+            match sub.recipient.try_send(Deliver::Event { event: event.clone(), frame, group }) {
+                Ok(()) => {
+                    delivered += 1;
+                    let c = &outbox.congestion;
+                    if c.since.load(Ordering::Relaxed) != 0 {
+                        c.since.store(0, Ordering::Relaxed);
+                        c.overflow.store(0, Ordering::Relaxed);
+                    }
+                }
+                Err(SendError::Full(deliver)) => {
+                    let now = crate::time::now_ms();
+                    let c = &outbox.congestion;
+                    let since = match c.since.load(Ordering::Relaxed) {
+                        0 => {
+                            c.since.store(now, Ordering::Relaxed);
+                            now
+                        }
+                        t => t,
+                    };
+                    let overflow = c.overflow.fetch_add(1, Ordering::Relaxed) as usize;
+                    let cap = (outbox.max_events * OVERFLOW_FACTOR).min(MAX_OVERFLOW);
+                    if now - since > crate::time::ms(CONGESTION_GRACE) || overflow >= cap {
+                        full.push(sub.clone());
+                    } else {
+                        // Past the bound, in order: a burst, not yet a stalled reader.
+                        sub.recipient.do_send(deliver);
+                        delivered += 1;
+                    }
+                }
+                Err(SendError::Closed(_)) => outbox.taken(bytes),
+            }
+        }
+        crate::observe::delivered(delivered);
+        full
     }
 
     /// Give up on a session that does not keep up: it stops receiving, and is told to
@@ -489,7 +577,7 @@ impl Hub {
         crate::observe::eviction(if outbox.queued() > outbox.max_bytes { "bytes" } else { "events" });
         tracing::warn!(session, user, queued = outbox.queued(), "evicting a session that stopped reading");
         for mut members in self.inner.groups.iter_mut() {
-            members.remove(&session);
+            members.sessions.remove(&session);
         }
         true
     }

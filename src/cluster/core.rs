@@ -7,9 +7,11 @@
 //! hello's epoch grows so that every edge restarts its sessions (which then catch up from
 //! the store). REST and the core's own sockets go on as if alone.
 
-use super::{answer, decode, encode, encoded, Hello, Presence, Request, Stamp, Subjects, EDGE_STALE, HELLO_EVERY};
+use super::{answer, decode, encode, encoded, Answered, Hello, Presence, Request, Stamp, Subjects};
+use super::{EDGE_STALE, HELLO_EVERY};
 use super::{OUTBOUND_EVENTS, SNAPSHOT_EVERY};
 use crate::actors::hub::{ChatEvent, Event, Fanout, Group, Hub, Subscriber};
+use crate::actors::room::ChatError;
 use crate::actors::Registry;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -96,7 +98,10 @@ pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outb
             }
         };
         tracing::info!(%url, "core: publishing to NATS for edges");
+        // Where the publisher's subjects stand, asked by edges (`Request::Positions`).
+        let (positions, mut asked_positions) = mpsc::unbounded_channel::<PositionsAsked>();
         let publisher = {
+            let epoch = epoch.clone();
             let client = client.clone();
             let subjects = subjects.clone();
             async move {
@@ -121,6 +126,13 @@ pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outb
                             last.retain(|_, (_, used)| *used == round);
                             round += 1;
                         }
+                        // Between two publishes: every event stamped up to the answer is
+                        // on its way to NATS, ahead of the answer itself.
+                        Some((groups, answer)) = asked_positions.recv() => {
+                            let at = groups.iter().map(|g| last.get(g).map_or(0, |(s, _)| *s)).collect();
+                            let hello = Hello { boot, epoch: epoch.load(Ordering::Relaxed) };
+                            let _ = answer.send(Answered::Positions { hello, at });
+                        }
                     }
                 }
             }
@@ -140,7 +152,7 @@ pub fn start(registry: Registry, url: String, subjects: Subjects, outbound: Outb
         };
         actix::spawn(hello);
         actix::spawn(publish_admissions(client.clone(), registry.clone(), subjects.clone(), boot));
-        actix::spawn(serve_requests(client.clone(), registry.clone(), subjects.request()));
+        actix::spawn(serve_requests(client.clone(), registry.clone(), subjects.request(), positions));
         actix::spawn(track_presence(client, registry, subjects.presence()));
     });
     // The arbiter's thread runs for the life of the process.
@@ -178,9 +190,19 @@ async fn publish_admissions(client: async_nats::Client, registry: Registry, subj
     }
 }
 
+/// A [`Request::Positions`] on its way to the publisher, and where its answer goes.
+type PositionsAsked = (Vec<Group>, tokio::sync::oneshot::Sender<Answered>);
+
 /// Answer every request with the actors. Each is handed to its room in arrival order (so
-/// one socket's messages keep theirs); the answers go back as they come.
-async fn serve_requests(client: async_nats::Client, registry: Registry, subject: String) {
+/// one socket's messages keep theirs); the answers go back as they come. Positions are
+/// the publisher's: it answers between two publishes, so the answer leaves after every
+/// event it counts.
+async fn serve_requests(
+    client: async_nats::Client,
+    registry: Registry,
+    subject: String,
+    positions: mpsc::UnboundedSender<PositionsAsked>,
+) {
     let mut requests = match client.subscribe(subject).await {
         Ok(s) => s,
         Err(e) => return tracing::error!(error = %e, "core: cannot take requests from edges"),
@@ -195,6 +217,17 @@ async fn serve_requests(client: async_nats::Client, registry: Registry, subject:
             }
         };
         crate::observe::nats_request(kind(&request));
+        if let Request::Positions { groups } = request {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = positions.send((groups, tx));
+            let client = client.clone();
+            actix::spawn(async move {
+                let a: super::Answer =
+                    rx.await.map_err(|_| ChatError::Unavailable("the core's publisher has stopped".into()));
+                let _ = client.publish(reply, encode(&a)).await;
+            });
+            continue;
+        }
         // Polled once here, so the room's mailbox has it before the next request.
         let mut answering = Box::pin(answer_owned(registry.clone(), request));
         let client = client.clone();
@@ -227,6 +260,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Post { .. } => "post",
         Request::Typing { .. } => "typing",
         Request::Read { .. } => "read",
+        Request::Positions { .. } => "positions",
     }
 }
 

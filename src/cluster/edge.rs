@@ -13,7 +13,7 @@ use super::{HELLO_STALE, QUEUE_STALE, REQUEST_TIMEOUT, SNAPSHOT_EVERY};
 use crate::actors::hub::{room_group, Event, Group, Hub, MessageEvent, Subscriber};
 use crate::actors::room::{Author, ChatError, MAX_CATCH_UP};
 use crate::actors::waiting_queue::{Delta, QueueGate, Snapshot};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,6 +98,81 @@ impl Edge {
         &self.0.hub
     }
 
+    /// This edge's id among the nodes (random at every start).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The core's boot and epoch as this edge sees them now.
+    pub fn known(&self) -> Option<Hello> {
+        *self.0.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the core's subjects of `groups` stand (see [`Request::Positions`]); asked after
+    /// this edge's subscriptions to them are in place, everything stamped higher reaches it.
+    pub fn positions(&self, groups: Vec<Group>) -> impl Future<Output = Result<(Hello, Vec<u64>), ChatError>> {
+        let asked = self.ask(Request::Positions { groups });
+        async move {
+            match asked.await? {
+                Answered::Positions { hello, at } => Ok((hello, at)),
+                _ => Err(ChatError::Unavailable("the core answered something else".into())),
+            }
+        }
+    }
+
+    /// Ask the edge `node` (its [`Subjects::node`] subject), waiting at most `timeout`:
+    /// its answer, or `None` (no such node, or no answer in time).
+    pub fn ask_node(
+        &self,
+        node: u64,
+        payload: bytes::Bytes,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Option<bytes::Bytes>> + Send + 'static {
+        let client = self.0.client.clone();
+        let subject = self.0.subjects.node(node);
+        let up = self.connected();
+        async move {
+            if !up {
+                return None;
+            }
+            match tokio::time::timeout(timeout, client.request(subject, payload)).await {
+                Ok(Ok(reply)) => Some(reply.payload),
+                _ => None,
+            }
+        }
+    }
+
+    /// Answer what other nodes ask of this one ([`Edge::ask_node`]) with `answer`, each
+    /// request as it comes (the answers go back as they are ready).
+    pub fn serve_node<F, Fut>(&self, answer: F)
+    where
+        F: Fn(bytes::Bytes) -> Fut + Send + 'static,
+        Fut: Future<Output = bytes::Bytes> + 'static,
+    {
+        let client = self.0.client.clone();
+        let subject = self.0.subjects.node(self.0.id);
+        self.0.arbiter.spawn(async move {
+            let mut requests = loop {
+                match client.subscribe(subject.clone()).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "edge: cannot take requests from other nodes yet");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            while let Some(msg) = requests.next().await {
+                let Some(reply) = msg.reply else { continue };
+                let answering = answer(msg.payload);
+                let client = client.clone();
+                actix::spawn(async move {
+                    let a = answering.await;
+                    let _ = client.publish(reply, a).await;
+                });
+            }
+        });
+    }
+
     /// Connected to NATS and hearing the core.
     /// Keep `gate` a copy of the core's queue admission state: a snapshot, then the core's
     /// deltas. A gap (a missed delta, a new core) reloads the snapshot; a copy that has
@@ -174,7 +249,7 @@ impl Edge {
         let client = self.0.client.clone();
         let subject = self.0.subjects.request();
         let up = match request {
-            Request::Access { .. } | Request::CatchUp { .. } => self.healthy(),
+            Request::Access { .. } | Request::CatchUp { .. } | Request::Positions { .. } => self.healthy(),
             _ => self.connected(),
         };
         let payload = encode(&request);
@@ -342,7 +417,9 @@ impl Edge {
                     subscribed.retain(|group, relay| {
                         let keep = inner.hub.has_group(*group);
                         if !keep {
+                            // The relay runs on this thread: it is stopped for good here.
                             relay.abort();
+                            inner.hub.forget_relayed(*group);
                         }
                         keep
                     });
@@ -369,25 +446,55 @@ impl Edge {
     /// missing: an event whose `prev` is not the last one this subscription got means NATS
     /// or the core lost what came between, and the group's sessions start over before the
     /// event is handed on. Aborting the task drops the subscription (which unsubscribes).
+    ///
+    /// It also keeps the group's relayed position ([`Hub::publish_relayed`]): at the start
+    /// it asks the core where the subject stands. The core answers after every event it
+    /// counts has left for NATS, so those of them that reach this subscription are already
+    /// in its channel when the answer comes (NATS keeps one connection's order, and the
+    /// client hands messages on in the order they came): once they are relayed, every
+    /// event up to that position that will ever reach the edge has been relayed.
     async fn relay(self, mut events: async_nats::Subscriber, group: Group) {
-        let hub = &self.0.hub;
         let mut last: Option<u64> = None;
-        while let Some(m) = events.next().await {
-            let Some((stamp, body)) = Stamp::split(&m.payload) else {
-                self.broken(group, "an event without its stamp");
-                continue;
-            };
-            self.saw(stamp.hello());
-            if !continues(last, &stamp) {
-                let n = hub.restart_group(group);
-                crate::observe::edge_restart("gap");
-                tracing::warn!(%group, sessions = n, "edge: events are missing; the group's sockets close with 1012");
+        let seed = self.ask(Request::Positions { groups: vec![group] });
+        let mut seed = std::pin::pin!(seed);
+        let mut seeded = false;
+        loop {
+            tokio::select! {
+                m = events.next() => {
+                    let Some(m) = m else { return };
+                    self.relay_one(group, &mut last, &m);
+                }
+                answer = &mut seed, if !seeded => {
+                    seeded = true;
+                    let Ok(Answered::Positions { hello, at }) = answer else { continue };
+                    let known = *self.0.known.lock().unwrap_or_else(|e| e.into_inner());
+                    if known != Some(hello) {
+                        continue;
+                    }
+                    while let Some(Some(m)) = events.next().now_or_never() {
+                        self.relay_one(group, &mut last, &m);
+                    }
+                    self.0.hub.relayed_through(group, at.first().copied().unwrap_or(0));
+                }
             }
-            last = Some(stamp.seq);
-            match decode::<WireEvent>(body) {
-                Ok(w) => hub.publish(group, &Event::remote(w.seq, w.kind, w.skip_user)),
-                Err(e) => self.broken(group, &e),
-            }
+        }
+    }
+
+    fn relay_one(&self, group: Group, last: &mut Option<u64>, m: &async_nats::Message) {
+        let hub = &self.0.hub;
+        let Some((stamp, body)) = Stamp::split(&m.payload) else {
+            return self.broken(group, "an event without its stamp");
+        };
+        self.saw(stamp.hello());
+        if !continues(*last, &stamp) {
+            let n = hub.restart_group(group);
+            crate::observe::edge_restart("gap");
+            tracing::warn!(%group, sessions = n, "edge: events are missing; the group's sockets close with 1012");
+        }
+        *last = Some(stamp.seq);
+        match decode::<WireEvent>(body) {
+            Ok(w) => hub.publish_relayed(group, &Event::relayed(w.seq, stamp.seq, w.kind, w.skip_user), stamp.seq),
+            Err(e) => self.broken(group, &e),
         }
     }
 

@@ -8,11 +8,13 @@
 //!   group, and renders each event per protocol itself.
 //! - `{p}.core.request`: what a session asks of the core, by request-reply ([`Request`]):
 //!   the participant check before a socket opens, joining a room with its catch-up, posting,
-//!   typing, read marks. The answer is the core's ([`Answer`]).
+//!   typing, read marks, where groups' subjects stand. The answer is the core's ([`Answer`]).
 //! - `{p}.core.presence`: edges say who came online or went offline on them, and every
 //!   [`SNAPSHOT_EVERY`] the whole list ([`Presence`]); the core owns who is online.
 //! - `{p}.core.hello`: the core says it is there every [`HELLO_EVERY`], with its boot id
 //!   and how many times it may have lost events on the way to NATS ([`Hello`]).
+//! - `{p}.node.{id}.handover`: one edge asks another for a stateful SignalR connection it
+//!   holds (see `http::trade::signalr::handover`); the edge is in the subject.
 //! - `{p}.queue.admission`: the waiting queue's admission state as deltas, each tick it
 //!   changes and at least once a second ([`Delta`](crate::actors::waiting_queue::Delta));
 //!   `{p}.queue.snapshot`: the whole state, by request-reply, for an edge that starts or
@@ -167,6 +169,12 @@ pub enum Request {
         room: u64,
         from: Person,
     },
+    /// Where each group's subject stands: the stamp of the last event the core published
+    /// on it (0: none it remembers, see [`Stamp`]). Everything the core publishes on them
+    /// after the answer is stamped higher; an edge that subscribed before asking gets it.
+    Positions {
+        groups: Vec<Group>,
+    },
 }
 
 /// The core's answer to a [`Request`].
@@ -178,6 +186,12 @@ pub enum Answered {
     CaughtUp(CaughtUp),
     /// A [`Request::Post`]'s message (stored now, or found by its client message id).
     Posted(Box<Posted>),
+    /// A [`Request::Positions`]: the core's boot and epoch, and each group's position in
+    /// the order asked.
+    Positions {
+        hello: Hello,
+        at: Vec<u64>,
+    },
 }
 
 /// A message sent over a socket, of either wire: text, no file.
@@ -253,6 +267,12 @@ impl Subjects {
 
     pub fn hello(&self) -> String {
         format!("{}.core.hello", self.prefix)
+    }
+
+    /// Requests to one node (an edge, by its id): taking over a SignalR connection it
+    /// holds (see `http::trade::signalr::handover`).
+    pub fn node(&self, id: u64) -> String {
+        format!("{}.node.{id:016x}.handover", self.prefix)
     }
 
     /// The queue's admission deltas, every tick and at least once a second.
@@ -454,6 +474,8 @@ pub async fn answer(registry: &Registry, request: Request) -> Answer {
             room(id)?.send(MarkRead { from: from.into() }).await.map_err(busy)??;
             Ok(Answered::Done)
         }
+        // The publisher knows where its subjects stand (see `core::serve_requests`).
+        Request::Positions { .. } => Err(ChatError::Unavailable("positions are the publisher's to answer".into())),
     }
 }
 

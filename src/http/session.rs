@@ -46,6 +46,7 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -176,7 +177,44 @@ pub struct Session<W: Wire> {
     /// sockets it has had.
     detached: Option<Instant>,
     sockets: u32,
+    /// A connection arriving from another node ([`Session::arriving`]): the events of its
+    /// groups, held until the node that had it hands over what it took in ([`Session::settle`]).
+    held: Option<Vec<(Arc<Event>, Frame, Group)>>,
+    /// The connection is being handed to another node ([`Session::depart`]): it takes no
+    /// socket and is in no group any more.
+    departing: bool,
 }
+
+/// What a session hands to the one that takes its connection over on another node,
+/// besides its wire's state: its rooms, what it remembers having sent (so that its
+/// successor sends each event once across the move), and each group it was in with how
+/// far the group's subject had been relayed to it ([`Hub::leave_at`]): it took in every
+/// event of the subject stamped up to there, and none after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    pub rooms: Vec<u64>,
+    pub sent_messages: Vec<(u64, u64)>,
+    pub sent_events: Vec<u64>,
+    pub groups: Vec<(Group, u64)>,
+}
+
+impl Carried {
+    /// Whether a successor in `groups`, which hears every event of each stamped after
+    /// `at` (the core's positions, asked once it was subscribed), misses nothing: it is
+    /// in the same groups, and the old session took in everything up to those positions.
+    pub fn covered_by(&self, groups: &[Group], at: &[u64]) -> bool {
+        groups.len() == self.groups.len()
+            && groups.iter().zip(at).all(|(g, at)| self.groups.iter().any(|(mine, took)| mine == g && took >= at))
+    }
+
+    fn took(&self, group: Group) -> u64 {
+        self.groups.iter().find(|(g, _)| *g == group).map_or(0, |(_, took)| *took)
+    }
+}
+
+/// How long a connection arriving from another node may take to be handed over and given
+/// its socket before it is dropped.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A frame waiting for the socket, and how much of it is written.
 struct Pending {
@@ -222,7 +260,22 @@ impl<W: Wire> Session<W> {
             waiting: None,
             detached: None,
             sockets: 1,
+            held: None,
+            departing: false,
         }
+    }
+
+    /// A session for a connection that another node holds and is about to hand over: no
+    /// socket yet, not online. [`Gather`] puts it in the connection's groups (holding their
+    /// events), [`Session::settle`] gives it what the other node handed over, and then
+    /// [`Session::take_over`] its socket. Dropped after [`ARRIVAL_TIMEOUT`] if it never
+    /// settles.
+    pub fn arriving(state: &crate::http::Realtime, me: Author, wire: W) -> Self {
+        let mut s = Session::new(state, me, wire);
+        s.detached = Some(Instant::now());
+        s.sockets = 0;
+        s.held = Some(Vec::new());
+        s
     }
 
     /// Count a client frame that acts (a post, a typing frame, an invocation) against the
@@ -584,7 +637,7 @@ impl<W: Wire> Session<W> {
     /// A new socket takes the connection over (the old one, if the server had not noticed
     /// it drop, is let go).
     fn resume(&mut self, ctx: &mut Ctx<W>, msg: Resume) {
-        if self.closing || !self.online() || self.wire.resumable().is_none() {
+        if self.closing || self.departing || self.held.is_some() || !self.online() || self.wire.resumable().is_none() {
             return;
         }
         let Ok(io) = TcpStream::from_std(msg.io) else { return };
@@ -608,6 +661,71 @@ impl<W: Wire> Session<W> {
     /// Whether the connection is waiting for a new socket.
     pub fn detached(&self) -> bool {
         self.detached.is_some()
+    }
+
+    /// The rooms joined (or being joined).
+    pub fn rooms(&self) -> &[u64] {
+        &self.rooms
+    }
+
+    /// The groups the session is in: its user's, then its rooms'.
+    pub fn groups(&self) -> Vec<Group> {
+        std::iter::once(user_group(self.me.id)).chain(self.rooms.iter().map(|r| room_group(*r))).collect()
+    }
+
+    /// Hand the connection to another node: let go of the socket (if the server had not
+    /// noticed it drop) and leave every group, noting how far each group's subject had
+    /// been relayed to it. From now on no event reaches the session but those already in
+    /// its mailbox, which it takes in as before. `None` if the connection cannot move (it
+    /// is closing, not online, not resumable, or moving already).
+    pub fn depart(&mut self, ctx: &mut Ctx<W>) -> Option<Vec<(Group, u64)>> {
+        if self.closing || self.departing || !self.online() || self.wire.resumable().is_none() || self.held.is_some() {
+            return None;
+        }
+        if self.detached.is_none() {
+            self.drop_socket(ctx);
+            self.detached = Some(Instant::now());
+            crate::observe::connection(W::KIND, -1);
+        }
+        self.departing = true;
+        let hub = self.hub().clone();
+        Some(self.groups().into_iter().map(|g| (g, hub.leave_at(g, self.id))).collect())
+    }
+
+    /// What the session hands over with its connection, once it took in what its mailbox
+    /// held when it left its groups ([`Session::depart`]).
+    pub fn carried(&self, groups: Vec<(Group, u64)>) -> Carried {
+        Carried {
+            rooms: self.rooms.clone(),
+            sent_messages: self.sent_messages.iter().copied().collect(),
+            sent_events: self.sent_events.iter().copied().collect(),
+            groups,
+        }
+    }
+
+    /// The connection arrived ([`Session::arriving`]), and its wire has taken over the
+    /// wire's state: take over the rest from `carried`, and take in the events held
+    /// meanwhile that the old session had not (those of each group stamped past what it
+    /// took in), in the order they came. From now on the connection waits for its socket
+    /// as after a drop, for the wire's window.
+    pub fn settle(&mut self, ctx: &mut Ctx<W>, carried: Carried) {
+        let Some(held) = self.held.take() else { return };
+        self.sent_messages = carried.sent_messages.iter().copied().collect();
+        self.sent_events = carried.sent_events.iter().copied().collect();
+        for (event, frame, group) in held {
+            if event.stamp <= carried.took(group) {
+                self.outbox.taken(frame.len());
+            } else {
+                self.take_in(ctx, event, frame, group);
+            }
+        }
+        if let Some(window) = self.wire.resumable() {
+            ctx.run_later(window, |act, ctx| {
+                if act.detached.is_some() && act.sockets == 0 {
+                    ctx.stop();
+                }
+            });
+        }
     }
 
     /// The hub gave up on this session: drop the frames not started, and close with 1008
@@ -728,7 +846,16 @@ impl<W: Wire> Actor for Session<W> {
     type Context = Ctx<W>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        crate::observe::connection(W::KIND, 1);
+        if self.held.is_some() {
+            ctx.run_later(ARRIVAL_TIMEOUT, |act, ctx| {
+                if act.held.is_some() {
+                    ctx.stop();
+                }
+            });
+        }
+        if self.detached.is_none() {
+            crate::observe::connection(W::KIND, 1);
+        }
         self.hub().opened(self.id, ctx.address().recipient());
         ctx.set_mailbox_capacity(self.outbox.max_events());
         W::opened(self, ctx);
@@ -784,6 +911,19 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
                 return self.close(ctx, ws::CloseCode::Restart, "This node lost its link to the service; reconnect.")
             }
         };
+        if let Some(held) = self.held.as_mut() {
+            // Counted in the outbox until taken in (or dropped) by `settle`.
+            held.push((event, frame, group));
+            return;
+        }
+        self.take_in(ctx, event, frame, group);
+    }
+}
+
+impl<W: Wire> Session<W> {
+    /// An event of `group` reaches the session: sent (or, without a socket, kept by the
+    /// wire) unless the client has it or is not to get it.
+    fn take_in(&mut self, ctx: &mut Ctx<W>, event: Arc<Event>, frame: Frame, group: Group) {
         let skip = match (group, &event.kind) {
             // A room's event that came while its join was refused, or after the room was left.
             (Group::Room(room), _) => !self.rooms.contains(&room),
@@ -808,6 +948,59 @@ impl<W: Wire> Handler<checks::Check> for Session<W> {
     type Result = ();
     fn handle(&mut self, _: checks::Check, ctx: &mut Self::Context) {
         self.check(ctx);
+    }
+}
+
+/// Put a session arriving from another node ([`Session::arriving`]) in its connection's
+/// groups: its user's (it counts as a connection of its user from now on) and `rooms`
+/// (no participant check: the connection had joined them), rendering events with
+/// `render` and holding them. Answers once this process hears every group (false: it
+/// cannot, and the session stops).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Gather {
+    pub render: Arc<dyn Render>,
+    pub rooms: Vec<u64>,
+}
+
+impl<W: Wire> Handler<Gather> for Session<W> {
+    type Result = ResponseActFuture<Self, bool>;
+    fn handle(&mut self, msg: Gather, ctx: &mut Self::Context) -> Self::Result {
+        if self.online() || self.held.is_none() {
+            return Box::pin(actix::fut::ready(false));
+        }
+        self.render = Some(msg.render);
+        // Online before anything is asked of the node that holds the connection, so that
+        // its user does not flap offline when it lets go (NATS keeps this edge's order).
+        self.present = true;
+        self.backend.presence(&self.me, true);
+        self.rooms = msg.rooms;
+        let mut listening = Vec::new();
+        for group in self.groups() {
+            if let Some(sub) = self.subscriber(ctx) {
+                self.hub().join(group, sub);
+            }
+            listening.push(self.backend.listen(group));
+        }
+        Box::pin(futures_util::future::join_all(listening).into_actor(self).map(|heard, _, ctx| {
+            let all = heard.iter().all(|h| *h);
+            if !all {
+                ctx.stop();
+            }
+            all
+        }))
+    }
+}
+
+/// A connection arriving from another node did not come after all: the session stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
+
+impl<W: Wire> Handler<Abandon> for Session<W> {
+    type Result = ();
+    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -1062,5 +1255,30 @@ mod checks {
 
     pub fn unregister(id: u64) {
         SESSIONS.with(|t| t.borrow_mut().sessions.remove(&id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A successor misses nothing only if it is in the same groups and the old session took
+    /// in every group's events up to where the successor started hearing them.
+    #[test]
+    fn a_handover_is_exact_only_when_the_old_session_took_in_up_to_the_new_start() {
+        let carried = Carried {
+            rooms: vec![7],
+            sent_messages: vec![(7, 40)],
+            sent_events: vec![],
+            groups: vec![(Group::User(2), 0), (Group::Room(7), 12)],
+        };
+        let groups = [Group::User(2), Group::Room(7)];
+        assert!(carried.covered_by(&groups, &[0, 12]), "took in up to the start");
+        assert!(carried.covered_by(&groups, &[0, 9]), "and past it (the overlap is dropped by stamp)");
+        assert!(!carried.covered_by(&groups, &[0, 13]), "event 13 would be in neither");
+        assert!(!carried.covered_by(&groups, &[3, 12]), "nor 1 to 3 of the user's group");
+        assert!(!carried.covered_by(&[Group::User(2)], &[0]), "another set of groups");
+        assert!(!carried.covered_by(&[Group::User(2), Group::Room(8)], &[0, 0]));
+        assert_eq!((carried.took(Group::Room(7)), carried.took(Group::Room(8))), (12, 0));
     }
 }

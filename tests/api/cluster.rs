@@ -12,7 +12,8 @@
 
 use crate::chat::*;
 use crate::helpers::*;
-use crate::signalr::{assert_completion_ok, send_t, trade_room, RawHub};
+use crate::signalr::reconnect::Proxy;
+use crate::signalr::{assert_completion_ok, send_t, trade_room, NodeClient, RawHub};
 use futures_util::future::{join, join3, join_all};
 use serde_json::{json, Value};
 use std::cell::Cell;
@@ -132,11 +133,17 @@ impl Drop for Nats {
 
 /// A node on this NATS: an edge with `Some("edge")`, a core with None (the default role).
 fn spawn_node(role: Option<&str>, nats: &Nats) -> TestServer {
+    spawn_node_with(role, nats, &[])
+}
+
+/// [`spawn_node`] with more settings.
+fn spawn_node_with(role: Option<&str>, nats: &Nats, more: &[(&str, &str)]) -> TestServer {
     let (url, prefix) = (nats.url(), nats.prefix());
     let mut env = vec![("BOXOFFICE_NATS_URL", url.as_str()), ("BOXOFFICE_NATS_PREFIX", prefix.as_str())];
     if let Some(role) = role {
         env.push(("BOXOFFICE_ROLE", role));
     }
+    env.extend_from_slice(more);
     TestServer::spawn(&env)
 }
 
@@ -151,10 +158,15 @@ struct Cluster {
 impl Cluster {
     /// Start NATS, the core and both edges, and wait until both edges are healthy.
     async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// [`Cluster::start`], with more settings for both edges.
+    async fn start_with(edges: &[(&str, &str)]) -> Cluster {
         let nats = Nats::start();
         let core = spawn_node(None, &nats);
-        let a = spawn_node(Some("edge"), &nats);
-        let b = spawn_node(Some("edge"), &nats);
+        let a = spawn_node_with(Some("edge"), &nats, edges);
+        let b = spawn_node_with(Some("edge"), &nats, edges);
         let cluster = Cluster { nats, core, a, b };
         cluster.wait_edges(200, HEALTHY_WITHIN, "a new cluster").await;
         cluster
@@ -1125,28 +1137,34 @@ async fn cluster_edges_answer_queue_checks_and_sockets_without_asking_the_core()
     third.close().await;
 }
 
-/// SignalR stateful reconnect over edges: the connection lives on the edge that holds it.
-/// After its socket drops, the client resumes it there and gets what it missed, once, in
-/// order; another edge knows no such connection (404), so a client that lands there starts
-/// a new one instead of resuming with a gap.
+/// A `boxoffice_signalr_handovers_total` count of a node, by outcome.
+async fn handovers(node: &TestServer, outcome: &str) -> u64 {
+    let r = Api::new(&node.base).raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
+    let text = String::from_utf8(r.raw.to_vec()).expect("text");
+    let prefix = format!("boxoffice_signalr_handovers_total{{outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+/// Negotiate a stateful SignalR connection on `base` for `user`: its connection token.
+async fn stateful_token(base: &str, user: u64) -> String {
+    let q = "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true";
+    let r = Api::new(base).call("POST", q, Some(&jwt(user)), &[], None).await;
+    assert_eq!(r.body["useStatefulReconnect"], true, "{r:?}");
+    r.body["connectionToken"].as_str().expect("connectionToken").to_string()
+}
+
+/// SignalR stateful reconnect over edges: the connection lives on the edge that holds it,
+/// and a reconnect through the other edge takes it over from there. After its socket
+/// drops, the client resumes it on its edge or the other, and gets what it missed, once,
+/// in order; then it is live where it resumed, and its old edge no longer holds it.
 #[actix_rt::test]
-async fn cluster_a_stateful_signalr_connection_resumes_on_its_edge_and_nowhere_else() {
+async fn cluster_a_stateful_signalr_connection_resumes_on_its_edge_and_through_the_other() {
     let cl = Cluster::start().await;
     let chat = cl.chat();
     let (writer, reader) = (1u64, 2u64);
     chat.touch(&[writer, reader]).await;
     let room = chat.group(writer, "stateful", &[reader]).await;
-    let r = Api::new(&cl.a.base)
-        .call(
-            "POST",
-            "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true",
-            Some(&jwt(reader)),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(r.body["useStatefulReconnect"], true, "{r:?}");
-    let token = r.body["connectionToken"].as_str().expect("connectionToken").to_string();
+    let token = stateful_token(&cl.a.base, reader).await;
     let mut hub = Hub::connect(&cl.a.base, reader, Some(&token)).await;
     assert_completion_ok(&hub.invoke("1", "JoinRoom", json!([room])).await, "1");
     let mut posted = Vec::new();
@@ -1160,27 +1178,149 @@ async fn cluster_a_stateful_signalr_connection_resumes_on_its_edge_and_nowhere_e
         posted.push(chat.post(writer, room, &format!("while away {i}")).await);
     }
 
-    assert_eq!(RawHub::refused(&cl.b.base, &format!("id={token}"), Some(&jwt(reader))).await, 404, "edge B");
+    // On its own edge: nothing was acknowledged, so everything comes again (the
+    // Completion, the five messages, and the reader's own presence if it came meanwhile),
+    // numbered from 1.
     let mut raw = RawHub::open(&cl.a.base, &format!("id={token}"), &jwt(reader)).await;
-    // Nothing was acknowledged: the Completion and all five messages come again.
     assert_eq!(raw.record(T).await, Some(json!({ "type": 9, "sequenceId": 1 })));
     assert_completion_ok(&raw.record(T).await.expect("the Completion again"), "1");
-    let mut again = Vec::new();
+    let (mut again, mut tracked) = (Vec::new(), 1);
+    let mut third = 0;
     while again.len() < 5 {
         let v = raw.record(T).await.unwrap_or_else(|| panic!("{} of 5 messages again", again.len()));
+        if v["type"] == 1 {
+            tracked += 1;
+        }
+        if v["target"] == "ReceiveMessage" {
+            again.push(num(&v["arguments"][0], "messageId"));
+            if again.len() == 3 {
+                third = tracked;
+            }
+        }
+    }
+    assert_eq!(again, ids(&posted), "each message once, in order, the missed ones included");
+    // The client acknowledges everything up to the third message, and drops again; two
+    // more messages while it is away.
+    raw.frame(&format!("{}{RS}", json!({ "type": 8, "sequenceId": third }))).await;
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    drop(raw);
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..2 {
+        posted.push(chat.post(writer, room, &format!("away again {i}")).await);
+    }
+
+    // Through edge B: taken over from A, it starts where the client's Ack left it: the
+    // two messages it had not acknowledged and the two it missed, once, in order.
+    let mut raw = RawHub::open(&cl.b.base, &format!("id={token}"), &jwt(reader)).await;
+    assert_eq!(raw.record(T).await, Some(json!({ "type": 9, "sequenceId": third + 1 })), "the Sequence");
+    let mut again = Vec::new();
+    while again.len() < 4 {
+        let v = raw.record(T).await.unwrap_or_else(|| panic!("{} of 4 messages again", again.len()));
         if v["target"] == "ReceiveMessage" {
             again.push(num(&v["arguments"][0], "messageId"));
         }
     }
-    assert_eq!(again, ids(&posted), "each message once, in order, the missed ones included");
-    // And it is live again.
+    assert_eq!(again, ids(&posted[3..]), "from the first message not acknowledged on, once, in order");
+    assert_eq!(handovers(&cl.b, "resumed").await, 1);
+    assert_eq!(handovers(&cl.a, "handed").await, 1);
+    // Live again, on B, in the same room; A holds the connection no more.
     let live = chat.post(writer, room, "live again").await;
     let v = loop {
         let v = raw.record(T).await.expect("the live message");
         if v["target"] == "ReceiveMessage" {
             break v;
         }
-        assert_eq!(v, json!({ "type": 8, "sequenceId": 1 }), "the server's Ack of the JoinRoom");
     };
     assert_eq!(num(&v["arguments"][0], "messageId"), num(&live, "message_id"), "{v}");
+    while let Some(v) = raw.record(QUIET).await {
+        assert_ne!(v["target"], "ReceiveMessage", "nothing twice: {v}");
+    }
+    assert_eq!(RawHub::refused(&cl.a.base, &format!("id={token}"), Some(&jwt(reader))).await, 404, "edge A");
+    // It stays one connection: its next invocation is the client's second.
+    raw.frame(&format!("{}{RS}", json!({ "type": 9, "sequenceId": 2 }))).await;
+    let leave = json!({ "type": 1, "invocationId": "2", "target": "LeaveRoom", "arguments": [room] });
+    raw.frame(&format!("{leave}{RS}")).await;
+    let v = loop {
+        let v = raw.record(T).await.expect("LeaveRoom's Completion");
+        if v["type"] == 3 {
+            break v;
+        }
+    };
+    assert_completion_ok(&v, "2");
+}
+
+/// Through the other edge, another user's JWT cannot take a connection over (403, and the
+/// connection stays where it is), and after the window nobody can (404).
+#[actix_rt::test]
+async fn cluster_a_stateful_signalr_connection_through_the_other_edge_is_its_users_within_its_window() {
+    let cl = Cluster::start_with(&[("BOXOFFICE_SIGNALR_RECONNECT_WINDOW", "2s")]).await;
+    let chat = cl.chat();
+    let (writer, reader) = (1u64, 2u64);
+    chat.touch(&[writer, reader]).await;
+    let room = chat.group(writer, "stateful", &[reader]).await;
+    let token = stateful_token(&cl.a.base, reader).await;
+    let mut hub = Hub::connect(&cl.a.base, reader, Some(&token)).await;
+    assert_completion_ok(&hub.invoke("1", "JoinRoom", json!([room])).await, "1");
+    drop(hub);
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(RawHub::refused(&cl.b.base, &format!("id={token}"), Some(&jwt(writer))).await, 403, "another user");
+    assert_eq!(handovers(&cl.a, "handed").await, 0, "nothing was handed over");
+    // Still held by A: its user resumes it there.
+    let mut raw = RawHub::open(&cl.a.base, &format!("id={token}"), &jwt(reader)).await;
+    assert_eq!(raw.record(T).await, Some(json!({ "type": 9, "sequenceId": 1 })));
+    drop(raw);
+    actix_rt::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(RawHub::refused(&cl.b.base, &format!("id={token}"), Some(&jwt(reader))).await, 404, "after the window");
+    // A token of no edge, or of one that does not exist, is 404 as well.
+    assert_eq!(RawHub::refused(&cl.b.base, "id=abc.0123456789abcdef", Some(&jwt(reader))).await, 404);
+}
+
+/// The official client (`withStatefulReconnect()`, no automatic reconnect: a refused
+/// resume would end it) through a proxy in front of edge A hears a stream of messages; the
+/// proxy cuts its TCP connection mid-stream and sends it to edge B when it comes back.
+/// Every message arrives once, in order, on the same connection, resumed through B.
+async fn scenario_the_official_client_resumes_through_the_other_edge(protocol: &str) {
+    let cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (writer, reader) = (1u64, 2u64);
+    chat.touch(&[writer, reader]).await;
+    let room = chat.group(writer, "handover", &[reader]).await;
+    let proxy = Proxy::between(&cl.a, &cl.b).await;
+    let plan = json!({
+        "url": proxy.url(), "token": jwt(reader), "protocol": protocol, "statefulReconnect": true,
+        "stdin": true, "timeoutMs": 50_000, "quietMs": 600,
+        "steps": [{ "invoke": "JoinRoom", "args": [room] }],
+    });
+    let mut client = NodeClient::start(plan);
+    client.ready().await;
+    let total = 150;
+    let mut sent = Vec::new();
+    let mut tick = actix_rt::time::interval(Duration::from_millis(10));
+    for i in 0..total {
+        tick.tick().await;
+        if i == 50 {
+            proxy.cut(Duration::from_secs(1));
+        }
+        sent.push(num(&chat.post(writer, room, &format!("stream {i}")).await, "message_id"));
+    }
+    client.send(json!({ "waitFor": { "ReceiveMessage": total } }));
+    client.until(|v| v["kind"] == "reached", "every message").await;
+    let run = client.finish().await;
+    run.assert_ok();
+    let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
+    assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
+    assert_eq!(before_the_end.filter(|v| v["kind"] == "connected").count(), 1, "{}", run.logs);
+    assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+    assert!(proxy.reached(&cl.b) >= 1, "the client came back through edge B");
+    assert_eq!(handovers(&cl.b, "resumed").await, 1, "B took the connection over");
+}
+
+#[actix_rt::test]
+async fn cluster_the_official_client_resumes_through_the_other_edge() {
+    scenario_the_official_client_resumes_through_the_other_edge("json").await
+}
+
+#[actix_rt::test]
+async fn cluster_the_official_client_resumes_through_the_other_edge_messagepack() {
+    scenario_the_official_client_resumes_through_the_other_edge("messagepack").await
 }

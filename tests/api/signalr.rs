@@ -34,7 +34,7 @@ fn client_dir() -> PathBuf {
 
 /// A plan for `client.js` (see its header): connect as `user` to the server with the hub
 /// `protocol` (`json` or `messagepack`).
-fn plan(server: &TestServer, user: u64, protocol: &str) -> Value {
+pub(crate) fn plan(server: &TestServer, user: u64, protocol: &str) -> Value {
     json!({ "url": server.base, "token": jwt(user), "timeoutMs": 20_000, "quietMs": 600, "protocol": protocol })
 }
 
@@ -78,7 +78,7 @@ fn install_client(dir: &std::path::Path) {
 }
 
 /// `tests/signalr/client.js` running in Node: the lines it printed, read as they come.
-struct NodeClient {
+pub(crate) struct NodeClient {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
@@ -88,7 +88,7 @@ struct NodeClient {
 }
 
 impl NodeClient {
-    fn start(plan: Value) -> NodeClient {
+    pub(crate) fn start(plan: Value) -> NodeClient {
         let dir = client_dir();
         install_client(&dir);
         let mut child = Command::new("node")
@@ -140,7 +140,7 @@ impl NodeClient {
     }
 
     /// The first line (from now) that matches; panics if none comes in time.
-    async fn until(&mut self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
+    pub(crate) async fn until(&mut self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
         let deadline = Instant::now() + T;
         loop {
             match self.next(deadline).await {
@@ -153,12 +153,12 @@ impl NodeClient {
     }
 
     /// Wait until the client has connected and run its plan's steps.
-    async fn ready(&mut self) {
+    pub(crate) async fn ready(&mut self) {
         self.until(|v| v["kind"] == "ready", "ready line").await;
     }
 
     /// Send a step (stdin mode).
-    fn send(&mut self, step: Value) {
+    pub(crate) fn send(&mut self, step: Value) {
         let stdin = self.stdin.as_mut().expect("stdin");
         writeln!(stdin, "{step}").expect("write to the client");
         stdin.flush().expect("flush");
@@ -171,7 +171,7 @@ impl NodeClient {
     }
 
     /// Finish (stdin mode: `end`), wait for the summary and the exit: everything printed.
-    async fn finish(mut self) -> Run {
+    pub(crate) async fn finish(mut self) -> Run {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = writeln!(stdin, "{}", json!({ "end": true }));
         }
@@ -197,10 +197,10 @@ impl Drop for NodeClient {
 }
 
 /// What a client printed, and its exit code.
-struct Run {
-    lines: Vec<Value>,
+pub(crate) struct Run {
+    pub(crate) lines: Vec<Value>,
     code: Option<i32>,
-    logs: String,
+    pub(crate) logs: String,
 }
 
 impl Run {
@@ -209,13 +209,13 @@ impl Run {
     }
 
     /// The client ended well: every expected event came, nothing failed.
-    fn assert_ok(&self) {
+    pub(crate) fn assert_ok(&self) {
         assert_eq!(self.code, Some(0), "{}", self.logs);
         assert_eq!(self.summary()["ok"], true, "{}", self.logs);
     }
 
     /// The first argument of each event of `target`, in order.
-    fn events(&self, target: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, target: &str) -> Vec<Value> {
         self.lines
             .iter()
             .filter(|v| v["kind"] == "event" && v["target"] == target)
@@ -1096,4 +1096,4 @@ async fn signalr_invocations_past_the_limit_get_completion_errors_then_a_close()
     assert_eq!(hub.closed, Some(1008));
 }
 
-mod reconnect;
+pub(crate) mod reconnect;

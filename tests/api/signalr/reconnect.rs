@@ -9,34 +9,60 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP proxy in front of the server that can cut every connection through it, and hold
-/// new ones for a while (a network that is gone for that long).
-struct Proxy {
+/// new ones for a while (a network that is gone for that long); a proxy in front of two
+/// servers sends the connections after a cut to the second (a balancer that picks another
+/// node when the client comes back).
+pub(crate) struct Proxy {
     addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
 }
 
-#[derive(Default)]
 struct ProxyState {
     live: Vec<tokio::task::AbortHandle>,
     /// New connections wait until then before they reach the server.
     held_until: Option<Instant>,
     accepted: usize,
+    /// Where new connections go, and where they go after the next cut.
+    upstream: SocketAddr,
+    after_cut: Option<SocketAddr>,
+    /// How many connections went to each server.
+    reached: Vec<SocketAddr>,
+}
+
+fn address(server: &TestServer) -> SocketAddr {
+    server.base.strip_prefix("http://").unwrap_or(&server.base).parse().expect("the server's address")
 }
 
 impl Proxy {
-    async fn start(server: &TestServer) -> Proxy {
-        let upstream: SocketAddr =
-            server.base.strip_prefix("http://").unwrap_or(&server.base).parse().expect("the server's address");
+    pub(crate) async fn start(server: &TestServer) -> Proxy {
+        Proxy::spawn(address(server), None).await
+    }
+
+    /// In front of `first` until the first cut, then of `then`.
+    pub(crate) async fn between(first: &TestServer, then: &TestServer) -> Proxy {
+        Proxy::spawn(address(first), Some(address(then))).await
+    }
+
+    async fn spawn(upstream: SocketAddr, after_cut: Option<SocketAddr>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("address");
-        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let state = Arc::new(Mutex::new(ProxyState {
+            live: Vec::new(),
+            held_until: None,
+            accepted: 0,
+            upstream,
+            after_cut,
+            reached: Vec::new(),
+        }));
         let shared = state.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let held = {
+                let (held, upstream) = {
                     let mut s = shared.lock().expect("proxy");
                     s.accepted += 1;
-                    s.held_until
+                    let upstream = s.upstream;
+                    s.reached.push(upstream);
+                    (s.held_until, upstream)
                 };
                 let task = tokio::spawn(async move {
                     if let Some(until) = held {
@@ -51,22 +77,31 @@ impl Proxy {
         Proxy { addr, state }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Cut every connection now (both ends see their socket close, no WebSocket close),
     /// and hold the next ones for `gone`.
-    fn cut(&self, gone: Duration) {
+    pub(crate) fn cut(&self, gone: Duration) {
         let mut s = self.state.lock().expect("proxy");
         for c in s.live.drain(..) {
             c.abort();
         }
         s.held_until = Some(Instant::now() + gone);
+        if let Some(then) = s.after_cut.take() {
+            s.upstream = then;
+        }
     }
 
-    fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.state.lock().expect("proxy").accepted
+    }
+
+    /// How many connections went to `server`.
+    pub(crate) fn reached(&self, server: &TestServer) -> usize {
+        let addr = address(server);
+        self.state.lock().expect("proxy").reached.iter().filter(|a| **a == addr).count()
     }
 }
 

@@ -37,7 +37,9 @@
 //!   method arguments, and the domain's events as Invocations.
 //! - [`json`], [`msgpack`]: the two encodings.
 //! - [`session`]: [`SignalRWire`]: the handshake, invocations, `JoinRoom`/`LeaveRoom`/`SendMessage`.
+//! - [`handover`]: a stateful connection taken over through another edge.
 
+pub mod handover;
 pub mod json;
 pub mod msgpack;
 pub mod protocol;

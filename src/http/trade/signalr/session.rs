@@ -35,7 +35,13 @@ pub struct SignalRWire {
     /// The handshake's answer or a `JoinRoom` is waiting.
     busy: bool,
     /// Stateful reconnect, when negotiate agreed to it.
-    replay: Option<Replay>,
+    pub(super) replay: Option<Replay>,
+    /// `SendMessage`s whose answer has not come back yet (a connection handed to another
+    /// node waits for them: their Completions go with it).
+    pub(super) posting: usize,
+    /// The connection is being handed to another node, once the posts in flight are
+    /// answered (see [`super::handover`]).
+    pub(super) leaving: Option<super::handover::Leaving>,
 }
 
 /// A stateful connection's side of the replay (the hub protocol's Ack and Sequence): what
@@ -79,8 +85,58 @@ const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl SignalRWire {
     pub fn new(links: LinkSigner, replay: Option<Replay>) -> SignalRWire {
-        SignalRWire { links, protocol: None, buf: Vec::new(), pending: VecDeque::new(), busy: false, replay }
+        SignalRWire {
+            links,
+            protocol: None,
+            buf: Vec::new(),
+            pending: VecDeque::new(),
+            busy: false,
+            replay,
+            posting: 0,
+            leaving: None,
+        }
     }
+
+    /// The protocol the handshake chose.
+    pub fn protocol(&self) -> Option<&'static dyn HubProtocol> {
+        self.protocol
+    }
+
+    /// Whether every client message read has been handled (none waits behind a join).
+    pub(super) fn idle(&self) -> bool {
+        !self.busy && self.pending.is_empty()
+    }
+
+    /// The state of a stateful connection that another node takes over: its protocol and
+    /// its side of the replay.
+    pub(super) fn carried(&self) -> Option<(&'static dyn HubProtocol, ReplayState)> {
+        let (p, r) = (self.protocol?, self.replay.as_ref()?);
+        let unacked = r.unacked.iter().map(|(id, f)| (*id, f.opcode(), f.payload().to_vec())).collect();
+        Some((p, ReplayState { next_out: r.next_out, unacked, processed: r.processed }))
+    }
+
+    /// Take over a connection's state from the node that held it ([`SignalRWire::carried`]).
+    pub(super) fn arrived(&mut self, protocol: &'static dyn HubProtocol, replay: Replay, state: ReplayState) {
+        let mut replay = replay;
+        replay.next_out = state.next_out;
+        replay.unacked = state.unacked.into_iter().map(|(id, op, payload)| (id, Frame::new(op, &payload))).collect();
+        replay.bytes = replay.unacked.iter().map(|(_, f)| f.len()).sum();
+        replay.processed = state.processed;
+        replay.next_in = state.processed + 1;
+        self.protocol = Some(protocol);
+        self.replay = Some(replay);
+    }
+}
+
+/// A stateful connection's side of the replay as it moves to another node: the sequence
+/// id of the next message the server sends, the messages not acknowledged (id, opcode and
+/// payload of each frame, as they were sent), and the client's messages processed. At most
+/// the buffer's bound (`BOXOFFICE_SIGNALR_RECONNECT_BUFFER_BYTES`) of frames.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayState {
+    pub next_out: u64,
+    pub unacked: Vec<(u64, u8, Vec<u8>)>,
+    pub processed: u64,
 }
 
 type S = Session<SignalRWire>;
@@ -398,6 +454,7 @@ fn send_message(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, args:
     };
     let post = SocketPost { content, kind: "text".into(), reply_to: None, client_msg_id };
     let reply = s.backend.post(room, &s.me, post);
+    s.wire.posting += 1;
     let session = ctx.address();
     actix_rt::spawn(async move {
         let outcome = reply.await;
@@ -425,6 +482,10 @@ impl Handler<Sent> for S {
             Err(ChatError::Unavailable(e)) => Err(format!("Cannot send to room {room} now: {e}.")),
             Err(e) => Err(format!("Cannot send to room {room}: {e}.")),
         };
+        self.wire.posting -= 1;
         complete_with(self, ctx, msg.id, outcome);
+        if self.wire.posting == 0 && self.wire.leaving.is_some() {
+            super::handover::release(self, ctx);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! caller and the token before it starts a [`SignalRSession`]. Refusals are in contract
 //! T's envelope.
 
+use super::handover::Refused;
 use super::session::{Replay, SignalRWire};
 use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
@@ -46,6 +47,18 @@ fn resumables() -> &'static DashMap<String, Resumable> {
 /// A stateful connection's session, reachable by its token from now on.
 pub(super) fn resumable(token: &str, user: u64, session: Addr<Session<SignalRWire>>) {
     resumables().insert(token.to_string(), Resumable { user, session });
+}
+
+/// The user and session of the stateful connection `token` of this process, if it holds it.
+pub(super) fn holder(token: &str) -> Option<(u64, Addr<Session<SignalRWire>>)> {
+    resumables().get(token).map(|r| (r.user, r.session.clone()))
+}
+
+/// The edge that issued a connection token (see [`super::handover`]): tokens of an edge end
+/// with `.` and its id in hex.
+fn issuer(token: &str) -> Option<u64> {
+    let (_, node) = token.rsplit_once('.')?;
+    u64::from_str_radix(node, 16).ok()
 }
 
 /// The session of a stateful connection has stopped: its token is spent.
@@ -136,7 +149,7 @@ pub struct NegotiateResponse {
         (status = 400, description = "`negotiateVersion` is not a number, or `useStatefulReconnect` not `true` or `false`", body = TEnvelope),
         (status = 401, description = "No valid token", body = TEnvelope)),
     security(("bearer" = [])))]
-pub async fn negotiate(req: HttpRequest) -> HttpResponse {
+pub async fn negotiate(state: web::Data<Realtime>, req: HttpRequest) -> HttpResponse {
     let me = match crate::http::identify_with_query(&req) {
         Ok(me) => me,
         Err(e) => return refusal(StatusCode::UNAUTHORIZED, format!("Authentication required: {e}")),
@@ -158,7 +171,11 @@ pub async fn negotiate(req: HttpRequest) -> HttpResponse {
     };
     // Stateful reconnect needs the connection token of version 1.
     let stateful = version == 1 && asked_stateful;
-    let token = random_id();
+    // An edge's tokens name it, so that a reconnect through another edge finds it.
+    let token = match &state.backend {
+        crate::cluster::Backend::Remote(edge) => format!("{}.{:016x}", random_id(), edge.id()),
+        crate::cluster::Backend::Local(_) => random_id(),
+    };
     remember(&token, me.user_id, stateful);
     let (connection_id, connection_token) = if version == 0 { (token, None) } else { (random_id(), Some(token)) };
     HttpResponse::Ok().json(NegotiateResponse {
@@ -203,15 +220,26 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
     if let Some(id) = q.as_ref().ok().and_then(|q| q.get("id")) {
         // A stateful connection taken over with a new socket (its token stays valid for
         // as long as the connection lives), or a token from negotiate, used once.
-        let live = resumables().get(id.as_str()).map(|r| (r.user, r.session.clone()));
-        if let Some((user, session)) = live {
+        if let Some((user, session)) = holder(id) {
             if user != me.user_id {
                 return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."));
             }
             return Session::take_over(&req, session, max_frame);
         }
         match redeem(id) {
-            None => return Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
+            // Another edge's connection: taken over from it, if that can be done exactly.
+            None => {
+                let Some(node) = issuer(id) else {
+                    return Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID"));
+                };
+                return match super::handover::arrive(&state, &req, &me, id, node, max_frame).await {
+                    Ok(upgrade) => upgrade,
+                    Err(Refused::Forbidden) => {
+                        Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
+                    }
+                    Err(Refused::Gone) => Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
+                };
+            }
             Some((user, _)) if user != me.user_id => {
                 return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
             }
