@@ -167,9 +167,7 @@ async fn ws_the_same_client_msg_id_from_another_user_or_in_another_room_is_anoth
 /// back, and so does a server killed with `kill -9`.
 #[actix_rt::test]
 async fn ws_a_client_msg_id_survives_an_idle_room_and_kill9() {
-    let mut env = fast_queue();
-    env.push(("BOXOFFICE_ACTOR_IDLE", "150ms"));
-    let mut server = TestServer::spawn(&env);
+    let mut server = TestServer::spawn(&fast_queue());
     let chat = Chat::new(&server);
     let api = server.api();
     let (kim, lee) = (1u64, 2u64);
@@ -180,7 +178,9 @@ async fn ws_a_client_msg_id_survives_an_idle_room_and_kill9() {
     let sent = ws.messages(1, T).await.remove(0);
     ws.close().await;
 
-    // The room stops; the retry starts it from its records.
+    // The room stops once idle for the window (2 minutes by default, on the server's
+    // clock); the retry starts it from its records.
+    server.advance(Duration::from_secs(150)).await;
     until_live(&api, "room", 0).await;
     let mut ws = WsClient::connect(&server.base, room, &jwt(kim), None).await;
     ws.send(frame("acknowledged", json!("keep-me"))).await;
