@@ -37,11 +37,9 @@ async fn refused(url: &str, headers: &[(&str, &str)]) -> u16 {
 
 #[actix_rt::test]
 async fn a_waiting_socket_is_told_its_position_its_admission_and_its_end() {
-    let server = TestServer::spawn(&[
-        ("BOXOFFICE_QUEUE_ADMIT_RATE", "1000"),
-        ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1"),
-        ("BOXOFFICE_QUEUE_ACTIVE_TTL", "2s"),
-    ]);
+    let server = TestServer::spawn(&[("BOXOFFICE_QUEUE_ADMIT_RATE", "1000"), ("BOXOFFICE_QUEUE_MAX_ACTIVE", "1")]);
+    // An admission lasts `BOXOFFICE_QUEUE_ACTIVE_TTL` (10 minutes) on the server's clock.
+    let ttl = Duration::from_secs(10 * 60);
     let api = server.api();
     let tokens = [issue(&api, 1).await, issue(&api, 2).await, issue(&api, 3).await];
     let url = socket_url(&server.base, "");
@@ -69,6 +67,7 @@ async fn a_waiting_socket_is_told_its_position_its_admission_and_its_end() {
     assert_eq!((e["active"].as_bool(), e["position"].as_u64()), (Some(false), Some(2)), "{e}");
 
     // User 1's token runs out: user 2 is admitted, and told so; user 3 moves up.
+    server.advance(ttl).await;
     let admitted = second.event(|e| e["active"] == true, Duration::from_secs(10)).await;
     assert_eq!(admitted, check(&api, 2, &tokens[1]).await, "the admission event is what /waiting/check says");
     assert_eq!((admitted["status"].as_str(), admitted["position"].as_u64()), (Some("ACTIVE"), Some(0)));
@@ -76,6 +75,7 @@ async fn a_waiting_socket_is_told_its_position_its_admission_and_its_end() {
     assert_eq!(moved["active"], false);
 
     // User 2's admission runs out in turn: its socket closes with 1000.
+    server.advance(ttl).await;
     assert_eq!(second.expect_close(Duration::from_secs(10)).await, Some(1000));
     let r = api.get("/waiting/check", &jwt(2), &[("X-Queue-Token", &tokens[1])]).await;
     assert_q_error(&r, 401);
