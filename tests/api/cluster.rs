@@ -1156,7 +1156,8 @@ async fn stateful_token(base: &str, user: u64) -> String {
 /// SignalR stateful reconnect over edges: the connection lives on the edge that holds it,
 /// and a reconnect through the other edge takes it over from there. After its socket
 /// drops, the client resumes it on its edge or the other, and gets what it missed, once,
-/// in order; then it is live where it resumed, and its old edge no longer holds it.
+/// in order; then it is live where it resumed. Back through its first edge, it is followed
+/// to where it went and taken back.
 #[actix_rt::test]
 async fn cluster_a_stateful_signalr_connection_resumes_on_its_edge_and_through_the_other() {
     let cl = Cluster::start().await;
@@ -1235,7 +1236,28 @@ async fn cluster_a_stateful_signalr_connection_resumes_on_its_edge_and_through_t
     while let Some(v) = raw.record(QUIET).await {
         assert_ne!(v["target"], "ReceiveMessage", "nothing twice: {v}");
     }
-    assert_eq!(RawHub::refused(&cl.a.base, &format!("id={token}"), Some(&jwt(reader))).await, 404, "edge A");
+    posted.push(live);
+
+    // Back through A, which its token still names: A no longer holds it, sends the
+    // request on to B (where it went), and takes it back. Nothing was acknowledged on B,
+    // so it starts where B started, once, in order.
+    drop(raw);
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawHub::open(&cl.a.base, &format!("id={token}"), &jwt(reader)).await;
+    assert_eq!(raw.record(T).await, Some(json!({ "type": 9, "sequenceId": third + 1 })), "the Sequence via A");
+    let mut again = Vec::new();
+    while again.len() < 5 {
+        let v = raw.record(T).await.unwrap_or_else(|| panic!("{} of 5 messages via A", again.len()));
+        if v["target"] == "ReceiveMessage" {
+            again.push(num(&v["arguments"][0], "messageId"));
+        }
+    }
+    assert_eq!(again, ids(&posted[3..]), "back on A: once, in order");
+    while let Some(v) = raw.record(QUIET).await {
+        assert_ne!(v["target"], "ReceiveMessage", "nothing twice: {v}");
+    }
+    assert_eq!(handovers(&cl.a, "resumed").await, 1, "taken back by A");
+    assert_eq!(handovers(&cl.b, "handed").await, 1, "handed back by B");
     // It stays one connection: its next invocation is the client's second.
     raw.frame(&format!("{}{RS}", json!({ "type": 9, "sequenceId": 2 }))).await;
     let leave = json!({ "type": 1, "invocationId": "2", "target": "LeaveRoom", "arguments": [room] });

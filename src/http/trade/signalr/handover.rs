@@ -67,8 +67,16 @@ type S = Session<SignalRWire>;
 /// What one edge asks the edge that holds a connection, for `user` (whose JWT it checked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ask {
-    Describe { token: String, user: u64 },
-    Take { token: String, user: u64 },
+    Describe {
+        token: String,
+        user: u64,
+    },
+    /// `from`: the edge that takes it (where the connection is from then on).
+    Take {
+        token: String,
+        user: u64,
+        from: u64,
+    },
 }
 
 /// The holder's answer.
@@ -83,7 +91,26 @@ pub enum Told {
         rooms: Vec<u64>,
     },
     Taken(Box<Handed>),
+    /// It moved on to edge `node` (see [`moved`]): ask there.
+    Moved {
+        node: u64,
+    },
 }
+
+/// Where this edge's connections went when another edge took them over: token -> (user,
+/// edge). The token still names this edge, so a later reconnect through any edge asks here
+/// first and is sent on. Bounded: a forgotten entry makes such a reconnect 404 (the client
+/// starts fresh), never a wrong resume.
+fn moved() -> &'static quick_cache::sync::Cache<String, (u64, u64)> {
+    static MOVED: std::sync::OnceLock<quick_cache::sync::Cache<String, (u64, u64)>> = std::sync::OnceLock::new();
+    MOVED.get_or_init(|| quick_cache::sync::Cache::new(MOVED_KEPT))
+}
+
+/// How many moved connections an edge remembers.
+const MOVED_KEPT: usize = 65_536;
+
+/// How many times a reconnect follows a connection from edge to edge.
+const MAX_HOPS: usize = 4;
 
 /// A connection's state as it moves: the core's stream as the holder saw it, the protocol,
 /// the wire's replay and the session's part.
@@ -123,8 +150,14 @@ pub fn serve(edge: &Edge) {
 }
 
 async fn answer(edge: &Edge, ask: Ask) -> Told {
-    let (Ask::Describe { token, user } | Ask::Take { token, user }) = &ask;
-    let Some((owner, session)) = super::transport::holder(token) else { return Told::Gone };
+    let (Ask::Describe { token, user } | Ask::Take { token, user, .. }) = &ask;
+    let Some((owner, session)) = super::transport::holder(token) else {
+        return match moved().get(token) {
+            Some((owner, _)) if owner != *user => Told::Forbidden,
+            Some((_, node)) => Told::Moved { node },
+            None => Told::Gone,
+        };
+    };
     if owner != *user {
         return Told::Forbidden;
     }
@@ -133,11 +166,12 @@ async fn answer(edge: &Edge, ask: Ask) -> Told {
             Ok(Some((protocol, rooms))) => Told::Described { protocol, rooms },
             _ => Told::Gone,
         },
-        Ask::Take { .. } => {
+        Ask::Take { token, user, from } => {
             let (reply, handed) = oneshot::channel();
             session.do_send(HandOver { hello: edge.known(), reply });
             match handed.await {
                 Ok(Some(h)) => {
+                    moved().insert(token, (user, from));
                     crate::observe::handover("handed");
                     Told::Taken(Box::new(h))
                 }
@@ -280,25 +314,48 @@ pub async fn arrive(
     max_frame: usize,
 ) -> Result<Result<HttpResponse, actix_web::Error>, Refused> {
     let Backend::Remote(edge) = &state.backend else { return Err(Refused::Gone) };
-    if node == edge.id() {
-        return Err(Refused::Gone);
-    }
     let user = me.user_id;
+    let outcome = |o: &'static str| crate::observe::handover(o);
+    // A connection that moved on from the edge its token names is followed from edge to
+    // edge, a few hops at most.
+    let mut node = node;
+    let mut described = None;
+    for _ in 0..MAX_HOPS {
+        if node == edge.id() {
+            // Issued here (or sent back here) and not held here: it moved on, or is gone.
+            match moved().get(token) {
+                Some((owner, _)) if owner != user => {
+                    outcome("forbidden");
+                    return Err(Refused::Forbidden);
+                }
+                Some((_, next)) if next != node => {
+                    node = next;
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        let asked = edge.ask_node(node, encode(&Ask::Describe { token: token.to_string(), user }), DESCRIBE_TIMEOUT);
+        match asked.await.and_then(|b| decode::<Told>(&b).ok()) {
+            Some(Told::Described { protocol, rooms }) => {
+                described = Some((protocol, rooms));
+                break;
+            }
+            Some(Told::Moved { node: next }) => node = next,
+            Some(Told::Forbidden) => {
+                outcome("forbidden");
+                return Err(Refused::Forbidden);
+            }
+            _ => break,
+        }
+    }
+    let Some((protocol, rooms)) = described else {
+        outcome("gone");
+        return Err(Refused::Gone);
+    };
     let ask = |a: Ask, timeout| {
         let asked = edge.ask_node(node, encode(&a), timeout);
         async move { asked.await.and_then(|b| decode::<Told>(&b).ok()) }
-    };
-    let outcome = |o: &'static str| crate::observe::handover(o);
-    let (protocol, rooms) = match ask(Ask::Describe { token: token.to_string(), user }, DESCRIBE_TIMEOUT).await {
-        Some(Told::Described { protocol, rooms }) => (protocol, rooms),
-        Some(Told::Forbidden) => {
-            outcome("forbidden");
-            return Err(Refused::Forbidden);
-        }
-        _ => {
-            outcome("gone");
-            return Err(Refused::Gone);
-        }
     };
     let Some(&protocol) = PROTOCOLS.iter().find(|p| p.name() == protocol) else { return Err(Refused::Gone) };
     let me_author = crate::http::author(me);
@@ -314,7 +371,7 @@ pub async fn arrive(
         outcome("unavailable");
         return Err(Refused::Gone);
     };
-    let handed = match ask(Ask::Take { token: token.to_string(), user }, TAKE_TIMEOUT).await {
+    let handed = match ask(Ask::Take { token: token.to_string(), user, from: edge.id() }, TAKE_TIMEOUT).await {
         Some(Told::Taken(h)) => h,
         Some(Told::Forbidden) => {
             outcome("forbidden");
