@@ -236,7 +236,8 @@ fn assert_no_messages(events: &[Value], who: &str) {
 
 /// A plain contract C subscriber that recovers as a real client does: when its node closes
 /// it with 1012 (service restart), it waits until the node is healthy and reconnects to it
-/// with `since=` the last message id it got. Any other close is a failure.
+/// with `since=` the last message id it got, and sends again, with the same
+/// `client_msg_id`, each post it has not seen come back. Any other close is a failure.
 struct Follower {
     base: String,
     room: u64,
@@ -247,13 +248,28 @@ struct Follower {
     last: Option<u64>,
     /// How many times it came back after a 1012.
     reconnects: usize,
+    /// Posts sent and not yet seen as messages (each with its `client_msg_id`).
+    unseen: Vec<Value>,
+    /// The contents of posts sent again: the server answers a repeat with the stored
+    /// message, so the sender may see that message twice (once by `since=`, once as the
+    /// answer). Any other message seen twice is a failure.
+    resent: Vec<String>,
 }
 
 impl Follower {
     /// Connect (with `since`, if given, as its last message id).
     async fn connect(base: &str, room: u64, user: u64, since: Option<u64>) -> Follower {
         let ws = WsClient::connect(base, room, &jwt(user), since).await;
-        Follower { base: base.to_string(), room, user, ws: Some(ws), last: since, reconnects: 0 }
+        Follower {
+            base: base.to_string(),
+            room,
+            user,
+            ws: Some(ws),
+            last: since,
+            reconnects: 0,
+            unseen: Vec::new(),
+            resent: Vec::new(),
+        }
     }
 
     /// The next `n` message events, across reconnects; panics if they don't come in time.
@@ -268,6 +284,10 @@ impl Follower {
             };
             match ws.next_event(left).await {
                 Some(e) if is_type(&e, "message") => {
+                    if self.answer_to_a_repeat(&e) {
+                        continue;
+                    }
+                    self.unseen.retain(|f| f["content"] != e["content"]);
                     self.last = Some(num(&e, "message_id"));
                     got.push(e);
                 }
@@ -296,19 +316,36 @@ impl Follower {
         wait_health(&self.base, 200, within, "a node that closed a socket with 1012").await;
         self.ws = Some(WsClient::connect(&self.base, self.room, &jwt(self.user), Some(since)).await);
         self.reconnects += 1;
+        // The close may have come before a post reached the node: send it again; its id
+        // makes sure it is stored once.
+        for frame in self.unseen.clone() {
+            self.resent.push(frame["content"].as_str().expect("a text post").to_string());
+            self.ws.as_mut().expect("connected").send(frame).await;
+        }
+    }
+
+    /// A message already seen, sent again as the answer to a post this follower repeated.
+    fn answer_to_a_repeat(&self, e: &Value) -> bool {
+        let seen = self.last.is_some_and(|last| num(e, "message_id") <= last);
+        seen && e["content"].as_str().is_some_and(|c| self.resent.iter().any(|r| r == c))
     }
 
     /// Send a frame on the current socket.
-    async fn send(&mut self, v: Value) {
+    /// Post `v` with a `client_msg_id`, so that it can be sent again after a 1012.
+    async fn send(&mut self, mut v: Value) {
+        let id = format!("follower-{}-{}", self.user, self.unseen.len() + self.resent.len());
+        v["client_msg_id"] = json!(id);
+        self.unseen.push(v.clone());
         self.ws.as_mut().expect("a connected follower").send(v).await;
     }
 
-    /// Every event within `d` (none while disconnected).
+    /// Every event within `d` (none while disconnected), but the answers to its repeats.
     async fn quiet(&mut self, d: Duration) -> Vec<Value> {
-        match self.ws.as_mut() {
+        let events = match self.ws.as_mut() {
             Some(ws) => ws.quiet(d).await,
             None => Vec::new(),
-        }
+        };
+        events.into_iter().filter(|e| !(is_type(e, "message") && self.answer_to_a_repeat(e))).collect()
     }
 
     async fn close(self) {
@@ -904,6 +941,8 @@ async fn cluster_nats_stopped_and_started_again() {
     let (qa, qb) = join(on_a.quiet(QUIET), on_b.quiet(QUIET)).await;
     assert_no_messages(&qa, "the client on edge A");
     assert_no_messages(&qb, "the client on edge B");
+    let stored = chat.all_messages(on_a_user, room).await;
+    assert_eq!(texts(&stored).iter().filter(|t| *t == "from edge A, after").count(), 1, "stored once");
     on_a.close().await;
     on_b.close().await;
 }
