@@ -40,6 +40,18 @@ struct Inner {
     /// The core's boot and epoch as this edge last saw them (`None`: since NATS came back,
     /// nothing yet).
     known: std::sync::Mutex<Option<Hello>>,
+    /// How many times every session here was sent away (1012): a subscription's events
+    /// before that need not continue into those after it, since every session in a group
+    /// since then joined with a catch-up from the core.
+    restarts: AtomicU64,
+}
+
+impl Inner {
+    /// Send every session away with 1012 (see [`Inner::restarts`]); returns how many.
+    fn restart_all(&self) -> usize {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.hub.restart_all()
+    }
 }
 
 enum Command {
@@ -86,6 +98,7 @@ impl Edge {
                 connected: AtomicBool::new(false),
                 heard: AtomicU64::new(0),
                 known: std::sync::Mutex::new(None),
+                restarts: AtomicU64::new(0),
             }));
             let _ = ready.send(Ok(edge.clone()));
             edge.run(rx, events).await;
@@ -283,7 +296,7 @@ impl Edge {
         *known = Some(seen);
         drop(known);
         if !why.is_empty() {
-            let n = self.0.hub.restart_all();
+            let n = self.0.restart_all();
             crate::observe::edge_restart(why);
             tracing::warn!(sessions = n, why, "edge: the core's stream has a gap; closing every socket with 1012");
         }
@@ -392,12 +405,12 @@ impl Edge {
                             // then is the new baseline (every session here is restarted now).
                             inner.heard.store(0, Ordering::Relaxed);
                             *inner.known.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                            let n = inner.hub.restart_all();
+                            let n = inner.restart_all();
                             crate::observe::edge_restart("nats_lost");
                             tracing::warn!(sessions = n, "edge: lost NATS; closing every socket with 1012");
                         }
                         async_nats::Event::SlowConsumer(_) => {
-                            let n = inner.hub.restart_all();
+                            let n = inner.restart_all();
                             crate::observe::edge_restart("slow_consumer");
                             tracing::warn!(sessions = n, "edge: NATS dropped events for us; closing every socket with 1012");
                         }
@@ -455,6 +468,7 @@ impl Edge {
     /// event up to that position that will ever reach the edge has been relayed.
     async fn relay(self, mut events: async_nats::Subscriber, group: Group) {
         let mut last: Option<u64> = None;
+        let mut restarts = self.0.restarts.load(Ordering::Relaxed);
         let seed = self.ask(Request::Positions { groups: vec![group] });
         let mut seed = std::pin::pin!(seed);
         let mut seeded = false;
@@ -462,7 +476,7 @@ impl Edge {
             tokio::select! {
                 m = events.next() => {
                     let Some(m) = m else { return };
-                    self.relay_one(group, &mut last, &m);
+                    self.relay_one(group, &mut last, &mut restarts, &m);
                 }
                 answer = &mut seed, if !seeded => {
                     seeded = true;
@@ -472,7 +486,7 @@ impl Edge {
                         continue;
                     }
                     while let Some(Some(m)) = events.next().now_or_never() {
-                        self.relay_one(group, &mut last, &m);
+                        self.relay_one(group, &mut last, &mut restarts, &m);
                     }
                     self.0.hub.relayed_through(group, at.first().copied().unwrap_or(0));
                 }
@@ -480,12 +494,20 @@ impl Edge {
         }
     }
 
-    fn relay_one(&self, group: Group, last: &mut Option<u64>, m: &async_nats::Message) {
+    fn relay_one(&self, group: Group, last: &mut Option<u64>, restarts: &mut u64, m: &async_nats::Message) {
         let hub = &self.0.hub;
         let Some((stamp, body)) = Stamp::split(&m.payload) else {
             return self.broken(group, "an event without its stamp");
         };
         self.saw(stamp.hello());
+        // Every session was sent away since the last event (NATS came back, say, and the
+        // subscription with it, having missed what was published meanwhile): the sessions
+        // here now joined with a catch-up, so this event starts the subscription anew.
+        let now = self.0.restarts.load(Ordering::Relaxed);
+        if now != *restarts {
+            *restarts = now;
+            *last = None;
+        }
         if !continues(*last, &stamp) {
             let n = hub.restart_group(group);
             crate::observe::edge_restart("gap");
