@@ -65,6 +65,11 @@ impl Application {
         let (store, state, backend, queue_node) = match settings.role {
             Role::Core => {
                 let store = Store::open_with(&settings.data_dir, settings.commit_window, settings.store_cache_bytes)?;
+                // SignalR connections of the process before, resumable for a while.
+                let parked = http::trade::signalr::parking::load(&store, settings.signalr_reconnect_window)?;
+                if parked > 0 {
+                    tracing::info!(parked, "SignalR connections of the last run can be resumed");
+                }
                 let registry = match &settings.nats_url {
                     Some(url) => {
                         let (bridge, outbound) = crate::cluster::core::Bridge::new(hub.clone());

@@ -438,6 +438,12 @@ pub fn handover(outcome: &'static str) {
     counter!("boxoffice_signalr_handovers_total", "outcome" => outcome).increment(1);
 }
 
+/// A SignalR connection of the process before a restart, reconnected here, by outcome:
+/// `resumed`, `not_exact` (it could have had a gap: 404), `unavailable` (a room refused).
+pub fn restored(outcome: &'static str) {
+    counter!("boxoffice_signalr_restores_total", "outcome" => outcome).increment(1);
+}
+
 // ---- More than one machine ----
 
 /// The core dropped an event on its way to NATS.

@@ -108,11 +108,17 @@ pub trait Wire: Sized + Unpin + 'static {
     }
     /// An event's frame goes to the client (or would, while no socket is attached): a
     /// wire that replays after a reconnect keeps it.
-    fn event_sent(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>, _frame: &Frame) {}
+    fn event_sent(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>, _event: &Event, _group: Group, _frame: &Frame) {}
     /// A new socket took the connection over ([`Resume`]): what the wire sends first.
     fn resumed(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>) {}
-    /// The session has stopped.
-    fn stopped(&mut self) {}
+    /// Whether the connection outlives a restart of the process (see
+    /// `signalr::parking`): a drain then lets it go without a close, so that its client
+    /// reconnects to the restarted server as after a dropped socket.
+    fn outlives_process(&self) -> bool {
+        false
+    }
+    /// The session has stopped: `for_good` unless the process is draining.
+    fn stopped(&mut self, _for_good: bool) {}
 }
 
 /// A new socket for a connection whose wire is [`Wire::resumable`]: its stream (taken out
@@ -167,6 +173,9 @@ pub struct Session<W: Wire> {
     peer_done: bool,
     /// Our side was shut down after the close frame (see `after_write`).
     shut: bool,
+    /// Writes the wire waits for before the frames queued since may go (see
+    /// [`Session::gate`]): those frames wait in the backlog.
+    gates: u32,
     /// The session went online as its user (presence, the user's group): see `go_online`.
     present: bool,
     /// The socket's reader, and the wait for the socket to be writable: cancelled when
@@ -255,6 +264,7 @@ impl<W: Wire> Session<W> {
             frames: state.limits.as_ref().map_or_else(FrameBudget::unlimited, |l| l.frames()),
             peer_done: false,
             shut: false,
+            gates: 0,
             present: false,
             reading: None,
             waiting: None,
@@ -441,6 +451,9 @@ impl<W: Wire> Session<W> {
     /// Move catch-up frames to the socket's queue while it holds less than its share of
     /// the byte bound (uncounted ones count in the outbox from then on).
     fn refill(&mut self) {
+        if self.gates > 0 {
+            return;
+        }
         let mut queued: usize = self.queue.iter().map(Pending::left).sum();
         while queued < self.outbox.max_bytes() / CATCH_UP_SHARE {
             let Some((frame, counted)) = self.backlog.pop_front() else { break };
@@ -462,6 +475,20 @@ impl<W: Wire> Session<W> {
                 act.flush_scheduled = false;
                 act.flush(ctx);
             }));
+        }
+    }
+
+    /// Hold every frame from now on (in order, in the backlog) until [`Session::ungate`]:
+    /// a wire that must have something on disk before the client sees what follows.
+    pub fn gate(&mut self) {
+        self.gates += 1;
+    }
+
+    /// One write the frames waited for is done: they go once none is left.
+    pub fn ungate(&mut self, ctx: &mut Ctx<W>) {
+        self.gates = self.gates.saturating_sub(1);
+        if self.gates == 0 {
+            self.feed(ctx);
         }
     }
 
@@ -487,8 +514,8 @@ impl<W: Wire> Session<W> {
         let Some(io) = self.io.clone() else {
             return self.outbox.taken(frame.len());
         };
-        if !self.backlog.is_empty() {
-            // Behind the catch-up.
+        if !self.backlog.is_empty() || self.gates > 0 {
+            // Behind the catch-up, or behind a write the wire waits for.
             self.backlog.push_back((frame, true));
             if self.outbox.over() && !self.outbox.evicted() {
                 self.hub().give_up(self.id, self.me.id, &self.outbox);
@@ -719,6 +746,24 @@ impl<W: Wire> Session<W> {
                 self.take_in(ctx, event, frame, group);
             }
         }
+        self.await_socket(ctx);
+    }
+
+    /// A connection of the process before this one ([`Reopen`]) has its wire's state back;
+    /// `sent`: the newest message of each room the client is sent already. The events
+    /// held meanwhile are taken in (each once), and the connection waits for its socket as
+    /// after a drop.
+    pub fn reopened(&mut self, ctx: &mut Ctx<W>, sent: Vec<(u64, u64)>) {
+        let Some(held) = self.held.take() else { return };
+        self.sent_messages = sent.into_iter().collect();
+        for (event, frame, group) in held {
+            self.take_in(ctx, event, frame, group);
+        }
+        self.await_socket(ctx);
+    }
+
+    /// A connection without a socket waits for one for the wire's window, then stops.
+    fn await_socket(&mut self, ctx: &mut Ctx<W>) {
         if let Some(window) = self.wire.resumable() {
             ctx.run_later(window, |act, ctx| {
                 if act.detached.is_some() && act.sockets == 0 {
@@ -882,7 +927,7 @@ impl<W: Wire> Actor for Session<W> {
         if self.detached.is_none() {
             crate::observe::connection(W::KIND, -1);
         }
-        self.wire.stopped();
+        self.wire.stopped(!self.going_away);
         checks::unregister(self.id);
         self.hub().closed(self.id);
         if !self.present {
@@ -903,6 +948,13 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
         let (event, frame, group) = match deliver {
             Deliver::Event { event, frame, group } => (event, frame, group),
             Deliver::Evicted => return self.evicted(ctx),
+            Deliver::GoingAway if self.wire.outlives_process() && self.online() && !self.closing => {
+                // No close: the client reconnects to the restarted server, which resumes
+                // the connection.
+                self.going_away = true;
+                self.drop_socket(ctx);
+                return ctx.stop();
+            }
             Deliver::GoingAway => {
                 self.going_away = true;
                 return self.close(ctx, ws::CloseCode::Away, "The server is shutting down; reconnect.");
@@ -936,7 +988,7 @@ impl<W: Wire> Session<W> {
         if self.closing || skip || !self.fresh(&event) {
             return self.outbox.taken(frame.len());
         }
-        W::event_sent(self, ctx, &frame);
+        W::event_sent(self, ctx, &event, group, &frame);
         if self.closing {
             return self.outbox.taken(frame.len());
         }
@@ -988,6 +1040,48 @@ impl<W: Wire> Handler<Gather> for Session<W> {
                 ctx.stop();
             }
             all
+        }))
+    }
+}
+
+/// Put a session for a connection of the process before this one ([`Session::arriving`],
+/// see `signalr::parking`) back in its groups: its user's (it counts as a connection of
+/// its user from now on) and each room's, through the room (the participant check), with
+/// the messages after the room's position. Events are held until
+/// [`Session::reopened`]. Answers each room's messages in the rooms' order, or `None`
+/// (a room refused: the session stops).
+#[derive(Message)]
+#[rtype(result = "Option<Vec<Vec<MessageEvent>>>")]
+pub struct Reopen {
+    pub render: Arc<dyn Render>,
+    pub rooms: Vec<(u64, u64)>,
+}
+
+impl<W: Wire> Handler<Reopen> for Session<W> {
+    type Result = ResponseActFuture<Self, Option<Vec<Vec<MessageEvent>>>>;
+    fn handle(&mut self, msg: Reopen, ctx: &mut Self::Context) -> Self::Result {
+        if self.online() || self.held.is_none() {
+            return Box::pin(actix::fut::ready(None));
+        }
+        self.render = Some(msg.render);
+        self.present = true;
+        self.backend.presence(&self.me, true);
+        self.rooms = msg.rooms.iter().map(|(r, _)| *r).collect();
+        if let Some(sub) = self.subscriber(ctx) {
+            self.hub().join(user_group(self.me.id), sub);
+        }
+        let mut joins = Vec::new();
+        for (room, since) in msg.rooms {
+            if let Some(sub) = self.subscriber(ctx) {
+                joins.push(self.backend.join(room, sub, Some(since)));
+            }
+        }
+        Box::pin(futures_util::future::join_all(joins).into_actor(self).map(|answers, _, ctx| {
+            let missed: Result<Vec<_>, _> = answers.into_iter().collect();
+            if missed.is_err() {
+                ctx.stop();
+            }
+            missed.ok()
         }))
     }
 }

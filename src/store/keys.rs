@@ -79,6 +79,9 @@ pub enum Key {
     /// and the hash of the id (make one with [`Key::sent_id`]); written once, with the
     /// message.
     SentId(u64, u64, IdemHash),
+    /// A stateful SignalR connection of this process, by its connection token: what a
+    /// reconnect after a restart resumes from (see `http::trade::signalr::parking`).
+    HubConnection(String),
     /// Not a record: the prefix of every message of one room, for [`Store::scan_under`].
     ///
     /// [`Store::scan_under`]: super::Store::scan_under
@@ -161,6 +164,9 @@ mod family {
     pub const LISTING: u8 = b'A';
     /// Vouched: a client message id, and the message it made.
     pub const SENT_ID: u8 = b'V';
+    /// Every upper-case letter is taken: the families after these are other characters
+    /// that no layout-4 key began with (those were all lower-case).
+    pub const HUB_CONNECTION: u8 = b'@';
 }
 
 /// The one key every layout spells alike, so that any build can tell which layout a
@@ -281,6 +287,7 @@ impl Key {
             Key::Message(room, id) => b(MESSAGE).num(*room).num(*id).done(),
             Key::SentId(room, user, h) => b(SENT_ID).num(*room).num(*user).last(&h.0).done(),
             Key::MessagesOf(room) => b(MESSAGE).num(*room).done(),
+            Key::HubConnection(token) => b(HUB_CONNECTION).last(token.as_bytes()).done(),
         }
     }
 
@@ -326,6 +333,7 @@ impl Key {
             MESSAGE => Key::Message(r.num()?, r.num()?),
             ROOM_FILE => Key::RoomFile(r.num()?, r.last()?),
             SENT_ID => Key::SentId(r.num()?, r.num()?, r.hash()?),
+            HUB_CONNECTION => Key::HubConnection(r.last()?),
             _ => return None,
         };
         r.end(key)
@@ -368,6 +376,7 @@ mod tests {
             Key::Listing(3),
             Key::Message(8, 123),
             Key::sent_id(8, 7, "client-1"),
+            Key::HubConnection("0123abcd.1f".into()),
         ]
     }
 
@@ -383,7 +392,7 @@ mod tests {
     fn no_key_begins_as_a_layout_4_key_does() {
         for k in records() {
             let first = k.bytes()[0];
-            assert!(k == Key::Format || first.is_ascii_uppercase(), "{k:?}");
+            assert!(k == Key::Format || !first.is_ascii_lowercase(), "{k:?}");
         }
     }
 

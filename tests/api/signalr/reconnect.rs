@@ -57,17 +57,24 @@ impl Proxy {
         let shared = state.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let (held, upstream) = {
+                let held = {
                     let mut s = shared.lock().expect("proxy");
                     s.accepted += 1;
-                    let upstream = s.upstream;
-                    s.reached.push(upstream);
-                    (s.held_until, upstream)
+                    s.held_until
                 };
+                let state = shared.clone();
                 let task = tokio::spawn(async move {
                     if let Some(until) = held {
                         tokio::time::sleep_until(until.into()).await;
                     }
+                    // Where it goes is read once it is let through (a server restarted
+                    // meanwhile is on another port: see `Proxy::point_to`).
+                    let upstream = {
+                        let mut s = state.lock().expect("proxy");
+                        let upstream = s.upstream;
+                        s.reached.push(upstream);
+                        upstream
+                    };
                     let Ok(mut server) = TcpStream::connect(upstream).await else { return };
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 });
@@ -92,6 +99,11 @@ impl Proxy {
         if let Some(then) = s.after_cut.take() {
             s.upstream = then;
         }
+    }
+
+    /// Send the connections let through from now on to `server` (restarted on a new port).
+    pub(crate) fn point_to(&self, server: &TestServer) {
+        self.state.lock().expect("proxy").upstream = address(server);
     }
 
     pub(crate) fn accepted(&self) -> usize {
@@ -148,6 +160,63 @@ async fn scenario_a_stateful_connection_cut_mid_stream_loses_nothing_and_repeats
     assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
     assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
     assert!(proxy.accepted() >= 2, "the client came back through a second TCP connection");
+}
+
+with_each_protocol!(
+    scenario_a_stateful_connection_resumes_across_a_restart_of_the_server,
+    signalr_stateful_reconnect_resumes_across_a_kill_9_of_the_server,
+    signalr_stateful_reconnect_resumes_across_a_drain_of_the_server_messagepack
+);
+
+/// As above, but the server itself goes away mid-stream and comes back: killed with
+/// `kill -9` (JSON) or drained with SIGTERM (MessagePack), then started again on its data.
+/// The client's reconnect (held by the proxy until the server is back) resumes the same
+/// connection: what it missed, including what the old process sent and the client never
+/// got, comes from the durable history. Every message arrives once, in order.
+async fn scenario_a_stateful_connection_resumes_across_a_restart_of_the_server(protocol: &str) {
+    let mut server = TestServer::spawn(&[]);
+    Chat::new(&server).touch(&[BUYER, SELLER]).await;
+    let room = trade_room(&server, SELLER, BUYER).await;
+    let proxy = Proxy::start(&server).await;
+    let mut p = plan(&server, BUYER, protocol);
+    p["url"] = json!(proxy.url());
+    p["statefulReconnect"] = json!(true);
+    p["stdin"] = json!(true);
+    p["timeoutMs"] = json!(60_000);
+    p["steps"] = json!([{ "invoke": "JoinRoom", "args": [room] }]);
+    let mut client = NodeClient::start(p);
+    client.ready().await;
+    let total = 150;
+    let mut sent = Vec::new();
+    let mut tick = actix_rt::time::interval(Duration::from_millis(10));
+    for i in 0..total {
+        tick.tick().await;
+        if i == 60 {
+            // The client's reconnect waits at the proxy until the server is back.
+            proxy.cut(Duration::from_secs(3));
+            if protocol == "json" {
+                server.kill9();
+            } else {
+                assert!(server.stop().success());
+            }
+            server.restart();
+            proxy.point_to(&server);
+        }
+        let r = send_t(&server, SELLER, room, &format!("stream {i}")).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        sent.push(num(&r.body["data"], "messageId"));
+    }
+    client.send(json!({ "waitFor": { "ReceiveMessage": total } }));
+    client.until(|v| v["kind"] == "reached", "every message").await;
+    let run = client.finish().await;
+    run.assert_ok();
+    let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
+    assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
+    assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+    assert!(proxy.reached(&server) >= 1, "the client came back to the restarted server");
+    let metrics = server.api().raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
+    let metrics = String::from_utf8(metrics.raw.to_vec()).expect("text");
+    assert!(metrics.contains("boxoffice_signalr_restores_total{outcome=\"resumed\"} 1"), "{metrics}");
 }
 
 /// Negotiate with `useStatefulReconnect=true`: its connection token, and the answer says so.
@@ -244,6 +313,91 @@ async fn signalr_stateful_reconnect_by_hand_replays_what_was_not_acknowledged() 
 
 /// The refusals: a Sequence id of 0, negative, or ahead of what the server received, and
 /// an Ack ahead of what it sent, end the connection with a Close carrying the error.
+/// By hand, across `kill -9`: what the old process sent from the last acknowledged id on
+/// comes again under the same ids (the JoinRoom's Completion as the record kept it, the
+/// messages from the history), then the messages posted while it was down; a
+/// `SendMessage` the old process stored and the client sends again after its Sequence is
+/// answered with the stored message, not posted twice; another user's JWT is 403.
+#[actix_rt::test]
+async fn signalr_stateful_connection_resumes_after_kill_9_by_hand() {
+    let mut server = TestServer::spawn(&[]);
+    Chat::new(&server).touch(&[BUYER, SELLER]).await;
+    let room = trade_room(&server, SELLER, BUYER).await;
+    let token = stateful_token(&server, BUYER).await;
+    let mut hub = stateful_hub(&server, &token, room).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = send_t(&server, SELLER, room, &format!("before {i}")).await;
+        ids.push(num(&r.body["data"], "messageId"));
+    }
+    // The client posts (its tracked message 2: the JoinRoom was 1); the server's Ack of it
+    // is lost with the process.
+    hub.frame(&invocation(Some("2"), "SendMessage", json!([room, "mine"]))).await;
+    let mut heard = Vec::new();
+    let mut mine = None;
+    while heard.len() < 4 || mine.is_none() {
+        let v = hub.expect_record("the messages and the post's Completion").await;
+        match v["type"].as_u64() {
+            Some(1) => heard.push(num(&v["arguments"][0], "messageId")),
+            Some(3) => mine = Some(num(&v["result"], "messageId")),
+            _ => {}
+        }
+    }
+    let mine = mine.expect("the post's message");
+    ids.push(mine);
+    assert_eq!(heard, ids);
+    // Nothing acknowledged: the server's next Ack would come within a second.
+    server.kill9();
+    server.restart();
+    for i in 0..2 {
+        let r = send_t(&server, SELLER, room, &format!("while down {i}")).await;
+        ids.push(num(&r.body["data"], "messageId"));
+    }
+    assert_eq!(RawHub::refused(&server.base, &format!("id={token}"), Some(&jwt(SELLER))).await, 403);
+    let mut hub = RawHub::open(&server.base, &format!("id={token}"), &jwt(BUYER)).await;
+    assert_eq!(hub.expect_record("the Sequence").await, json!({ "type": 9, "sequenceId": 1 }));
+    assert_completion_ok(&hub.expect_record("the JoinRoom's Completion, kept").await, "1");
+    let mut again = Vec::new();
+    let mut completions = 0;
+    while again.len() < ids.len() {
+        let v = hub.expect_record("a message sent again").await;
+        match v["type"].as_u64() {
+            Some(1) => again.push(num(&v["arguments"][0], "messageId")),
+            Some(3) => {
+                completions += 1;
+                assert_eq!(num(&v["result"], "messageId"), mine, "{v}");
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(again, ids, "every message from the first id on, in order, once");
+    assert_eq!(completions, 1, "the post's Completion, kept");
+    // The client sends its post again after its Sequence: answered, not posted twice.
+    hub.frame(&seq(9, 2)).await;
+    hub.frame(&invocation(Some("2"), "SendMessage", json!([room, "mine"]))).await;
+    loop {
+        let v = hub.expect_record("the post's Completion again").await;
+        if v["type"] == 3 {
+            assert_eq!(num(&v["result"], "messageId"), mine, "{v}");
+            break;
+        }
+    }
+    let r = server.api().call("GET", &format!("/api/chat/rooms/{room}/messages"), Some(&jwt(BUYER)), &[], None).await;
+    let text = r.body.to_string();
+    assert_eq!(text.matches("\"mine\"").count(), 1, "posted once: {text}");
+    // The same connection goes on: a new message arrives live.
+    let r = send_t(&server, SELLER, room, "live").await;
+    let live = num(&r.body["data"], "messageId");
+    loop {
+        let v = hub.expect_record("the live message").await;
+        if v["type"] == 1 {
+            assert_eq!(num(&v["arguments"][0], "messageId"), live);
+            break;
+        }
+    }
+    assert!(hub.closed.is_none());
+}
+
 #[actix_rt::test]
 async fn signalr_stateful_reconnect_bad_sequence_and_ack_ids_close_with_an_error() {
     let server = TestServer::spawn(&[]);

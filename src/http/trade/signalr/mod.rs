@@ -42,6 +42,7 @@
 pub mod handover;
 pub mod json;
 pub mod msgpack;
+pub mod parking;
 pub mod protocol;
 pub mod session;
 pub mod transport;

@@ -6,14 +6,17 @@
 //! Completions. The session does the rest:
 //! groups, presence, the outbox, pings, timeouts, and sending each event once.
 
+use super::parking::{Parking, SentKind, Verdict};
 use super::protocol::{message_payload, room_argument, send_arguments, Broken, HubMessage, HubProtocol, HubRender};
 use super::protocol::{Outgoing, HANDSHAKE_OK, RS};
 use super::{MAX_RECORD, PING_INTERVAL, PROTOCOLS};
-use crate::actors::hub::Frame;
+use crate::actors::hub::{ChatEvent, Event, Frame, Group};
+use crate::actors::room::ClientMsgId;
 use crate::actors::room::{ChatError, Posted};
 use crate::cluster::SocketPost;
 use crate::http::session::{Ctx, Data, Session, Wire};
 use crate::http::signed::LinkSigner;
+use crate::store::Store;
 use crate::time::now_ms;
 use actix::prelude::*;
 use actix_web_actors::ws;
@@ -30,8 +33,9 @@ pub struct SignalRWire {
     protocol: Option<&'static dyn HubProtocol>,
     /// Bytes not yet read: the start of a message still arriving (at most [`MAX_RECORD`]).
     buf: Vec<u8>,
-    /// Messages read and not yet handled, in order (those after a `JoinRoom` wait for it).
-    pending: VecDeque<HubMessage>,
+    /// Messages read and not yet handled, in order (those after a `JoinRoom` wait for it),
+    /// each with its sequence id on a stateful connection (0 otherwise).
+    pending: VecDeque<(HubMessage, u64)>,
     /// The handshake's answer or a `JoinRoom` is waiting.
     busy: bool,
     /// Stateful reconnect, when negotiate agreed to it.
@@ -54,7 +58,7 @@ pub struct Replay {
     /// The sequence id of the server's next tracked message (Invocation, Completion, ...).
     next_out: u64,
     /// Sent and not acknowledged, oldest first, and their bytes.
-    unacked: VecDeque<(u64, Frame)>,
+    unacked: VecDeque<(u64, Frame, SentKind)>,
     bytes: usize,
     /// The sequence id the client's next tracked message carries, and the highest one
     /// processed (anything at or below it is a duplicate from before a reconnect).
@@ -62,6 +66,13 @@ pub struct Replay {
     processed: u64,
     /// An Ack is on its way (at most one a second).
     ack_due: bool,
+    /// Reopened after a restart: the client's Sequence says where its messages start
+    /// (what the process before processed is not known; see [`super::parking`]).
+    resync: bool,
+    /// Where the connection's record is kept (a core or a single server), and the record
+    /// once the handshake named the protocol.
+    store: Option<Store>,
+    parking: Option<Parking>,
 }
 
 impl Replay {
@@ -76,7 +87,23 @@ impl Replay {
             next_in: 1,
             processed: 0,
             ack_due: false,
+            resync: false,
+            store: None,
+            parking: None,
         }
+    }
+
+    /// Keep the connection's record in `store`, so that it outlives the process.
+    pub fn park_in(mut self, store: Store) -> Replay {
+        self.store = Some(store);
+        self
+    }
+
+    /// A connection of the process before this one, resumed (see [`super::parking`]).
+    pub fn reopened(token: String, window: Duration, max_bytes: usize) -> Replay {
+        let mut r = Replay::new(token, window, max_bytes);
+        r.resync = true;
+        r
     }
 }
 
@@ -111,7 +138,7 @@ impl SignalRWire {
     /// its side of the replay.
     pub(super) fn carried(&self) -> Option<(&'static dyn HubProtocol, ReplayState)> {
         let (p, r) = (self.protocol?, self.replay.as_ref()?);
-        let unacked = r.unacked.iter().map(|(id, f)| (*id, f.opcode(), f.payload().to_vec())).collect();
+        let unacked = r.unacked.iter().map(|(id, f, _)| (*id, f.opcode(), f.payload().to_vec())).collect();
         Some((p, ReplayState { next_out: r.next_out, unacked, processed: r.processed }))
     }
 
@@ -119,12 +146,41 @@ impl SignalRWire {
     pub(super) fn arrived(&mut self, protocol: &'static dyn HubProtocol, replay: Replay, state: ReplayState) {
         let mut replay = replay;
         replay.next_out = state.next_out;
-        replay.unacked = state.unacked.into_iter().map(|(id, op, payload)| (id, Frame::new(op, &payload))).collect();
-        replay.bytes = replay.unacked.iter().map(|(_, f)| f.len()).sum();
+        replay.unacked = state
+            .unacked
+            .into_iter()
+            .map(|(id, op, payload)| (id, Frame::new(op, &payload), SentKind::Other))
+            .collect();
+        replay.bytes = replay.unacked.iter().map(|(_, f, _)| f.len()).sum();
         replay.processed = state.processed;
         replay.next_in = state.processed + 1;
         self.protocol = Some(protocol);
         self.replay = Some(replay);
+    }
+
+    /// A connection of the process before this one takes back what it sent from `from` on,
+    /// made again (see [`super::parking::remake`]), and its record. `None` if that passes
+    /// the buffer's bound. Answers the connection token.
+    pub(super) fn reinstate(
+        &mut self,
+        protocol: &'static dyn HubProtocol,
+        from: u64,
+        frames: Vec<(Frame, SentKind)>,
+        parking: Parking,
+    ) -> Option<String> {
+        let r = self.replay.as_mut()?;
+        r.next_out = from;
+        for (frame, sent) in frames {
+            r.bytes += frame.len();
+            r.unacked.push_back((r.next_out, frame, sent));
+            r.next_out += 1;
+        }
+        if r.bytes > r.max_bytes {
+            return None;
+        }
+        r.parking = Some(parking);
+        self.protocol = Some(protocol);
+        Some(r.token.clone())
     }
 }
 
@@ -174,7 +230,7 @@ impl Wire for SignalRWire {
                 return;
             }
             if s.wire.replay.is_none() {
-                s.wire.pending.push_back(msg);
+                s.wire.pending.push_back((msg, 0));
             } else if let Err(e) = sequence(s, ctx, msg) {
                 return s.close(ctx, ws::CloseCode::Protocol, &e);
             }
@@ -194,8 +250,16 @@ impl Wire for SignalRWire {
         self.replay.as_ref().filter(|_| self.protocol.is_some()).map(|r| r.window)
     }
 
-    fn event_sent(s: &mut S, ctx: &mut Ctx<Self>, frame: &Frame) {
-        track(s, ctx, frame);
+    fn event_sent(s: &mut S, ctx: &mut Ctx<Self>, event: &Event, group: Group, frame: &Frame) {
+        let sent = match (&event.kind, group) {
+            (ChatEvent::Message(m), Group::Room(room)) if m.room == room => SentKind::Message { room, id: m.id },
+            _ => SentKind::Other,
+        };
+        track(s, ctx, frame, sent);
+    }
+
+    fn outlives_process(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| r.parking.is_some())
     }
 
     /// After the reconnect: a Sequence with the id of the first message not acknowledged,
@@ -205,8 +269,8 @@ impl Wire for SignalRWire {
         // The start of a record that the old socket cut off is not coming.
         s.wire.buf.clear();
         let (Some(p), Some(r)) = (s.wire.protocol, s.wire.replay.as_ref()) else { return };
-        let first = r.unacked.front().map_or(r.next_out, |(id, _)| *id);
-        let again: Vec<Frame> = r.unacked.iter().map(|(_, f)| f.clone()).collect();
+        let first = r.unacked.front().map_or(r.next_out, |(id, _, _)| *id);
+        let again: Vec<Frame> = r.unacked.iter().map(|(_, f, _)| f.clone()).collect();
         let processed = r.processed;
         crate::observe::replay(again.len() as u64);
         s.write(ctx, p.write(&Outgoing::Sequence { id: first }));
@@ -218,18 +282,49 @@ impl Wire for SignalRWire {
         }
     }
 
-    fn stopped(&mut self) {
+    fn stopped(&mut self, for_good: bool) {
         if let Some(r) = &self.replay {
             super::transport::forget(&r.token);
+            if let Some(p) = r.parking.as_ref().filter(|_| for_good) {
+                p.ended();
+            }
         }
     }
 }
 
 /// Keep a tracked message the server sends until the client acknowledges it. Past the
-/// buffer's bound the connection ends with an error.
-fn track(s: &mut S, ctx: &mut Ctx<SignalRWire>, frame: &Frame) {
+/// buffer's bound the connection ends with an error. A message that breaks the record's
+/// claim (see [`super::parking`]) waits, with all that follows, until the record says so
+/// on disk.
+fn track(s: &mut S, ctx: &mut Ctx<SignalRWire>, frame: &Frame, sent: SentKind) {
     let Some(r) = s.wire.replay.as_mut() else { return };
-    r.unacked.push_back((r.next_out, frame.clone()));
+    match r.parking.as_mut().map_or(Verdict::Send, |p| p.sending(r.next_out, frame, sent)) {
+        Verdict::Send => {}
+        Verdict::WaitDurable => {
+            let store = r.store.clone();
+            s.gate();
+            ctx.spawn(
+                async move {
+                    match store {
+                        Some(store) => store.durable().await.is_ok(),
+                        None => true,
+                    }
+                }
+                .into_actor(s)
+                .map(|durable, act, ctx| {
+                    if !durable {
+                        act.close(ctx, ws::CloseCode::Error, "The server cannot keep this connection's record.");
+                    }
+                    act.ungate(ctx);
+                }),
+            );
+        }
+        Verdict::Fail => {
+            return s.close(ctx, ws::CloseCode::Error, "The server cannot keep this connection's record.");
+        }
+    }
+    let Some(r) = s.wire.replay.as_mut() else { return };
+    r.unacked.push_back((r.next_out, frame.clone(), sent));
     r.next_out += 1;
     r.bytes += frame.len();
     if r.bytes > r.max_bytes {
@@ -256,10 +351,15 @@ fn sequence(s: &mut S, ctx: &mut Ctx<SignalRWire>, msg: HubMessage) -> Result<()
             if id > sent {
                 return Err(format!("Ack sequence id {id} is ahead of the {sent} messages sent."));
             }
-            while r.unacked.front().is_some_and(|(n, _)| *n <= id) {
-                if let Some((_, f)) = r.unacked.pop_front() {
+            let mut acked = Vec::new();
+            while r.unacked.front().is_some_and(|(n, _, _)| *n <= id) {
+                if let Some((_, f, sent)) = r.unacked.pop_front() {
                     r.bytes -= f.len();
+                    acked.push(sent);
                 }
+            }
+            if let Some(p) = r.parking.as_mut().filter(|_| !acked.is_empty()) {
+                p.acked(acked.into_iter(), r.unacked.iter().map(|(seq, f, sent)| (*seq, f, *sent)), id + 1);
             }
         }
         HubMessage::Sequence(id) => {
@@ -267,12 +367,20 @@ fn sequence(s: &mut S, ctx: &mut Ctx<SignalRWire>, msg: HubMessage) -> Result<()
                 return Err(format!("Sequence id {id} is not a sequence id (they start at 1)."));
             }
             let id = id as u64;
-            if id > r.processed + 1 {
+            if r.resync {
+                // Reopened after a restart: the client's messages from here on are taken
+                // as new (see `super::parking`).
+                r.resync = false;
+                r.processed = id - 1;
+            } else if id > r.processed + 1 {
                 return Err(format!("Sequence id {id} is ahead of the {} messages the server received.", r.processed));
             }
             r.next_in = id;
         }
         m if m.tracked() => {
+            if r.resync {
+                return Err("A reconnected connection's first message must be a Sequence.".into());
+            }
             let id = r.next_in;
             r.next_in += 1;
             if !r.ack_due {
@@ -283,9 +391,9 @@ fn sequence(s: &mut S, ctx: &mut Ctx<SignalRWire>, msg: HubMessage) -> Result<()
                 return Ok(());
             }
             r.processed = id;
-            s.wire.pending.push_back(m);
+            s.wire.pending.push_back((m, id));
         }
-        m => s.wire.pending.push_back(m),
+        m => s.wire.pending.push_back((m, 0)),
     }
     Ok(())
 }
@@ -329,6 +437,12 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
             }
             Some(&p) => {
                 s.wire.protocol = Some(p);
+                let user = s.me.id;
+                if let Some(r) = s.wire.replay.as_mut() {
+                    if let Some(store) = r.store.clone() {
+                        r.parking = Some(Parking::new(store, &r.token, user, p.name()));
+                    }
+                }
                 let render = Arc::new(HubRender { protocol: p, links: s.wire.links.clone() });
                 // Answered once the user's group is heard here; the messages after the
                 // handshake wait for the answer.
@@ -358,9 +472,9 @@ fn handshake(s: &mut S, ctx: &mut Ctx<SignalRWire>) -> bool {
 /// Handle the waiting messages until one has to wait for an answer.
 fn drain(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
     while !s.wire.busy && !s.closing() {
-        let Some(msg) = s.wire.pending.pop_front() else { return };
+        let Some((msg, seq)) = s.wire.pending.pop_front() else { return };
         match msg {
-            HubMessage::Invocation { id, call, streams } => invoke(s, ctx, id, call, streams),
+            HubMessage::Invocation { id, call, streams } => invoke(s, ctx, id, call, streams, seq),
             HubMessage::StreamInvocation { id } => {
                 complete(s, ctx, id, Err("Streaming methods are not supported by this hub.".into()))
             }
@@ -384,7 +498,7 @@ fn complete_with(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, outc
         Err(e) => Err(e.as_str()),
     };
     let frame = p.write(&Outgoing::Completion { id: &id, outcome });
-    track(s, ctx, &frame);
+    track(s, ctx, &frame, SentKind::Other);
     s.write(ctx, frame);
 }
 
@@ -394,6 +508,7 @@ fn invoke(
     id: Option<String>,
     call: Result<(String, Vec<Value>), String>,
     streams: bool,
+    seq: u64,
 ) {
     if !s.frame_allowed(ctx) {
         if !s.closing() {
@@ -409,7 +524,7 @@ fn invoke(
         return complete(s, ctx, id, Err(format!("Failed to invoke '{target}': streams are not supported.")));
     }
     if target.eq_ignore_ascii_case("SendMessage") {
-        return send_message(s, ctx, id, &args);
+        return send_message(s, ctx, id, &args, seq);
     }
     let join = target.eq_ignore_ascii_case("JoinRoom");
     if !join && !target.eq_ignore_ascii_case("LeaveRoom") {
@@ -421,6 +536,9 @@ fn invoke(
     };
     if !join {
         s.leave_room(room);
+        if let Some(p) = s.wire.replay.as_mut().and_then(|r| r.parking.as_mut()) {
+            p.left(room);
+        }
         return complete(s, ctx, id, Ok(()));
     }
     // Join `room_{room}` through the room (participants only): the Completion goes out
@@ -428,6 +546,11 @@ fn invoke(
     s.wire.busy = true;
     s.join_room(ctx, room, None, move |s, ctx, answer| {
         s.wire.busy = false;
+        if answer.is_ok() {
+            if let Some(p) = s.wire.replay.as_mut().and_then(|r| r.parking.as_mut()) {
+                p.joined(room);
+            }
+        }
         let outcome = match answer {
             Ok(_) => Ok(()),
             Err(ChatError::RoomNotFound) => Err(format!("Room {room} not found.")),
@@ -447,11 +570,18 @@ fn invoke(
 /// the room now, in the order of the invocations, and later ones do not wait for it; the
 /// answer is awaited outside the session, so a connection that closes does not take back a
 /// post it accepted.
-fn send_message(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, args: &[Value]) {
+fn send_message(s: &mut S, ctx: &mut Ctx<SignalRWire>, id: Option<String>, args: &[Value], seq: u64) {
     let (room, content, client_msg_id) = match send_arguments(args) {
         Ok(a) => a,
         Err(e) => return complete(s, ctx, id, Err(format!("Failed to invoke 'SendMessage': {e}"))),
     };
+    // A connection that outlives the process may get this invocation again after a
+    // restart (see `super::parking`): without an id of the client's, one made from the
+    // connection and the invocation's sequence id answers the stored message then.
+    let client_msg_id = client_msg_id.or_else(|| {
+        let r = s.wire.replay.as_ref().filter(|r| r.parking.is_some() && seq > 0)?;
+        implicit_id(&r.token, seq)
+    });
     let post = SocketPost { content, kind: "text".into(), reply_to: None, client_msg_id };
     let reply = s.backend.post(room, &s.me, post);
     s.wire.posting += 1;
@@ -488,4 +618,14 @@ impl Handler<Sent> for S {
             super::handover::release(self, ctx);
         }
     }
+}
+
+/// The client message id a `SendMessage` without one gets on a connection that outlives
+/// the process: `~` and 32 hex digits of the SHA-256 of the connection token and the
+/// invocation's sequence id (visible ASCII, as the room asks).
+fn implicit_id(token: &str, seq: u64) -> Option<ClientMsgId> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{token}:{seq}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    ClientMsgId::try_from(format!("~{hex}")).ok()
 }

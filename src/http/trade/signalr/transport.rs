@@ -226,6 +226,19 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
             }
             return Session::take_over(&req, session, max_frame);
         }
+        // A connection of the process before a restart, resumed if that can be done exactly.
+        match super::parking::take(id, me.user_id) {
+            Err(super::parking::Refused::Forbidden) => {
+                return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
+            }
+            Ok(Some(parked)) => {
+                return match super::parking::reopen(&state, &req, &me, id, parked, max_frame).await {
+                    Ok(upgrade) => upgrade,
+                    Err(_) => Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
+                };
+            }
+            Ok(None) | Err(super::parking::Refused::Gone) => {}
+        }
         match redeem(id) {
             // Another edge's connection: taken over from it, if that can be done exactly.
             None => {
@@ -245,7 +258,12 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
             }
             Some((_, true)) => {
                 let s = &state.settings;
-                replay = Some(Replay::new(id.clone(), s.signalr_reconnect_window, s.signalr_reconnect_buffer_bytes));
+                let r = Replay::new(id.clone(), s.signalr_reconnect_window, s.signalr_reconnect_buffer_bytes);
+                // A core or a single server keeps a record of it that outlives the process.
+                replay = Some(match &state.backend {
+                    crate::cluster::Backend::Local(registry) => r.park_in(registry.store().clone()),
+                    crate::cluster::Backend::Remote(_) => r,
+                });
             }
             Some((_, false)) => {}
         }
