@@ -438,6 +438,12 @@ pub fn handover(outcome: &'static str) {
     counter!("boxoffice_signalr_handovers_total", "outcome" => outcome).increment(1);
 }
 
+/// A socket caught up on its rooms from the durable history after a gap in what its node
+/// relays, instead of closing with 1012 (stateful SignalR connections on an edge).
+pub fn resync(protocol: &'static str) {
+    counter!("boxoffice_ws_resyncs_total", "protocol" => protocol).increment(1);
+}
+
 /// A SignalR connection of the process before a restart, reconnected here, by outcome:
 /// `resumed`, `not_exact` (it could have had a gap: 404), `unavailable` (a room refused).
 pub fn restored(outcome: &'static str) {

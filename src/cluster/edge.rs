@@ -10,7 +10,7 @@
 
 use super::{decode, encode, Answer, Answered, Hello, Presence, Request, Stamp, Subjects, WireEvent};
 use super::{HELLO_STALE, QUEUE_STALE, REQUEST_TIMEOUT, SNAPSHOT_EVERY};
-use crate::actors::hub::{room_group, Event, Group, Hub, MessageEvent, Subscriber};
+use crate::actors::hub::{room_group, Event, Group, Hub, Subscriber};
 use crate::actors::room::{Author, ChatError, MAX_CATCH_UP};
 use crate::actors::waiting_queue::{Delta, QueueGate, Snapshot};
 use futures_util::{FutureExt, StreamExt};
@@ -306,7 +306,7 @@ impl Edge {
     /// subject, *then* the core checks the participant and reads the catch-up, page by
     /// page. What the core publishes after it read the catch-up reaches the session live;
     /// what both carry, the session sends once (by message id).
-    pub async fn join(self, room: u64, sub: Subscriber, since: Option<u64>) -> Result<Vec<MessageEvent>, ChatError> {
+    pub async fn join(self, room: u64, sub: Subscriber, since: Option<u64>) -> Result<super::Joined, ChatError> {
         let group = room_group(room);
         let (session, user) = (sub.session, sub.user);
         // A second join of a room must not take the session out of it when it fails.
@@ -325,7 +325,7 @@ impl Edge {
                 after = page.messages.last().map(|m| m.id).or(after);
                 missed.extend(page.messages);
                 if !page.more || missed.len() >= MAX_CATCH_UP {
-                    return Ok(missed);
+                    return Ok(super::Joined { missed, newest: page.upto });
                 }
             }
         }

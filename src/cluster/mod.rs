@@ -332,13 +332,13 @@ impl Backend {
         room: u64,
         sub: Subscriber,
         since: Option<u64>,
-    ) -> BoxFuture<'static, Result<Vec<MessageEvent>, ChatError>> {
+    ) -> BoxFuture<'static, Result<Joined, ChatError>> {
         match self {
             Backend::Local(r) => {
                 let addr = local_room(r, room);
                 async move {
-                    let missed = addr?.send(Join { subscriber: sub, since }).await.map_err(busy)??;
-                    Ok(missed.iter().map(|m| m.event()).collect())
+                    let (missed, newest) = addr?.send(Join { subscriber: sub, since }).await.map_err(busy)??;
+                    Ok(Joined { missed: missed.iter().map(|m| m.event()).collect(), newest })
                 }
                 .boxed()
             }
@@ -445,6 +445,14 @@ fn local_room(r: &Registry, room: u64) -> Result<actix::Addr<crate::actors::room
 
 fn busy(_: actix::MailboxError) -> ChatError {
     ChatError::Unavailable("the room is busy; try again".into())
+}
+
+/// A session joined a room: the messages after its `since`, oldest first, and the newest
+/// message published when it joined (every later one reaches it live).
+#[derive(Debug, Default)]
+pub struct Joined {
+    pub missed: Vec<MessageEvent>,
+    pub newest: u64,
 }
 
 /// Answer a [`Request`] with the actors of this process (the core's side).

@@ -111,6 +111,12 @@ pub trait Wire: Sized + Unpin + 'static {
     fn event_sent(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>, _event: &Event, _group: Group, _frame: &Frame) {}
     /// A new socket took the connection over ([`Resume`]): what the wire sends first.
     fn resumed(_s: &mut Session<Self>, _ctx: &mut Ctx<Self>) {}
+    /// Whether, when the events this node relays may have a gap, the connection catches up
+    /// on its rooms from the durable history instead of closing with 1012 (see
+    /// [`Session::resync`]).
+    fn resyncs(&self) -> bool {
+        false
+    }
     /// Whether the connection outlives a restart of the process (see
     /// `signalr::parking`): a drain then lets it go without a close, so that its client
     /// reconnects to the restarted server as after a dropped socket.
@@ -154,6 +160,9 @@ pub struct Session<W: Wire> {
     rooms: Vec<u64>,
     /// (room, newest message id sent), most recently used last.
     sent_messages: VecDeque<(u64, u64)>,
+    /// (room, the newest message published when it was joined): with `sent_messages`,
+    /// where a joined room's messages stand for this client (see [`Session::resync`]).
+    floors: Vec<(u64, u64)>,
     /// Ids of the latest other events sent.
     sent_events: VecDeque<u64>,
     /// The socket, once taken over.
@@ -255,6 +264,7 @@ impl<W: Wire> Session<W> {
             going_away: false,
             rooms: Vec::new(),
             sent_messages: VecDeque::new(),
+            floors: Vec::new(),
             sent_events: VecDeque::new(),
             io: None,
             queue: VecDeque::new(),
@@ -425,6 +435,13 @@ impl<W: Wire> Session<W> {
             if fresh && answer.is_err() {
                 act.rooms.retain(|r| *r != room);
             }
+            let answer = answer.map(|joined| {
+                if fresh {
+                    act.floors.retain(|(r, _)| *r != room);
+                    act.floors.push((room, joined.newest));
+                }
+                joined.missed
+            });
             done(act, ctx, answer)
         }));
     }
@@ -432,6 +449,7 @@ impl<W: Wire> Session<W> {
     pub fn leave_room(&mut self, room: u64) {
         self.hub().leave(room_group(room), self.id);
         self.rooms.retain(|r| *r != room);
+        self.floors.retain(|(r, _)| *r != room);
     }
 
     /// Send stored messages (a catch-up), each once.
@@ -683,6 +701,36 @@ impl<W: Wire> Session<W> {
         self.heard = Instant::now();
         self.pinged = Instant::now();
         W::resumed(self, ctx);
+    }
+
+    /// The events this node relays may have a gap (an edge after the core restarted or
+    /// dropped events): instead of closing with 1012, a wire that [`Wire::resyncs`] gets
+    /// each joined room's messages after the newest it was sent (or, if none, after the
+    /// newest published when it joined), from the durable history, each once, before any
+    /// later event. If a room cannot answer, the session closes with 1012 as any other.
+    fn resync(&mut self, ctx: &mut Ctx<W>) {
+        crate::observe::resync(W::KIND);
+        for room in self.rooms.clone() {
+            let sent = self.sent_messages.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+            let floor = self.floors.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+            let since = sent.max(floor).unwrap_or(0);
+            self.join_room(ctx, room, Some(since), move |act, ctx, answer| {
+                let Ok(missed) = answer else {
+                    return act.close(
+                        ctx,
+                        ws::CloseCode::Restart,
+                        "This node lost its link to the service; reconnect.",
+                    );
+                };
+                let Some(render) = act.render.clone() else { return };
+                for m in missed {
+                    let event = Event::new(ChatEvent::Message(m));
+                    let frame = render.render(&event.kind);
+                    act.outbox.queue(frame.len());
+                    act.take_in(ctx, event, frame, room_group(room));
+                }
+            });
+        }
     }
 
     /// Whether the connection is waiting for a new socket.
@@ -959,6 +1007,9 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
                 self.going_away = true;
                 return self.close(ctx, ws::CloseCode::Away, "The server is shutting down; reconnect.");
             }
+            Deliver::Restart if self.wire.resyncs() && self.held.is_none() && !self.departing && self.online() => {
+                return self.resync(ctx);
+            }
             Deliver::Restart => {
                 return self.close(ctx, ws::CloseCode::Restart, "This node lost its link to the service; reconnect.")
             }
@@ -1071,16 +1122,18 @@ impl<W: Wire> Handler<Reopen> for Session<W> {
             self.hub().join(user_group(self.me.id), sub);
         }
         let mut joins = Vec::new();
-        for (room, since) in msg.rooms {
+        for &(room, since) in &msg.rooms {
             if let Some(sub) = self.subscriber(ctx) {
                 joins.push(self.backend.join(room, sub, Some(since)));
             }
         }
-        Box::pin(futures_util::future::join_all(joins).into_actor(self).map(|answers, _, ctx| {
-            let missed: Result<Vec<_>, _> = answers.into_iter().collect();
+        let positions = msg.rooms;
+        Box::pin(futures_util::future::join_all(joins).into_actor(self).map(move |answers, act, ctx| {
+            let missed: Result<Vec<_>, _> = answers.into_iter().map(|a| a.map(|j| j.missed)).collect();
             if missed.is_err() {
                 ctx.stop();
             }
+            act.floors = positions;
             missed.ok()
         }))
     }

@@ -1376,6 +1376,59 @@ async fn scenario_the_official_client_resumes_through_the_other_edge(protocol: &
     assert_eq!(handovers(&cl.b, "resumed").await, 1, "B took the connection over");
 }
 
+/// The official client (`withStatefulReconnect()`, no automatic reconnect) on edge A hears
+/// a stream of messages while the core is killed with `kill -9` and started again. The
+/// edge cannot vouch for what the old core published last, so instead of closing the
+/// socket with 1012 it catches the connection up on its room from the durable history;
+/// the client sees nothing of it: every message once, in order, on one connection.
+async fn scenario_a_stateful_connection_on_an_edge_outlives_a_core_restart(protocol: &str) {
+    let mut cl = Cluster::start().await;
+    let chat = cl.chat();
+    let (writer, reader) = (1u64, 2u64);
+    chat.touch(&[writer, reader]).await;
+    let room = chat.group(writer, "core restart", &[reader]).await;
+    let plan = json!({
+        "url": cl.a.base, "token": jwt(reader), "protocol": protocol, "statefulReconnect": true,
+        "stdin": true, "timeoutMs": 60_000, "quietMs": 600,
+        "steps": [{ "invoke": "JoinRoom", "args": [room] }],
+    });
+    let mut client = NodeClient::start(plan);
+    client.ready().await;
+    let total = 120;
+    let mut sent = Vec::new();
+    let mut tick = actix_rt::time::interval(Duration::from_millis(10));
+    for i in 0..total {
+        tick.tick().await;
+        if i == 60 {
+            cl.core.kill9();
+            cl.core.restart();
+            cl.wait_edges(200, RECOVER_WITHIN, "after the core restarted").await;
+        }
+        sent.push(num(&cl.chat().post(writer, room, &format!("stream {i}")).await, "message_id"));
+    }
+    client.send(json!({ "waitFor": { "ReceiveMessage": total } }));
+    client.until(|v| v["kind"] == "reached", "every message").await;
+    let run = client.finish().await;
+    run.assert_ok();
+    let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
+    assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
+    assert_eq!(before_the_end.filter(|v| v["kind"] == "connected").count(), 1, "{}", run.logs);
+    assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+    let r = Api::new(&cl.a.base).raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
+    let text = String::from_utf8(r.raw.to_vec()).expect("text");
+    assert!(text.contains("boxoffice_ws_resyncs_total{protocol=\"signalr\"} 1"), "{text}");
+}
+
+#[actix_rt::test]
+async fn cluster_a_stateful_signalr_connection_on_an_edge_outlives_a_core_restart() {
+    scenario_a_stateful_connection_on_an_edge_outlives_a_core_restart("json").await
+}
+
+#[actix_rt::test]
+async fn cluster_a_stateful_signalr_connection_on_an_edge_outlives_a_core_restart_messagepack() {
+    scenario_a_stateful_connection_on_an_edge_outlives_a_core_restart("messagepack").await
+}
+
 #[actix_rt::test]
 async fn cluster_the_official_client_resumes_through_the_other_edge() {
     scenario_the_official_client_resumes_through_the_other_edge("json").await

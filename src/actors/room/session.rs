@@ -6,18 +6,21 @@ use super::*;
 /// Subscribe a session to the room: it joins `room_{id}` and gets back every published
 /// message after `since` (none without `since`), with no gap before the live stream.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<StoredMessage>, ChatError>")]
+#[rtype(result = "Result<(Vec<StoredMessage>, u64), ChatError>")]
 pub struct Join {
     pub subscriber: Subscriber,
     pub since: Option<u64>,
 }
 
+/// The answer to a [`Join`]: the catch-up, and the newest message published when the
+/// session joined (everything after it reaches the session live).
 impl Handler<Join> for Room {
-    type Result = Result<Vec<StoredMessage>, ChatError>;
+    type Result = Result<(Vec<StoredMessage>, u64), ChatError>;
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
         self.member(msg.subscriber.user)?;
         self.fanout.join(room_group(self.state.id), msg.subscriber);
-        let Some(since) = msg.since else { return Ok(Vec::new()) };
+        let newest = self.published;
+        let Some(since) = msg.since else { return Ok((Vec::new(), newest)) };
         // The newest MAX_CATCH_UP messages after `since` at most.
         let mut missed = Vec::new();
         for m in self.newest_first().take(MAX_CATCH_UP) {
@@ -28,7 +31,7 @@ impl Handler<Join> for Room {
             missed.push(m);
         }
         missed.reverse();
-        Ok(missed)
+        Ok((missed, newest))
     }
 }
 

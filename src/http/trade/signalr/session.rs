@@ -258,6 +258,12 @@ impl Wire for SignalRWire {
         track(s, ctx, frame, sent);
     }
 
+    /// A stateful connection keeps its sequence ids across a gap in what its node relays:
+    /// it catches up instead of making its client start over.
+    fn resyncs(&self) -> bool {
+        self.replay.is_some() && self.protocol.is_some()
+    }
+
     fn outlives_process(&self) -> bool {
         self.replay.as_ref().is_some_and(|r| r.parking.is_some())
     }
