@@ -396,6 +396,29 @@ async fn signalr_stateful_connection_resumes_after_kill_9_by_hand() {
         }
     }
     assert!(hub.closed.is_none());
+    ids.push(live);
+
+    // A resumed connection outlives the next restart too: still nothing acknowledged, so
+    // everything from 1 again, the second Completion of the post included.
+    drop(hub);
+    server.kill9();
+    server.restart();
+    let mut hub = RawHub::open(&server.base, &format!("id={token}"), &jwt(BUYER)).await;
+    assert_eq!(hub.expect_record("the Sequence").await, json!({ "type": 9, "sequenceId": 1 }));
+    assert_completion_ok(&hub.expect_record("the JoinRoom's Completion, kept").await, "1");
+    let (mut again, mut completions) = (Vec::new(), 0);
+    while again.len() < ids.len() || completions < 2 {
+        let v = hub.expect_record("a message sent again").await;
+        match v["type"].as_u64() {
+            Some(1) => again.push(num(&v["arguments"][0], "messageId")),
+            Some(3) => {
+                completions += 1;
+                assert_eq!(num(&v["result"], "messageId"), mine, "{v}");
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(again, ids, "every message once, in order, after the second restart");
 }
 
 #[actix_rt::test]

@@ -152,6 +152,11 @@ impl Parking {
         p
     }
 
+    /// The store the record is in (what a frame waits for is its flush).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn write(&self) -> Result<(), crate::store::StoreError> {
         let record = Parked { user: self.user, protocol: self.protocol.to_string(), claim: self.claim.clone() };
         self.store.put(&self.key, &record)
@@ -403,7 +408,8 @@ pub async fn reopen(
         return Err(Refused::Gone);
     };
     let s = &state.settings;
-    let replay = Replay::reopened(token.to_string(), s.signalr_reconnect_window, s.signalr_reconnect_buffer_bytes);
+    let replay = Replay::reopened(token.to_string(), s.signalr_reconnect_window, s.signalr_reconnect_buffer_bytes)
+        .park_in(store.clone());
     let me_author = crate::http::author(me);
     let session =
         Actor::start(Session::arriving(state, me_author, SignalRWire::new(state.links.clone(), Some(replay))));

@@ -307,7 +307,7 @@ fn track(s: &mut S, ctx: &mut Ctx<SignalRWire>, frame: &Frame, sent: SentKind) {
     match r.parking.as_mut().map_or(Verdict::Send, |p| p.sending(r.next_out, frame, sent)) {
         Verdict::Send => {}
         Verdict::WaitDurable => {
-            let store = r.store.clone();
+            let store = r.parking.as_ref().map(|p| p.store().clone());
             s.gate();
             ctx.spawn(
                 async move {
