@@ -160,8 +160,8 @@ pub struct Session<W: Wire> {
     rooms: Vec<u64>,
     /// (room, newest message id sent), most recently used last.
     sent_messages: VecDeque<(u64, u64)>,
-    /// (room, the newest message published when it was joined): with `sent_messages`,
-    /// where a joined room's messages stand for this client (see [`Session::resync`]).
+    /// (joined room, the newest of its messages sent, or published when it was joined):
+    /// where the room's messages stand for this client (see [`Session::resync`]).
     floors: Vec<(u64, u64)>,
     /// Ids of the latest other events sent.
     sent_events: VecDeque<u64>,
@@ -709,11 +709,25 @@ impl<W: Wire> Session<W> {
     /// newest published when it joined), from the durable history, each once, before any
     /// later event. If a room cannot answer, the session closes with 1012 as any other.
     fn resync(&mut self, ctx: &mut Ctx<W>) {
-        crate::observe::resync(W::KIND);
-        for room in self.rooms.clone() {
+        let mut positions = Vec::new();
+        for &room in &self.rooms {
             let sent = self.sent_messages.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
             let floor = self.floors.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
-            let since = sent.max(floor).unwrap_or(0);
+            match sent.max(floor) {
+                Some(since) => positions.push((room, since)),
+                // Neither sent a message nor joined here (it came from another node with
+                // nothing sent yet): where the client stands is not known.
+                None => {
+                    return self.close(
+                        ctx,
+                        ws::CloseCode::Restart,
+                        "This node lost its link to the service; reconnect.",
+                    )
+                }
+            }
+        }
+        crate::observe::resync(W::KIND);
+        for (room, since) in positions {
             self.join_room(ctx, room, Some(since), move |act, ctx, answer| {
                 let Ok(missed) = answer else {
                     return act.close(
@@ -903,6 +917,10 @@ impl<W: Wire> Session<W> {
             None => {}
         }
         self.sent_messages.push_back((room, id));
+        // A joined room's position, kept however many other rooms' messages come.
+        if let Some((_, floor)) = self.floors.iter_mut().find(|(r, _)| *r == room) {
+            *floor = (*floor).max(id);
+        }
         true
     }
 
