@@ -156,6 +156,9 @@ pub struct Session<W: Wire> {
     closing: bool,
     /// The server is shutting down: the farewell invites the client to reconnect.
     going_away: bool,
+    /// Let go without a close as the server shuts down: the connection outlives the
+    /// process (its wire keeps what it needs for that).
+    parked: bool,
     /// The rooms joined (or being joined), whose groups are left when the session stops.
     rooms: Vec<u64>,
     /// (room, newest message id sent), most recently used last.
@@ -262,6 +265,7 @@ impl<W: Wire> Session<W> {
             pinged: now,
             closing: false,
             going_away: false,
+            parked: false,
             rooms: Vec::new(),
             sent_messages: VecDeque::new(),
             floors: Vec::new(),
@@ -502,6 +506,12 @@ impl<W: Wire> Session<W> {
         self.gates += 1;
     }
 
+    /// The write the frames waited for failed: drop them (the connection closes).
+    pub fn drop_gated(&mut self) {
+        let counted: usize = self.backlog.drain(..).filter(|(_, counted)| *counted).map(|(f, _)| f.len()).sum();
+        self.outbox.taken(counted);
+    }
+
     /// One write the frames waited for is done: they go once none is left.
     pub fn ungate(&mut self, ctx: &mut Ctx<W>) {
         self.gates = self.gates.saturating_sub(1);
@@ -736,6 +746,14 @@ impl<W: Wire> Session<W> {
                         "This node lost its link to the service; reconnect.",
                     );
                 };
+                if missed.len() >= crate::actors::room::MAX_CATCH_UP {
+                    // More than a catch-up gives: the oldest would be missing.
+                    return act.close(
+                        ctx,
+                        ws::CloseCode::Restart,
+                        "This node lost its link to the service; reconnect.",
+                    );
+                }
                 let Some(render) = act.render.clone() else { return };
                 for m in missed {
                     let event = Event::new(ChatEvent::Message(m));
@@ -993,7 +1011,7 @@ impl<W: Wire> Actor for Session<W> {
         if self.detached.is_none() {
             crate::observe::connection(W::KIND, -1);
         }
-        self.wire.stopped(!self.going_away);
+        self.wire.stopped(!self.parked);
         checks::unregister(self.id);
         self.hub().closed(self.id);
         if !self.present {
@@ -1018,6 +1036,7 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
                 // No close: the client reconnects to the restarted server, which resumes
                 // the connection.
                 self.going_away = true;
+                self.parked = true;
                 self.drop_socket(ctx);
                 return ctx.stop();
             }

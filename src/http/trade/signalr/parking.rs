@@ -69,6 +69,9 @@ pub struct Parked {
     pub protocol: String,
     /// `None`: what was sent since the last claim may not be made again exactly.
     pub claim: Option<Claim>,
+    /// The client's messages processed when the record was written: every one whose
+    /// Completion was sent (that Completion waited for the record), and perhaps more.
+    pub processed: u64,
 }
 
 /// Every message sent from `from` on is one of `kept` (at its sequence id) or a message
@@ -131,6 +134,8 @@ pub struct Parking {
     stream: Option<(u64, u64)>,
     /// The claim changed in memory: the next frame waits until the record says so on disk.
     unsaved: bool,
+    /// The client's messages processed (see [`Parked::processed`]).
+    pub processed: u64,
 }
 
 impl Parking {
@@ -145,6 +150,7 @@ impl Parking {
             claim: Some(Claim { from: 1, rooms: Vec::new(), kept: Vec::new() }),
             stream: None,
             unsaved: false,
+            processed: 0,
         };
         if p.write().is_err() {
             p.claim = None;
@@ -158,7 +164,12 @@ impl Parking {
     }
 
     fn write(&self) -> Result<(), crate::store::StoreError> {
-        let record = Parked { user: self.user, protocol: self.protocol.to_string(), claim: self.claim.clone() };
+        let record = Parked {
+            user: self.user,
+            protocol: self.protocol.to_string(),
+            claim: self.claim.clone(),
+            processed: self.processed,
+        };
         self.store.put(&self.key, &record)
     }
 
@@ -251,6 +262,10 @@ impl Parking {
     /// A room was joined (its Completion, which the record keeps, goes next and writes it):
     /// a new room's position is a fresh store id, newer than any message of it the client
     /// could have been sent. A room joined again keeps its position.
+    ///
+    /// The record is written at once, and the next frame (the Completion, or with a join
+    /// that asked for none the room's first message) waits until that is on disk: after a
+    /// restart the connection is back in the room as soon as the client could know it was.
     pub fn joined(&mut self, room: u64) {
         if self.rooms.iter().any(|(r, _)| *r == room) {
             return;
@@ -260,6 +275,8 @@ impl Parking {
         if let Some(claim) = self.claim.as_mut() {
             claim.rooms.push((room, floor));
         }
+        let _ = self.write();
+        self.unsaved = true;
     }
 
     /// A room was left (its Completion goes next). The claim cannot go on making its
@@ -271,10 +288,12 @@ impl Parking {
         if self.stream.is_some_and(|(r, _)| r == room) {
             self.claim = None;
             self.stream = None;
-            self.unsaved = true;
         } else {
             claim.rooms.retain(|(r, _)| *r != room);
         }
+        // As for a join: written now, and the next frame waits for it.
+        let _ = self.write();
+        self.unsaved = true;
     }
 
     /// The connection ended for good: its record goes.
@@ -330,8 +349,8 @@ pub fn remake(claim: &Claim, missed: &[Vec<MessageEvent>], render: &dyn Render) 
 
 /// The connections of the process before this one that can be resumed, until the window
 /// after start-up passes (bounded by the connections it had).
-fn parked() -> &'static DashMap<String, (Parked, Instant)> {
-    static PARKED: OnceLock<DashMap<String, (Parked, Instant)>> = OnceLock::new();
+fn parked() -> &'static DashMap<String, (Parked, Instant, Store)> {
+    static PARKED: OnceLock<DashMap<String, (Parked, Instant, Store)>> = OnceLock::new();
     PARKED.get_or_init(DashMap::new)
 }
 
@@ -343,7 +362,7 @@ pub fn load(store: &Store, window: Duration) -> Result<usize, crate::store::Stor
     for (key, record) in store.scan::<Parked>(&Key::HubConnection(String::new()))? {
         let Key::HubConnection(token) = &key else { continue };
         if record.claim.is_some() {
-            parked().insert(token.clone(), (record, until));
+            parked().insert(token.clone(), (record, until, store.clone()));
         } else {
             gone.delete(&key);
         }
@@ -380,7 +399,14 @@ pub fn take(token: &str, user: u64) -> Result<Option<Parked>, Refused> {
         Some(e) if e.0.user != user => return Err(Refused::Forbidden),
         Some(_) => {}
     }
-    Ok(map.remove(token).filter(|(_, (_, until))| Instant::now() < *until).map(|(_, (p, _))| p))
+    let Some((_, (record, until, store))) = map.remove(token) else { return Ok(None) };
+    if Instant::now() < until {
+        return Ok(Some(record));
+    }
+    let mut gone = Batch::default();
+    gone.delete(&Key::HubConnection(token.to_string()));
+    let _ = store.apply(gone);
+    Ok(None)
 }
 
 /// Resume the connection `token` of the process before (see the module's doc): the 101,
@@ -457,6 +483,7 @@ pub async fn reopen(
         claim: Some(claim.clone()),
         stream,
         unsaved: false,
+        processed: parked.processed,
     };
     let install = Install { protocol, from: claim.from, frames, sent_before, parking };
     if !session.send(install).await.unwrap_or(false) {

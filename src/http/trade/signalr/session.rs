@@ -178,6 +178,9 @@ impl SignalRWire {
         if r.bytes > r.max_bytes {
             return None;
         }
+        // What the process before had processed of the client's, as far as its record says.
+        r.processed = parking.processed;
+        r.next_in = r.processed + 1;
         r.parking = Some(parking);
         self.protocol = Some(protocol);
         Some(r.token.clone())
@@ -319,6 +322,8 @@ fn track(s: &mut S, ctx: &mut Ctx<SignalRWire>, frame: &Frame, sent: SentKind) {
                 .into_actor(s)
                 .map(|durable, act, ctx| {
                     if !durable {
+                        // What waited for the record does not go; the Close does.
+                        act.drop_gated();
                         act.close(ctx, ws::CloseCode::Error, "The server cannot keep this connection's record.");
                     }
                     act.ungate(ctx);
@@ -377,7 +382,7 @@ fn sequence(s: &mut S, ctx: &mut Ctx<SignalRWire>, msg: HubMessage) -> Result<()
                 // Reopened after a restart: the client's messages from here on are taken
                 // as new (see `super::parking`).
                 r.resync = false;
-                r.processed = id - 1;
+                r.processed = r.processed.max(id - 1);
             } else if id > r.processed + 1 {
                 return Err(format!("Sequence id {id} is ahead of the {} messages the server received.", r.processed));
             }
@@ -397,6 +402,9 @@ fn sequence(s: &mut S, ctx: &mut Ctx<SignalRWire>, msg: HubMessage) -> Result<()
                 return Ok(());
             }
             r.processed = id;
+            if let Some(p) = r.parking.as_mut() {
+                p.processed = id;
+            }
             s.wire.pending.push_back((m, id));
         }
         m => s.wire.pending.push_back((m, 0)),
