@@ -213,6 +213,11 @@ pub struct Settings {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "BOXOFFICE_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Threads the actors run on (0: half the HTTP workers, at least one). Each request
+    /// crosses from its HTTP worker to its actors and back: fewer actor threads make more
+    /// of those hops land on a thread that is awake already (docs/performance.md).
+    #[arg(long, env = "BOXOFFICE_ACTOR_THREADS", default_value_t = 0)]
+    pub actor_threads: usize,
     /// `core` owns the actors and the store (alone, it is the whole server); `edge` holds
     /// WebSockets only and reaches the core over NATS (needs `--nats`).
     #[arg(long, env = "BOXOFFICE_ROLE", value_enum, default_value = "core")]
@@ -270,6 +275,9 @@ impl Settings {
         }
         if self.workers == 0 {
             self.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        }
+        if self.actor_threads == 0 {
+            self.actor_threads = (self.workers / 2).max(1);
         }
         self
     }

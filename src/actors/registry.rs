@@ -90,7 +90,7 @@ impl Registry {
         fanout: Arc<dyn Fanout>,
     ) -> anyhow::Result<Registry> {
         let fresh = store.is_empty();
-        let arbiters = Arbiters::new(settings.workers);
+        let arbiters = Arbiters::new(settings.actor_threads.max(1));
         // The gateway comes first: seat maps settle unfinished refunds as they start.
         let test_gateway = TestGateway::load(store.clone())?;
         let test_gateway = TestGateway::start_in_arbiter(&arbiters.for_key(&"gateway"), |_| test_gateway);
