@@ -8,23 +8,26 @@
 //! The replay buffer itself lives in memory. What the store keeps of each stateful
 //! connection is one small record, [`Parked`] (`Key::HubConnection(token)`): its user, its
 //! protocol and, while it holds, a [`Claim`]: "every message this connection sent with a
-//! sequence id from `from` on is a `ReceiveMessage` of one of `rooms`, newer than the
-//! room's position there, in the room's order, and all of them from one room". The
-//! messages are durable before anyone is sent them, so after a restart the same frames can
-//! be made again from the history: the first messages of that room after its position get
-//! the ids `from`, `from + 1`, ..., and the client drops those it has (by sequence id).
+//! sequence id from `from` on is one of the frames kept here, at its id, or a
+//! `ReceiveMessage` of one of `rooms`, newer than the room's position there, in the room's
+//! order, all of them from one room". Room messages are durable before anyone is sent
+//! them, so after a restart the same frames can be made again ([`remake`]): the kept ones
+//! at their ids, and the room's first messages after its position at the ids between and
+//! after them; the client drops those it has (by sequence id).
 //!
 //! # How the claim is kept true
-//! - At each Ack of the client's (about once a second while messages flow), when every
-//!   message not acknowledged is such a message, a new claim is written from the first
-//!   not acknowledged (not waited for: until it is on disk the older claim holds, since
-//!   nothing since broke it).
-//! - Before a frame that would break the claim is sent (a Completion, a typing or presence
-//!   event, an edit, a message of a second room or of a room not joined), the record is
-//!   written without a claim and the connection's frames wait until that is on disk.
-//!   Once broken the claim costs nothing more until the client has acknowledged past the
-//!   breaking frames. A joined room's position starts at a fresh store id taken after the
-//!   join, so a message older than the join that arrives late breaks the claim too.
+//! - At each Ack of the client's (about once a second while messages flow), a new claim is
+//!   written from the first message not acknowledged, keeping those of them the history
+//!   cannot make (not waited for: until it is on disk the older claim holds, since what it
+//!   kept was on disk before it was sent).
+//! - Before a frame the history cannot make is sent (a Completion, a typing or presence
+//!   event, an edit, a message of a second room or of a room not joined), it is kept in
+//!   the record ([`Kept`], at most [`MAX_KEPT`] frames and [`MAX_KEPT_BYTES`]), and the
+//!   connection's frames wait until that is on disk. Past the bound the record says the
+//!   claim is broken (a 404 after a restart) until the client acknowledges past it; a
+//!   broken claim costs nothing more meanwhile. A join or a leave is written at once, and
+//!   the next frame waits for it too. A joined room's position starts at a fresh store id
+//!   taken after the join, so a message older than the join that arrives late is kept.
 //! - The connection's messages go in order through the room's group; a message of a
 //!   joined room never skips the session (the outbox closes a session that falls behind).
 //!
@@ -34,10 +37,12 @@
 //! reconnect ([`reopen`]) checks the user (403 for another's), joins the claim's rooms
 //! again through each room (the participant check) with the messages after each position,
 //! and resumes if at most one room has any (and fewer than a catch-up's bound): the
-//! Sequence `from`, those messages, then live. Otherwise 404. The client's own messages
-//! sent again after its Sequence are handled again: `JoinRoom` and `LeaveRoom` do the same
-//! twice, and `SendMessage` without a `clientMsgId` gets one made from the connection token
-//! and its sequence id, so a post the server had stored is answered, not posted twice.
+//! Sequence `from`, those messages, then live. Otherwise 404. Of the client's own messages
+//! sent again after its Sequence, those the record counts as processed are dropped (each
+//! one whose Completion went out: the Completion waited for the record); the others are
+//! handled again: `JoinRoom` and `LeaveRoom` do the same twice, and `SendMessage` without
+//! a `clientMsgId` gets one made from the connection token and its sequence id, so a post
+//! the server had stored is found, not posted twice.
 //!
 //! A drain (SIGTERM) lets these connections go without a Close, so that their clients
 //! reconnect statefully to the restarted server; a connection that ends for good (a Close,
