@@ -165,15 +165,7 @@ impl Edge {
         let client = self.0.client.clone();
         let subject = self.0.subjects.node(self.0.id);
         self.0.arbiter.spawn(async move {
-            let mut requests = loop {
-                match client.subscribe(subject.clone()).await {
-                    Ok(s) => break s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "edge: cannot take requests from other nodes yet");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            };
+            let mut requests = subscribe_until_done(&client, subject, "take requests from other nodes").await;
             while let Some(msg) = requests.next().await {
                 let Some(reply) = msg.reply else { continue };
                 let answering = answer(msg.payload);
@@ -194,15 +186,7 @@ impl Edge {
         let client = self.0.client.clone();
         let subjects = self.0.subjects.clone();
         self.0.arbiter.spawn(async move {
-            let mut deltas = loop {
-                match client.subscribe(subjects.queue_admission()).await {
-                    Ok(s) => break s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "edge: cannot follow the queue yet");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            };
+            let mut deltas = subscribe_until_done(&client, subjects.queue_admission(), "follow the queue").await;
             let mut boot: Option<u64> = None;
             let mut heard = std::time::Instant::now();
             let mut check = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -526,6 +510,20 @@ impl Edge {
         let n = self.0.hub.restart_group(group);
         crate::observe::edge_restart("bad_event");
         tracing::warn!(%group, sessions = n, why, "edge: an event does not decode; the group's sockets close with 1012");
+    }
+}
+
+/// Subscribe to `subject`, trying again each second until NATS takes it (to `what`, as the
+/// log says while it cannot).
+async fn subscribe_until_done(client: &async_nats::Client, subject: String, what: &str) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(subject.clone()).await {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::warn!(error = %e, "edge: cannot {what} yet");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 

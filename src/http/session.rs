@@ -842,6 +842,15 @@ impl<W: Wire> Session<W> {
         self.await_socket(ctx);
     }
 
+    /// A connection that existed before this session ([`Gather`], [`Reopen`]) takes up its
+    /// rooms and renders with `render`; its user counts it as a connection from now on.
+    fn come_back(&mut self, render: Arc<dyn Render>, rooms: Vec<u64>) {
+        self.render = Some(render);
+        self.present = true;
+        self.backend.presence(&self.me, true);
+        self.rooms = rooms;
+    }
+
     /// A connection without a socket waits for one for the wire's window, then stops.
     fn await_socket(&mut self, ctx: &mut Ctx<W>) {
         if let Some(window) = self.wire.resumable() {
@@ -1109,12 +1118,9 @@ impl<W: Wire> Handler<Gather> for Session<W> {
         if self.online() || self.held.is_none() {
             return Box::pin(actix::fut::ready(false));
         }
-        self.render = Some(msg.render);
         // Online before anything is asked of the node that holds the connection, so that
         // its user does not flap offline when it lets go (NATS keeps this edge's order).
-        self.present = true;
-        self.backend.presence(&self.me, true);
-        self.rooms = msg.rooms;
+        self.come_back(msg.render, msg.rooms);
         let mut listening = Vec::new();
         for group in self.groups() {
             if let Some(sub) = self.subscriber(ctx) {
@@ -1151,10 +1157,7 @@ impl<W: Wire> Handler<Reopen> for Session<W> {
         if self.online() || self.held.is_none() {
             return Box::pin(actix::fut::ready(None));
         }
-        self.render = Some(msg.render);
-        self.present = true;
-        self.backend.presence(&self.me, true);
-        self.rooms = msg.rooms.iter().map(|(r, _)| *r).collect();
+        self.come_back(msg.render, msg.rooms.iter().map(|(r, _)| *r).collect());
         if let Some(sub) = self.subscriber(ctx) {
             self.hub().join(user_group(self.me.id), sub);
         }

@@ -13,7 +13,7 @@
 use crate::chat::*;
 use crate::helpers::*;
 use crate::signalr::reconnect::Proxy;
-use crate::signalr::{assert_completion_ok, send_t, trade_room, NodeClient, RawHub};
+use crate::signalr::{assert_completion_ok, message_ids, send_t, stateful_plan, trade_room, NodeClient, RawHub};
 use futures_util::future::{join, join3, join_all};
 use serde_json::{json, Value};
 use std::cell::Cell;
@@ -451,10 +451,6 @@ fn assert_completion_error(v: &Value, id: &str) {
     assert_eq!((&v["type"], &v["invocationId"]), (&json!(3), &json!(id)), "a Completion: {v}");
     assert!(v.get("result").is_none(), "an error Completion has no result: {v}");
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "a Completion with an error: {v}");
-}
-
-fn message_ids(payloads: &[Value]) -> Vec<u64> {
-    payloads.iter().map(|p| num(p, "messageId")).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1347,12 +1343,7 @@ async fn scenario_the_official_client_resumes_through_the_other_edge(protocol: &
     chat.touch(&[writer, reader]).await;
     let room = chat.group(writer, "handover", &[reader]).await;
     let proxy = Proxy::between(&cl.a, &cl.b).await;
-    let plan = json!({
-        "url": proxy.url(), "token": jwt(reader), "protocol": protocol, "statefulReconnect": true,
-        "stdin": true, "timeoutMs": 50_000, "quietMs": 600,
-        "steps": [{ "invoke": "JoinRoom", "args": [room] }],
-    });
-    let mut client = NodeClient::start(plan);
+    let mut client = NodeClient::start(stateful_plan(&proxy.url(), reader, protocol, room, 50_000));
     client.ready().await;
     let total = 150;
     let mut sent = Vec::new();
@@ -1364,14 +1355,7 @@ async fn scenario_the_official_client_resumes_through_the_other_edge(protocol: &
         }
         sent.push(num(&chat.post(writer, room, &format!("stream {i}")).await, "message_id"));
     }
-    client.send(json!({ "waitFor": { "ReceiveMessage": total } }));
-    client.until(|v| v["kind"] == "reached", "every message").await;
-    let run = client.finish().await;
-    run.assert_ok();
-    let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
-    assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
-    assert_eq!(before_the_end.filter(|v| v["kind"] == "connected").count(), 1, "{}", run.logs);
-    assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+    client.assert_heard_once_on_one_connection(&sent).await;
     assert!(proxy.reached(&cl.b) >= 1, "the client came back through edge B");
     assert_eq!(handovers(&cl.b, "resumed").await, 1, "B took the connection over");
 }
@@ -1387,12 +1371,7 @@ async fn scenario_a_stateful_connection_on_an_edge_outlives_a_core_restart(proto
     let (writer, reader) = (1u64, 2u64);
     chat.touch(&[writer, reader]).await;
     let room = chat.group(writer, "core restart", &[reader]).await;
-    let plan = json!({
-        "url": cl.a.base, "token": jwt(reader), "protocol": protocol, "statefulReconnect": true,
-        "stdin": true, "timeoutMs": 60_000, "quietMs": 600,
-        "steps": [{ "invoke": "JoinRoom", "args": [room] }],
-    });
-    let mut client = NodeClient::start(plan);
+    let mut client = NodeClient::start(stateful_plan(&cl.a.base, reader, protocol, room, 60_000));
     client.ready().await;
     let total = 120;
     let mut sent = Vec::new();
@@ -1406,14 +1385,7 @@ async fn scenario_a_stateful_connection_on_an_edge_outlives_a_core_restart(proto
         }
         sent.push(num(&cl.chat().post(writer, room, &format!("stream {i}")).await, "message_id"));
     }
-    client.send(json!({ "waitFor": { "ReceiveMessage": total } }));
-    client.until(|v| v["kind"] == "reached", "every message").await;
-    let run = client.finish().await;
-    run.assert_ok();
-    let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
-    assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
-    assert_eq!(before_the_end.filter(|v| v["kind"] == "connected").count(), 1, "{}", run.logs);
-    assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+    client.assert_heard_once_on_one_connection(&sent).await;
     let r = Api::new(&cl.a.base).raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
     let text = String::from_utf8(r.raw.to_vec()).expect("text");
     assert!(text.contains("boxoffice_ws_resyncs_total{protocol=\"signalr\"} 1"), "{text}");

@@ -88,6 +88,20 @@ pub(crate) struct NodeClient {
 }
 
 impl NodeClient {
+    /// The client heard `sent` as `ReceiveMessage`s, each once, in order, on one
+    /// connection (never closed, connected once): it is ended, and its run returned.
+    pub(crate) async fn assert_heard_once_on_one_connection(mut self, sent: &[u64]) -> Run {
+        self.send(json!({ "waitFor": { "ReceiveMessage": sent.len() } }));
+        self.until(|v| v["kind"] == "reached", "every message").await;
+        let run = self.finish().await;
+        run.assert_ok();
+        let before_the_end = run.lines.iter().take_while(|v| v["kind"] != "summary");
+        assert!(!before_the_end.clone().any(|v| v["kind"] == "closed"), "one connection throughout: {}", run.logs);
+        assert_eq!(before_the_end.filter(|v| v["kind"] == "connected").count(), 1, "{}", run.logs);
+        assert_eq!(message_ids(&run.events("ReceiveMessage")), sent, "each message once, in order\n{}", run.logs);
+        run
+    }
+
     pub(crate) fn start(plan: Value) -> NodeClient {
         let dir = client_dir();
         install_client(&dir);
@@ -244,8 +258,19 @@ fn assert_receive_message_is(p: &Value, m: &Value) {
     assert_eq!(utc_ms(&p["createdAt"]), utc_ms(&m["created_at"]), "createdAt is the message's: {p}\n{m}");
 }
 
-fn message_ids(payloads: &[Value]) -> Vec<u64> {
+pub(crate) fn message_ids(payloads: &[Value]) -> Vec<u64> {
     payloads.iter().map(|p| num(p, "messageId")).collect()
+}
+
+/// A plan for the official client with `withStatefulReconnect()` and no automatic
+/// reconnect (a refused resume ends it), through `url` as `user`, joined to `room`, that
+/// takes further orders on its stdin.
+pub(crate) fn stateful_plan(url: &str, user: u64, protocol: &str, room: u64, timeout_ms: u64) -> Value {
+    json!({
+        "url": url, "token": jwt(user), "protocol": protocol, "statefulReconnect": true,
+        "stdin": true, "timeoutMs": timeout_ms, "quietMs": 600,
+        "steps": [{ "invoke": "JoinRoom", "args": [room] }],
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -575,6 +575,42 @@ mod tests {
     }
 
     #[test]
+    fn frames_the_history_cannot_make_wait_for_the_record_and_room_messages_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let key = Key::HubConnection("t.1".into());
+        let read = || store.get::<Parked>(&key).expect("read").expect("a record");
+        let mut p = Parking::new(store.clone(), "t.1", 7, "json");
+        assert_eq!(read().claim, Some(Claim { from: 1, rooms: Vec::new(), kept: Vec::new() }));
+        // A join is written at once, with a position newer than any message sent before.
+        p.joined(5);
+        let floor = read().claim.expect("a claim").rooms[0].1;
+        let (other, message) = (Frame::text("completion"), Frame::text("m"));
+        assert_eq!(p.sending(1, &other, SentKind::Other), Verdict::WaitDurable);
+        assert_eq!(read().claim.expect("a claim").kept.len(), 1, "the Completion is kept");
+        // The room's newer messages go at once; one older than the join is kept.
+        assert_eq!(p.sending(2, &message, SentKind::Message { room: 5, id: floor + 1 }), Verdict::Send);
+        assert_eq!(p.sending(3, &message, SentKind::Message { room: 5, id: floor }), Verdict::WaitDurable);
+        assert_eq!(read().claim.expect("a claim").kept.len(), 2);
+        // Up to the bound each is kept; the one past it makes the record say broken (that
+        // write is waited for too), and then nothing more waits.
+        let last = 4 + MAX_KEPT as u64 - 2;
+        for seq in 4..=last {
+            assert_eq!(p.sending(seq, &other, SentKind::Other), Verdict::WaitDurable);
+            assert_eq!(read().claim.is_some(), seq < last, "frame {seq}");
+        }
+        assert_eq!(p.sending(40, &other, SentKind::Other), Verdict::Send);
+        // An Ack of everything: a claim again, from the next id.
+        p.processed = 3;
+        p.acked(std::iter::empty(), std::iter::empty(), 41);
+        let record = read();
+        assert_eq!(record.claim.map(|c| (c.from, c.rooms.len())), Some((41, 1)));
+        assert_eq!(record.processed, 3);
+        p.ended();
+        assert_eq!(store.get::<Parked>(&key).expect("read"), None);
+    }
+
+    #[test]
     fn kept_messages_take_their_ids_and_the_room_fills_the_rest() {
         let claim = Claim {
             from: 5,
