@@ -143,6 +143,10 @@ pub struct Settings {
     /// `DisconnectTimeout`).
     #[arg(long, env = "BOXOFFICE_SIGNALR_RECONNECT_WINDOW", default_value = "15s", value_parser = duration)]
     pub signalr_reconnect_window: Duration,
+    /// How long a closing WebSocket waits for its close frame to be taken by a client that
+    /// does not read, before the socket is dropped.
+    #[arg(long, env = "BOXOFFICE_WS_CLOSE_GRACE", default_value = "10s", value_parser = duration)]
+    pub ws_close_grace: Duration,
     /// SignalR stateful reconnect: most bytes of messages sent and not yet acknowledged
     /// that a connection keeps for a replay (ASP.NET Core's `StatefulReconnectBufferSize`,
     /// 100,000 there); a client that lets more pile up is closed with an error. 256 KiB, the

@@ -23,7 +23,7 @@
 //! bytes waiting in the session's queue stay counted until the socket takes them. A
 //! session whose count would pass `BOXOFFICE_WS_OUTBOX_BYTES` (or whose mailbox stays over
 //! `BOXOFFICE_WS_OUTBOX` events) is evicted at once: it drops what it had not started to
-//! write, sends 1008, and is gone when the close is written or after [`CLOSE_GRACE`]. So a
+//! write, sends 1008, and is gone when the close is written or after `BOXOFFICE_WS_CLOSE_GRACE` (10 s). So a
 //! client that stops reading holds at most its outbox bound, whatever the burst.
 //!
 //! # Sending each event once
@@ -63,8 +63,6 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A client silent this long is closed (1001).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a closing session waits for its close frame to be written.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// A catch-up moves to the socket's queue this share of the byte bound at a time, leaving
 /// the rest for live events.
 const CATCH_UP_SHARE: usize = 4;
@@ -181,6 +179,8 @@ pub struct Session<W: Wire> {
     flush_scheduled: bool,
     /// The client's allowance of posts, typing frames and invocations.
     frames: FrameBudget,
+    /// How long a close waits to be written (`BOXOFFICE_WS_CLOSE_GRACE`).
+    close_grace: Duration,
     /// The client's side has ended (or answered our close).
     peer_done: bool,
     /// Our side was shut down after the close frame (see `after_write`).
@@ -276,6 +276,7 @@ impl<W: Wire> Session<W> {
             flushing: false,
             flush_scheduled: false,
             frames: state.limits.as_ref().map_or_else(FrameBudget::unlimited, |l| l.frames()),
+            close_grace: s.ws_close_grace,
             peer_done: false,
             shut: false,
             gates: 0,
@@ -585,7 +586,7 @@ impl<W: Wire> Session<W> {
     /// the close. A client still sending would lose it if the socket were dropped now
     /// (unread bytes make the kernel answer with a reset, which discards what the client
     /// had not read yet): so our side is shut down after the close frame, and the session
-    /// reads on, discarding, until the client answers or goes (or after [`CLOSE_GRACE`]).
+    /// reads on, discarding, until the client answers or goes (or after `BOXOFFICE_WS_CLOSE_GRACE` (10 s)).
     fn after_write(&mut self, ctx: &mut Ctx<W>) {
         if !self.closing || !self.queue.is_empty() {
             return;
@@ -886,7 +887,7 @@ impl<W: Wire> Session<W> {
     }
 
     /// Close the socket without the protocol's farewell: a close frame, then the session
-    /// stops once it is written (or after [`CLOSE_GRACE`]).
+    /// stops once it is written (or after `BOXOFFICE_WS_CLOSE_GRACE` (10 s)).
     pub fn close_quietly(&mut self, ctx: &mut Ctx<W>, reason: Option<ws::CloseReason>) {
         if self.closing {
             return;
@@ -904,7 +905,7 @@ impl<W: Wire> Session<W> {
         }
         self.send(ctx, Frame::new(Frame::CLOSE, &payload));
         // Stopped once the close is written (see `flush`), or after the grace.
-        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+        ctx.run_later(self.close_grace, |_, ctx| ctx.stop());
     }
 
     /// The periodic check ([`checks`]): the handshake and idle timeouts, and the keep-alive.
