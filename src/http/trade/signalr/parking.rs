@@ -48,6 +48,7 @@
 //! reconnect statefully to the restarted server; a connection that ends for good (a Close,
 //! its window) deletes its record.
 
+use super::handover::Refused;
 use super::protocol::HubRender;
 use super::session::{Replay, SignalRWire};
 use super::PROTOCOLS;
@@ -387,12 +388,6 @@ pub fn load(store: &Store, window: Duration) -> Result<usize, crate::store::Stor
         });
     }
     Ok(n)
-}
-
-/// Why a connection of the process before cannot be resumed.
-pub enum Refused {
-    Forbidden,
-    Gone,
 }
 
 /// The record of `token` if a connection of the process before had it and can be resumed

@@ -228,7 +228,7 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
         }
         // A connection of the process before a restart, resumed if that can be done exactly.
         match super::parking::take(id, me.user_id) {
-            Err(super::parking::Refused::Forbidden) => {
+            Err(Refused::Forbidden) => {
                 return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
             }
             Ok(Some(parked)) => {
@@ -237,7 +237,7 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
                     Err(_) => Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
                 };
             }
-            Ok(None) | Err(super::parking::Refused::Gone) => {}
+            Ok(None) | Err(Refused::Gone) => {}
         }
         match redeem(id) {
             // Another edge's connection: taken over from it, if that can be done exactly.
