@@ -41,13 +41,14 @@
 //! under NATS's largest message, 1 MiB by default).
 
 use super::protocol::HubRender;
-use super::session::{Replay, ReplayState, SignalRWire};
+use super::session::{release, Handed, Leaving, Replay, SignalRWire};
+use super::Refused;
 use super::PROTOCOLS;
 use crate::actors::hub::{room_group, user_group, Group};
 use crate::auth::Identity;
 use crate::cluster::edge::Edge;
 use crate::cluster::{decode, encode, Backend, Hello};
-use crate::http::session::{Abandon, Carried, Ctx, Gather, Session};
+use crate::http::session::{Abandon, Ctx, Gather, Session};
 use crate::http::Realtime;
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse};
@@ -112,25 +113,6 @@ const MOVED_KEPT: usize = 65_536;
 /// How many times a reconnect follows a connection from edge to edge.
 const MAX_HOPS: usize = 4;
 
-/// A connection's state as it moves: the core's stream as the holder saw it, the protocol,
-/// the wire's replay and the session's part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handed {
-    pub hello: Option<Hello>,
-    pub protocol: String,
-    pub replay: ReplayState,
-    pub session: Carried,
-}
-
-/// A connection being handed over, waiting for its posts in flight and its mailbox.
-pub struct Leaving {
-    groups: Vec<(Group, u64)>,
-    hello: Option<Hello>,
-    reply: oneshot::Sender<Option<Handed>>,
-    /// The mailbox has been taken in up to the moment the session left its groups.
-    drained: bool,
-}
-
 /// Answer other edges' questions about this edge's connections (on an edge's start).
 pub fn serve(edge: &Edge) {
     let hello = edge.clone();
@@ -151,7 +133,7 @@ pub fn serve(edge: &Edge) {
 
 async fn answer(edge: &Edge, ask: Ask) -> Told {
     let (Ask::Describe { token, user } | Ask::Take { token, user, .. }) = &ask;
-    let Some((owner, session)) = super::transport::holder(token) else {
+    let Some((owner, session)) = super::session::holder(token) else {
         return match moved().get(token) {
             Some((owner, _)) if owner != *user => Told::Forbidden,
             Some((_, node)) => Told::Moved { node },
@@ -217,7 +199,7 @@ impl Handler<HandOver> for S {
             let _ = msg.reply.send(None);
             return;
         };
-        self.wire.leaving = Some(Leaving { groups, hello: msg.hello, reply: msg.reply, drained: false });
+        self.wire.leaving = Some(Leaving::new(groups, msg.hello, msg.reply));
         // Behind every event delivered before the session left its groups.
         ctx.address().do_send(Drained);
     }
@@ -231,29 +213,12 @@ impl Handler<Drained> for S {
     type Result = ();
     fn handle(&mut self, _: Drained, ctx: &mut Ctx<SignalRWire>) {
         if let Some(l) = self.wire.leaving.as_mut() {
-            l.drained = true;
+            l.drained();
         }
         if self.wire.posting == 0 {
             release(self, ctx);
         }
     }
-}
-
-/// Answer the connection's state to the edge taking it over, and stop (the session took in
-/// everything it is answerable for).
-pub(super) fn release(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
-    if !s.wire.leaving.as_ref().is_some_and(|l| l.drained) {
-        return;
-    }
-    let Some(leaving) = s.wire.leaving.take() else { return };
-    let handed = s.wire.carried().map(|(protocol, replay)| Handed {
-        hello: leaving.hello,
-        protocol: protocol.name().to_string(),
-        replay,
-        session: s.carried(leaving.groups),
-    });
-    let _ = leaving.reply.send(handed);
-    ctx.stop();
 }
 
 /// The edge holding a connection installs what it was handed (see [`Session::settle`]) and
@@ -279,7 +244,7 @@ impl Handler<Install> for S {
         if self.closing() {
             return false;
         }
-        super::transport::resumable(&msg.token, self.me.id, ctx.address());
+        super::session::resumable(&msg.token, self.me.id, ctx.address());
         true
     }
 }
@@ -293,14 +258,6 @@ impl Drop for Arrival {
             s.do_send(Abandon);
         }
     }
-}
-
-/// Why a connection held by another node cannot be taken over here.
-pub enum Refused {
-    /// Another user's (403).
-    Forbidden,
-    /// No such connection, or none that can be resumed without a gap (404).
-    Gone,
 }
 
 /// Take over the connection `token` held by the edge `node` for `me` (steps 1 to 5 of the

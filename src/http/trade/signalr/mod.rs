@@ -36,14 +36,19 @@
 //! - [`protocol`]: what the hub protocols share: messages, the [`HubProtocol`] trait, hub
 //!   method arguments, and the domain's events as Invocations.
 //! - [`json`], [`msgpack`]: the two encodings.
-//! - [`session`]: [`SignalRWire`]: the handshake, invocations, `JoinRoom`/`LeaveRoom`/`SendMessage`.
+//! - [`session`]: [`SignalRWire`]: the handshake, invocations, `JoinRoom`/`LeaveRoom`/`SendMessage`;
+//!   the stateful connections a reconnect may take over (by token), and a connection's state
+//!   as it moves to another edge ([`session::Handed`]).
 //! - [`handover`]: a stateful connection taken over through another edge.
+//! - [`parking`]: a stateful connection's record, which outlives the process.
+//! - [`restore`]: a connection of the process before resumed from its record.
 
 pub mod handover;
 pub mod json;
 pub mod msgpack;
 pub mod parking;
 pub mod protocol;
+pub mod restore;
 pub mod session;
 pub mod transport;
 
@@ -55,6 +60,15 @@ pub const PROTOCOLS: &[&dyn HubProtocol] = &[&json::Json, &msgpack::MessagePack]
 
 use actix_web::web;
 use std::time::Duration;
+
+/// Why a reconnect cannot resume a connection here (held by another node, or parked by
+/// the process before this one).
+pub enum Refused {
+    /// Another user's (403).
+    Forbidden,
+    /// No such connection, or none that can be resumed without a gap (404).
+    Gone,
+}
 
 /// The hub's path; negotiation is `{HUB_PATH}/negotiate`.
 pub const HUB_PATH: &str = "/hubs/chat";

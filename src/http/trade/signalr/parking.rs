@@ -34,7 +34,7 @@
 //! # After the restart
 //! Start-up reads every record ([`load`]): a connection with a claim can be resumed for
 //! `BOXOFFICE_SIGNALR_RECONNECT_WINDOW` after start-up, then its record is deleted. The
-//! reconnect ([`reopen`]) checks the user (403 for another's), joins the claim's rooms
+//! reconnect ([`super::restore::reopen`]) checks the user (403 for another's), joins the claim's rooms
 //! again through each room (the participant check) with the messages after each position,
 //! and resumes if at most one room has any (and fewer than a catch-up's bound): the
 //! Sequence `from`, those messages, then live. Otherwise 404. Of the client's own messages
@@ -48,25 +48,14 @@
 //! reconnect statefully to the restarted server; a connection that ends for good (a Close,
 //! its window) deletes its record.
 
-use super::handover::Refused;
-use super::protocol::HubRender;
-use super::session::{Replay, SignalRWire};
-use super::PROTOCOLS;
+use super::Refused;
 use crate::actors::hub::{ChatEvent, Frame, MessageEvent, Render};
 use crate::actors::room::MAX_CATCH_UP;
-use crate::auth::Identity;
-use crate::cluster::Backend;
-use crate::http::session::{Abandon, Ctx, Reopen, Session};
-use crate::http::Realtime;
 use crate::store::{Batch, Key, Store};
-use actix::prelude::*;
-use actix_web::{HttpRequest, HttpResponse};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-type S = Session<SignalRWire>;
 
 /// A stateful connection's record (see the module's doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +134,31 @@ pub struct Parking {
 }
 
 impl Parking {
+    /// A connection of the process before, resumed with its record's `claim` (see
+    /// [`super::restore`]): `stream`, the room whose messages follow the claim's kept
+    /// frames and the last one made again.
+    pub fn reopened(
+        store: Store,
+        key: Key,
+        user: u64,
+        protocol: &'static str,
+        claim: &Claim,
+        stream: Option<(u64, u64)>,
+        processed: u64,
+    ) -> Parking {
+        Parking {
+            store,
+            key,
+            user,
+            protocol,
+            rooms: claim.rooms.clone(),
+            claim: Some(claim.clone()),
+            stream,
+            unsaved: false,
+            processed,
+        }
+    }
+
     /// A new connection: a record with an empty claim from the first message.
     pub fn new(store: Store, token: &str, user: u64, protocol: &'static str) -> Parking {
         let mut p = Parking {
@@ -407,121 +421,6 @@ pub fn take(token: &str, user: u64) -> Result<Option<Parked>, Refused> {
     gone.delete(&Key::HubConnection(token.to_string()));
     let _ = store.apply(gone);
     Ok(None)
-}
-
-/// Resume the connection `token` of the process before (see the module's doc): the 101,
-/// or `Gone` (404) where it cannot be resumed exactly.
-pub async fn reopen(
-    state: &Realtime,
-    req: &HttpRequest,
-    me: &Identity,
-    token: &str,
-    parked: Parked,
-    max_frame: usize,
-) -> Result<Result<HttpResponse, actix_web::Error>, Refused> {
-    let outcome = |o: &'static str| crate::observe::restored(o);
-    let Backend::Local(registry) = &state.backend else { return Err(Refused::Gone) };
-    let store = registry.store().clone();
-    let key = Key::HubConnection(token.to_string());
-    let forget = || {
-        let mut b = Batch::default();
-        b.delete(&key);
-        let _ = store.apply(b);
-    };
-    let (Some(claim), Some(&protocol)) = (parked.claim, PROTOCOLS.iter().find(|p| p.name() == parked.protocol)) else {
-        forget();
-        outcome("not_exact");
-        return Err(Refused::Gone);
-    };
-    let s = &state.settings;
-    let replay = Replay::reopened(token.to_string(), s.signalr_reconnect_window, s.signalr_reconnect_buffer_bytes)
-        .park_in(store.clone());
-    let me_author = crate::http::author(me);
-    let session =
-        Actor::start(Session::arriving(state, me_author, SignalRWire::new(state.links.clone(), Some(replay))));
-    let render = Arc::new(HubRender { protocol, links: state.links.clone() });
-    let Ok(Some(missed)) = session.send(Reopen { render, rooms: claim.rooms.clone() }).await else {
-        session.do_send(Abandon);
-        forget();
-        outcome("unavailable");
-        return Err(Refused::Gone);
-    };
-    let Some(frames) = remake(&claim, &missed, &HubRender { protocol, links: state.links.clone() }) else {
-        tracing::info!("signalr: a connection of the process before could have a gap; it is not resumed");
-        session.do_send(Abandon);
-        forget();
-        outcome("not_exact");
-        return Err(Refused::Gone);
-    };
-    let stream = frames.iter().rev().find_map(|(_, sent)| match sent {
-        SentKind::Message { room, id } if !claim.kept.iter().any(|k| k.message == Some((*room, *id))) => {
-            Some((*room, *id))
-        }
-        _ => None,
-    });
-    let sent_before: Vec<(u64, u64)> = claim
-        .rooms
-        .iter()
-        .map(|(room, _)| {
-            let last = frames
-                .iter()
-                .filter_map(|(_, s)| match s {
-                    SentKind::Message { room: r, id } if r == room => Some(*id),
-                    _ => None,
-                })
-                .max();
-            (*room, last.unwrap_or(0))
-        })
-        .filter(|(_, id)| *id > 0)
-        .collect();
-    let parking = Parking {
-        store: store.clone(),
-        key: key.clone(),
-        user: me.user_id,
-        protocol: protocol.name(),
-        rooms: claim.rooms.clone(),
-        claim: Some(claim.clone()),
-        stream,
-        unsaved: false,
-        processed: parked.processed,
-    };
-    let install = Install { protocol, from: claim.from, frames, sent_before, parking };
-    if !session.send(install).await.unwrap_or(false) {
-        session.do_send(Abandon);
-        forget();
-        outcome("not_exact");
-        return Err(Refused::Gone);
-    }
-    outcome("resumed");
-    Ok(Session::take_over(req, session, max_frame))
-}
-
-/// The reopened connection takes back what it sent from `from` on, made again
-/// ([`remake`]), and its record; `sent_before`: the newest message of each room in it.
-#[derive(Message)]
-#[rtype(result = "bool")]
-struct Install {
-    protocol: &'static dyn super::HubProtocol,
-    from: u64,
-    frames: Vec<(Frame, SentKind)>,
-    sent_before: Vec<(u64, u64)>,
-    parking: Parking,
-}
-
-impl Handler<Install> for S {
-    type Result = bool;
-    fn handle(&mut self, msg: Install, ctx: &mut Ctx<SignalRWire>) -> bool {
-        if self.closing() {
-            return false;
-        }
-        let Some(token) = self.wire.reinstate(msg.protocol, msg.from, msg.frames, msg.parking) else { return false };
-        self.reopened(ctx, msg.sent_before);
-        if self.closing() {
-            return false;
-        }
-        super::transport::resumable(&token, self.me.id, ctx.address());
-        true
-    }
 }
 
 #[cfg(test)]

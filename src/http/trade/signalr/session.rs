@@ -13,18 +13,20 @@ use super::{MAX_RECORD, PING_INTERVAL, PROTOCOLS};
 use crate::actors::hub::{ChatEvent, Event, Frame, Group};
 use crate::actors::room::ClientMsgId;
 use crate::actors::room::{ChatError, Posted};
-use crate::cluster::SocketPost;
-use crate::http::session::{Ctx, Data, Session, Wire};
+use crate::cluster::{Hello, SocketPost};
+use crate::http::session::{Carried, Ctx, Data, Session, Wire};
 use crate::http::signed::LinkSigner;
 use crate::store::Store;
 use crate::time::now_ms;
 use actix::prelude::*;
 use actix_web_actors::ws;
-use serde::Deserialize;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// One hub connection's protocol state.
 pub struct SignalRWire {
@@ -45,7 +47,7 @@ pub struct SignalRWire {
     pub(super) posting: usize,
     /// The connection is being handed to another node, once the posts in flight are
     /// answered (see [`super::handover`]).
-    pub(super) leaving: Option<super::handover::Leaving>,
+    pub(super) leaving: Option<Leaving>,
 }
 
 /// A stateful connection's side of the replay (the hub protocol's Ack and Sequence): what
@@ -206,7 +208,7 @@ impl Wire for SignalRWire {
 
     fn opened(s: &mut S, ctx: &mut Ctx<Self>) {
         if let Some(r) = &s.wire.replay {
-            super::transport::resumable(&r.token, s.me.id, ctx.address());
+            resumable(&r.token, s.me.id, ctx.address());
         }
     }
 
@@ -293,7 +295,7 @@ impl Wire for SignalRWire {
 
     fn stopped(&mut self, for_good: bool) {
         if let Some(r) = &self.replay {
-            super::transport::forget(&r.token);
+            forget(&r.token);
             if let Some(p) = r.parking.as_ref().filter(|_| for_good) {
                 p.ended();
             }
@@ -629,7 +631,7 @@ impl Handler<Sent> for S {
         self.wire.posting -= 1;
         complete_with(self, ctx, msg.id, outcome);
         if self.wire.posting == 0 && self.wire.leaving.is_some() {
-            super::handover::release(self, ctx);
+            release(self, ctx);
         }
     }
 }
@@ -642,4 +644,87 @@ fn implicit_id(token: &str, seq: u64) -> Option<ClientMsgId> {
     let digest = Sha256::digest(format!("{token}:{seq}").as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     ClientMsgId::try_from(format!("~{hex}")).ok()
+}
+
+// A connection handed over to another edge (see `handover`).
+
+/// A connection's state as it moves: the core's stream as the holder saw it, the protocol,
+/// the wire's replay and the session's part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handed {
+    pub hello: Option<Hello>,
+    pub protocol: String,
+    pub replay: ReplayState,
+    pub session: Carried,
+}
+
+/// A connection being handed over, waiting for its posts in flight and its mailbox.
+pub struct Leaving {
+    groups: Vec<(Group, u64)>,
+    hello: Option<Hello>,
+    reply: oneshot::Sender<Option<Handed>>,
+    /// The mailbox has been taken in up to the moment the session left its groups.
+    drained: bool,
+}
+
+impl Leaving {
+    /// Leaving `groups` (each with how far its subject had been relayed to the session);
+    /// `reply` gets the state once the mailbox is drained.
+    pub fn new(groups: Vec<(Group, u64)>, hello: Option<Hello>, reply: oneshot::Sender<Option<Handed>>) -> Leaving {
+        Leaving { groups, hello, reply, drained: false }
+    }
+
+    /// The mailbox has been taken in up to the moment the session left its groups.
+    pub fn drained(&mut self) {
+        self.drained = true;
+    }
+}
+
+/// Answer the connection's state to the edge taking it over, and stop (the session took in
+/// everything it is answerable for).
+pub fn release(s: &mut S, ctx: &mut Ctx<SignalRWire>) {
+    if !s.wire.leaving.as_ref().is_some_and(|l| l.drained) {
+        return;
+    }
+    let Some(leaving) = s.wire.leaving.take() else { return };
+    let handed = s.wire.carried().map(|(protocol, replay)| Handed {
+        hello: leaving.hello,
+        protocol: protocol.name().to_string(),
+        replay,
+        session: s.carried(leaving.groups),
+    });
+    let _ = leaving.reply.send(handed);
+    ctx.stop();
+}
+
+// The stateful connections of this process that a client may take over with a new socket,
+// by connection token: a reconnect (`transport`), another edge asking for one (`handover`)
+// and a connection resumed after a restart (`parking`) find them here.
+
+/// A stateful connection a client may take over with a new socket, by its token.
+struct Resumable {
+    user: u64,
+    session: Addr<S>,
+}
+
+/// The stateful connections of this process (as many as its SignalR sessions with
+/// stateful reconnect, each removed when its session stops).
+fn resumables() -> &'static DashMap<String, Resumable> {
+    static RESUMABLE: OnceLock<DashMap<String, Resumable>> = OnceLock::new();
+    RESUMABLE.get_or_init(DashMap::new)
+}
+
+/// A stateful connection's session, reachable by its token from now on.
+pub fn resumable(token: &str, user: u64, session: Addr<S>) {
+    resumables().insert(token.to_string(), Resumable { user, session });
+}
+
+/// The user and session of the stateful connection `token` of this process, if it holds it.
+pub fn holder(token: &str) -> Option<(u64, Addr<S>)> {
+    resumables().get(token).map(|r| (r.user, r.session.clone()))
+}
+
+/// The session of a stateful connection has stopped: its token is spent.
+pub fn forget(token: &str) {
+    resumables().remove(token);
 }

@@ -3,14 +3,13 @@
 //! caller and the token before it starts a [`SignalRSession`]. Refusals are in contract
 //! T's envelope.
 
-use super::handover::Refused;
-use super::session::{Replay, SignalRWire};
+use super::session::{holder, Replay, SignalRWire};
+use super::Refused;
 use super::{MAX_PENDING_TOKENS, MAX_RECORD, TOKEN_TTL};
 use crate::http::author;
 use crate::http::error::TEnvelope;
 use crate::http::session::Session;
 use crate::http::Realtime;
-use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -31,39 +30,11 @@ struct Pending {
     stateful: bool,
 }
 
-/// A stateful connection a client may take over with a new socket, by its token.
-struct Resumable {
-    user: u64,
-    session: Addr<Session<SignalRWire>>,
-}
-
-/// The stateful connections of this process (as many as its SignalR sessions with
-/// stateful reconnect, each removed when its session stops).
-fn resumables() -> &'static DashMap<String, Resumable> {
-    static RESUMABLE: OnceLock<DashMap<String, Resumable>> = OnceLock::new();
-    RESUMABLE.get_or_init(DashMap::new)
-}
-
-/// A stateful connection's session, reachable by its token from now on.
-pub(super) fn resumable(token: &str, user: u64, session: Addr<Session<SignalRWire>>) {
-    resumables().insert(token.to_string(), Resumable { user, session });
-}
-
-/// The user and session of the stateful connection `token` of this process, if it holds it.
-pub(super) fn holder(token: &str) -> Option<(u64, Addr<Session<SignalRWire>>)> {
-    resumables().get(token).map(|r| (r.user, r.session.clone()))
-}
-
 /// The edge that issued a connection token (see [`super::handover`]): tokens of an edge end
 /// with `.` and its id in hex.
 fn issuer(token: &str) -> Option<u64> {
     let (_, node) = token.rsplit_once('.')?;
     u64::from_str_radix(node, 16).ok()
-}
-
-/// The session of a stateful connection has stopped: its token is spent.
-pub(super) fn forget(token: &str) {
-    resumables().remove(token);
 }
 
 /// Connection tokens handed out and not yet used: each is used once, within [`TOKEN_TTL`],
@@ -232,7 +203,7 @@ pub async fn connect(state: web::Data<Realtime>, req: HttpRequest) -> Result<Htt
                 return Ok(refusal(StatusCode::FORBIDDEN, "The connection belongs to another user."))
             }
             Ok(Some(parked)) => {
-                return match super::parking::reopen(&state, &req, &me, id, parked, max_frame).await {
+                return match super::restore::reopen(&state, &req, &me, id, parked, max_frame).await {
                     Ok(upgrade) => upgrade,
                     Err(_) => Ok(refusal(StatusCode::NOT_FOUND, "No Connection with that ID")),
                 };
