@@ -213,6 +213,7 @@ fn room_append_fanout(c: &mut Criterion) {
                     wire: Arc::new(boxoffice::http::chat::ws::ChatJson),
                     // The counter never drains the byte count: no byte bound here.
                     outbox: Outbox::new(1 << 16, usize::MAX / 2),
+                    direct: None,
                 };
                 room.send(Join { subscriber: sub, since: None }).await.expect("mailbox").expect("join");
             }

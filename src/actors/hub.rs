@@ -242,6 +242,40 @@ pub enum Deliver {
     /// This node lost its way to the state (an edge cut off from NATS or from the core):
     /// close with 1012 (service restart) so that the client reconnects and catches up.
     Restart,
+    /// A frame a publisher wrote itself ([`Direct`]) is not all on the socket: the
+    /// session writes the rest once the socket can take it.
+    Stalled,
+}
+
+/// A session's socket that the publisher of an event writes to itself while the session
+/// is idle (`http::outlet`): no hop through the session's mailbox.
+pub trait Direct: Send + Sync {
+    /// Take `event` (its `frame`, of `group`) to the socket now, if the session allows it.
+    fn offer(&self, event: &Event, frame: &Frame, group: Group, outbox: &Outbox) -> Offer;
+    /// No more direct writes, ever: what reaches this node may have a gap, and the
+    /// session, told so through its mailbox, must not send anything newer meanwhile.
+    fn bar(&self);
+}
+
+/// The most sessions a publisher offers one event to directly ([`Direct`]); the others
+/// get it through their mailboxes. Each direct write is a system call on the publisher's
+/// thread: a large group's are spread over the sessions' threads instead, where a session
+/// that is busy writes what piled up with one `writev`. At 1 x 1,000 members and 300
+/// messages a second, writing to all 1,000 directly cost 13% more CPU per delivery than
+/// the mailboxes and let p99 grow from 60 to 500 ms.
+pub const DIRECT_PER_EVENT: usize = 128;
+
+/// A session's socket as publishers hold it.
+pub type DirectRef = Arc<dyn Direct>;
+
+/// What became of a direct offer.
+pub enum Offer {
+    /// Sent (or not for the client: skipped, or sent before).
+    Done,
+    /// Written in part: the session is told to write the rest ([`Deliver::Stalled`]).
+    Stalled,
+    /// Not now: through the mailbox.
+    Declined,
 }
 
 /// A session as the hub knows it: where to deliver, in which protocol, and its outbox.
@@ -252,6 +286,8 @@ pub struct Subscriber {
     pub recipient: Recipient<Deliver>,
     pub wire: Arc<dyn Render>,
     pub outbox: Arc<Outbox>,
+    /// The session's socket, if publishers may write to it themselves.
+    pub direct: Option<DirectRef>,
 }
 
 /// A session's outgoing queue as the hub sees it: the bytes offered and not yet written
@@ -353,7 +389,7 @@ struct Inner {
     last_seen: quick_cache::sync::Cache<u64, u64>,
     next_session: AtomicU64,
     /// Every open session, to tell when the server shuts down.
-    sessions: DashMap<u64, Recipient<Deliver>>,
+    sessions: DashMap<u64, (Recipient<Deliver>, Option<DirectRef>)>,
 }
 
 impl Default for Inner {
@@ -376,8 +412,8 @@ impl Hub {
     }
 
     /// A session opened: it is told when the server shuts down.
-    pub fn opened(&self, session: u64, recipient: Recipient<Deliver>) {
-        self.inner.sessions.insert(session, recipient);
+    pub fn opened(&self, session: u64, recipient: Recipient<Deliver>, direct: Option<DirectRef>) {
+        self.inner.sessions.insert(session, (recipient, direct));
     }
 
     /// A session ended.
@@ -393,14 +429,18 @@ impl Hub {
     /// Tell every open session that the server is going away.
     pub fn going_away(&self) {
         for s in self.inner.sessions.iter() {
-            s.value().do_send(Deliver::GoingAway);
+            s.value().0.do_send(Deliver::GoingAway);
         }
     }
 
     /// Tell every open session to close with 1012 and come back (see [`Deliver::Restart`]).
     pub fn restart_all(&self) -> usize {
         for s in self.inner.sessions.iter() {
-            s.value().do_send(Deliver::Restart);
+            let (recipient, direct) = s.value();
+            if let Some(d) = direct {
+                d.bar();
+            }
+            recipient.do_send(Deliver::Restart);
         }
         self.inner.sessions.len()
     }
@@ -409,6 +449,9 @@ impl Hub {
     pub fn restart_group(&self, group: Group) -> usize {
         let Some(members) = self.inner.groups.get(&group) else { return 0 };
         for sub in members.sessions.values() {
+            if let Some(d) = &sub.direct {
+                d.bar();
+            }
             sub.recipient.do_send(Deliver::Restart);
         }
         members.sessions.len()
@@ -513,6 +556,7 @@ impl Hub {
         crate::observe::published();
         let mut full = Vec::new();
         let mut delivered = 0;
+        let mut written = 0;
         for sub in members.sessions.values() {
             let outbox = &sub.outbox;
             if event.skip_user == Some(sub.user) || outbox.evicted() {
@@ -520,6 +564,21 @@ impl Hub {
             }
             let frame = event.frame(&*sub.wire);
             let bytes = frame.len();
+            if let Some(direct) = sub.direct.as_ref().filter(|_| written < DIRECT_PER_EVENT) {
+                written += 1;
+                match direct.offer(event, &frame, group, outbox) {
+                    Offer::Done => {
+                        delivered += 1;
+                        continue;
+                    }
+                    Offer::Stalled => {
+                        delivered += 1;
+                        sub.recipient.do_send(Deliver::Stalled);
+                        continue;
+                    }
+                    Offer::Declined => {}
+                }
+            }
             if outbox.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > outbox.max_bytes {
                 // Over the byte bound: evicted at once, whatever the burst.
                 full.push(sub.clone());

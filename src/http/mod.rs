@@ -36,6 +36,7 @@ pub mod health;
 pub mod limits;
 pub mod openapi;
 pub mod ops;
+pub mod outlet;
 pub mod queue;
 pub mod schema;
 pub mod session;

@@ -16,7 +16,10 @@
 //! protocol and shared by every session; nothing is copied. A frame the socket does not
 //! take at once waits in the session's queue, and the session writes it when the socket
 //! is writable. Client frames are read when the socket is readable, through a scratch
-//! buffer of the thread: an idle socket holds no buffer at all.
+//! buffer of the thread: an idle socket holds no buffer at all. While the session is idle,
+//! a publisher may write an event's frame itself, under the socket's write lock, with the
+//! same checks ([`outlet`](super::outlet)); every write, the session's own too, is made under
+//! that lock.
 //!
 //! # The outbox
 //! The hub counts the bytes of each frame it offers into the session's [`Outbox`]; the
@@ -32,6 +35,7 @@
 //! stream. Messages are sent once by id (the newest id sent per room: a room publishes
 //! its messages in id order), other events once by their event id.
 
+use super::outlet::{skips, Outlet, Pending};
 use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Frame, Group, Hub, MessageEvent, Outbox};
 use crate::actors::hub::{Render, Subscriber};
 use crate::actors::room::{Author, ChatError};
@@ -50,7 +54,6 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -68,11 +71,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_SHARE: usize = 4;
 /// Queued frames written by one `writev` at most.
 const WRITE_BATCH: usize = 32;
-/// Rooms whose newest sent message id a session remembers.
-const ROOMS_REMEMBERED: usize = 64;
-/// Non-message events a session remembers by id (one event reaches a session through at
-/// most a few groups, one right after the other).
-const EVENTS_REMEMBERED: usize = 16;
 
 /// A client's data frame.
 pub enum Data<'a> {
@@ -84,6 +82,10 @@ pub enum Data<'a> {
 pub trait Wire: Sized + Unpin + 'static {
     /// The protocol's name in metrics.
     const KIND: &'static str;
+    /// Whether publishers may write events to the socket themselves while the session is
+    /// idle (see [`outlet`](super::outlet)): only for a wire that keeps nothing per event
+    /// sent ([`Wire::event_sent`] does nothing).
+    const DIRECT: bool = false;
     /// How often the server sends its keep-alive.
     const PING_INTERVAL: Duration;
     /// The socket is open. A wire may go online at once or after its handshake.
@@ -159,15 +161,13 @@ pub struct Session<W: Wire> {
     parked: bool,
     /// The rooms joined (or being joined), whose groups are left when the session stops.
     rooms: Vec<u64>,
-    /// (room, newest message id sent), most recently used last.
-    sent_messages: VecDeque<(u64, u64)>,
-    /// (joined room, the newest of its messages sent, or published when it was joined):
-    /// where the room's messages stand for this client (see [`Session::resync`]).
-    floors: Vec<(u64, u64)>,
-    /// Ids of the latest other events sent.
-    sent_events: VecDeque<u64>,
+    /// The socket's write lock and what the session sent, shared with publishers, which
+    /// write to the socket themselves while the session is idle (see [`outlet`](super::outlet)).
+    outlet: Arc<Outlet>,
+    /// Joins waiting for their room's answer (the outlet stays shut meanwhile).
+    joining: u32,
     /// The socket, once taken over.
-    io: Option<Rc<TcpStream>>,
+    io: Option<Arc<TcpStream>>,
     /// Frames the socket has not taken yet, oldest first; whether the session waits for
     /// the socket to be writable, and whether a flush is due at the end of this turn.
     queue: VecDeque<Pending>,
@@ -237,18 +237,6 @@ impl Carried {
 /// its socket before it is dropped.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A frame waiting for the socket, and how much of it is written.
-struct Pending {
-    wire: Bytes,
-    written: usize,
-}
-
-impl Pending {
-    fn left(&self) -> usize {
-        self.wire.len() - self.written
-    }
-}
-
 impl<W: Wire> Session<W> {
     pub fn new(state: &crate::http::Realtime, me: Author, wire: W) -> Self {
         let now = Instant::now();
@@ -267,9 +255,8 @@ impl<W: Wire> Session<W> {
             going_away: false,
             parked: false,
             rooms: Vec::new(),
-            sent_messages: VecDeque::new(),
-            floors: Vec::new(),
-            sent_events: VecDeque::new(),
+            outlet: Outlet::new(W::DIRECT),
+            joining: 0,
             io: None,
             queue: VecDeque::new(),
             backlog: VecDeque::new(),
@@ -324,8 +311,9 @@ impl<W: Wire> Session<W> {
     pub fn start(mut self, req: &HttpRequest, max_frame: usize) -> Result<HttpResponse, actix_web::Error> {
         upgrade(req, move |io, read| {
             let _ = io.set_nodelay(true);
-            let io = Rc::new(io);
+            let io = Arc::new(io);
             self.io = Some(io.clone());
+            self.outlet.lock().attach(Some(io.clone()));
             Session::create(move |ctx| {
                 self.reading = Some(ctx.add_stream(reader(io, read, max_frame)));
                 self
@@ -369,7 +357,13 @@ impl<W: Wire> Session<W> {
             recipient: ctx.address().recipient(),
             wire: self.render.clone()?,
             outbox: self.outbox.clone(),
+            direct: self.direct(),
         })
+    }
+
+    /// The outlet, as publishers see it, if they may write to it.
+    fn direct(&self) -> Option<Arc<dyn crate::actors::hub::Direct>> {
+        self.outlet.direct().then(|| self.outlet.clone() as Arc<dyn crate::actors::hub::Direct>)
     }
 
     /// The session counts as a connection of its user (who comes online with their first,
@@ -435,34 +429,43 @@ impl<W: Wire> Session<W> {
         if fresh {
             self.rooms.push(room);
         }
+        // The catch-up comes before the room's live events: through the mailbox.
+        self.joining += 1;
+        self.shut_outlet();
         let join = self.backend.join(room, subscriber, since);
         ctx.wait(join.into_actor(self).map(move |answer, act, ctx| {
+            act.joining -= 1;
             if fresh && answer.is_err() {
                 act.rooms.retain(|r| *r != room);
             }
             let answer = answer.map(|joined| {
                 if fresh {
-                    act.floors.retain(|(r, _)| *r != room);
-                    act.floors.push((room, joined.newest));
+                    let mut out = act.outlet.lock();
+                    out.sent.floors.retain(|(r, _)| *r != room);
+                    out.sent.floors.push((room, joined.newest));
                 }
                 joined.missed
             });
-            done(act, ctx, answer)
+            done(act, ctx, answer);
+            act.idle();
         }));
     }
 
     pub fn leave_room(&mut self, room: u64) {
+        self.shut_outlet();
         self.hub().leave(room_group(room), self.id);
         self.rooms.retain(|r| *r != room);
-        self.floors.retain(|(r, _)| *r != room);
+        self.outlet.lock().sent.floors.retain(|(r, _)| *r != room);
+        self.idle();
     }
 
     /// Send stored messages (a catch-up), each once.
     pub fn send_messages(&mut self, ctx: &mut Ctx<W>, messages: Vec<MessageEvent>) {
         let Some(render) = self.render.clone() else { return };
         let mut sent = 0;
+        self.shut_outlet();
         for m in messages {
-            if self.fresh_message(m.room, m.id) {
+            if self.outlet.lock().sent.fresh_message(m.room, m.id) {
                 self.backlog.push_back((render.render(&ChatEvent::Message(m)), false));
                 sent += 1;
             }
@@ -505,6 +508,7 @@ impl<W: Wire> Session<W> {
     /// a wire that must have something on disk before the client sees what follows.
     pub fn gate(&mut self) {
         self.gates += 1;
+        self.shut_outlet();
     }
 
     /// The write the frames waited for failed: drop them (the connection closes).
@@ -553,21 +557,37 @@ impl<W: Wire> Session<W> {
             return;
         }
         let mut pending = Pending { wire: frame.wire().clone(), written: 0 };
+        // Under the outlet's lock: a publisher writes nothing meanwhile, and its frame the
+        // socket did not take whole goes first.
+        let outlet = self.outlet.clone();
+        let mut out = outlet.lock();
+        if let Some(stalled) = out.shut() {
+            self.queue.push_front(stalled);
+        }
         if self.queue.is_empty() && self.outbox.queued() == frame.len() {
             match io.try_write(&pending.wire) {
                 Ok(n) => {
                     self.outbox.taken(n);
                     if n == pending.wire.len() {
+                        if self.steady() {
+                            out.open(&self.rooms);
+                        }
+                        drop(out);
                         return self.after_write(ctx);
                     }
                     pending.written = n;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return self.lost(ctx),
+                Err(_) => {
+                    drop(out);
+                    return self.lost(ctx);
+                }
             }
+            drop(out);
             self.queue.push_back(pending);
             return self.wait_writable(ctx);
         }
+        drop(out);
         self.queue.push_back(pending);
         if self.outbox.over() && !self.outbox.evicted() {
             self.hub().give_up(self.id, self.me.id, &self.outbox);
@@ -623,13 +643,24 @@ impl<W: Wire> Session<W> {
     /// Write what the socket takes of the queue.
     fn flush(&mut self, ctx: &mut Ctx<W>) {
         let Some(io) = self.io.clone() else { return };
+        let outlet = self.outlet.clone();
+        let mut out = outlet.lock();
+        if let Some(stalled) = out.shut() {
+            self.queue.push_front(stalled);
+        }
         while !self.queue.is_empty() {
             let slices: Vec<IoSlice<'_>> =
                 self.queue.iter().take(WRITE_BATCH).map(|f| IoSlice::new(&f.wire[f.written..])).collect();
             let mut n = match io.try_write_vectored(&slices) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return self.wait_writable(ctx),
-                Err(_) => return self.lost(ctx),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drop(out);
+                    return self.wait_writable(ctx);
+                }
+                Err(_) => {
+                    drop(out);
+                    return self.lost(ctx);
+                }
             };
             drop(slices);
             self.outbox.taken(n);
@@ -646,8 +677,44 @@ impl<W: Wire> Session<W> {
                 self.refill();
             }
         }
+        if self.steady() {
+            out.open(&self.rooms);
+        }
+        drop(out);
         if self.closing {
             ctx.stop();
+        }
+    }
+
+    /// Whether publishers may write to the socket themselves (see [`outlet`](super::outlet)):
+    /// the wire allows it, and the session is online and idle, with nothing queued, no catch-up, gate or join on its
+    /// way, and its connection in place.
+    fn steady(&self) -> bool {
+        W::DIRECT
+            && self.online()
+            && !self.closing
+            && self.queue.is_empty()
+            && self.backlog.is_empty()
+            && self.gates == 0
+            && self.joining == 0
+            && self.held.is_none()
+            && !self.departing
+            && self.detached.is_none()
+    }
+
+    /// Open the outlet if the session is idle.
+    fn idle(&mut self) {
+        if self.steady() {
+            self.outlet.lock().open(&self.rooms);
+        }
+    }
+
+    /// Shut the outlet: what follows goes through the mailbox. A publisher's frame that
+    /// the socket did not take whole goes first in the queue (the publisher told the
+    /// session to write it, [`Deliver::Stalled`]).
+    fn shut_outlet(&mut self) {
+        if let Some(stalled) = self.outlet.lock().shut() {
+            self.queue.push_front(stalled);
         }
     }
 
@@ -682,7 +749,12 @@ impl<W: Wire> Session<W> {
             ctx.cancel_future(h);
         }
         self.flushing = false;
-        let queued: usize = self.queue.drain(..).map(|p| p.left()).sum();
+        let stalled = {
+            let mut out = self.outlet.lock();
+            out.attach(None);
+            out.shut()
+        };
+        let queued: usize = self.queue.drain(..).chain(stalled).map(|p| p.left()).sum();
         let counted: usize = self.backlog.drain(..).filter(|(_, counted)| *counted).map(|(f, _)| f.len()).sum();
         self.outbox.taken(queued + counted);
         if let Some(io) = self.io.take() {
@@ -704,8 +776,9 @@ impl<W: Wire> Session<W> {
             self.drop_socket(ctx);
         }
         self.sockets += 1;
-        let io = Rc::new(io);
+        let io = Arc::new(io);
         self.io = Some(io.clone());
+        self.outlet.lock().attach(Some(io.clone()));
         self.reading = Some(ctx.add_stream(reader(io, msg.read, msg.max_frame)));
         self.peer_done = false;
         self.shut = false;
@@ -722,8 +795,10 @@ impl<W: Wire> Session<W> {
     fn resync(&mut self, ctx: &mut Ctx<W>) {
         let mut positions = Vec::new();
         for &room in &self.rooms {
-            let sent = self.sent_messages.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
-            let floor = self.floors.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+            let out = self.outlet.lock();
+            let sent = out.sent.messages.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+            let floor = out.sent.floors.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+            drop(out);
             match sent.max(floor) {
                 Some(since) => positions.push((room, since)),
                 // Neither sent a message nor joined here (it came from another node with
@@ -803,10 +878,11 @@ impl<W: Wire> Session<W> {
     /// What the session hands over with its connection, once it took in what its mailbox
     /// held when it left its groups ([`Session::depart`]).
     pub fn carried(&self, groups: Vec<(Group, u64)>) -> Carried {
+        let out = self.outlet.lock();
         Carried {
             rooms: self.rooms.clone(),
-            sent_messages: self.sent_messages.iter().copied().collect(),
-            sent_events: self.sent_events.iter().copied().collect(),
+            sent_messages: out.sent.messages.iter().copied().collect(),
+            sent_events: out.sent.events.iter().copied().collect(),
             groups,
         }
     }
@@ -818,8 +894,11 @@ impl<W: Wire> Session<W> {
     /// as after a drop, for the wire's window.
     pub fn settle(&mut self, ctx: &mut Ctx<W>, carried: Carried) {
         let Some(held) = self.held.take() else { return };
-        self.sent_messages = carried.sent_messages.iter().copied().collect();
-        self.sent_events = carried.sent_events.iter().copied().collect();
+        {
+            let mut out = self.outlet.lock();
+            out.sent.messages = carried.sent_messages.iter().copied().collect();
+            out.sent.events = carried.sent_events.iter().copied().collect();
+        }
         for (event, frame, group) in held {
             if event.stamp <= carried.took(group) {
                 self.outbox.taken(frame.len());
@@ -836,7 +915,7 @@ impl<W: Wire> Session<W> {
     /// after a drop.
     pub fn reopened(&mut self, ctx: &mut Ctx<W>, sent: Vec<(u64, u64)>) {
         let Some(held) = self.held.take() else { return };
-        self.sent_messages = sent.into_iter().collect();
+        self.outlet.lock().sent.messages = sent.into_iter().collect();
         for (event, frame, group) in held {
             self.take_in(ctx, event, frame, group);
         }
@@ -866,6 +945,7 @@ impl<W: Wire> Session<W> {
     /// The hub gave up on this session: drop the frames not started, and close with 1008
     /// (after the one being written).
     fn evicted(&mut self, ctx: &mut Ctx<W>) {
+        self.shut_outlet();
         let keep = usize::from(self.queue.front().is_some_and(|f| f.written > 0));
         let dropped: usize = self.queue.iter().skip(keep).map(Pending::left).sum();
         self.queue.truncate(keep);
@@ -928,44 +1008,6 @@ impl<W: Wire> Session<W> {
             }
         }
     }
-
-    /// Whether message `id` of `room` is new to this client (remembering it).
-    fn fresh_message(&mut self, room: u64, id: u64) -> bool {
-        match self.sent_messages.iter().position(|(r, _)| *r == room) {
-            Some(i) => {
-                let (_, last) = self.sent_messages[i];
-                if id <= last {
-                    return false;
-                }
-                self.sent_messages.remove(i);
-            }
-            None if self.sent_messages.len() == ROOMS_REMEMBERED => {
-                self.sent_messages.pop_front();
-            }
-            None => {}
-        }
-        self.sent_messages.push_back((room, id));
-        // A joined room's position, kept however many other rooms' messages come.
-        if let Some((_, floor)) = self.floors.iter_mut().find(|(r, _)| *r == room) {
-            *floor = (*floor).max(id);
-        }
-        true
-    }
-
-    /// Whether `event` is new to this client (remembering it).
-    fn fresh(&mut self, event: &Event) -> bool {
-        if let ChatEvent::Message(m) = &event.kind {
-            return self.fresh_message(m.room, m.id);
-        }
-        if self.sent_events.contains(&event.seq) {
-            return false;
-        }
-        if self.sent_events.len() == EVENTS_REMEMBERED {
-            self.sent_events.pop_front();
-        }
-        self.sent_events.push_back(event.seq);
-        true
-    }
 }
 
 /// The smallest byte bound of an outbox: room for a few of the largest events.
@@ -995,7 +1037,7 @@ impl<W: Wire> Actor for Session<W> {
         if self.detached.is_none() {
             crate::observe::connection(W::KIND, 1);
         }
-        self.hub().opened(self.id, ctx.address().recipient());
+        self.hub().opened(self.id, ctx.address().recipient(), self.direct());
         ctx.set_mailbox_capacity(self.outbox.max_events());
         W::opened(self, ctx);
         checks::register(self.id, ctx.address().recipient());
@@ -1003,6 +1045,7 @@ impl<W: Wire> Actor for Session<W> {
 
     /// A last try to write what is queued (a close frame above all), without waiting.
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.shut_outlet();
         if let Some(io) = self.io.as_ref() {
             while let Some(front) = self.queue.front_mut() {
                 match io.try_write(&front.wire[front.written..]) {
@@ -1018,6 +1061,8 @@ impl<W: Wire> Actor for Session<W> {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Publishers may still hold the outlet for a moment: the socket closes now.
+        self.outlet.lock().attach(None);
         if self.detached.is_none() {
             crate::observe::connection(W::KIND, -1);
         }
@@ -1060,6 +1105,7 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
             Deliver::Restart => {
                 return self.close(ctx, ws::CloseCode::Restart, "This node lost its link to the service; reconnect.")
             }
+            Deliver::Stalled => return self.flush(ctx),
         };
         if let Some(held) = self.held.as_mut() {
             // Counted in the outbox until taken in (or dropped) by `settle`.
@@ -1074,16 +1120,7 @@ impl<W: Wire> Session<W> {
     /// An event of `group` reaches the session: sent (or, without a socket, kept by the
     /// wire) unless the client has it or is not to get it.
     fn take_in(&mut self, ctx: &mut Ctx<W>, event: Arc<Event>, frame: Frame, group: Group) {
-        let skip = match (group, &event.kind) {
-            // A room's event that came while its join was refused, or after the room was left.
-            (Group::Room(room), _) => !self.rooms.contains(&room),
-            // A joined room's message reaches the session in order through the room's group;
-            // its copy through the user's group may overtake an older one (over NATS they
-            // are two subscriptions), which would then look stale.
-            (Group::User(_), ChatEvent::Message(m)) => self.rooms.contains(&m.room),
-            (Group::User(_), _) => false,
-        };
-        if self.closing || skip || !self.fresh(&event) {
+        if self.closing || skips(&self.rooms, group, &event) || !self.outlet.lock().sent.fresh(&event) {
             return self.outbox.taken(frame.len());
         }
         W::event_sent(self, ctx, &event, group, &frame);
@@ -1174,7 +1211,7 @@ impl<W: Wire> Handler<Reopen> for Session<W> {
             if missed.is_err() {
                 ctx.stop();
             }
-            act.floors = positions;
+            act.outlet.lock().sent.floors = positions;
             missed.ok()
         }))
     }
@@ -1258,7 +1295,7 @@ fn upgrade(
 /// together, up to `max` bytes), pings, pongs and closes; an error for a protocol
 /// violation (the session closes with 1002, 1007 or 1009).
 fn reader(
-    io: Rc<TcpStream>,
+    io: Arc<TcpStream>,
     read: BytesMut,
     max: usize,
 ) -> impl futures_util::Stream<Item = Result<ws::Message, ws::ProtocolError>> {
@@ -1308,7 +1345,7 @@ fn oversize() -> ws::ProtocolError {
 }
 
 struct Reader {
-    io: Rc<TcpStream>,
+    io: Arc<TcpStream>,
     /// Bytes read and not yet decoded (the start of a frame still arriving).
     buf: BytesMut,
     codec: Codec,

@@ -5,7 +5,7 @@
 
 use crate::chat::*;
 use crate::helpers::*;
-use crate::ws_violations::{open, read_until_close};
+use crate::ws_violations::{open, read_frame, read_until_close};
 use futures_util::future::{join, join_all};
 use std::time::Duration;
 
@@ -111,4 +111,68 @@ async fn a_catch_up_larger_than_the_byte_bound_arrives_whole() {
     assert_ascending(&ids(&got), "the catch-up, then the live message");
     assert_eq!(got.len(), N + 1);
     assert_eq!(got[N]["message_id"], live["message_id"], "the live message comes last");
+}
+
+/// A reader that stops reading, then reads with pauses while posts keep coming, gets every
+/// message once, in order. Its socket fills while it does not read, so events reach it
+/// every way there is: the room's thread writing to the idle socket itself, a write the
+/// socket did not take whole that the session finishes, and the session's mailbox while it
+/// catches up (the room's thread writing again as soon as nothing waits). None may
+/// overtake another.
+#[actix_rt::test]
+async fn a_reader_that_pauses_while_posts_keep_coming_gets_each_message_once_in_order() {
+    // 4 KB messages: the first part is more than the kernel's buffers for one socket hold.
+    const FIRST: usize = 1150;
+    const N: usize = 1350;
+    const BATCH: usize = 50;
+    let server = TestServer::spawn(&[("BOXOFFICE_WS_OUTBOX", "1000000"), ("BOXOFFICE_WS_OUTBOX_BYTES", "67108864")]);
+    let chat = Chat::new(&server);
+    let (me, other) = (1u64, 2u64);
+    chat.touch(&[me, other]).await;
+    let room = chat.group(me, "pauses", &[other]).await;
+    let mut socket = open(&server, &format!("/chat/ws/{room}?token={}", jwt(other)));
+    socket2::SockRef::from(&socket).set_recv_buffer_size(64 << 10).expect("SO_RCVBUF");
+    socket.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    // Blocking reads on a thread of their own, once told to: a pause every 40 messages.
+    let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            while !go.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut ids = Vec::new();
+            while ids.len() < N {
+                let Some((opcode, payload)) = read_frame(&mut socket) else { break };
+                if opcode != 1 {
+                    continue;
+                }
+                let event: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+                if event["type"] == "message" {
+                    ids.push(event["message_id"].as_u64().expect("id"));
+                    if ids.len() % 40 == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            ids
+        })
+    };
+    let filler = "p".repeat(4000);
+    for batch in 0..N / BATCH {
+        if batch * BATCH == FIRST {
+            go.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (chat_ref, filler_ref) = (&chat, &filler);
+        let replies = join_all((0..BATCH).map(move |j| async move {
+            chat_ref.say(me, room, &format!("{:04} {filler_ref}", batch * BATCH + j)).await
+        }))
+        .await;
+        assert!(replies.iter().all(|r| r.status == 201), "a send in batch {batch}");
+    }
+    let got = actix_rt::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
+    assert_eq!(got.len(), N, "every message");
+    assert_ascending(&got, "in the room's order");
+    let stored: Vec<u64> = ids(&chat.all_messages(me, room).await);
+    assert_eq!(got, stored, "each stored message once");
 }

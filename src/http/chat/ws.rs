@@ -115,6 +115,7 @@ impl Handler<Replayed> for Session<ChatWire> {
 
 impl Wire for ChatWire {
     const KIND: &'static str = "chat";
+    const DIRECT: bool = true;
     const PING_INTERVAL: Duration = HEARTBEAT;
 
     fn opened(s: &mut Session<Self>, ctx: &mut Ctx<Self>) {
