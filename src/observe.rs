@@ -438,6 +438,12 @@ pub fn handover(outcome: &'static str) {
     counter!("boxoffice_signalr_handovers_total", "outcome" => outcome).increment(1);
 }
 
+/// A frame a publisher wrote to an idle socket itself (`http::outlet`) that the socket did
+/// not take whole: the session writes the rest.
+pub fn direct_stalled() {
+    counter!("boxoffice_ws_direct_stalls_total").increment(1);
+}
+
 /// A socket caught up on its rooms from the durable history after a gap in what its node
 /// relays, instead of closing with 1012 (stateful SignalR connections on an edge).
 pub fn resync(protocol: &'static str) {

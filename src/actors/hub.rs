@@ -565,13 +565,14 @@ impl Hub {
             let frame = event.frame(&*sub.wire);
             let bytes = frame.len();
             if let Some(direct) = sub.direct.as_ref().filter(|_| written < DIRECT_PER_EVENT) {
-                written += 1;
                 match direct.offer(event, &frame, group, outbox) {
                     Offer::Done => {
+                        written += 1;
                         delivered += 1;
                         continue;
                     }
                     Offer::Stalled => {
+                        written += 1;
                         delivered += 1;
                         sub.recipient.do_send(Deliver::Stalled);
                         continue;

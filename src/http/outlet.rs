@@ -188,13 +188,12 @@ impl Direct for Outlet {
         let mut s = self.lock();
         // Under the lock: a frame the session is about to write is counted before it
         // takes the lock, and one it queued shut the outlet.
-        if !s.open || outbox.queued() != 0 {
+        let Some(io) = s.io.clone().filter(|_| s.open && outbox.queued() == 0) else {
             return Offer::Declined;
-        }
+        };
         if skips(&s.rooms, group, event) || !s.sent.fresh(event) {
             return Offer::Done;
         }
-        let Some(io) = s.io.clone() else { return Offer::Declined };
         let wire = frame.wire();
         let written = match io.try_write(wire) {
             Ok(n) if n == wire.len() => return Offer::Done,
@@ -202,6 +201,7 @@ impl Direct for Outlet {
             // Not writable now, or broken: the session finds out which.
             Err(_) => 0,
         };
+        crate::observe::direct_stalled();
         s.open = false;
         outbox.queue(wire.len() - written);
         s.stalled = Some(Pending { wire: wire.clone(), written });

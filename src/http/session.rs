@@ -1105,7 +1105,15 @@ impl<W: Wire> Handler<Deliver> for Session<W> {
             Deliver::Restart => {
                 return self.close(ctx, ws::CloseCode::Restart, "This node lost its link to the service; reconnect.")
             }
-            Deliver::Stalled => return self.flush(ctx),
+            Deliver::Stalled => {
+                // The rest of a publisher's frame, unless a write of the session's took it
+                // already (a flush with nothing to write would stop a closing session early).
+                self.shut_outlet();
+                if self.queue.is_empty() {
+                    return self.idle();
+                }
+                return self.flush(ctx);
+            }
         };
         if let Some(held) = self.held.as_mut() {
             // Counted in the outbox until taken in (or dropped) by `settle`.

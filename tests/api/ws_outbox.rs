@@ -121,10 +121,15 @@ async fn a_catch_up_larger_than_the_byte_bound_arrives_whole() {
 /// overtake another.
 #[actix_rt::test]
 async fn a_reader_that_pauses_while_posts_keep_coming_gets_each_message_once_in_order() {
-    // 4 KB messages: the first part is more than the kernel's buffers for one socket hold.
-    const FIRST: usize = 1150;
-    const N: usize = 1350;
+    // 4 KB messages: the first part is more than the kernel's buffers for one socket hold
+    // (the server's send buffer grows up to tcp_wmem's maximum; 4 MiB by default).
     const BATCH: usize = 50;
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|v| v.split_whitespace().nth(2).and_then(|m| m.parse().ok()))
+        .unwrap_or(4 << 20);
+    let first = ((wmem_max + (512 << 10)) / 4000).div_ceil(BATCH) * BATCH;
+    let n = first + 200;
     let server = TestServer::spawn(&[("BOXOFFICE_WS_OUTBOX", "1000000"), ("BOXOFFICE_WS_OUTBOX_BYTES", "67108864")]);
     let chat = Chat::new(&server);
     let (me, other) = (1u64, 2u64);
@@ -142,7 +147,7 @@ async fn a_reader_that_pauses_while_posts_keep_coming_gets_each_message_once_in_
                 std::thread::sleep(Duration::from_millis(10));
             }
             let mut ids = Vec::new();
-            while ids.len() < N {
+            while ids.len() < n {
                 let Some((opcode, payload)) = read_frame(&mut socket) else { break };
                 if opcode != 1 {
                     continue;
@@ -159,8 +164,8 @@ async fn a_reader_that_pauses_while_posts_keep_coming_gets_each_message_once_in_
         })
     };
     let filler = "p".repeat(4000);
-    for batch in 0..N / BATCH {
-        if batch * BATCH == FIRST {
+    for batch in 0..n / BATCH {
+        if batch * BATCH == first {
             go.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let (chat_ref, filler_ref) = (&chat, &filler);
@@ -171,8 +176,14 @@ async fn a_reader_that_pauses_while_posts_keep_coming_gets_each_message_once_in_
         assert!(replies.iter().all(|r| r.status == 201), "a send in batch {batch}");
     }
     let got = actix_rt::task::spawn_blocking(move || reader.join().expect("reader")).await.expect("join");
-    assert_eq!(got.len(), N, "every message");
+    assert_eq!(got.len(), n, "every message");
     assert_ascending(&got, "in the room's order");
     let stored: Vec<u64> = ids(&chat.all_messages(me, room).await);
     assert_eq!(got, stored, "each stored message once");
+    let metrics = Api::new(&server.base).raw("GET", "/metrics", Some(&admin_jwt(999)), &[], None).await;
+    let stalls = String::from_utf8_lossy(&metrics.raw)
+        .lines()
+        .find_map(|l| l.strip_prefix("boxoffice_ws_direct_stalls_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(stalls.is_some_and(|s| s > 0.0), "a direct write stalled: {stalls:?}");
 }
