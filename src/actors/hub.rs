@@ -268,6 +268,15 @@ pub const DIRECT_PER_EVENT: usize = 128;
 /// A session's socket as publishers hold it.
 pub type DirectRef = Arc<dyn Direct>;
 
+/// Tell a session to close with 1012 and come back: no direct write reaches its socket
+/// from now on (what follows may come after a gap).
+fn restart(recipient: &Recipient<Deliver>, direct: Option<&DirectRef>) {
+    if let Some(d) = direct {
+        d.bar();
+    }
+    recipient.do_send(Deliver::Restart);
+}
+
 /// What became of a direct offer.
 pub enum Offer {
     /// Sent (or not for the client: skipped, or sent before).
@@ -437,10 +446,7 @@ impl Hub {
     pub fn restart_all(&self) -> usize {
         for s in self.inner.sessions.iter() {
             let (recipient, direct) = s.value();
-            if let Some(d) = direct {
-                d.bar();
-            }
-            recipient.do_send(Deliver::Restart);
+            restart(recipient, direct.as_ref());
         }
         self.inner.sessions.len()
     }
@@ -449,10 +455,7 @@ impl Hub {
     pub fn restart_group(&self, group: Group) -> usize {
         let Some(members) = self.inner.groups.get(&group) else { return 0 };
         for sub in members.sessions.values() {
-            if let Some(d) = &sub.direct {
-                d.bar();
-            }
-            sub.recipient.do_send(Deliver::Restart);
+            restart(&sub.recipient, sub.direct.as_ref());
         }
         members.sessions.len()
     }
@@ -677,6 +680,102 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session's socket as a publisher sees it: counts its offers, takes them until barred.
+    #[derive(Default)]
+    struct Probe {
+        offers: AtomicUsize,
+        barred: AtomicBool,
+    }
+
+    impl Direct for Probe {
+        fn offer(&self, _: &Event, _: &Frame, _: Group, _: &Outbox) -> Offer {
+            self.offers.fetch_add(1, Ordering::Relaxed);
+            if self.barred.load(Ordering::Relaxed) {
+                Offer::Declined
+            } else {
+                Offer::Done
+            }
+        }
+        fn bar(&self) {
+            self.barred.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Every session's mailbox: counts the events and the restarts it was sent.
+    #[derive(Default)]
+    struct Mailboxes {
+        events: usize,
+        restarts: usize,
+    }
+
+    impl Actor for Mailboxes {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Mailboxes {
+        type Result = ();
+        fn handle(&mut self, d: Deliver, _: &mut Context<Self>) {
+            match d {
+                Deliver::Event { .. } => self.events += 1,
+                Deliver::Restart => self.restarts += 1,
+                _ => {}
+            }
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "(usize, usize)")]
+    struct Counts;
+
+    impl Handler<Counts> for Mailboxes {
+        type Result = MessageResult<Counts>;
+        fn handle(&mut self, _: Counts, _: &mut Context<Self>) -> Self::Result {
+            MessageResult((self.events, self.restarts))
+        }
+    }
+
+    struct Plain;
+    impl Render for Plain {
+        fn slot(&self) -> usize {
+            0
+        }
+        fn render(&self, _: &ChatEvent) -> Frame {
+            Frame::text("e")
+        }
+    }
+
+    /// A publisher writes one event to at most `DIRECT_PER_EVENT` sessions itself; the
+    /// others get it through their mailboxes. A restart bars every session's direct writes
+    /// before telling it to close, so nothing newer than a gap reaches its socket.
+    #[actix_rt::test]
+    async fn direct_writes_are_capped_per_event_and_barred_by_a_restart() {
+        let hub = Hub::default();
+        let mailboxes = Mailboxes::default().start();
+        let group = Group::Room(1);
+        let probes: Vec<Arc<Probe>> = (0..200).map(|_| Arc::new(Probe::default())).collect();
+        for (i, probe) in probes.iter().enumerate() {
+            let sub = Subscriber {
+                session: i as u64 + 1,
+                user: 2,
+                recipient: mailboxes.clone().recipient(),
+                wire: Arc::new(Plain),
+                outbox: Outbox::new(1 << 16, usize::MAX / 2),
+                direct: Some(probe.clone() as DirectRef),
+            };
+            hub.join(group, sub);
+        }
+        let event = || Event::new(ChatEvent::MessageDeleted { room: 1, message: 1 });
+        hub.publish(group, &event());
+        let offered: usize = probes.iter().map(|p| p.offers.load(Ordering::Relaxed)).sum();
+        assert_eq!(offered, DIRECT_PER_EVENT, "written directly");
+        assert_eq!(mailboxes.send(Counts).await.expect("counts"), (200 - DIRECT_PER_EVENT, 0), "the rest mailed");
+
+        assert_eq!(hub.restart_group(group), 200);
+        assert!(probes.iter().all(|p| p.barred.load(Ordering::Relaxed)), "every socket barred");
+        hub.publish(group, &event());
+        assert_eq!(mailboxes.send(Counts).await.expect("counts"), (400 - DIRECT_PER_EVENT, 200), "all mailed now");
+    }
 
     /// Connections are counted for online users only: one who went offline leaves a
     /// last-seen time in a bounded cache, not an entry in the counts.

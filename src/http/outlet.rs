@@ -131,10 +131,13 @@ pub struct State {
 }
 
 impl State {
-    /// Shut the outlet; the rest of a publisher's frame, if the socket did not take it whole.
-    pub fn shut(&mut self) -> Option<Pending> {
+    /// Shut the outlet. The rest of a publisher's frame that the socket did not take whole
+    /// goes first in the session's `queue` (which is empty while the outlet is open).
+    pub fn shut(&mut self, queue: &mut VecDeque<Pending>) {
         self.open = false;
-        self.stalled.take()
+        if let Some(stalled) = self.stalled.take() {
+            queue.push_front(stalled);
+        }
     }
 
     /// Open the outlet (the session is idle), with the session's `rooms`; not after a
@@ -294,9 +297,11 @@ mod tests {
         assert!(matches!(outlet.offer(&deleted(7, 500), &big, Group::Room(7), &outbox), Offer::Declined));
         outlet.lock().open(&[7]);
         assert!(matches!(outlet.offer(&deleted(7, 501), &big, Group::Room(7), &outbox), Offer::Declined));
-        let rest = outlet.lock().shut().expect("the stalled frame");
-        assert_eq!(rest.left(), left);
-        assert!(outlet.lock().shut().is_none(), "taken once");
+        let mut queue = VecDeque::new();
+        outlet.lock().shut(&mut queue);
+        assert_eq!(queue.iter().map(Pending::left).collect::<Vec<_>>(), vec![left], "the stalled frame");
+        outlet.lock().shut(&mut queue);
+        assert_eq!(queue.len(), 1, "taken once");
     }
 
     #[actix_rt::test]

@@ -37,7 +37,7 @@
 
 use super::outlet::{skips, Outlet, Pending};
 use crate::actors::hub::{room_group, user_group, ChatEvent, Deliver, Event, Frame, Group, Hub, MessageEvent, Outbox};
-use crate::actors::hub::{Render, Subscriber};
+use crate::actors::hub::{DirectRef, Render, Subscriber};
 use crate::actors::room::{Author, ChatError};
 use crate::cluster::Backend;
 use crate::http::frame_guard::{FrameGuard, OVERSIZED};
@@ -362,8 +362,8 @@ impl<W: Wire> Session<W> {
     }
 
     /// The outlet, as publishers see it, if they may write to it.
-    fn direct(&self) -> Option<Arc<dyn crate::actors::hub::Direct>> {
-        self.outlet.direct().then(|| self.outlet.clone() as Arc<dyn crate::actors::hub::Direct>)
+    fn direct(&self) -> Option<DirectRef> {
+        self.outlet.direct().then(|| self.outlet.clone() as DirectRef)
     }
 
     /// The session counts as a connection of its user (who comes online with their first,
@@ -561,9 +561,7 @@ impl<W: Wire> Session<W> {
         // socket did not take whole goes first.
         let outlet = self.outlet.clone();
         let mut out = outlet.lock();
-        if let Some(stalled) = out.shut() {
-            self.queue.push_front(stalled);
-        }
+        out.shut(&mut self.queue);
         if self.queue.is_empty() && self.outbox.queued() == frame.len() {
             match io.try_write(&pending.wire) {
                 Ok(n) => {
@@ -645,9 +643,7 @@ impl<W: Wire> Session<W> {
         let Some(io) = self.io.clone() else { return };
         let outlet = self.outlet.clone();
         let mut out = outlet.lock();
-        if let Some(stalled) = out.shut() {
-            self.queue.push_front(stalled);
-        }
+        out.shut(&mut self.queue);
         while !self.queue.is_empty() {
             let slices: Vec<IoSlice<'_>> =
                 self.queue.iter().take(WRITE_BATCH).map(|f| IoSlice::new(&f.wire[f.written..])).collect();
@@ -687,8 +683,8 @@ impl<W: Wire> Session<W> {
     }
 
     /// Whether publishers may write to the socket themselves (see [`outlet`](super::outlet)):
-    /// the wire allows it, and the session is online and idle, with nothing queued, no catch-up, gate or join on its
-    /// way, and its connection in place.
+    /// the wire allows it, and the session is online and idle, with nothing queued, no
+    /// catch-up, gate or join on its way, and its connection in place.
     fn steady(&self) -> bool {
         W::DIRECT
             && self.online()
@@ -713,9 +709,7 @@ impl<W: Wire> Session<W> {
     /// the socket did not take whole goes first in the queue (the publisher told the
     /// session to write it, [`Deliver::Stalled`]).
     fn shut_outlet(&mut self) {
-        if let Some(stalled) = self.outlet.lock().shut() {
-            self.queue.push_front(stalled);
-        }
+        self.outlet.lock().shut(&mut self.queue);
     }
 
     /// The socket broke or the client's side ended without a close. A connection whose
@@ -749,12 +743,12 @@ impl<W: Wire> Session<W> {
             ctx.cancel_future(h);
         }
         self.flushing = false;
-        let stalled = {
+        {
             let mut out = self.outlet.lock();
             out.attach(None);
-            out.shut()
-        };
-        let queued: usize = self.queue.drain(..).chain(stalled).map(|p| p.left()).sum();
+            out.shut(&mut self.queue);
+        }
+        let queued: usize = self.queue.drain(..).map(|p| p.left()).sum();
         let counted: usize = self.backlog.drain(..).filter(|(_, counted)| *counted).map(|(f, _)| f.len()).sum();
         self.outbox.taken(queued + counted);
         if let Some(io) = self.io.take() {
